@@ -1,0 +1,134 @@
+"""Per-user settings from config.toml: where a tool's data lives on this host, and defaults.
+
+The recipe says what a tool needs; the config says where those things are on *this* machine.
+Like recipes, the file is validated once at load time and every error names file, line and key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandman.errors import StateError
+from sandman.recipes import ENV_NAME_RE, LineLocator, _kind, dotted, tomllib
+
+TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools"}
+TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm"}
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    mounts: dict[str, str] = field(default_factory=dict)  # mount name -> host path
+    extra_mounts: tuple[str, ...] = ()  # HOST:CONTAINER[:ro|rw]
+    env: dict[str, str] = field(default_factory=dict)
+    warm: bool | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    bin_dir: Path | None = None
+    kits_dir: Path | None = None
+    registry: str | None = None
+    mirror: str | None = None
+    warm_idle_minutes: int = 10
+    tools: dict[str, ToolSettings] = field(default_factory=dict)
+
+    def for_tool(self, tool: str, version: str) -> ToolSettings:
+        """Settings for tool@version: `[tools."tool@version"]` wins over `[tools.tool]`."""
+        general = self.tools.get(tool, ToolSettings())
+        specific = self.tools.get(f"{tool}@{version}", ToolSettings())
+        return ToolSettings(
+            mounts={**general.mounts, **specific.mounts},
+            extra_mounts=general.extra_mounts + specific.extra_mounts,
+            env={**general.env, **specific.env},
+            warm=specific.warm if specific.warm is not None else general.warm,
+        )
+
+
+def load_config(path: Path) -> Config:
+    if not path.exists():
+        return Config(path=None)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except OSError as e:
+        raise StateError(f"{path}: cannot read config: {e.strerror}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise StateError(f"{path}: invalid TOML: {e}") from e
+    lines = LineLocator(text)
+
+    def fail(kp: tuple, msg: str) -> StateError:
+        line = lines.find(kp)
+        return StateError(f"{path}{':' + str(line) if line else ''}: {dotted(kp)}: {msg}")
+
+    for key in data:
+        if key not in TOP_KEYS:
+            raise fail((key,), "unknown key")
+
+    def opt_path(key: str) -> Path | None:
+        if key not in data:
+            return None
+        if not isinstance(data[key], str):
+            raise fail((key,), f"expected a path string, got {_kind(data[key])}")
+        return Path(os.path.expanduser(data[key]))
+
+    def opt_str(key: str) -> str | None:
+        if key in data and not isinstance(data[key], str):
+            raise fail((key,), f"expected a string, got {_kind(data[key])}")
+        return data.get(key)
+
+    idle = data.get("warm_idle_minutes", 10)
+    if not isinstance(idle, int) or isinstance(idle, bool) or idle < 1:
+        raise fail(("warm_idle_minutes",), "expected a whole number of minutes >= 1")
+    tools: dict[str, ToolSettings] = {}
+    raw_tools = data.get("tools", {})
+    if not isinstance(raw_tools, dict):
+        raise fail(("tools",), "expected a table of [tools.<tool>] tables")
+    for name, t in raw_tools.items():
+        kp = ("tools", name)
+        if not isinstance(t, dict):
+            raise fail(kp, f"expected a table, got {_kind(t)}")
+        for key in t:
+            if key not in TOOL_KEYS:
+                raise fail((*kp, key), "unknown key")
+        tools[name] = _tool_settings(t, kp, fail)
+    return Config(
+        path=path,
+        bin_dir=opt_path("bin_dir"),
+        kits_dir=opt_path("kits_dir"),
+        registry=opt_str("registry"),
+        mirror=opt_str("mirror"),
+        warm_idle_minutes=idle,
+        tools=tools,
+    )
+
+
+def _tool_settings(t: dict[str, Any], kp: tuple, fail: Any) -> ToolSettings:
+    mounts = t.get("mounts", {})
+    if not isinstance(mounts, dict) or not all(isinstance(v, str) for v in mounts.values()):
+        raise fail((*kp, "mounts"), "expected a table of mount name = \"/host/path\"")
+    extra = t.get("extra_mounts", [])
+    if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
+        raise fail((*kp, "extra_mounts"), "expected a list of \"HOST:CONTAINER[:ro]\" strings")
+    for spec in extra:
+        if not re.match(r"^[^:]+:/[^:]*(:(ro|rw))?$", spec):
+            raise fail((*kp, "extra_mounts"), f"'{spec}' is not HOST:CONTAINER[:ro|rw]")
+    env = t.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise fail((*kp, "env"), "expected a table of NAME = \"value\"")
+    for k in env:
+        if not ENV_NAME_RE.match(k):
+            raise fail((*kp, "env", k), "not a valid environment variable name")
+    warm = t.get("warm")
+    if warm is not None and not isinstance(warm, bool):
+        raise fail((*kp, "warm"), "expected true or false")
+    return ToolSettings(
+        mounts={k: os.path.expanduser(v) for k, v in mounts.items()},
+        extra_mounts=tuple(extra),
+        env=dict(env),
+        warm=warm,
+    )

@@ -1,0 +1,62 @@
+"""What every operation needs: paths, the user's config, the environment, the daemon, a voice.
+
+The CLI builds one Context per command; tests build their own with a private SANDMAN_HOME.
+The engine connects lazily so commands that never touch Docker (recipes check, list --json
+of an empty state) work without a daemon.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol
+
+from sandman.catalog import Catalog
+from sandman.config import Config, load_config
+from sandman.engine import Engine
+from sandman.paths import Paths
+
+
+class Reporter(Protocol):
+    def info(self, msg: str) -> None: ...
+    def warn(self, msg: str) -> None: ...
+    def step(self, line: str) -> None: ...
+
+
+class SilentReporter:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    def warn(self, msg: str) -> None:
+        self.lines.append(f"warning: {msg}")
+
+    def step(self, line: str) -> None:
+        self.lines.append(line)
+
+
+@dataclass
+class Context:
+    paths: Paths
+    config: Config
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    out: Reporter = field(default_factory=SilentReporter)
+
+    @classmethod
+    def from_env(cls, out: Reporter | None = None) -> Context:
+        paths = Paths.from_env()
+        config = load_config(paths.config_file)
+        if config.bin_dir and not os.environ.get("SANDMAN_BIN_DIR"):
+            paths = paths.with_bin_dir(config.bin_dir)
+        return cls(paths=paths, config=config, out=out or SilentReporter())
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine.connect()
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog.default(self.paths)

@@ -1,0 +1,117 @@
+"""Every failure sandman reports on purpose, and its exit code.
+
+One root type; each subclass carries a user-facing one-line message and the exit code that
+scripts can rely on. The CLI maps them in one place (``cli.main``); the shim template uses the
+same numbers for the failures it detects itself (see docs/runtime.md for the table).
+The codes live in 110-124 so they stay clear of the common tool codes and of docker's own
+125 (engine failed), 126 (cannot invoke) and 127 (command not found).
+"""
+
+from __future__ import annotations
+
+USAGE = 2  # Typer/click's own code for bad options and arguments
+
+
+class SandmanError(Exception):
+    """A failure with a message meant for the user, not a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail  # extra lines (a build log tail), shown below the message
+
+
+class UsageError(SandmanError):
+    exit_code = USAGE
+
+
+class NotFoundError(SandmanError):
+    """Unknown tool, version or repo: the message lists what exists."""
+
+    exit_code = 111
+
+
+class RecipeError(SandmanError):
+    """A recipe file that does not parse or validate; the message starts with file:line."""
+
+    exit_code = 112
+
+
+class KitError(SandmanError):
+    """A vendor kit is missing, unreadable or does not match its checksum."""
+
+    exit_code = 113
+
+
+class BuildError(SandmanError):
+    exit_code = 114
+
+
+class DaemonUnavailableError(SandmanError):
+    exit_code = 115
+
+
+class DaemonPermissionError(SandmanError):
+    exit_code = 116
+
+
+class ImageMissingError(SandmanError):
+    exit_code = 117
+
+
+class MountError(SandmanError):
+    """A mount source is missing, refused (/, home, docker socket) or cannot be mapped."""
+
+    exit_code = 118
+
+
+class ConflictError(SandmanError):
+    """sandman would overwrite a file it did not write."""
+
+    exit_code = 119
+
+
+class UntrustedError(SandmanError):
+    exit_code = 120
+
+
+class RemoteError(SandmanError):
+    """A registry or git remote failed."""
+
+    exit_code = 121
+
+
+class NoSpaceError(SandmanError):
+    exit_code = 122
+
+
+class StateError(SandmanError):
+    """Install state or config on disk is unreadable or of an unknown version."""
+
+    exit_code = 123
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success (for a shim or `sandman run`: the tool's own status, 0-255, is passed on)",
+    1: "unexpected internal error (run with --debug for the traceback)",
+    USAGE: "bad command-line usage: unknown option, bad TOOL@VERSION syntax",
+    NotFoundError.exit_code: "unknown tool, version or repo (the message lists what exists)",
+    RecipeError.exit_code: "a recipe does not parse or validate (message starts with file:line)",
+    KitError.exit_code: "a vendor kit is missing, unreadable or has the wrong sha256",
+    BuildError.exit_code: "an image build or its smoke test failed (the previous image is kept)",
+    DaemonUnavailableError.exit_code: "the Docker daemon cannot be reached",
+    DaemonPermissionError.exit_code: "permission denied on the Docker socket",
+    ImageMissingError.exit_code: "the image an install needs is gone, or a base image cannot be had",
+    MountError.exit_code: "a mount source is missing, refused or cannot be mapped",
+    ConflictError.exit_code: "a file sandman did not write is in the way",
+    UntrustedError.exit_code: "a recipe from a repository that is not trusted yet",
+    RemoteError.exit_code: "a registry or git remote failed",
+    NoSpaceError.exit_code: "no space left on the device (Docker data root or sandman's dirs)",
+    StateError.exit_code: "install state or config.toml is unreadable or invalid",
+    125: "docker could not create or start the container (docker's own code; its message follows)",
+    126: "the command in the image cannot be run (docker's own code)",
+    127: "the command does not exist in the image (docker's own code)",
+    130: "interrupted (Ctrl-C) while sandman itself was working",
+}

@@ -1,0 +1,164 @@
+"""Build, install, uninstall, reshim and run: the main job, as plain functions over a Context.
+
+Data flows one way: recipe -> validated model -> build plan (fingerprint) -> image -> install
+record -> shims. A failed step leaves what was there before: shims are checked for conflicts
+before anything is built, and written all at once after the image exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sandman import images, installs, shims
+from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
+from sandman.catalog import Entry, Spec
+from sandman.context import Context
+from sandman.errors import ImageMissingError, NotFoundError, UntrustedError
+from sandman.installs import InstallRecord
+from sandman.recipes import Mount, Recipe, Runtime, Version
+
+
+@dataclass(frozen=True)
+class Resolved:
+    entry: Entry
+    recipe: Recipe
+    version: Version
+
+    @property
+    def key(self) -> str:
+        return f"{self.recipe.tool}@{self.version.version}"
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    record: InstallRecord
+    built: bool
+    shims: list[Path]
+
+
+def resolve(ctx: Context, spec: Spec) -> Resolved:
+    entry, recipe, version = ctx.catalog.resolve(spec)
+    if not entry.source.trusted:
+        raise UntrustedError(
+            f"{recipe.tool}@{version.version} comes from repo '{entry.source.name}', which you "
+            f"have not trusted; review it, then run: sandman repo trust {entry.source.name}"
+        )
+    return Resolved(entry, recipe, version)
+
+
+def plan(ctx: Context, r: Resolved) -> BuildPlan:
+    folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
+    return plan_build(r.recipe, r.version, source=r.entry.source.name, kits_folder=folder,
+                      engine=ctx.engine)
+
+
+def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
+    p = plan(ctx, r)
+    ctx.out.info(f"{r.key}: fingerprint {p.fingerprint[:12]}")
+    result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force)
+    ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
+    return result
+
+
+def runtime_to_dict(rt: Runtime) -> dict:
+    return asdict(rt)
+
+
+def runtime_from_dict(d: dict) -> Runtime:
+    d = dict(d)
+    d["mounts"] = tuple(Mount(**m) for m in d.get("mounts", ()))
+    for key in ("entrypoint", "commands", "pass_env", "smoke"):
+        d[key] = tuple(d.get(key, ()))
+    return Runtime(**d)
+
+
+def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id: str,
+                 runtime: Runtime, *, extra_mounts: tuple[str, ...] = (),
+                 refresh: bool = True) -> shims.ShimContext:
+    f = images.facts(ctx.engine, ctx.paths, image_id)
+    uid, gid = images.current_ids()
+    pw_dir = images.passwd_dir(ctx.paths, image_id, f, uid, gid)
+    return shims.ShimContext(
+        tool=tool, version=version, image=image_tag, runtime=runtime,
+        settings=ctx.config.for_tool(tool, version), locales=f.locales,
+        utf8_locale=f.utf8_locale, passwd_uid=uid, passwd_dir=pw_dir, paths=ctx.paths,
+        extra_mounts=extra_mounts, refresh=refresh,
+    )
+
+
+def install(ctx: Context, spec: Spec, *, force: bool = False) -> InstallResult:
+    r = resolve(ctx, spec)
+    rt = r.version.runtime
+    names = shims.shim_names(r.recipe.tool, r.version.version, rt)
+    shims.check_targets(ctx.paths.bin_dir, names, r.key)  # fail before building
+    result = build(ctx, r, force=force)
+    previous = installs.load(ctx.paths, r.recipe.tool, r.version.version)
+    sctx = shim_context(ctx, r.recipe.tool, r.version.version, result.tag, result.image_id, rt)
+    written = shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in names}, r.key)
+    for name in names:
+        other = shims.shadowed(ctx.paths.bin_dir, name)
+        if other:
+            ctx.out.warn(f"{name}: {other} comes earlier on PATH and will run instead")
+    if previous:
+        stale = [n for n in previous.shims if n not in names]
+        shims.remove_shims(Path(previous.bin_dir), stale, r.key)
+    record = InstallRecord(
+        tool=r.recipe.tool, version=r.version.version, source=r.entry.source.name,
+        recipe_file=str(r.entry.recipe_file), fingerprint=result.fingerprint,
+        image_id=result.image_id, image_tag=result.tag, shims=tuple(names),
+        bin_dir=str(ctx.paths.bin_dir), installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        runtime=runtime_to_dict(rt),
+    )
+    installs.write_record(ctx.paths, record)
+    return InstallResult(record, result.built, written)
+
+
+def installed(ctx: Context, spec: Spec) -> InstallRecord:
+    rec = installs.load(ctx.paths, spec.tool, spec.version or "")
+    if rec is None:
+        have = ", ".join(r.key for r in installs.all_records(ctx.paths)) or "none"
+        raise NotFoundError(f"{spec.tool}@{spec.version} is not installed; installed: {have}")
+    return rec
+
+
+def uninstall(ctx: Context, spec: Spec) -> list[Path]:
+    rec = installed(ctx, spec)
+    removed = shims.remove_shims(Path(rec.bin_dir), rec.shims, rec.key)
+    installs.remove_record(ctx.paths, rec.tool, rec.version)
+    return removed
+
+
+def reshim(ctx: Context, spec: Spec) -> list[Path]:
+    """Rewrite an install's shims from its record and the current config (no build)."""
+    rec = installed(ctx, spec)
+    if ctx.engine.image(rec.image_tag) is None:
+        raise ImageMissingError(f"{rec.key}: image {rec.image_tag} is gone; run: sandman install {rec.key}")
+    rt = runtime_from_dict(rec.runtime)
+    sctx = shim_context(ctx, rec.tool, rec.version, rec.image_tag, rec.image_id, rt)
+    return shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in rec.shims},
+                             rec.key)
+
+
+def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...]) -> tuple[str, str]:
+    """The shim script for a one-off `sandman run` (building the image first if needed)."""
+    r = resolve(ctx, spec)
+    rec = installs.load(ctx.paths, r.recipe.tool, r.version.version)
+    if rec is not None and ctx.engine.image(rec.image_tag) is not None:
+        tag, image_id = rec.image_tag, rec.image_id
+    else:
+        result = build(ctx, r)
+        tag, image_id = result.tag, result.image_id
+    rt = r.version.runtime
+    rt = Runtime(**{**rt.__dict__, "entrypoint": ()})  # `run` runs CMD ARGS as given
+    sctx = shim_context(ctx, r.recipe.tool, r.version.version, tag, image_id, rt,
+                        extra_mounts=extra_mounts, refresh=False)
+    name = f"{r.recipe.tool}-{r.version.version}"
+    return name, shims.render(sctx, name)
+
+
+def exec_script(name: str, script: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    """Replace this process with the shim script (so signals and exit status are the tool's)."""
+    os.execve("/bin/bash", ["bash", "-c", script, name, *args], env or dict(os.environ))

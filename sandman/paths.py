@@ -1,0 +1,106 @@
+"""Every directory sandman reads or writes, decided in one place.
+
+Tests and CI point ``SANDMAN_HOME`` at a temporary folder and everything (config, state, cache,
+shims) follows, so no test ever touches the real user's files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+APP = "sandman"
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+    state_dir: Path
+    bin_dir: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Paths:
+        env = dict(os.environ) if env is None else env
+        home = env.get("SANDMAN_HOME")
+        if home:
+            root = Path(home).expanduser().absolute()
+            paths = cls(
+                config_dir=root,
+                data_dir=root / "data",
+                cache_dir=root / "cache",
+                state_dir=root / "state",
+                bin_dir=root / "bin",
+            )
+        else:
+            import platformdirs
+
+            paths = cls(
+                config_dir=Path(platformdirs.user_config_dir(APP)),
+                data_dir=Path(platformdirs.user_data_dir(APP)),
+                cache_dir=Path(platformdirs.user_cache_dir(APP)),
+                state_dir=Path(platformdirs.user_state_dir(APP)),
+                bin_dir=Path.home() / ".local" / "bin",
+            )
+        if env.get("SANDMAN_BIN_DIR"):
+            paths = paths.with_bin_dir(Path(env["SANDMAN_BIN_DIR"]).expanduser().absolute())
+        return paths
+
+    def with_bin_dir(self, bin_dir: Path) -> Paths:
+        return Paths(self.config_dir, self.data_dir, self.cache_dir, self.state_dir, bin_dir)
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def user_recipes_dir(self) -> Path:
+        return self.config_dir / "recipes"
+
+    @property
+    def kits_dir(self) -> Path:
+        return self.data_dir / "kits"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+    @property
+    def installs_dir(self) -> Path:
+        return self.state_dir / "installs"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+    @property
+    def passwd_dir(self) -> Path:
+        return self.state_dir / "passwd"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def reaper_pidfile(self) -> Path:
+        return self.state_dir / "reaper.pid"
+
+    @property
+    def facts_dir(self) -> Path:
+        """What sandman learnt about each image (passwd, locales), keyed by image id."""
+        return self.cache_dir / "facts"
+
+
+def builtin_recipes_dir() -> Path:
+    """Built-in recipes: `sandman/recipes` when installed from a wheel, `recipes/` in a checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_data" / "recipes"
+    return packaged if packaged.is_dir() else here.parent / "recipes"
+
+
+def shim_templates_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    packaged = here / "_data" / "shims"
+    return packaged if packaged.is_dir() else here.parent / "shims"

@@ -1,0 +1,141 @@
+"""Shared fixtures: a private SANDMAN_HOME per test, the CLI in a subprocess, a real daemon.
+
+Tests marked `docker` need a Docker daemon. Without one they are skipped on a developer's
+machine, but with CI=true a missing daemon fails them: CI must never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASES = ("debian:bullseye-slim", "debian:bookworm-slim", "debian:trixie-slim")
+_daemon: dict[str, object] = {}
+
+
+def daemon_problem() -> str | None:
+    """None when a daemon answers, else why not (cached for the session)."""
+    if "problem" not in _daemon:
+        try:
+            import docker
+
+            docker.from_env().ping()
+            _daemon["problem"] = None
+        except Exception as e:  # noqa: BLE001 - any failure means no daemon
+            _daemon["problem"] = f"{type(e).__name__}: {e}"
+    return _daemon["problem"]  # type: ignore[return-value]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("docker") is None:
+        return
+    problem = daemon_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"Docker daemon not reachable and CI=true (never skipped in CI): {problem}")
+    pytest.skip(f"no Docker daemon: {problem}")
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    env["SANDMAN_HOME"] = str(home)
+    env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private SANDMAN_HOME, also set in this process's environment."""
+    h = tmp_path / "sandman-home"
+    h.mkdir()
+    for k in list(os.environ):
+        if k.startswith("SANDMAN_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("SANDMAN_HOME", str(h))
+    return h
+
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def sandman(home: Path) -> Runner:
+    """Run the sandman CLI in a subprocess: sandman("install", "sqlite3@3.34")."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            input: bytes | str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        e = base_env(home)
+        e.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "sandman", *args], cwd=cwd, env=e, input=input,
+            capture_output=True, text=not isinstance(input, bytes), timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def shim_env(home: Path) -> dict[str, str]:
+    """The environment a user's shell would give a shim: the bin dir on PATH."""
+    return base_env(home)
+
+
+def require_bases() -> None:
+    import docker
+
+    client = docker.from_env()
+    missing = []
+    for b in BASES:
+        try:
+            client.images.get(b)
+        except docker.errors.ImageNotFound:
+            missing.append(b)
+    if missing:
+        pytest.fail(f"base images missing: {', '.join(missing)}; run: sandman bootstrap {' '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    problem = daemon_problem()
+    if problem is not None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"Docker daemon not reachable and CI=true: {problem}")
+        pytest.skip(f"no Docker daemon: {problem}")
+    import docker
+
+    require_bases()
+    return docker.from_env()
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Path:
+    """One SANDMAN_HOME for the session with sqlite3@3.34, sqlite3@3.46 and python2@2.7 installed.
+
+    Tests that only *use* shims share it (installing is a cache hit after the first time, but
+    even that is worth doing once); tests that change state make their own `home`.
+    """
+    h = tmp_path_factory.mktemp("shared-home")
+    env = base_env(h)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sandman", "install", "sqlite3@3.34", "sqlite3@3.46", "python2@2.7"],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return h
+
+
+@pytest.fixture
+def shared_env(shared_home: Path) -> dict[str, str]:
+    return base_env(shared_home)
+
+
+def bash() -> str:
+    return shutil.which("bash") or "/bin/bash"
