@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,13 +117,16 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
-def shared_home(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Path:
+def shared_home(request: pytest.FixtureRequest, docker_client) -> Path:
     """One SANDMAN_HOME for the session with sqlite3@3.34, sqlite3@3.46 and python2@2.7 installed.
 
     Tests that only *use* shims share it (installing is a cache hit after the first time, but
     even that is worth doing once); tests that change state make their own `home`.
     """
-    h = tmp_path_factory.mktemp("shared-home")
+    # World-traversable (pytest's own tmp root is 0700) so tests can run shims as another uid.
+    h = Path(tempfile.mkdtemp(prefix="sandman-shared-home-"))
+    h.chmod(0o755)
+    request.addfinalizer(lambda: shutil.rmtree(h, ignore_errors=True))
     env = base_env(h)
     proc = subprocess.run(
         [sys.executable, "-m", "sandman", "install", "sqlite3@3.34", "sqlite3@3.46", "python2@2.7"],
@@ -130,6 +134,15 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Path
     )
     assert proc.returncode == 0, proc.stderr
     return h
+
+
+@pytest.fixture
+def public_tmp() -> Path:
+    """A temp dir that other uids can enter (pytest's tmp_path is under a 0700 root)."""
+    d = Path(tempfile.mkdtemp(prefix="sandman-test-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Shim rendering and the shim's own logic, run in dry-run mode (no daemon needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandman.config import ToolSettings
+from sandman.errors import ConflictError, MountError
+from sandman.paths import Paths
+from sandman.recipes import Mount, Runtime
+from sandman.shims import ShimContext, owner_of, parse_mount_spec, render, shim_names, write_shims
+
+
+def ctx(tmp_path: Path, runtime: Runtime, settings: ToolSettings | None = None) -> ShimContext:
+    paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
+    return ShimContext(
+        tool="demo", version="1.0", image="sandman/demo:1.0-abc", runtime=runtime,
+        settings=settings or ToolSettings(), locales=("c", "c.utf8", "posix"),
+        utf8_locale="C.UTF-8", passwd_uid=None, passwd_dir=None, paths=paths,
+    )
+
+
+def dry_run(script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    e = {"PATH": os.environ["PATH"], "HOME": str(cwd.parent), "DOCKER_HOST": "tcp://127.0.0.1:9",
+         "SANDMAN_DRY_RUN": "1", **(env or {})}
+    return subprocess.run(["bash", "-c", script, "demo-1.0", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True)
+
+
+def argv_of(out: str) -> list[str]:
+    """Split a dry-run line the way bash would (it uses $'...' quoting for control bytes)."""
+    p = subprocess.run(["bash", "-c", 'eval "set -- $1"; printf "%s\\0" "$@"', "_", out],
+                       capture_output=True, check=True)
+    return [a.decode() for a in p.stdout.split(b"\0")[:-1]]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "user" / "work dir"
+    d.mkdir(parents=True)
+    return d
+
+
+def test_names() -> None:
+    rt = Runtime(commands=("demo", "demoadm"))
+    assert shim_names("demo", "1.0", rt) == ["demo-1.0", "demoadm-1.0"]
+
+
+def test_dry_run_command_has_isolation_and_args_verbatim(tmp_path: Path, work: Path) -> None:
+    script = render(ctx(tmp_path, Runtime(entrypoint=("demo",))), "demo-1.0")
+    weird = ["", "a b", "$(touch /tmp/pwned)", "`id`", "*", "-x", "line\nbreak", "é"]
+    p = dry_run(script, weird, work)
+    assert p.returncode == 0, p.stderr
+    argv = argv_of(p.stdout)
+    i = argv.index("sandman/demo:1.0-abc")
+    assert argv[i + 1:] == ["demo", *weird]
+    opts = argv[:i]
+    for flag in ("--rm", "-i", "--init", "--cap-drop", "ALL", "no-new-privileges", "--network", "none"):
+        assert flag in opts
+    assert f"--workdir={work}" in " ".join(opts).replace("--workdir ", "--workdir=")
+    assert "-t" not in opts  # not a terminal
+    assert opts[opts.index("--user") + 1] == f"{os.geteuid()}:{os.getegid()}"
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_tool_shim_without_entrypoint_needs_command(tmp_path: Path, work: Path) -> None:
+    script = render(ctx(tmp_path, Runtime(commands=("symcfg",))), "demo-1.0")
+    p = dry_run(script, [], work)
+    assert p.returncode == 2
+    assert "needs a command" in p.stderr and "symcfg" in p.stderr
+    cmd_script = render(ctx(tmp_path, Runtime(commands=("symcfg",))), "symcfg-1.0")
+    p = dry_run(cmd_script, ["list"], work)
+    assert argv_of(p.stdout)[-2:] == ["symcfg", "list"]
+
+
+def test_refuses_home_and_root(tmp_path: Path, work: Path) -> None:
+    script = render(ctx(tmp_path, Runtime()), "demo-1.0")
+    p = dry_run(script, ["ls"], work, {"HOME": str(work)})
+    assert p.returncode == 118
+    assert "home directory" in p.stderr and str(work) in p.stderr
+    p = dry_run(script, ["ls"], work, {"HOME": str(work), "SANDMAN_ALLOW_HOME": "1"})
+    assert p.returncode == 0
+    p = dry_run(script, ["ls"], Path("/"))
+    assert p.returncode == 118 and "it is /" in p.stderr
+    p = dry_run(script, ["ls", "/var/run"], work)
+    assert p.returncode == 118 and "Docker socket" in p.stderr
+
+
+def test_missing_data_mount_fails_and_creates_nothing(tmp_path: Path, work: Path) -> None:
+    src = tmp_path / "data" / "db"
+    rt = Runtime(mounts=(Mount("db", str(src), "/var/db", "rw"),))
+    p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), ["ls"], work)
+    assert p.returncode == 118
+    assert "'db' is missing" in p.stderr and "SANDMAN_DEMO_DB" in p.stderr
+    assert not src.exists() and not src.parent.exists()
+    # optional: skipped
+    rt = Runtime(mounts=(Mount("db", str(src), "/var/db", "rw", optional=True),))
+    assert dry_run(render(ctx(tmp_path, rt), "demo-1.0"), ["ls"], work).returncode == 0
+
+
+def test_data_mount_overrides(tmp_path: Path, work: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    rt = Runtime(mounts=(Mount("db", "~/nope", "/var/db", "ro"),))
+    script = render(ctx(tmp_path, rt, ToolSettings(mounts={"db": str(a)})), "demo-1.0")
+    out = dry_run(script, ["ls"], work).stdout
+    assert f'source={a}",' in out.replace("\\", "") and "target=/var/db" in out.replace("\\", "")
+    out = dry_run(script, ["ls"], work, {"SANDMAN_DEMO_DB": str(b)}).stdout
+    assert f'source={b}",' in out.replace("\\", "")
+
+
+def test_absolute_path_args_mounted_read_only(tmp_path: Path, work: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "x.db").write_text("")
+    script = render(ctx(tmp_path, Runtime()), "demo-1.0")
+    out = dry_run(script, ["cat", str(other / "x.db"), "/not/a/path/here"], work).stdout.replace("\\", "")
+    assert f'"source={other}","target={other}",readonly' in out
+    assert "/not/a/path" not in out.split("sandman/demo")[0]
+    rw = render(ctx(tmp_path, Runtime(path_args="rw")), "demo-1.0")
+    out = dry_run(rw, ["cat", f"--db={other}/x.db"], work).stdout.replace("\\", "")
+    assert f'"source={other}","target={other}" ' in out
+
+
+def test_env_policy(tmp_path: Path, work: Path) -> None:
+    rt = Runtime(env={"FIXED": "1"}, pass_env=("PGHOST",))
+    script = render(ctx(tmp_path, rt, ToolSettings(env={"FROMCONFIG": "2"})), "demo-1.0")
+    out = dry_run(script, ["env"], work, {"PGHOST": "db", "SECRET": "x", "LANG": "de_DE.UTF-8",
+                                          "TERM": "xterm"}).stdout
+    argv = argv_of(out)
+    envs = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
+    assert "FIXED=1" in envs and "FROMCONFIG=2" in envs and "PGHOST" in envs and "TERM" in envs
+    assert "LANG=C.UTF-8" in envs  # the image lacks de_DE: fall back, never crash the tool
+    assert not any(e.startswith("SECRET") for e in envs)
+
+
+def test_write_shims_never_overwrites_foreign(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "demo-1.0").write_text("#!/bin/sh\necho mine\n")
+    script = render(ctx(tmp_path, Runtime()), "demo-1.0")
+    with pytest.raises(ConflictError, match="not written by sandman"):
+        write_shims(bin_dir, {"demo-1.0": script, "demo2-1.0": script}, "demo@1.0")
+    assert (bin_dir / "demo-1.0").read_text() == "#!/bin/sh\necho mine\n"
+    assert not (bin_dir / "demo2-1.0").exists()  # all or nothing
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["demo-1.0"]
+    (bin_dir / "demo-1.0").unlink()
+    write_shims(bin_dir, {"demo-1.0": script}, "demo@1.0")
+    assert owner_of(bin_dir / "demo-1.0") == "demo@1.0"
+    assert os.access(bin_dir / "demo-1.0", os.X_OK)
+    with pytest.raises(ConflictError, match="shim of demo@1.0"):
+        write_shims(bin_dir, {"demo-1.0": script}, "other@1.0")
+
+
+def test_parse_mount_spec() -> None:
+    assert parse_mount_spec("/a:/b:ro") == ("/a", "/b", "ro")
+    assert parse_mount_spec("/a:/b") == ("/a", "/b", "rw")
+    with pytest.raises(MountError):
+        parse_mount_spec("/a")
+    with pytest.raises(MountError):
+        parse_mount_spec("/a:relative")
