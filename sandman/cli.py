@@ -6,22 +6,32 @@ subclasses and leave here as one line on stderr and the exit code of their type.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from sandman import __version__
-from sandman.catalog import parse_spec
+from sandman.catalog import Spec, parse_spec
 from sandman.context import Context
 from sandman.errors import EXIT_CODES, RecipeError, SandmanError
+
+try:  # newer Typer carries its own copy of click (and no longer depends on click itself)
+    from typer._click import Command as ClickCommand
+    from typer._click.exceptions import UsageError as _VendoredUsageError
+except ImportError:  # an older Typer on the real click
+    from click import Command as ClickCommand
+    from click.exceptions import UsageError as _VendoredUsageError
 
 app = typer.Typer(
     name="sandman",
@@ -36,6 +46,28 @@ recipes_app = typer.Typer(help="Look at the recipe catalog.", no_args_is_help=Tr
 app.add_typer(recipes_app, name="recipes")
 
 _state = {"debug": False, "verbosity": 1}
+
+
+class _Progress:
+    """The live line under the spinner: current step, time since the build began, last output.
+
+    Rich re-renders it several times a second, so the clock runs even when a step is silent.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.phase = "starting"
+        self.detail = ""
+
+    def __rich__(self) -> object:
+        from rich.text import Text
+
+        secs = int(time.monotonic() - self.started)
+        text = Text(f"{self.phase[:90]}  [{secs // 60}:{secs % 60:02d}]", no_wrap=True,
+                    overflow="ellipsis")
+        if self.detail:
+            text.append(f"  {self.detail}", style="dim")
+        return text
 
 
 class CliReporter:
@@ -54,6 +86,7 @@ class CliReporter:
             except OSError:
                 self.log = None
         self._status = None
+        self._progress: _Progress | None = None
 
     def _log(self, line: str) -> None:
         if self.log:
@@ -82,20 +115,24 @@ class CliReporter:
             self._clear()
             print(line, file=sys.stderr)
         elif self.verbosity == 1:
-            important = line.startswith(("Step ", "smoke test", "$ ", "importing "))
+            m = re.match(r"^Step (\d+)/(\d+) : (.*)", line)
+            if m:
+                line = f"Step {m.group(1)}/{m.group(2)}: {m.group(3).strip()}"
+            important = bool(m) or line.startswith(("smoke test", "$ ", "importing "))
             if self.tty:
+                if (m and m.group(1) == "1") or self._progress is None:
+                    self._progress = _Progress()  # a new build: the clock starts again
+                if important:
+                    self._progress.phase, self._progress.detail = line, ""
+                elif not line.lstrip().startswith(("--->", "Removing intermediate")):
+                    self._progress.detail = line.strip()  # the step's own output, not docker's
                 if self._status is None:
                     from rich.console import Console
 
-                    self._status = Console(stderr=True).status("")
+                    self._status = Console(stderr=True).status(self._progress)
                     self._status.start()
-                if important or self._status is not None:
-                    self._status.update(line[:120] if important else self._current(line))
             elif important:
                 print(line, file=sys.stderr)
-
-    def _current(self, line: str) -> str:
-        return line[:120]
 
     def close(self) -> None:
         self._clear()
@@ -136,6 +173,43 @@ def _version_cb(value: bool) -> None:
     if value:
         print(f"sandman {__version__}")
         raise typer.Exit()
+
+
+def _complete_recipe(incomplete: str) -> list[str]:
+    from sandman.completion import recipe_specs
+
+    return recipe_specs(incomplete)
+
+
+def _complete_installed(incomplete: str) -> list[str]:
+    from sandman.completion import installed_specs
+
+    return installed_specs(incomplete)
+
+
+def _complete_matrix(incomplete: str) -> list[str]:
+    from sandman.completion import matrix_specs
+
+    return matrix_specs(incomplete)
+
+
+def _approver(yes: bool) -> Callable[[str, list[str]], bool] | None:
+    """--yes accepts; on a terminal ask; otherwise None, which refuses (exit 124)."""
+    if yes:
+        return lambda key, diff: True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+
+    def ask(key: str, diff: list[str]) -> bool:
+        rep = _state.get("reporter")
+        if rep is not None:
+            rep._clear()
+        print(f"{key}: the updated recipe changes what the tool may access:", file=sys.stderr)
+        for line in diff:
+            print(f"  {line}", file=sys.stderr)
+        return typer.confirm("Accept these changes?", default=False, err=True)
+
+    return ask
 
 
 @app.callback()
@@ -268,7 +342,8 @@ def bootstrap(
 
 @app.command()
 def build(
-    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to build.")],
+    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to build.",
+                                               autocompletion=_complete_recipe)],
     force: Annotated[bool, typer.Option("--force", help="Build even if the image is cached.")] = False,
 ) -> None:
     """Build images (cached by fingerprint) without installing shims."""
@@ -277,28 +352,65 @@ def build(
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
     for spec in parsed:
+        _offer_trust(ctx, spec)
         result = core.build(ctx, core.resolve(ctx, spec), force=force)
         print(result.tag)
 
 
 @app.command()
 def install(
-    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to install.")],
+    specs: Annotated[list[str] | None, typer.Argument(
+        help="TOOL@VERSION to install; none: what the nearest .sandman.toml pins.",
+        autocompletion=_complete_recipe)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the image is cached.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help=(
+        "Accept an updated recipe's changed mounts, env or network without asking "
+        "(without it: asked on a terminal, refused with exit 124 otherwise)."))] = False,
+    update_lock: Annotated[bool, typer.Option("--update-lock", help=(
+        "Project install: accept fingerprints that differ from sandman.lock and rewrite it."))] = False,
 ) -> None:
-    """Build (if needed) and put the shims of each TOOL@VERSION on PATH."""
+    """Build (if needed) and put the shims of each TOOL@VERSION on PATH.
+
+    The first install of a version lists what the tool will be able to reach (mounts and
+    whether they are writable, environment, network, devices). Reinstalling after the recipe
+    changed any of these shows the difference and needs a yes.
+
+    With a registry configured, the image of the exact fingerprint is pulled before building.
+    Without TOOL@VERSION, installs the versions the nearest .sandman.toml pins, writes their
+    unversioned shims, and checks (then writes) sandman.lock beside it (see docs/teams.md).
+    """
     from sandman import install as core
 
-    parsed = [parse_spec(s) for s in specs]
+    parsed = [parse_spec(s) for s in specs or []]
     ctx = _ctx()
+    approve = _approver(yes)
+    if not parsed:
+        _project_install(ctx, update_lock=update_lock, force=force, approve=approve)
+        return
     for spec in parsed:
-        res = core.install(ctx, spec, force=force)
+        _offer_trust(ctx, spec)
+    if len(parsed) == 1:
+        res = core.install(ctx, parsed[0], force=force, approve=approve)
         ctx.out.info(f"installed {res.record.key}: {', '.join(res.record.shims)} "
                      f"in {res.record.bin_dir}")
+        return
+    failed: list[SandmanError] = []
+    for spec, got in core.install_many(ctx, parsed, force=force, approve=approve):
+        if isinstance(got, SandmanError):  # the others are installed all the same
+            failed.append(got)
+            print(f"sandman: {spec}: {got.message}", file=sys.stderr)
+            if got.detail:
+                print(got.detail, file=sys.stderr)
+        else:
+            ctx.out.info(f"installed {got.record.key}: {', '.join(got.record.shims)} "
+                         f"in {got.record.bin_dir}")
+    if failed:
+        raise typer.Exit(failed[0].exit_code)
 
 
 @app.command()
-def uninstall(specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to remove.")]) -> None:
+def uninstall(specs: Annotated[list[str], typer.Argument(
+        help="TOOL@VERSION to remove.", autocompletion=_complete_installed)]) -> None:
     """Remove the shims and install record (the image stays until `sandman gc`)."""
     from sandman import install as core
 
@@ -310,7 +422,8 @@ def uninstall(specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to r
 
 
 @app.command()
-def reshim(specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION whose shims to rewrite.")]) -> None:
+def reshim(specs: Annotated[list[str], typer.Argument(
+        help="TOOL@VERSION whose shims to rewrite.", autocompletion=_complete_installed)]) -> None:
     """Rewrite shims from the install record and the current config.toml (no build)."""
     from sandman import install as core
 
@@ -325,7 +438,15 @@ def reshim(specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION whose s
 def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List installed tool versions: image, shims, size and state."""
+    """List installed tool versions: image, shims, size and state.
+
+    STATE is `current`; `stale` when the recipe, its files, its kits or its base image changed
+    since the image was built (or the recipe is gone or broken); `image-missing` when the image
+    was removed; `shim-missing` when a shim was deleted or replaced. `sandman upgrade` rebuilds
+    and repairs all but `current`. With --json: a list of objects with the keys tool, version,
+    source, image, image_id, fingerprint, shims, size (bytes, or null without an image), state
+    and installed_at.
+    """
     from sandman import status
 
     ctx = _ctx()
@@ -338,20 +459,56 @@ def list_cmd(
         return
     _table([[f"{i.tool}@{i.version}", i.state, i.image, _human_size(i.size), " ".join(i.shims)]
             for i in items], ["TOOL@VERSION", "STATE", "IMAGE", "SIZE", "SHIMS"])
+    behind = [f"{i.tool}@{i.version}" for i in items if i.state != "current"]
+    if behind and _state["verbosity"]:
+        print(f"{len(behind)} install(s) not current; to rebuild or repair: sandman upgrade",
+              file=sys.stderr)
+
+
+def _run_options(args: list[str]) -> tuple[list[str], bool, list[str]]:
+    """`run`'s own options written after TOOL@VERSION, up to `--` or the first command word.
+
+    Parsing stops at TOOL@VERSION (so the command's own options reach it untouched), which
+    would otherwise hand `--mount X` or the `--` itself to the tool.
+    """
+    mounts: list[str] = []
+    dry = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return mounts, dry, args[i + 1:]
+        if a in ("--mount", "-m") and i + 1 < len(args):
+            mounts.append(args[i + 1])
+            i += 2
+        elif a.startswith("--mount="):
+            mounts.append(a.split("=", 1)[1])
+            i += 1
+        elif a == "--dry-run":
+            dry, i = True, i + 1
+        else:
+            break
+    return mounts, dry, args[i:]
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
-    spec: Annotated[str, typer.Argument(help="TOOL@VERSION to run.")],
+    spec: Annotated[str, typer.Argument(help="TOOL@VERSION to run.", autocompletion=_complete_recipe)],
     command: Annotated[list[str] | None, typer.Argument(help="CMD ARGS to run in the container.")] = None,
     mount: Annotated[list[str] | None, typer.Option(
         "--mount", "-m", help="Extra mount HOST:CONTAINER[:ro|rw] (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the docker command; run nothing.")] = False,
 ) -> None:
-    """Run CMD ARGS once in TOOL@VERSION's container, with the same mounts and rules as a shim."""
+    """Run CMD ARGS once in TOOL@VERSION's container, with the same mounts and rules as a shim.
+
+    Options may also follow TOOL@VERSION; `--` ends them: sandman run sqlite3@3.34 --mount
+    ~/db:/db -- sqlite3 /db/x.db
+    """
     from sandman import install as core
 
+    more_mounts, more_dry, command = _run_options(list(command or []))
+    mount, dry_run = [*(mount or []), *more_mounts], dry_run or more_dry
     parsed = parse_spec(spec)
     ctx = _ctx()
     name, script = core.run_script(ctx, parsed, tuple(mount or ()))
@@ -362,7 +519,119 @@ def run(
         _state["reporter"].close()
     sys.stdout.flush()
     sys.stderr.flush()
-    core.exec_script(name, script, list(command or []), env)
+    core.exec_script(name, script, command, env)
+
+
+@app.command()
+def matrix(
+    targets: Annotated[str, typer.Argument(
+        help="TOOL@V1,V2,... or TOOL@all (every installed version of TOOL).", metavar="TARGETS",
+        autocompletion=_complete_matrix)],
+    command: Annotated[list[str], typer.Argument(
+        help="CMD ARGS to run, as given, in every version.", metavar="CMD [ARGS]...")],
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Show the first version in full, the others as a unified diff against it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (schema below).")] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="Versions run at once (default: the number of cores).")] = None,
+    mount: Annotated[list[str] | None, typer.Option(
+        "--mount", "-m", help="Extra mount HOST:CONTAINER[:ro|rw] for every version (repeatable).")] = None,
+    fail_on_diff: Annotated[bool, typer.Option(
+        "--fail-on-diff", help="Exit 1 when the versions differ in exit code, stdout or stderr.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Report each version's docker command (as its stdout); run nothing.")] = False,
+) -> None:
+    """Run the same CMD ARGS against several versions and report the results side by side.
+
+    Write it as `sandman matrix sqlite3@3.34,3.46 -- sqlite3 db.sqlite 'select 1'`: options of
+    matrix go before `--`, everything after it is the command. In
+    TARGETS a bare version after a comma belongs to the tool named before it, and another
+    TOOL@VERSION may follow. CMD ARGS run as given, like `sandman run`: the recipe's entrypoint
+    is not put in front. Each version runs exactly as its shim would (same mounts, user,
+    environment and network rules), in parallel, at most --jobs at once. Stdin is not shared:
+    every version reads an empty stdin (/dev/null), and no terminal is allocated.
+
+    The report gives per version the exit code, the wall time, stdout and stderr: side by side
+    when the terminal is wide enough, else one below the other; with --diff the first version
+    in full and the others as a unified diff against it. The exit status is 0 when every
+    version ran, whatever their own exit codes (1 with --fail-on-diff when they differ), or
+    sandman's own code for its errors.
+
+    \b
+    --json prints one object:
+      {"schema": 1, "command": ["CMD", "ARG", ...], "agree": true,
+       "results": [{"tool": "sqlite3", "version": "3.34", "key": "sqlite3@3.34",
+                    "exit_code": 0, "seconds": 0.41, "stdout": "...", "stderr": "...",
+                    "stdout_diff": null, "stderr_diff": null}, ...]}
+
+    "agree" is true when every version has the same exit code, stdout and stderr. Results
+    keep the order of TARGETS. Output is decoded as UTF-8 (invalid bytes become U+FFFD).
+    The *_diff keys appear only with --diff: null for the first version, "" when identical.
+    """
+    from sandman import matrix as core
+
+    ctx = _ctx()
+    specs = core.parse_targets(targets, ctx)
+    prepared = core.prepare(ctx, specs, tuple(mount or ()))
+    if _state.get("reporter"):
+        _state["reporter"]._clear()
+    env = dict(os.environ)
+    env.pop("SANDMAN_DRY_RUN", None)
+    if dry_run:
+        env["SANDMAN_DRY_RUN"] = "1"
+    outcomes = core.run_all(prepared, command, env, jobs=jobs)
+    if as_json:
+        _emit_json(core.to_json(command, outcomes, diff=diff))
+    else:
+        sys.stdout.write(core.render_report(command, outcomes, diff=diff))
+    if fail_on_diff and not core.agree(outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def upgrade(
+    specs: Annotated[list[str] | None, typer.Argument(
+        help="Installed TOOL@VERSION to upgrade; default: every install that is not current.",
+        autocompletion=_complete_installed)] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help=(
+        "Accept changed mounts, env or network without asking "
+        "(without it: asked on a terminal, refused with exit 124 otherwise)."))] = False,
+) -> None:
+    """Rebuild installs whose recipe or base image changed since their build, and rewrite their shims.
+
+    `sandman list` shows which installs are stale; an install whose image or shims are missing
+    is repaired the same way. A changed recipe that also changes what the tool may access
+    needs consent, as with `install`.
+    """
+    from sandman import install as core
+    from sandman import status
+    from sandman.catalog import Spec
+
+    keys = []
+    for s in specs or []:
+        p = parse_spec(s)
+        keys.append(f"{p.tool}@{p.version}")
+    ctx = _ctx()
+    todo = status.needing_upgrade(ctx, keys)
+    if not todo:
+        ctx.out.info("nothing to upgrade: every install is current")
+        return
+    approve = _approver(yes)
+    failed: list[SandmanError] = []
+    for item in todo:
+        key = f"{item.tool}@{item.version}"
+        try:
+            res = core.install(ctx, Spec(item.tool, item.version), approve=approve)
+        except SandmanError as e:
+            if len(todo) == 1:
+                raise
+            ctx.out.warn(f"{key} not upgraded: {e.message}")
+            failed.append(e)
+            continue
+        ctx.out.info(f"upgraded {key} ({item.state}): {item.image} -> {res.record.image_tag}")
+    if failed:
+        raise typer.Exit(failed[0].exit_code)
 
 
 @app.command()
@@ -396,6 +665,309 @@ def gc(
               f"({_human_size(img.size)})")
 
 
+# -- teams: recipe repos, registry, bundles, pins (docs/teams.md) ------------------------------
+repo_app = typer.Typer(help="Recipe repositories shared through git.", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+
+
+def _offer_trust(ctx: Context, spec: Spec) -> None:
+    """On a terminal, offer to trust the repo an untrusted recipe comes from (y/N).
+
+    Without a terminal nothing is asked: install.resolve refuses (exit 120) with the command.
+    """
+    from sandman import repos
+
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return
+    try:
+        entry = ctx.catalog.find(spec.tool, spec.source)
+    except SandmanError:
+        return
+    if entry.source.trusted or entry.source.kind != "repo":
+        return
+    repo = repos.get(ctx.paths, entry.source.name)
+    rep = _state.get("reporter")
+    if rep is not None:
+        rep._clear()
+    print(f"{entry.tool} comes from repo '{repo.name}' ({repo.url}) at commit {repo.commit[:12]}, "
+          f"which you have not trusted.\nIts build steps run in a container with network access; "
+          f"review them in {entry.recipe_file.parent}", file=sys.stderr)
+    if typer.confirm(f"Trust repo '{repo.name}' at {repo.commit[:12]}?", default=False, err=True):
+        repos.trust(ctx.paths, repo.name)
+        ctx.__dict__.pop("catalog", None)
+
+
+def _project_install(ctx: Context, *, update_lock: bool, force: bool, approve: object) -> None:
+    from sandman import pins
+
+    cwd = pins.cwd_of(dict(os.environ))
+    project = pins.find_project(cwd)
+    if project is not None:
+        for tool, version in pins.read_pins(project).items():
+            _offer_trust(ctx, Spec(tool, version))
+    res = pins.install_project(ctx, cwd, update_lock=update_lock, force=force, approve=approve)
+    for r in res.results:
+        ctx.out.info(f"installed {r.record.key}: {', '.join(r.record.shims)} in {r.record.bin_dir}")
+    ctx.out.info(f"{'wrote' if res.lock_changed else 'checked'} {res.lock}")
+
+
+@repo_app.command("add")
+def repo_add(
+    name: Annotated[str, typer.Argument(help="Name for the repo; its recipes are NAME/TOOL@VERSION.")],
+    url: Annotated[str, typer.Argument(help="git URL or local path of the repository.")],
+    ref: Annotated[str | None, typer.Option("--ref", help="Branch, tag or commit to follow "
+                                            "(default: the remote's default branch).")] = None,
+) -> None:
+    """Clone a recipe repository and pin it to the ref's current commit (untrusted until `repo trust`)."""
+    from sandman import repos
+
+    ctx = _ctx()
+    r = repos.add(ctx.paths, name, url, ref)
+    tools = repos.tools_in(ctx.paths, r)
+    ctx.out.info(f"added repo {r.name} at {r.commit[:12]}: {', '.join(tools) or 'no recipes'}")
+    ctx.out.info(f"its recipes are untrusted; review {repos.clone_dir(ctx.paths, r.name)}, "
+                 f"then run: sandman repo trust {r.name}")
+
+
+@repo_app.command("list")
+def repo_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List recipe repos and imported bundles, in precedence order, with their pinned commit.
+
+    \b
+    --json prints a list of objects, in precedence order:
+      {"name": "team", "kind": "repo" | "bundle", "url": "...", "ref": null | "main",
+       "commit": "<40 hex>" ("" for a bundle), "trusted": true, "path": "<recipes folder>",
+       "tools": ["sqlite3", ...]}
+    """
+    from sandman import repos
+
+    ctx = _ctx()
+    rows = [repos.describe(ctx.paths, r) for r in repos.load_all(ctx.paths)]
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        print("no recipe repos; add one with: sandman repo add NAME URL", file=sys.stderr)
+        return
+    _table([[r["name"], r["kind"], r["commit"][:12] or "-", "yes" if r["trusted"] else "NO",
+             r["ref"] or "-", r["url"], ", ".join(r["tools"])] for r in rows],
+           ["NAME", "KIND", "COMMIT", "TRUSTED", "REF", "URL", "TOOLS"])
+
+
+@repo_app.command("update")
+def repo_update(
+    name: Annotated[str | None, typer.Argument(help="Repo to update (default: every repo).")] = None,
+    ref: Annotated[str | None, typer.Option("--ref", help="Follow this branch, tag or commit "
+                                            "from now on.")] = None,
+) -> None:
+    """Fetch and move the pin to the newest commit of the followed ref; a new commit is untrusted."""
+    from sandman import repos
+    from sandman.errors import UsageError as SandmanUsage
+
+    if ref and not name:
+        raise SandmanUsage("--ref needs the NAME of the repo to update")
+    ctx = _ctx()
+    names = [name] if name else [r.name for r in repos.load_all(ctx.paths) if r.kind == "repo"]
+    for n in names:
+        u = repos.update(ctx.paths, n, ref)
+        if not u.moved:
+            ctx.out.info(f"{n}: already at {u.repo.commit[:12]}")
+            continue
+        files = repos.changed_files(ctx.paths, n, u.old_commit, u.repo.commit)
+        ctx.out.info(f"{n}: {u.old_commit[:12]} -> {u.repo.commit[:12]} ({len(files)} file(s) changed)")
+        if u.was_trusted:
+            ctx.out.warn(f"{n} is untrusted again at the new commit; review with: git -C "
+                         f"{repos.clone_dir(ctx.paths, n)} diff {u.old_commit[:12]} "
+                         f"{u.repo.commit[:12]}, then run: sandman repo trust {n}")
+
+
+@repo_app.command("trust")
+def repo_trust(name: Annotated[str, typer.Argument(help="Repo to trust at its pinned commit.")]) -> None:
+    """Trust a repo's recipes at its current pinned commit (an update makes them untrusted again)."""
+    from sandman import repos
+
+    ctx = _ctx()
+    r = repos.trust(ctx.paths, name)
+    ctx.out.info(f"trusted {r.name} at {r.commit[:12]}")
+
+
+@repo_app.command("remove")
+def repo_remove(name: Annotated[str, typer.Argument(help="Repo or imported bundle to remove.")]) -> None:
+    """Remove a recipe repo (or imported bundle) and its clone; installs from it stay."""
+    from sandman import repos
+
+    ctx = _ctx()
+    repos.remove(ctx.paths, name)
+    ctx.out.info(f"removed {name}")
+
+
+_REGISTRY_HELP = "Registry HOST[:PORT][/PREFIX] (default: SANDMAN_REGISTRY, then config.toml)."
+
+
+@app.command()
+def push(
+    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to push.",
+                                               autocompletion=_complete_recipe)],
+    registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
+) -> None:
+    """Push images to the team registry under their fingerprint tag (building them if needed)."""
+    from sandman import registry as reg
+
+    parsed = [parse_spec(s) for s in specs]
+    ctx = _ctx()
+    target = reg.required(ctx, registry)
+    for spec in parsed:
+        t = reg.push_spec(ctx, spec, target)
+        print(t.ref)
+
+
+@app.command()
+def pull(
+    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to pull.",
+                                               autocompletion=_complete_recipe)],
+    registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
+) -> None:
+    """Pull the images of these versions' fingerprints from the registry, without installing."""
+    from sandman import registry as reg
+
+    parsed = [parse_spec(s) for s in specs]
+    ctx = _ctx()
+    target = reg.required(ctx, registry)
+    for spec in parsed:
+        t = reg.pull_spec(ctx, spec, target)
+        ctx.out.info(f"{spec}: {'already present' if t is None else 'pulled ' + t.ref}")
+
+
+@app.command("export")
+def export_cmd(
+    specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to put in the bundle.",
+                                               autocompletion=_complete_recipe)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle file to write (a tar).")],
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Recipe source name on import (default: the file name without .tar).")] = None,
+) -> None:
+    """Write one offline bundle: the images (docker save), their recipes and a manifest."""
+    from sandman import bundle
+
+    parsed = [parse_spec(s) for s in specs]
+    ctx = _ctx()
+    m = bundle.export(ctx, parsed, output, name)
+    ctx.out.info(f"wrote {output} (source '{m.name}'): {', '.join(t.key for t in m.tools)}")
+
+
+@app.command("import")
+def import_cmd(file: Annotated[Path, typer.Argument(help="A bundle written by `sandman export`.")]) -> None:
+    """Load a bundle's images and recipes and install its tools, with no network and no build."""
+    from sandman import bundle
+
+    ctx = _ctx()
+    res = bundle.import_bundle(ctx, file)
+    for r in res.results:
+        ctx.out.info(f"installed {r.record.key} from bundle {res.manifest.name}: "
+                     f"{', '.join(r.record.shims)} in {r.record.bin_dir}")
+
+
+@app.command()
+def use(
+    tool: Annotated[str, typer.Argument(help="Tool name.")],
+    version: Annotated[str, typer.Argument(help="Version the unversioned command runs.")],
+    global_: Annotated[bool, typer.Option("--global", help=(
+        "Choose it everywhere (<config>/versions.toml) instead of in the nearest .sandman.toml."))]
+    = False,
+) -> None:
+    """Choose which version the unversioned command (`sqlite3`) runs here, and write that shim."""
+    from sandman import pins
+
+    ctx = _ctx()
+    res = pins.use(ctx, tool, version, global_=global_, cwd=pins.cwd_of(dict(os.environ)))
+    ctx.out.info(f"{tool} {version} in {res.file}; shims: {', '.join(p.name for p in res.shims)}")
+    if not res.installed:
+        ctx.out.warn(f"{tool}@{version} is not installed yet; run: sandman install {tool}@{version}")
+
+
+@app.command()
+def which(
+    tool: Annotated[str, typer.Argument(help="Tool name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Say which version of TOOL the unversioned command runs here, and why.
+
+    \b
+    --json prints one object:
+      {"tool": "sqlite3", "version": "3.34" | null,
+       "origin": "env" | "project" | "global" | "none",
+       "where": "SANDMAN_SQLITE3_VERSION" | "/path/.sandman.toml" | null,
+       "installed": true, "shim": "/path/bin/sqlite3-3.34" | null}
+    Exit status 0 when a version is chosen, 111 when none is.
+    """
+    from sandman import installs, pins
+
+    ctx = _ctx()
+    c = pins.choose(ctx.paths, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
+    rec = installs.load(ctx.paths, tool, c.version) if c.version else None
+    shim = str(Path(rec.bin_dir) / f"{tool}-{c.version}") if rec else None
+    if as_json:
+        _emit_json({"tool": tool, "version": c.version, "origin": c.origin, "where": c.where,
+                    "installed": rec is not None, "shim": shim})
+    elif c.version is None:
+        print(f"{tool}: no version chosen here (no ${pins.env_var(tool)}, no .sandman.toml naming "
+              f"it, no global choice)", file=sys.stderr)
+    else:
+        why = {"env": f"set by ${c.where}", "project": f"set by {c.where}",
+               "global": f"set by {c.where} (global)"}[c.origin]
+        state = shim if shim else f"not installed; run: sandman install {tool}@{c.version}"
+        print(f"{tool} {c.version} ({why}): {state}")
+    if c.version is None:
+        raise typer.Exit(111)
+
+
+# -- warm containers -------------------------------------------------------------------------
+warm_app = typer.Typer(help="Warm containers that shims `docker exec` into (see docs/performance.md).",
+                       no_args_is_help=True)
+app.add_typer(warm_app, name="warm")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@warm_app.command("list")
+def warm_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show your warm containers: tool@version, container, idle time, calls running, mounts."""
+    from sandman import warm
+
+    ctx = _ctx()
+    items = warm.list_warm(ctx.engine, ctx.paths)
+    if as_json:
+        _emit_json([{**asdict(w), "key": w.key} for w in items])
+        return
+    if not items:
+        print("no warm containers", file=sys.stderr)
+        return
+    _table([[w.key, w.name, w.status, _duration(w.idle_seconds), str(w.active_calls),
+             f"stops after {_duration(w.idle_limit)} idle", "; ".join(w.mounts)] for w in items],
+           ["TOOL@VERSION", "CONTAINER", "STATE", "IDLE", "CALLS", "LIMIT", "MOUNTS"])
+
+
+@warm_app.command("stop")
+def warm_stop(
+    specs: Annotated[list[str] | None, typer.Argument(
+        help="TOOL@VERSION (or TOOL) whose warm containers to stop; none: all of yours.")] = None,
+) -> None:
+    """Stop warm containers now (the next call starts a new one)."""
+    from sandman import warm
+
+    keys = [str(parse_spec(s, need_version=False)) for s in specs or []]
+    ctx = _ctx()
+    for w in warm.stop(ctx.engine, ctx.paths, keys or None):
+        ctx.out.info(f"stopped {w.name} ({w.key})")
+
+
 @app.command("exit-codes")
 def exit_codes() -> None:
     """Print the exit codes sandman and its shims use."""
@@ -403,32 +975,57 @@ def exit_codes() -> None:
         print(f"{code:>4}  {meaning}")
 
 
+def click_command() -> ClickCommand:
+    """The click command tree behind the Typer app (docs/cli.md is generated from it)."""
+    return typer.main.get_command(app)
+
+
+def _log_end(code: int, error: BaseException | None) -> None:
+    """Every run ends in state/log/sandman.log with its exit code, and a traceback on error."""
+    rep = _state.get("reporter")
+    if rep is None:  # failed before any command started (bad usage): log it all the same
+        from sandman.paths import Paths
+
+        with contextlib.suppress(Exception):
+            rep = _state["reporter"] = CliReporter(0, Paths.from_env().log_dir / "sandman.log")
+    if rep is None:
+        return
+    if isinstance(error, _VendoredUsageError):
+        rep._log(f"usage error: {error}")
+    elif error is not None:
+        rep._log("".join(traceback.format_exception(error)).rstrip())
+    rep._log(f"exit {code}")
+
+
 def main() -> None:
+    code, error = 1, None
     try:
         rv = app(standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.UsageError as e:
+    except _VendoredUsageError as e:
         e.show()
-        code = 2
-    except click.exceptions.Exit as e:
+        code, error = 2, e
+    except typer.Exit as e:
         code = e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt) as e:
         print("sandman: interrupted", file=sys.stderr)
-        code = 130
+        code, error = 130, e
     except SandmanError as e:
         if _state["debug"]:
             traceback.print_exc()
         print(f"sandman: {e.message}", file=sys.stderr)
         if e.detail:
             print(e.detail, file=sys.stderr)
-        code = e.exit_code
+        code, error = e.exit_code, e
     except Exception as e:
         if _state["debug"]:
             traceback.print_exc()
         print(f"sandman: internal error: {type(e).__name__}: {e} (run with --debug for details)",
               file=sys.stderr)
-        code = 1
+        code, error = 1, e
     finally:
+        with contextlib.suppress(Exception):
+            _log_end(code, error)
         rep = _state.get("reporter")
         if rep is not None:
             rep.close()

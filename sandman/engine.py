@@ -278,6 +278,32 @@ class Engine:
                 if chunk.get("status"):
                     on_line(str(chunk["status"]))
 
+    def save(self, refs: list[str], out: IO[bytes]) -> None:
+        """`docker save` of several images into one stream: shared layers are written once."""
+        with translate(f"saving {', '.join(refs)}"):
+            res = self.api._get(self.api._url("/images/get"), params={"names": refs}, stream=True)
+            self.api._raise_for_status(res)
+            for block in res.iter_content(chunk_size=1 << 20):
+                out.write(block)
+
+    def load(self, data: IO[bytes], on_line: Callable[[str], None]) -> list[str]:
+        """`docker load`; returns what docker reports loading (tags, or ids of untagged images)."""
+        loaded: list[str] = []
+        with translate("loading images"):
+            # a generator, so requests sends it chunked: the length of a file-like object can be
+            # misjudged (a member of a tar reports the whole tar's size)
+            blocks = iter(lambda: data.read(1 << 20), b"")
+            for chunk in self.api.load_image(blocks):
+                if "error" in chunk:
+                    raise SandmanError(f"loading images: docker said: {chunk['error']}")
+                text = str(chunk.get("stream", "")).strip()
+                if text:
+                    on_line(text)
+                    m = re.match(r"Loaded image(?: ID)?: (\S+)", text)
+                    if m:
+                        loaded.append(m.group(1))
+        return loaded
+
 
 def _image_info(img: Any) -> ImageInfo:
     attrs = img.attrs

@@ -93,6 +93,18 @@ class StateError(SandmanError):
     exit_code = 123
 
 
+class LockError(SandmanError):
+    """A project's sandman.lock records another image than an install would produce now."""
+
+    exit_code = 110
+
+
+class ConsentError(SandmanError):
+    """An updated recipe asks for more (or other) access, and the user has not agreed yet."""
+
+    exit_code = 124
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success (for a shim or `sandman run`: the tool's own status, 0-255, is passed on)",
     1: "unexpected internal error (run with --debug for the traceback)",
@@ -110,6 +122,8 @@ EXIT_CODES: dict[int, str] = {
     RemoteError.exit_code: "a registry or git remote failed",
     NoSpaceError.exit_code: "no space left on the device (Docker data root or sandman's dirs)",
     StateError.exit_code: "install state or config.toml is unreadable or invalid",
+    LockError.exit_code: "sandman.lock records another fingerprint than the install would give",
+    ConsentError.exit_code: "an updated recipe changes mounts, env or network: rerun with --yes to accept",
     125: "docker could not create or start the container (docker's own code; its message follows)",
     126: "the command in the image cannot be run (docker's own code)",
     127: "the command does not exist in the image (docker's own code)",

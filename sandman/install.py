@@ -8,15 +8,16 @@ before anything is built, and written all at once after the image exists.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandman import images, installs, shims
+from sandman import consent, images, installs, shims
 from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
 from sandman.catalog import Entry, Spec
 from sandman.context import Context
-from sandman.errors import ImageMissingError, NotFoundError, UntrustedError
+from sandman.errors import ImageMissingError, NotFoundError, SandmanError, UntrustedError
 from sandman.installs import InstallRecord
 from sandman.recipes import Mount, Recipe, Runtime, Version
 
@@ -58,7 +59,11 @@ def plan(ctx: Context, r: Resolved) -> BuildPlan:
 def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
     p = plan(ctx, r)
     ctx.out.info(f"{r.key}: fingerprint {p.fingerprint[:12]}")
-    result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force)
+    from sandman import registry  # a configured registry is tried before building
+
+    reg = registry.configured(ctx)
+    fetch = registry.fetcher(ctx, reg) if reg else None
+    result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch)
     ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
     return result
 
@@ -86,15 +91,91 @@ def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id
         settings=ctx.config.for_tool(tool, version), locales=f.locales,
         utf8_locale=f.utf8_locale, passwd_uid=uid, passwd_dir=pw_dir, paths=ctx.paths,
         extra_mounts=extra_mounts, refresh=refresh,
+        warm_idle_minutes=ctx.config.warm_idle_minutes,
     )
 
 
-def install(ctx: Context, spec: Spec, *, force: bool = False) -> InstallResult:
+def install(ctx: Context, spec: Spec, *, force: bool = False,
+            approve: consent.Approver | None = None) -> InstallResult:
+    """Install spec; an update that changes mounts, env or network needs `approve` to say yes."""
+    r = prepare(ctx, spec, approve)
+    return finish(ctx, r, build(ctx, r, force=force))
+
+
+def prepare(ctx: Context, spec: Spec, approve: consent.Approver | None = None) -> Resolved:
+    """Everything an install checks before it builds: a failure here changes nothing."""
     r = resolve(ctx, spec)
     rt = r.version.runtime
     names = shims.shim_names(r.recipe.tool, r.version.version, rt)
     shims.check_targets(ctx.paths.bin_dir, names, r.key)  # fail before building
-    result = build(ctx, r, force=force)
+    previous = installs.load(ctx.paths, r.recipe.tool, r.version.version)
+    old_rt = runtime_from_dict(previous.runtime) if previous and previous.runtime else None
+    if previous is None:
+        lines = consent.disclose(rt, ctx.config.for_tool(r.recipe.tool, r.version.version))
+        ctx.out.info(f"{r.key} will be able to reach:\n" + "\n".join("  " + x for x in lines))
+    consent.check(r.key, old_rt, rt, approve)  # before building: a refusal changes nothing
+    return r
+
+
+def install_many(ctx: Context, specs: list[Spec], *, force: bool = False,
+                 approve: consent.Approver | None = None,
+                 ) -> list[tuple[Spec, InstallResult | SandmanError]]:
+    """Install several versions: checks one by one, builds in parallel, shims one by one.
+
+    Builds of independent images overlap (at most os.cpu_count() at once, each with its own
+    daemon connection); images from the same base share its layers. One failure does not stop
+    or undo the others: every spec gets its result or its error, in the order given.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    outcome: dict[int, InstallResult | SandmanError] = {}
+    ready: list[tuple[int, Resolved]] = []
+    for i, spec in enumerate(specs):
+        try:
+            ready.append((i, prepare(ctx, spec, approve)))
+        except SandmanError as e:
+            outcome[i] = e
+    lock = threading.Lock()
+
+    def build_one(r: Resolved) -> BuildResult:
+        own = replace(ctx, out=_Prefixed(ctx.out, r.key, lock))  # its own daemon connection
+        return build(own, r, force=force)
+
+    workers = max(1, min(len(ready), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [(i, r, pool.submit(build_one, r)) for i, r in ready]
+        for i, r, fut in futures:
+            try:
+                outcome[i] = finish(ctx, r, fut.result())
+            except SandmanError as e:
+                outcome[i] = e
+    return [(spec, outcome[i]) for i, spec in enumerate(specs)]
+
+
+class _Prefixed:
+    """A reporter for one of several builds running at once: each line says whose it is."""
+
+    def __init__(self, out: object, key: str, lock: threading.Lock) -> None:
+        self.out, self.key, self.lock = out, key, lock
+
+    def info(self, msg: str) -> None:
+        with self.lock:
+            self.out.info(msg)  # type: ignore[attr-defined]
+
+    def warn(self, msg: str) -> None:
+        with self.lock:
+            self.out.warn(msg)  # type: ignore[attr-defined]
+
+    def step(self, line: str) -> None:
+        with self.lock:
+            self.out.step(f"{self.key}: {line}")  # type: ignore[attr-defined]
+
+
+def finish(ctx: Context, r: Resolved, result: BuildResult) -> InstallResult:
+    """The image exists: write the shims and the install record."""
+    rt = r.version.runtime
+    names = shims.shim_names(r.recipe.tool, r.version.version, rt)
     previous = installs.load(ctx.paths, r.recipe.tool, r.version.version)
     sctx = shim_context(ctx, r.recipe.tool, r.version.version, result.tag, result.image_id, rt)
     written = shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in names}, r.key)

@@ -21,23 +21,33 @@ from pathlib import Path
 from sandman.paths import Paths
 
 POLL_SECONDS = 2.0
-IDLE_EXIT_SECONDS = 300.0
+IDLE_EXIT_SECONDS = float(os.environ.get("SANDMAN_REAPER_IDLE_SECONDS", "300"))
+GRACE_SECONDS = 3.0
+HANDOVER_SECONDS = 30.0
 
 
 def client_alive(pid: int, container_name: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except (FileNotFoundError, ProcessLookupError):
         return False
+    except PermissionError:
+        return True  # cannot tell: never remove what might still be in use
     return container_name.encode() in cmdline.split(b"\0")
 
 
-def orphans(containers: list, host: str) -> list:
-    """Containers started by a shim on this host whose docker client has gone."""
+def orphans(containers: list, host: str, uid: int | None = None) -> list:
+    """Containers started by a shim on this host whose docker client has gone.
+
+    A reaper that is not root only judges its own user's containers: with /proc mounted
+    hidepid, other users' processes look gone when they are not.
+    """
     out = []
     for c in containers:
         labels = c.labels
         if labels.get("io.sandman.role") != "run" or labels.get("io.sandman.host") != host:
+            continue
+        if uid not in (None, 0) and labels.get("io.sandman.uid") != str(uid):
             continue
         try:
             pid = int(labels.get("io.sandman.pid", ""))
@@ -51,10 +61,33 @@ def orphans(containers: list, host: str) -> list:
 def sweep(engine, host: str) -> tuple[int, int]:
     """One pass: remove orphans; return (orphans removed, containers still watched)."""
     found = engine.containers(role="run")
-    gone = orphans(found, host)
+    gone = orphans(found, host, os.geteuid())
     for c in gone:
         engine.remove_container(c.id)
     return len(gone), len(found) - len(gone)
+
+
+def _take_duty(fd: int, pidfile: Path) -> bool:
+    """Hold the pidfile lock, or return False when another reaper is on duty.
+
+    A reaper that is leaving empties the pidfile before it lets go of the lock, so a shim that
+    sees no pid starts a new reaper: that one waits for the lock instead of giving up, and no
+    container started in that moment goes unwatched.
+    """
+    deadline = time.monotonic() + HANDOVER_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        try:
+            holder = pidfile.read_text().strip()
+        except OSError:
+            holder = ""
+        if holder or time.monotonic() > deadline:
+            return False  # a reaper on duty (not leaving): nothing to do
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     pidfile = paths.reaper_pidfile
     fd = os.open(pidfile, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 0  # another reaper is on duty
+    if not _take_duty(fd, pidfile):
+        return 0
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     from sandman.engine import Engine
     from sandman.errors import SandmanError
 
@@ -76,17 +107,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engine = Engine.connect()
     except SandmanError:
+        os.ftruncate(fd, 0)
         return 1
+    leaving = False
     while True:
         try:
             _, watched = sweep(engine, host)
         except SandmanError:
             watched = 0
+        try:  # warm containers: stop idle ones, end the tools of hard-killed shims
+            from sandman import warm
+
+            watched += warm.sweep(engine, paths, host)
+        except SandmanError:
+            pass
         now = time.monotonic()
         if watched:
             idle_since = now
-        elif now - idle_since > IDLE_EXIT_SECONDS:
+            if leaving:  # a shim started while we were leaving: stay on duty
+                leaving = False
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        elif leaving:
             break
+        elif now - idle_since > IDLE_EXIT_SECONDS:
+            # Empty the pidfile first, then look once more after a grace period: a shim that
+            # read our pid just before has started its container by then.
+            leaving = True
+            os.ftruncate(fd, 0)
+            time.sleep(GRACE_SECONDS)
+            continue
         time.sleep(POLL_SECONDS)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)

@@ -1,15 +1,249 @@
-"""Recipe repositories shared through git (see docs/teams.md)."""
+"""Recipe repositories shared through git, and imported bundles (see docs/teams.md).
+
+A repository is a git clone in sandman's data dir, pinned to one commit: the catalog reads the
+recipes of that commit and nothing else, so a teammate's push changes nothing here until
+`repo update` moves the pin. Trust is keyed to the pinned commit for the same reason: what the
+user reviewed is exactly what builds. git runs with hooks off, no submodules and no `ext::`
+transport, so adding or updating a repository never runs code from it.
+
+Imported bundles (sandman/bundle.py) are recipe sources too; they share the state file and the
+`NAME/` namespace with repositories so a name always means one thing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandman.errors import NotFoundError, RemoteError, StateError, UsageError
+from sandman.installs import atomic_write
 from sandman.paths import Paths
 
 if TYPE_CHECKING:
     from sandman.catalog import Source
 
+STATE_SCHEMA = 1
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+RESERVED = re.compile(r"^(env\d*|user|builtin)$")
+# Every git call: no hooks, no filesystem monitor, no `ext::` (it runs a command), no prompts.
+GIT = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+       "-c", "protocol.ext.allow=never", "-c", "submodule.recurse=false",
+       "-c", "advice.detachedHead=false"]
+
+
+@dataclass(frozen=True)
+class Repo:
+    name: str
+    url: str
+    ref: str | None  # branch, tag or commit to follow; None: the remote's default branch
+    commit: str  # the pinned commit the catalog reads
+    trusted_commit: str | None = None
+    added_at: str = ""
+    kind: str = "repo"  # "repo" (git clone) or "bundle" (imported archive, see bundle.py)
+
+    @property
+    def trusted(self) -> bool:
+        return self.kind == "bundle" or self.trusted_commit == self.commit
+
+
+def clone_dir(paths: Paths, name: str) -> Path:
+    return paths.repos_dir / name
+
+
+def recipes_root(folder: Path) -> Path:
+    """Recipes live under `recipes/` when the repository has that folder, else at its root."""
+    sub = folder / "recipes"
+    return sub if sub.is_dir() else folder
+
+
+def _state_file(paths: Paths) -> Path:
+    return paths.repos_dir / "repos.json"
+
+
+def load_all(paths: Paths) -> list[Repo]:
+    f = _state_file(paths)
+    if not f.exists():
+        return []
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        if data.get("schema") != STATE_SCHEMA:
+            raise StateError(f"{f}: repo state of schema {data.get('schema')}; this sandman reads "
+                             f"schema {STATE_SCHEMA}")
+        return [Repo(**r) for r in data["repos"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StateError(f"{f}: unreadable repo state ({e})") from e
+
+
+def _save_all(paths: Paths, repos: list[Repo]) -> None:
+    data = {"schema": STATE_SCHEMA, "repos": [asdict(r) for r in repos]}
+    atomic_write(_state_file(paths), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def get(paths: Paths, name: str) -> Repo:
+    for r in load_all(paths):
+        if r.name == name:
+            return r
+    have = ", ".join(r.name for r in load_all(paths)) or "none"
+    raise NotFoundError(f"no recipe repo named '{name}'; repos: {have}")
+
 
 def recipe_sources(paths: Paths) -> list[Source]:
     """The recipe sources of every added repository, in the order they were added."""
-    return []
+    from sandman.catalog import Source
+
+    return [Source(r.name, r.kind, recipes_root(clone_dir(paths, r.name)), trusted=r.trusted)
+            for r in load_all(paths)]
+
+
+def check_name_syntax(name: str) -> None:
+    if not NAME_RE.match(name) or RESERVED.match(name):
+        raise UsageError(f"'{name}' cannot name a recipe source: use lower case letters, digits, "
+                         "'.', '_', '-' (not env, envN, user or builtin)")
+
+
+def check_name(paths: Paths, name: str) -> None:
+    check_name_syntax(name)
+    if any(r.name == name for r in load_all(paths)):
+        raise UsageError(f"'{name}' is already a recipe source; remove it first "
+                         f"(sandman repo remove {name}) or pick another name")
+
+
+def git(args: list[str], *, cwd: Path | None = None, what: str) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    try:
+        proc = subprocess.run([*GIT, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL)
+    except FileNotFoundError as e:
+        raise RemoteError(f"{what}: git is not installed") from e
+    except subprocess.TimeoutExpired as e:
+        raise RemoteError(f"{what}: git took longer than 10 minutes") from e
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise RemoteError(f"{what}: {last.removeprefix('fatal: ')}")
+    return proc.stdout.strip()
+
+
+def _resolve_ref(folder: Path, ref: str | None, what: str) -> str:
+    candidates = (["refs/remotes/origin/HEAD", "HEAD"] if ref is None else
+                  [f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref])
+    for c in candidates:
+        with contextlib.suppress(RemoteError):
+            return git(["rev-parse", "--verify", "--quiet", f"{c}^{{commit}}"], cwd=folder, what=what)
+    raise NotFoundError(f"{what}: no branch, tag or commit '{ref}' in the repository")
+
+
+def _checkout(folder: Path, commit: str, what: str) -> None:
+    git(["checkout", "--quiet", "--force", "--detach", commit], cwd=folder, what=what)
+
+
+def _url_arg(url: str) -> str:
+    p = Path(url).expanduser()
+    return str(p.resolve()) if "://" not in url and p.exists() else url
+
+
+def add(paths: Paths, name: str, url: str, ref: str | None = None) -> Repo:
+    check_name(paths, name)
+    dest = clone_dir(paths, name)
+    if dest.exists():
+        shutil.rmtree(dest)  # left over from an interrupted add
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = _url_arg(url)
+    what = f"repo add {name}"
+    try:
+        git(["clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--", url, str(dest)],
+            what=what)
+        commit = _resolve_ref(dest, ref, what)
+        _checkout(dest, commit, what)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    repo = Repo(name=name, url=url, ref=ref, commit=commit,
+                added_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    _save_all(paths, [*load_all(paths), repo])
+    return repo
+
+
+@dataclass(frozen=True)
+class Update:
+    repo: Repo
+    old_commit: str
+    was_trusted: bool
+
+    @property
+    def moved(self) -> bool:
+        return self.repo.commit != self.old_commit
+
+
+def update(paths: Paths, name: str, ref: str | None = None) -> Update:
+    """Fetch and move the pin to the ref's newest commit (trust stays with the old commit)."""
+    repo = get(paths, name)
+    if repo.kind != "repo":
+        raise UsageError(f"'{name}' is an imported bundle, not a git repo; import a newer bundle")
+    folder = clone_dir(paths, name)
+    what = f"repo update {name}"
+    follow = ref if ref is not None else repo.ref
+    git(["fetch", "--quiet", "--force", "--tags", "--prune", "--no-recurse-submodules", "origin"],
+        cwd=folder, what=what)
+    with contextlib.suppress(RemoteError):  # the remote's default branch may have changed
+        git(["remote", "set-head", "origin", "--auto"], cwd=folder, what=what)
+    commit = _resolve_ref(folder, follow, what)
+    _checkout(folder, commit, what)
+    new = replace(repo, ref=follow, commit=commit)
+    _replace(paths, new)
+    return Update(new, repo.commit, repo.trusted)
+
+
+def trust(paths: Paths, name: str) -> Repo:
+    repo = get(paths, name)
+    new = replace(repo, trusted_commit=repo.commit)
+    _replace(paths, new)
+    return new
+
+
+def remove(paths: Paths, name: str) -> Repo:
+    repo = get(paths, name)
+    _save_all(paths, [r for r in load_all(paths) if r.name != name])
+    shutil.rmtree(clone_dir(paths, name), ignore_errors=True)
+    return repo
+
+
+def register_bundle(paths: Paths, name: str, origin: str) -> Repo:
+    """Record an imported bundle's recipe folder (already in place) as a recipe source."""
+    repos = [r for r in load_all(paths) if r.name != name]
+    repo = Repo(name=name, url=origin, ref=None, commit="", kind="bundle",
+                added_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    _save_all(paths, [*repos, repo])
+    return repo
+
+
+def _replace(paths: Paths, new: Repo) -> None:
+    _save_all(paths, [new if r.name == new.name else r for r in load_all(paths)])
+
+
+def tools_in(paths: Paths, repo: Repo) -> list[str]:
+    root = recipes_root(clone_dir(paths, repo.name))
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / "recipe.toml").is_file())
+
+
+def describe(paths: Paths, repo: Repo) -> dict:
+    """One repo as `repo list --json` prints it (documented in docs/teams.md; keys only added)."""
+    return {"name": repo.name, "kind": repo.kind, "url": repo.url, "ref": repo.ref,
+            "commit": repo.commit, "trusted": repo.trusted,
+            "path": str(recipes_root(clone_dir(paths, repo.name))), "tools": tools_in(paths, repo)}
+
+
+def changed_files(paths: Paths, name: str, old: str, new: str) -> list[str]:
+    """Files that differ between two pinned commits, for the review message after an update."""
+    out = git(["diff", "--name-only", old, new], cwd=clone_dir(paths, name),
+              what=f"repo update {name}")
+    return [line for line in out.splitlines() if line]

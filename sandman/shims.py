@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandman import warm
 from sandman.config import ToolSettings
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
@@ -44,6 +45,7 @@ class ShimContext:
     paths: Paths
     extra_mounts: tuple[str, ...] = ()  # HOST:CONTAINER[:ro|rw] from `sandman run --mount`
     refresh: bool = True  # shims on PATH refresh when config.toml changes; `sandman run` does not
+    warm_idle_minutes: int = 10  # config.toml `warm_idle_minutes`: warm containers stop after this
 
 
 def env_prefix(tool: str) -> str:
@@ -130,6 +132,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_REFRESH": _arr(refresh),
         "SM_REAPER": _arr(reaper),
         "SM_REAPER_PIDFILE": shlex.quote(str(ctx.paths.reaper_pidfile)),
+        **warm.shim_values(ctx.paths, ctx.settings.warm, ctx.warm_idle_minutes),
     }
     return "\n".join(f"{k}={v}" for k, v in values.items())
 

@@ -54,6 +54,25 @@ def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStat
     return out
 
 
+def needing_upgrade(ctx: Context, keys: list[str] | None = None) -> list[InstallStatus]:
+    """Installs that `upgrade` should rebuild: the named ones, or every one that is not current.
+
+    A named install that is current is left out (nothing to do); a name that is not installed
+    is an error, so a typo does not pass as "already up to date".
+    """
+    from sandman.errors import NotFoundError
+
+    items = list_installs(ctx)
+    if not keys:
+        return [i for i in items if i.state != "current"]
+    by_key = {f"{i.tool}@{i.version}": i for i in items}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise NotFoundError(f"not installed: {', '.join(missing)}; installed: "
+                            f"{', '.join(by_key) or 'none'}")
+    return [by_key[k] for k in dict.fromkeys(keys) if by_key[k].state != "current"]
+
+
 @dataclass(frozen=True)
 class Check:
     ok: bool
@@ -95,7 +114,9 @@ def doctor(ctx: Context) -> list[Check]:
     if bin_dir.is_dir():
         for f in sorted(bin_dir.iterdir()):
             owner = shims.owner_of(f)
-            if owner and f not in owned:
+            # an owner without "@" is an unversioned shim (`sandman use`, docs/teams.md): it
+            # belongs to no single install
+            if owner and "@" in owner and f not in owned:
                 checks.append(Check(False, f"dangling shim {f.name}",
                                     f"written for {owner}, which is not installed; "
                                     f"remove {f} or reinstall {owner}"))

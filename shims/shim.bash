@@ -13,9 +13,12 @@ if [[ -n $SM_CONFIG && -n ${BASH_SOURCE[0]-} && $SM_CONFIG -nt ${BASH_SOURCE[0]}
   SANDMAN_NO_REFRESH=1 exec "${BASH_SOURCE[0]}" "$@"
 fi
 
-if [[ -z ${DOCKER_HOST-} ]]; then
-  [[ -S $SM_SOCKET ]] || sm_die "cannot reach the Docker daemon: no socket at $SM_SOCKET; start it (systemctl start docker, or dockerd) or set DOCKER_HOST" 115
-  [[ -r $SM_SOCKET && -w $SM_SOCKET ]] || sm_die "permission denied on the Docker socket $SM_SOCKET; add yourself to the 'docker' group (then log in again)" 116
+# A local socket is checked with builtins (a tcp:// or ssh:// DOCKER_HOST is left to docker).
+sm_sock=$SM_SOCKET
+[[ ${DOCKER_HOST-} == unix://* ]] && sm_sock=${DOCKER_HOST#unix://}
+if [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]]; then
+  [[ -S $sm_sock ]] || sm_die "cannot reach the Docker daemon: no socket at $sm_sock; start it (systemctl start docker, or dockerd) or set DOCKER_HOST" 115
+  [[ -r $sm_sock && -w $sm_sock ]] || sm_die "permission denied on the Docker socket $sm_sock; add yourself to the 'docker' group (then log in again)" 116
 fi
 
 sm_uid=$EUID sm_gid= sm_groups=()
@@ -31,7 +34,7 @@ sm_args=(
   --rm -i --init --log-driver none --pull never
   --name "sandman-${SM_NAME}-$$-${RANDOM}"
   --label io.sandman.role=run --label "io.sandman.tool=$SM_TOOL" --label "io.sandman.version=$SM_VERSION"
-  --label "io.sandman.pid=$$" --label "io.sandman.host=$SM_HOST"
+  --label "io.sandman.pid=$$" --label "io.sandman.host=$SM_HOST" --label "io.sandman.uid=$sm_uid"
   --user "$sm_uid:$sm_gid"
   --security-opt no-new-privileges --cap-drop ALL
   --network "$SM_NETWORK"
@@ -53,7 +56,7 @@ sm_refused() {  # sets sm_why to the reason a host path may not be mounted; true
   elif [[ ( $p == "$sm_home" || $p == "$sm_home/" ) && -z ${SANDMAN_ALLOW_HOME-} ]]; then
     sm_why="it is your home directory (set SANDMAN_ALLOW_HOME=1 to allow)"
   else
-    for s in "$SM_SOCKET" "${SM_SOCKET_REAL[@]}"; do
+    for s in "$SM_SOCKET" "${SM_SOCKET_REAL[@]}" "$sm_sock"; do
       [[ $s == "$p" || $s == "${p%/}"/* ]] && sm_why="it would expose the Docker socket $s"
     done
   fi
@@ -95,6 +98,8 @@ sm_map_path() {  # mount an absolute path given on the command line or in the en
       # a file: mount its folder (tools write journals and temp files beside it), or the file
       # alone when the folder itself may not be mounted
       if sm_refused "$dir"; then sm_mount "$p" "$p" "$mode" "$what"; else sm_mount "$dir" "$dir" "$mode" "$what"; fi
+    elif [[ $dir == / ]]; then
+      :  # /CN=x (openssl -subj) names nothing on this host: every top-level folder exists
     elif [[ -d $dir ]]; then  # a file the tool will create
       sm_refused "$dir" && sm_die "${SM_TOOL}@${SM_VERSION}: cannot map $what $1: its folder $dir may not be mounted ($sm_why)" 118
       sm_mount "$dir" "$dir" "$mode" "$what"
@@ -211,6 +216,36 @@ if [[ $SM_NEEDCMD == 1 && $# -eq 0 ]]; then
 fi
 
 if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
+  # For people, on stderr: what the container would get. The exact command goes to stdout.
+  sm_sum=() sm_envs=() sm_priv=() sm_i=0
+  while (( sm_i < ${#sm_args[@]} )); do
+    sm_a=${sm_args[sm_i]} sm_v=${sm_args[sm_i+1]-}
+    case $sm_a in
+      --mount)
+        sm_mode=rw; [[ $sm_v == *,readonly ]] && sm_mode=ro sm_v=${sm_v%,readonly}
+        sm_v=${sm_v#type=bind,}; sm_v=${sm_v//\"\"/$'\1'}; sm_v=${sm_v//\"/}; sm_v=${sm_v//$'\1'/\"}
+        sm_src=${sm_v#source=}; sm_src=${sm_src%,target=*}
+        sm_sum+=("  mount $sm_mode: $sm_src -> ${sm_v##*,target=}") ;;
+      --user) sm_sum+=("  user:     $sm_v (your uid:gid)") ;;
+      --group-add) sm_sum+=("  group:    $sm_v") ;;
+      --network) sm_sum+=("  network:  $sm_v") ;;
+      -e) sm_envs+=("${sm_v%%=*}") ;;
+      --cap-drop) sm_priv+=("capabilities dropped: $sm_v") ;;
+      --security-opt) sm_priv+=("$sm_v") ;;
+      --workdir) sm_sum+=("  workdir:  $sm_v") ;;
+      *) (( sm_i-- )) ;;
+    esac
+    (( sm_i += 2 ))
+  done
+  {
+    printf 'sandman: dry run of %s@%s (nothing is started); the container would get:\n' "$SM_TOOL" "$SM_VERSION"
+    printf '  image:    %s\n' "$SM_IMAGE"
+    printf '%s\n' "${sm_sum[@]}"
+    printf '  env:      %s\n' "${sm_envs[*]}"
+    sm_v=; for sm_a in "${sm_priv[@]}"; do sm_v+="${sm_v:+, }$sm_a"; done
+    printf '  limits:   %s; no devices\n' "$sm_v"
+    printf '  command: '; printf ' %q' "${SM_PREFIX[@]}" "$@"; printf '\n'
+  } >&2
   printf '%q ' "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"
   printf '\n'
   exit 0
@@ -226,7 +261,134 @@ if [[ -n $SM_REAPER_PIDFILE ]]; then
     mapfile -d '' sm_cl <"/proc/$sm_rp/cmdline" 2>/dev/null
     [[ " ${sm_cl[*]} " == *" sandman.reaper "* ]] && sm_alive=1
   fi
-  [[ -n $sm_alive ]] || (setsid "${SM_REAPER[@]}" </dev/null >/dev/null 2>&1 &)
+  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" </dev/null >/dev/null 2>&1 &)
+fi
+
+# Warm mode (docs/performance.md): `docker exec` into a long-lived container of this tool@version
+# that has exactly the mounts, user and network this call's cold container would get. Any
+# doubt (an option it does not know, no /bin/sh in the image, a start that fails) means a cold run.
+case ${SANDMAN_WARM-} in
+  '') sm_warm=${SM_WARM:-0} ;;
+  0|no|false|off) sm_warm=0 ;;
+  *) sm_warm=1 ;;
+esac
+if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR ]] \
+   && [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]]; then
+  sm_warm_split() {  # sm_args -> sm_cargs (what the container is made of) + sm_xargs (per call)
+    local i=0 n=${#sm_args[@]} a v
+    sm_cargs=() sm_xargs=()
+    while (( i < n )); do
+      a=${sm_args[i]} v=${sm_args[i+1]-}
+      case $a in
+        --rm|-i|--init) (( i += 1 )); continue ;;
+        --read-only) sm_cargs+=("$a"); (( i += 1 )); continue ;;
+        -t) sm_xargs+=(-t); (( i += 1 )); continue ;;
+        --name|--label|--log-driver|--pull|--entrypoint) ;;
+        --user) sm_cargs+=(--user "$v") sm_xargs+=(-u "$v") ;;
+        --workdir) sm_xargs+=(-w "$v") ;;
+        -e) sm_xargs+=(-e "$v") ;;
+        --mount|--group-add|--network|--security-opt|--cap-drop|--cap-add|--tmpfs|--ulimit|--device) sm_cargs+=("$a" "$v") ;;
+        *) return 1 ;;
+      esac
+      (( i += 2 ))
+    done
+  }
+  sm_warm_find() {  # sm_wd/sm_wname: the running warm container made of sm_key, if any
+    local d k p cl
+    for d in "$SM_WARM_DIR/sandman-warm-$sm_uid-$SM_NAME-"*; do
+      k=
+      IFS= read -r -d '' k 2>/dev/null <"$d/key"
+      [[ $k == "$sm_key" ]] || continue
+      sm_wd=$d sm_wname=${d##*/} p=
+      read -r p 2>/dev/null <"$d/pid"
+      [[ -n $p ]] && mapfile -d '' cl 2>/dev/null <"/proc/$p/cmdline" && [[ " ${cl[*]} " == *" $sm_wname "* ]]
+      return
+    done
+    return 1
+  }
+  sm_warm_start() {  # start the warm container for sm_key, or join the one being started
+    local h out p i m=()
+    read -r h _ < <(printf '%s\n%s' "$SM_WARM_DIR" "$sm_key" | sha256sum)
+    sm_wname=sandman-warm-$sm_uid-$SM_NAME-${h:0:12} sm_wd=$SM_WARM_DIR/$sm_wname
+    mkdir -p -m 700 "$sm_wd" "$sm_wd/calls" || return 1
+    for p in signals nap; do
+      [[ -p $sm_wd/$p ]] || mkfifo -m 600 "$sm_wd/$p" 2>/dev/null || [[ -p $sm_wd/$p ]] || return 1
+    done
+    exec {sm_napfd}<>"$sm_wd/nap"  # nobody writes to it: `read -t` on it is a builtin sleep
+    for (( i = 0; i < ${#sm_cargs[@]}; i++ )); do
+      [[ ${sm_cargs[i]} == --mount ]] && m+=("${sm_cargs[++i]}")
+    done
+    printf '%s\n' "${m[@]}" >"$sm_wd/mounts.$$" && mv -f "$sm_wd/mounts.$$" "$sm_wd/mounts" || return 1
+    printf '%s' "$sm_key" >"$sm_wd/key.$$" && mv -f "$sm_wd/key.$$" "$sm_wd/key" || return 1
+    for (( i = 0; i < 50; i++ )); do
+      out=$("$SM_DOCKER" run -d --rm --init --name "$sm_wname" --log-driver none --pull never \
+        --label io.sandman.role=warm --label "io.sandman.tool=$SM_TOOL" --label "io.sandman.version=$SM_VERSION" \
+        --label "io.sandman.uid=$sm_uid" --label "io.sandman.host=$SM_HOST" --label "io.sandman.home=$SM_WARM_DIR" \
+        --label "io.sandman.idle=${SANDMAN_WARM_IDLE_SECONDS:-$SM_WARM_IDLE}" \
+        "${sm_cargs[@]}" --mount "type=bind,\"source=${sm_wd//\"/\"\"}/calls\",target=/run/sandman-warm/calls" \
+        --mount "type=bind,\"source=${sm_wd//\"/\"\"}/signals\",target=/run/sandman-warm/signals" \
+        --workdir / --entrypoint /bin/sh "$SM_IMAGE" \
+        -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done' \
+        "$sm_wname" 2>&1 >/dev/null)
+      if [[ $? == 0 || $out == *"already in use"* ]]; then
+        p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
+        if [[ -n $p && $p != 0 ]]; then
+          printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"
+          return
+        fi
+      elif [[ $out != *"is already in progress"* && $out != *"is not running"* ]]; then
+        printf 'sandman: warning: %s@%s: no warm container, running cold: %s\n' "$SM_TOOL" "$SM_VERSION" "${out%%$'\n'*}" >&2
+        return 1
+      fi
+      read -r -t 0.1 -u "$sm_napfd" _
+    done
+    return 1
+  }
+  sm_warm_deliver() {  # pass pending signals to the tool through the container's signal loop
+    local s p= n=0
+    while :; do
+      read -r p 2>/dev/null <"$sm_call"
+      [[ $p == [0-9]* ]] && break
+      if (( n++ > 150 )) || ! kill -0 "$sm_cp" 2>/dev/null; then sm_pending=(); return; fi
+      read -r -t 0.02 -u "$sm_napfd" _
+    done
+    for s in "${sm_pending[@]}"; do printf '%s %s\n' "$s" "$p" 1<>"$sm_wd/signals"; done
+    sm_pending=()
+  }
+  sm_warm_exec() {  # run the call; sm_rc is its status. False when the exec never started.
+    local p= tok
+    read -r p 2>/dev/null </proc/$$/stat
+    p=${p##*) }; read -r -a p <<<"$p"
+    tok=$$-${p[19]}
+    sm_call=$sm_wd/calls/$tok
+    { : >"$sm_call" && : >"$sm_wd/used"; } 2>/dev/null || return 1
+    [[ -n $sm_napfd ]] || exec {sm_napfd}<>"$sm_wd/nap"
+    sm_pending=()
+    trap '' TERM HUP
+    "$SM_DOCKER" exec -i "${sm_xargs[@]}" "$sm_wname" /bin/sh -c 'echo "$$" >"$0" || exit 125; exec "$@"' \
+      "/run/sandman-warm/calls/$tok" "${SM_PREFIX[@]}" "$@" 0<&0 {sm_napfd}<&- &
+    sm_cp=$!
+    trap 'sm_pending+=(INT)' INT; trap 'sm_pending+=(TERM)' TERM; trap 'sm_pending+=(HUP)' HUP
+    while :; do
+      wait "$sm_cp"; sm_rc=$?
+      (( ${#sm_pending[@]} )) || break
+      sm_warm_deliver
+    done
+    trap - INT TERM HUP
+    p=
+    read -r p 2>/dev/null <"$sm_call"
+    printf done >"$sm_call"
+    [[ -n $p ]] || (( sm_rc != 1 && sm_rc != 126 ))
+  }
+  if sm_warm_split; then
+    printf -v sm_key '%q ' "$SM_IMAGE" "${sm_cargs[@]}"
+    sm_napfd=
+    for sm_try in 1 2; do
+      sm_warm_find || sm_warm_start || break
+      sm_warm_exec "$@" && exit "$sm_rc"
+      rm -f "$sm_wd/pid"  # it was stopped under us: start a new one
+    done
+  fi
 fi
 
 exec "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"

@@ -29,7 +29,7 @@ def daemon_problem() -> str | None:
 
             docker.from_env().ping()
             _daemon["problem"] = None
-        except Exception as e:  # noqa: BLE001 - any failure means no daemon
+        except Exception as e:
             _daemon["problem"] = f"{type(e).__name__}: {e}"
     return _daemon["problem"]  # type: ignore[return-value]
 

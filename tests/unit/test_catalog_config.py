@@ -47,7 +47,7 @@ def test_precedence_and_shadowing(tmp_path: Path) -> None:
 
 def test_unknown_names_list_what_exists() -> None:
     cat = Catalog([Source("builtin", "builtin", builtin_recipes_dir())])
-    with pytest.raises(NotFoundError, match="known tools: .*sqlite3"):
+    with pytest.raises(NotFoundError, match=r"known tools: .*sqlite3"):
         cat.resolve(parse_spec("sqlite@3.34"))
     with pytest.raises(NotFoundError, match=r"versions: 3.34, 3.40, 3.46"):
         cat.resolve(parse_spec("sqlite3@9.9"))

@@ -152,7 +152,7 @@ def test_write_shims_never_overwrites_foreign(tmp_path: Path) -> None:
     write_shims(bin_dir, {"demo-1.0": script}, "demo@1.0")
     assert owner_of(bin_dir / "demo-1.0") == "demo@1.0"
     assert os.access(bin_dir / "demo-1.0", os.X_OK)
-    with pytest.raises(ConflictError, match="shim of demo@1.0"):
+    with pytest.raises(ConflictError, match=r"shim of demo@1\.0"):
         write_shims(bin_dir, {"demo-1.0": script}, "other@1.0")
 
 

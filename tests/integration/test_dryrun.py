@@ -1,0 +1,120 @@
+"""Dry runs: the exact docker command on stdout, a readable summary on stderr, nothing started.
+
+The printed command is checked the only way that matters: run it with bash and compare with
+what the shim itself does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+
+def created_by(docker_client, pid: int, since: int) -> list[dict]:
+    """Container 'create' events whose shim had process id pid (the io.sandman.pid label)."""
+    events = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                  filters={"type": "container", "event": "create",
+                                           "label": f"io.sandman.pid={pid}"})
+    return list(events)
+
+
+def run_shim(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, int, str, str]:
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=300)
+    return p.pid, p.returncode, out, err
+
+
+@pytest.fixture
+def work(tmp_path: Path, shared_env: dict[str, str]) -> Path:
+    w = tmp_path / "my work"
+    w.mkdir()
+    made = subprocess.run(["sqlite3-3.46", "db", "create table t(a int) strict; insert into t values (7)"],
+                          cwd=w, env=shared_env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    return w
+
+
+def test_shim_dry_run_starts_nothing_and_prints_a_working_command(
+        work: Path, shared_env: dict[str, str], docker_client, tmp_path: Path) -> None:
+    env = {**shared_env, "SANDMAN_WARM": "0"}
+    argv = ["sqlite3-3.46", "db", "select a * 6 from t"]
+    since = int(time.time()) - 1
+    pid, code, cmd, summary = run_shim(argv, work, {**env, "SANDMAN_DRY_RUN": "1"})
+    assert code == 0, summary
+    assert created_by(docker_client, pid, since) == []  # nothing was started
+    assert cmd.startswith(("docker run ", "/")) and " run " in cmd and cmd.endswith("\n")
+    assert cmd.count("\n") == 1
+    # the summary says, readably, what the container gets
+    assert "dry run of sqlite3@3.46" in summary
+    assert f"mount rw: {work} -> {work}" in summary
+    assert "network:  none" in summary
+    assert "capabilities dropped: ALL" in summary and "no-new-privileges" in summary
+    assert "user:" in summary and "env:" in summary and "HOME" in summary
+
+    # the printed command does what the shim does
+    pid2, shim_code, shim_out, shim_err = run_shim(argv, work, env)
+    assert (shim_code, shim_out) == (0, "42\n"), shim_err
+    assert len(created_by(docker_client, pid2, since)) == 1  # the check above can fail
+    replay = subprocess.run(["bash", "-c", cmd], cwd=tmp_path,
+                            env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=300)
+    assert (replay.returncode, replay.stdout) == (0, "42\n"), replay.stderr
+
+
+def test_replayed_command_fails_like_the_shim(work: Path, shared_env: dict[str, str]) -> None:
+    env = {**shared_env, "SANDMAN_WARM": "0"}
+    argv = ["sqlite3-3.34", "db", "select * from t"]
+    _, shim_code, shim_out, shim_err = run_shim(argv, work, env)
+    assert shim_code != 0 and "malformed database schema" in shim_err
+    _, code, cmd, _ = run_shim(argv, work, {**env, "SANDMAN_DRY_RUN": "1"})
+    assert code == 0
+    replay = subprocess.run(["bash", "-c", cmd], cwd="/", env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300)
+    assert (replay.returncode, replay.stdout, replay.stderr) == (shim_code, shim_out, shim_err)
+
+
+def test_read_only_mount_of_a_path_argument_is_shown(work: Path, shared_env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    data = tmp_path / "data dir"
+    data.mkdir()
+    (data / "x.db").write_bytes(b"")
+    _, code, cmd, summary = run_shim(["sqlite3-3.46", str(data / "x.db"), "select 1"], work,
+                                     {**shared_env, "SANDMAN_DRY_RUN": "1"})
+    assert code == 0
+    assert f"mount ro: {data} -> {data}" in summary
+    assert "readonly" in cmd
+
+
+def test_sandman_run_dry_run(work: Path, shared_env: dict[str, str]) -> None:
+    real = subprocess.run([sys.executable, "-m", "sandman", "run", "sqlite3@3.46", "sqlite3", "db",
+                           "select a from t"], cwd=work, env=shared_env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    assert (real.returncode, real.stdout) == (0, "7\n"), real.stderr
+    dry = subprocess.run([sys.executable, "-m", "sandman", "run", "--dry-run", "sqlite3@3.46",
+                          "sqlite3", "db", "select a from t"], cwd=work, env=shared_env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "dry run of sqlite3@3.46" in dry.stderr
+    replay = subprocess.run(["bash", "-c", dry.stdout], cwd="/", env=shared_env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert (replay.returncode, replay.stdout) == (0, "7\n"), replay.stderr
+
+
+def test_matrix_dry_run_reports_each_command(work: Path, shared_env: dict[str, str]) -> None:
+    import json
+
+    p = subprocess.run([sys.executable, "-m", "sandman", "matrix", "--dry-run", "--json",
+                        "sqlite3@all", "--", "sqlite3", "db", "select 1"], cwd=work,
+                       env=shared_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    results = json.loads(p.stdout)["results"]
+    assert [r["exit_code"] for r in results] == [0, 0]
+    assert "sandman/sqlite3:3.34" in results[0]["stdout"]
+    assert "sandman/sqlite3:3.46" in results[1]["stdout"]

@@ -1,0 +1,95 @@
+"""Promise 3: bytes are exact; stdout and stderr stay apart; a TTY only on a terminal."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("runtime_helpers")
+from runtime_helpers import Kit, run  # noqa: E402
+
+pytestmark = pytest.mark.docker
+pytest_plugins = ("runtime_helpers",)
+
+TTY_PROBE = ('[ -t 0 ] && echo stdin-tty; [ -t 1 ] && echo stdout-tty; [ -t 2 ] && echo stderr-tty; '
+             'printf "a\\nb\\n"')
+
+
+def test_16_mib_of_random_bytes_round_trip(kit: Kit, mode: str, work: Path) -> None:
+    blob = os.urandom(16 * 1024 * 1024)
+    p = run([kit.shim("rtprobe-1"), "cat"], env=kit.env(mode), cwd=work, input=blob, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) == len(blob)
+    assert hashlib.sha256(p.stdout).digest() == hashlib.sha256(blob).digest()
+
+
+def test_every_byte_value_and_no_cr_on_pipes(kit: Kit, mode: str, work: Path) -> None:
+    env = kit.env(mode)
+    every = bytes(range(256)) * 4
+    p = run([kit.shim("rtprobe-1"), "cat"], env=env, cwd=work, input=every)
+    assert p.stdout == every
+    lines = run([kit.shim("rtprobe-1"), "printf", "one\\ntwo\\n"], env=env, cwd=work)
+    assert lines.stdout == b"one\ntwo\n"
+    empty = run([kit.shim("rtprobe-1"), "wc", "-c"], env=env, cwd=work, input=b"")
+    assert empty.stdout.strip() == b"0"  # stdin EOF reaches the tool
+
+
+def test_stdout_and_stderr_stay_separate(kit: Kit, mode: str, work: Path) -> None:
+    script = 'for i in 1 2 3 4 5; do echo "out $i"; echo "err $i" >&2; done'
+    p = run([kit.shim("rtprobe-1"), "sh", "-c", script], env=kit.env(mode), cwd=work)
+    assert p.returncode == 0
+    assert p.stdout == b"".join(f"out {i}\n".encode() for i in range(1, 6))
+    assert p.stderr == b"".join(f"err {i}\n".encode() for i in range(1, 6))
+    p2 = run([kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE], env=kit.env(mode), cwd=work)
+    assert p2.stdout == b"a\nb\n"  # no terminal anywhere: no TTY inside
+
+
+def on_pty(argv: list[str], env: dict[str, str], cwd: Path, stdin_tty: bool) -> tuple[int, bytes]:
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=slave, stderr=slave,
+                         stdin=slave if stdin_tty else subprocess.DEVNULL, start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+        code = p.wait(timeout=30)
+    finally:
+        p.kill()
+        os.close(master)
+    return code, out
+
+
+def test_tty_only_when_stdin_and_stdout_are_terminals(kit: Kit, mode: str, work: Path) -> None:
+    env = {**kit.env(mode), "TERM": "xterm-256color"}
+    shim = [kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE + '; echo "TERM=$TERM"']
+    code, out = on_pty(shim, env, work, stdin_tty=True)
+    assert code == 0
+    assert b"stdin-tty\r\nstdout-tty\r\nstderr-tty\r\n" in out, out
+    # the same bytes a native program writes to a terminal (one CR per newline, not two)
+    _, native = on_pty(["sh", "-c", 'printf "a\\nb\\n"'], env, work, stdin_tty=True)
+    assert native.endswith(b"a\r\nb\r\n") and b"a\r\nb\r\n" in out
+    assert b"\r\r\n" not in out
+    assert b"TERM=xterm-256color" in out
+    # stdout on a terminal but stdin a pipe: no TTY is allocated
+    code, out = on_pty(shim, env, work, stdin_tty=False)
+    assert code == 0
+    assert b"stdin-tty" not in out and b"stdout-tty" not in out, out

@@ -1,0 +1,154 @@
+"""Promise 8 (the race-free part): parallel first runs build once; failed or interrupted
+builds keep the last good image and leave no containers or images behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("runtime_helpers")
+from runtime_helpers import Kit, docker, remove_images, sandman_cli, token, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.docker
+pytest_plugins = ("runtime_helpers",)
+
+RECIPE = """\
+schema = 1
+tool = "{tool}"
+description = "concurrency probe"
+smoke = {smoke}
+
+[versions."1"]
+base = "debian:bookworm-slim"
+run = [{steps}]
+"""
+
+
+class Scene:
+    """A private home and recipe folder for a tool name used nowhere else."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.tool = f"rtc{token()}"
+        self.root = kit.scratch("conc")
+        self.home = self.root / "home"
+        self.recipe = self.root / "recipes" / self.tool / "recipe.toml"
+        self.recipe.parent.mkdir(parents=True)
+        self.env = {**kit.env(), "SANDMAN_HOME": str(self.home),
+                    "SANDMAN_RECIPE_PATH": str(self.recipe.parent.parent),
+                    "PATH": f"{self.home / 'bin'}:{os.environ['PATH']}"}
+
+    def write(self, steps: list[str], smoke: list[str] | None = None) -> None:
+        self.recipe.write_text(RECIPE.format(tool=self.tool, steps=", ".join(json.dumps(s) for s in steps),
+                                             smoke=json.dumps(smoke or ["true"])))
+
+    def images(self) -> set[str]:
+        return set(docker("images", "-q", "--no-trunc", "--filter",
+                          f"label=io.sandman.tool={self.tool}").split())
+
+    def tagged(self) -> set[str]:
+        return set(docker("images", "--filter", f"label=io.sandman.tool={self.tool}", "--format",
+                          "{{.Repository}}:{{.Tag}}").split())
+
+    def traces(self, mark: str) -> list[str]:
+        """Containers (any state) whose command mentions mark: build steps, smoke tests."""
+        out = docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}")
+        return [ln for ln in out.splitlines() if mark in ln]
+
+
+@pytest.fixture
+def scene(kit: Kit) -> Iterator[Scene]:
+    s = Scene(kit)
+    yield s
+    remove_images(s.tool)
+    shutil.rmtree(s.root, ignore_errors=True)
+
+
+def dangling() -> set[str]:
+    return set(docker("images", "-q", "--no-trunc", "--filter", "dangling=true").split())
+
+
+def ours(images: set[str], mark: str) -> list[str]:
+    """Those of images whose history mentions mark (other builds may run on this daemon)."""
+    found = []
+    for i in images:
+        hist = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", i],
+                              capture_output=True, text=True).stdout
+        if mark in hist:
+            found.append(i)
+    return found
+
+
+def test_eight_parallel_first_runs_build_once(scene: Scene, work: Path) -> None:
+    scene.write([f"echo {scene.tool} && sleep 2"])
+
+    def first_run(i: int) -> subprocess.CompletedProcess:
+        return sandman_cli("-q", "run", f"{scene.tool}@1", "--", "sh", "-c", f"echo run-{i}",
+                           env=scene.env, cwd=work, timeout=600)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(first_run, range(8)))
+    assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
+    assert [r.stdout for r in results] == [f"run-{i}\n".encode() for i in range(8)]
+    assert len(scene.images()) == 1  # one build, one image with that fingerprint
+    fps = {json.loads(docker("inspect", i))[0]["Config"]["Labels"]["io.sandman.fingerprint"]
+           for i in scene.images()}
+    assert len(fps) == 1
+
+
+def test_failed_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work: Path) -> None:
+    scene.write([f"echo {scene.tool}-good"])
+    assert sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env).returncode == 0
+    good_images, good_tags = scene.images(), scene.tagged()
+    shim = str(scene.home / "bin" / f"{scene.tool}-1")
+    dangling_before = dangling()
+    # a failing step
+    mark = f"{scene.tool}-fails"
+    scene.write([f"echo {mark}; exit 3"])
+    p = sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env)
+    assert p.returncode == 114
+    # a build that succeeds but whose smoke test fails: the new image is discarded
+    smoke_mark = f"{scene.tool}-smoke"
+    scene.write([f"echo {smoke_mark}"], smoke=["sh", "-c", f"exit 4 # {smoke_mark}"])
+    p = sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env)
+    assert p.returncode == 114 and b"smoke test" in p.stderr
+    assert scene.images() == good_images and scene.tagged() == good_tags
+    assert scene.traces(mark) == [] and scene.traces(smoke_mark) == []
+    assert ours(dangling() - dangling_before, mark) == []
+    assert ours(dangling() - dangling_before, smoke_mark) == []
+    ok = subprocess.run([shim, "echo", "still here"], env=scene.env, cwd=work, capture_output=True)
+    assert (ok.returncode, ok.stdout) == (0, b"still here\n")
+
+
+def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work: Path) -> None:
+    scene.write([f"echo {scene.tool}-good"])
+    assert sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env).returncode == 0
+    good_images, good_tags = scene.images(), scene.tagged()
+    dangling_before = dangling()
+    mark = f"{scene.tool}-slow"
+    scene.write([f"echo {mark}; sleep 120"])
+    p = subprocess.Popen([sys.executable, "-m", "sandman", "-q", "install", f"{scene.tool}@1"],
+                         env=scene.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: scene.traces(mark), 120, interval=0.5), "the build never started"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    assert b"Traceback" not in err
+    assert wait_for(lambda: not scene.traces(mark), 30), scene.traces(mark)
+    time.sleep(1)
+    assert scene.images() == good_images and scene.tagged() == good_tags
+    assert ours(dangling() - dangling_before, mark) == []
+    ok = subprocess.run([str(scene.home / "bin" / f"{scene.tool}-1"), "true"], env=scene.env, cwd=work)
+    assert ok.returncode == 0

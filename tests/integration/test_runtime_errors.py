@@ -1,0 +1,194 @@
+"""Promise 1, the other half: sandman's own failures are one line with a reserved exit code.
+
+Each case also checks that nothing was lost: the install that worked before still works.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("runtime_helpers")
+from runtime_helpers import (  # noqa: E402
+    Kit,
+    one_line_error,
+    run,
+    sandman_cli,
+    token,
+    user_env,
+)
+
+from sandman.errors import EXIT_CODES  # noqa: E402
+
+pytestmark = pytest.mark.docker
+pytest_plugins = ("runtime_helpers",)
+
+
+def quiet(*args: str, **kw) -> subprocess.CompletedProcess:
+    """The CLI with -q: no progress lines, so stderr holds only what went wrong."""
+    return sandman_cli("-q", *args, **kw)
+
+
+def still_works(kit: Kit, work: Path) -> None:
+    p = run([kit.shim("rtprobe-1"), "echo", "ok"], env=kit.env(), cwd=work)
+    assert (p.returncode, p.stdout) == (0, b"ok\n"), p.stderr
+
+
+def test_shim_daemon_unreachable_is_115(kit: Kit, mode: str, work: Path) -> None:
+    gone = kit.root / "no-such.sock"
+    p = run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode, DOCKER_HOST=f"unix://{gone}"), cwd=work)
+    assert p.returncode == 115
+    assert str(gone) in one_line_error(p.stderr)
+
+
+def test_cli_daemon_unreachable_is_115(kit: Kit, work: Path) -> None:
+    env = kit.env(DOCKER_HOST=f"unix://{kit.root / 'no-such.sock'}")
+    for args in (["run", "rtprobe@1", "--", "true"], ["install", "rtprobe@1"], ["build", "rtprobe@1"]):
+        p = quiet(*args, env=env, cwd=work)
+        assert p.returncode == 115, (args, p.stderr)
+        one_line_error(p.stderr, "Docker daemon")
+
+
+def test_socket_permission_denied_is_116(kit: Kit, mode: str, work: Path, user_home: Path) -> None:
+    env = user_env(kit, mode, user_home)
+    p = run([kit.shim("rtprobe-1"), "true"], env=env, cwd=work, user=True, docker_group=False)
+    assert p.returncode == 116
+    assert "/var/run/docker.sock" in one_line_error(p.stderr, "permission denied")
+
+
+def test_missing_image(kit: Kit, work: Path) -> None:
+    """A shim cannot ask the daemon before `exec docker` (no forks on the hot path): docker
+    says which image is gone (125); sandman's own commands say so with 117, or rebuild."""
+    home = kit.scratch("img-home")
+    tool = f"rtimg{token()}"
+    rdir = kit.scratch("img-recipes") / tool
+    rdir.mkdir()
+    (rdir / "recipe.toml").write_text(
+        f'schema = 1\ntool = "{tool}"\ndescription = "x"\n[versions."1"]\n'
+        f'base = "debian:bookworm-slim"\nrun = ["echo {tool}"]\n')
+    env = {**kit.env(), "SANDMAN_HOME": str(home), "SANDMAN_RECIPE_PATH": str(rdir.parent),
+           "PATH": f"{home / 'bin'}:{os.environ['PATH']}"}
+    try:
+        assert quiet("install", f"{tool}@1", env=env).returncode == 0
+        tag = subprocess.run(["docker", "images", "--filter", f"label=io.sandman.tool={tool}",
+                              "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                             text=True).stdout.split()[0]
+        subprocess.run(["docker", "rmi", "-f", tag], check=True, capture_output=True)
+        shim = run([str(home / "bin" / f"{tool}-1"), "true"], env=env, cwd=work)
+        assert shim.returncode == 125
+        assert tag.encode() in shim.stderr
+        reshim = quiet("reshim", f"{tool}@1", env=env)
+        assert reshim.returncode == 117
+        one_line_error(reshim.stderr, tag)
+        again = quiet("run", f"{tool}@1", "--", "echo", "rebuilt", env=env, cwd=work)
+        assert (again.returncode, again.stdout) == (0, b"rebuilt\n"), again.stderr
+    finally:
+        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rmi", "-f", *set(ids)], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+BAD_RECIPES = {
+    "toml": ('schema = 1\ntool = "{t}"\ndescription = "x"\n[versions."1"\n', ":4: invalid TOML"),
+    "type": ('schema = 1\ntool = "{t}"\ndescription = "x"\n[versions."1"]\nbase = "debian:bookworm-slim"\n'
+             'packages = "sqlite3"\n', ":6: versions.1.packages: expected a list"),
+    "unknown-key": ('schema = 1\ntool = "{t}"\ndescription = "x"\nnetwrok = true\n'
+                    '[versions."1"]\nbase = "debian:bookworm-slim"\n', "netwrok"),
+    "mount-mode": ('schema = 1\ntool = "{t}"\ndescription = "x"\n[[mounts]]\nname = "d"\nsource = "/tmp"\n'
+                   'target = "/d"\nmode = "rwx"\n[versions."1"]\nbase = "debian:bookworm-slim"\n', "mode"),
+    "not-utf8": (b'schema = 1\ntool = "\xff"\n', "UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECIPES))
+def test_malformed_recipes_are_112_with_file_and_line(kit: Kit, work: Path, case: str) -> None:
+    tool = f"rtbad{token()}"
+    rdir = kit.scratch("bad") / tool
+    rdir.mkdir()
+    text, expect = BAD_RECIPES[case]
+    data = text.replace(b"{t}", tool.encode()) if isinstance(text, bytes) else text.format(t=tool).encode()
+    (rdir / "recipe.toml").write_bytes(data)
+    env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}")
+    for args in (["run", f"{tool}@1", "--", "true"], ["install", f"{tool}@1"]):
+        p = quiet(*args, env=env, cwd=work)
+        assert p.returncode == 112, (args, p.stderr)
+        line = one_line_error(p.stderr, expect) if case != "toml" else one_line_error(p.stderr)
+        assert str(rdir / "recipe.toml") in line
+    dbg = quiet("--debug", "install", f"{tool}@1", env=env, cwd=work)
+    assert dbg.returncode == 112 and b"Traceback" in dbg.stderr
+    still_works(kit, work)
+
+
+@pytest.mark.parametrize(("spec", "code", "text"), [
+    ("rtprobe@9.9", 111, "unknown version '9.9' of rtprobe; versions: 1, net"),
+    ("no-such-tool@1", 111, "unknown tool 'no-such-tool'"),
+    ("rtprobe", 2, "is not TOOL@VERSION"),
+    ("rtprobe@", 2, "is not TOOL@VERSION"),
+    ("RTPROBE@1", 2, "is not TOOL@VERSION"),
+    ("rtprobe@1@2", 2, "is not TOOL@VERSION"),
+    ("../rtprobe@1", 2, "is not TOOL@VERSION"),
+    ("rtprobe@1;rm -rf /", 2, "is not TOOL@VERSION"),
+])
+def test_bad_names_and_specs(kit: Kit, work: Path, spec: str, code: int, text: str) -> None:
+    for args in (["run", spec, "--", "true"], ["install", spec]):
+        p = quiet(*args, env=kit.env(), cwd=work)
+        assert p.returncode == code, (args, p.stderr)
+        one_line_error(p.stderr, text)
+    still_works(kit, work)
+
+
+def test_build_failure_is_114_and_unreadable_kits_113(kit: Kit, work: Path) -> None:
+    tool = f"rtkit{token()}"
+    rdir = kit.scratch("kit-recipes") / tool
+    rdir.mkdir()
+    kits = kit.scratch("kits")
+    (rdir / "recipe.toml").write_text(
+        f'schema = 1\ntool = "{tool}"\ndescription = "x"\n'
+        f'[versions."1"]\nbase = "debian:bookworm-slim"\nrun = ["echo {tool} >&2; exit 3"]\n'
+        f'[versions."2"]\nbase = "debian:bookworm-slim"\n'
+        f'kits = [{{ file = "kit.tar", sha256 = "{"0" * 64}" }}]\n')
+    env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}", SANDMAN_KITS_DIR=str(kits))
+    try:
+        p = quiet("install", f"{tool}@1", env=env, cwd=work)
+        assert p.returncode == 114
+        err = p.stderr.decode()
+        ours = [ln for ln in err.splitlines() if ln.startswith("sandman: ")]
+        assert len(ours) == 1 and "Traceback" not in err  # one line, then the build log tail
+        assert ours[0].startswith(f"sandman: building {tool}@1 failed at Step")
+        assert "non-zero code: 3" in ours[0] and f"echo {tool}" in ours[0]
+        missing = quiet("install", f"{tool}@2", env=env, cwd=work)
+        assert missing.returncode == 113
+        one_line_error(missing.stderr, str(kits / "kit.tar"))
+        (kits / "kit.tar").mkdir()  # a directory where the kit file should be
+        as_dir = quiet("install", f"{tool}@2", env=env, cwd=work)
+        assert as_dir.returncode == 113
+        one_line_error(as_dir.stderr, "kit.tar")
+        (kits / "kit.tar").rmdir()
+        (kits / "kit.tar").write_bytes(b"not the kit")
+        wrong = quiet("install", f"{tool}@2", env=env, cwd=work)
+        assert wrong.returncode == 113
+        one_line_error(wrong.stderr, "sha256")
+    finally:
+        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rmi", "-f", *set(ids)], capture_output=True)
+    still_works(kit, work)
+
+
+def test_exit_code_table_is_printed_and_distinct(kit: Kit) -> None:
+    p = quiet("exit-codes", env=kit.env())
+    assert p.returncode == 0
+    printed = {int(line.split()[0]) for line in p.stdout.decode().splitlines() if line.strip()}
+    assert printed == set(EXIT_CODES)
+    for code in (111, 112, 113, 114, 115, 116, 117, 118, 123):
+        assert code in EXIT_CODES
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "runtime.md").read_text()
+    for code in EXIT_CODES:
+        assert f"| {code} |" in doc, f"exit code {code} missing from docs/runtime.md"

@@ -1,0 +1,128 @@
+"""Promise 2: INT, TERM and HUP sent to the shim reach the tool; nothing is left behind.
+
+The tool traps the signal, prints which one arrived and exits 7, so a pass cannot come from
+docker killing the container. Afterwards no container with the shim's pid label remains,
+and when the shim itself is SIGKILLed the reaper removes its orphaned container.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("runtime_helpers")
+from runtime_helpers import Kit, leftovers, token, tool_processes, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.docker
+pytest_plugins = ("runtime_helpers",)
+
+TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; echo ready; '
+        'while :; do sleep 0.1; done # {tok}')
+
+
+def start(kit: Kit, mode: str, work: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([kit.shim("rtprobe-1"), *args], env=kit.env(mode), cwd=work,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def read_until(p: subprocess.Popen, marker: bytes, timeout: float = 60) -> bytes:
+    assert p.stdout is not None
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        r, _, _ = select.select([p.stdout], [], [], 0.5)
+        if r:
+            chunk = os.read(p.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buf += chunk
+    assert marker in buf, buf
+    return buf
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Signals) -> None:
+    tok = token()
+    p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok))
+    try:
+        read_until(p, b"ready")
+        assert tool_processes(tok), "the tool should be running now"
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 7, err
+    assert out.endswith(f"got-{sig.name[3:]}\n".encode()), out
+    assert wait_for(lambda: not leftovers(p.pid, tok), 10), leftovers(p.pid, tok)
+
+
+def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path) -> None:
+    tok = token()
+    p = start(kit, mode, work, "sh", "-c", f"echo ready; exec sleep 60 # {tok}")
+    try:
+        read_until(p, b"ready")
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 143
+    assert wait_for(lambda: not leftovers(p.pid, tok), 10), leftovers(p.pid, tok)
+
+
+def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path) -> None:
+    """With a TTY, ^C typed at the terminal becomes SIGINT for the tool (not for docker)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())],
+                         env=kit.env(mode),
+                         cwd=work, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    buf = b""
+    sent = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 0.5)
+            if r:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+            if b"ready" in buf and not sent:
+                os.write(master, b"\x03")
+                sent = True
+            if b"got-" in buf and p.poll() is not None:
+                break
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+        os.close(master)
+    assert b"got-INT" in buf, buf
+    assert p.returncode == 7
+
+
+def test_sigkilled_shim_leaves_no_container_within_30s(kit: Kit, mode: str, work: Path) -> None:
+    tok = token()
+    # sleep is not the container's main process (tini and sh are), and ignores no signal
+    p = start(kit, mode, work, "sh", "-c", f"echo ready; sleep 300; : {tok}")
+    try:
+        read_until(p, b"ready")
+        assert tool_processes(tok)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+    finally:
+        p.kill()
+    t0 = time.monotonic()
+    assert wait_for(lambda: not leftovers(p.pid, tok), 30, interval=0.5), \
+        f"still there 30 s after the shim was killed: {leftovers(p.pid, tok)}"
+    print(f"orphan removed after {time.monotonic() - t0:.1f} s")

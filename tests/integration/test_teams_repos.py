@@ -1,0 +1,200 @@
+"""Recipe repositories: real git repositories in tmp dirs, pinned commits, trust, precedence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from conftest import base_env
+from teams_helpers import commit_recipe, git, make_repo, remove_images, unique_tool
+
+
+def repo_rows(sandman) -> list[dict]:
+    p = sandman("repo", "list", "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.fixture
+def tool(docker_client) -> Iterator[str]:
+    name = unique_tool()
+    yield name
+    remove_images(docker_client, name)
+
+
+@pytest.mark.docker
+def test_untrusted_repo_recipe_is_refused_until_trusted(tmp_path, sandman, home, tool, docker_client):
+    src = tmp_path / "src"
+    head = make_repo(src, tool, {"1.0": "hello"})
+    p = sandman("repo", "add", "team", str(src))
+    assert p.returncode == 0, p.stderr
+    assert "sandman repo trust team" in p.stderr
+    [row] = repo_rows(sandman)
+    assert (row["name"], row["commit"], row["trusted"], row["tools"]) == ("team", head, False, [tool])
+
+    for spec in (f"team/{tool}@1.0", f"{tool}@1.0"):
+        p = sandman("install", spec)  # stdin is not a terminal: no question, a refusal
+        assert p.returncode == 120, p.stderr
+        assert "sandman repo trust team" in p.stderr and "Traceback" not in p.stderr
+    assert docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}) == []
+    assert not (home / "bin" / f"{tool}-1.0").exists()
+
+    assert sandman("repo", "trust", "team").returncode == 0
+    assert repo_rows(sandman)[0]["trusted"] is True
+    p = sandman("install", f"team/{tool}@1.0")
+    assert p.returncode == 0, p.stderr
+    r = subprocess.run([str(home / "bin" / f"{tool}-1.0")], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, f"{tool} 1.0 hello\n")
+    rec = json.loads((home / "state" / "installs" / f"{tool}@1.0.json").read_text())
+    assert rec["source"] == "team"
+
+
+def test_update_moves_the_pin_and_takes_trust_away(tmp_path, sandman):
+    tool = unique_tool()
+    src = tmp_path / "src"
+    first = make_repo(src, tool, {"1.0": "a"})
+    assert sandman("repo", "add", "team", str(src)).returncode == 0
+    assert sandman("repo", "trust", "team").returncode == 0
+
+    second = commit_recipe(src, tool, {"1.0": "a", "2.0": "b"})
+    p = sandman("recipes", "show", f"team/{tool}")
+    assert f"{tool}@2.0" not in p.stdout  # the pin holds until `repo update`
+
+    p = sandman("repo", "update", "team")
+    assert p.returncode == 0, p.stderr
+    assert f"{first[:12]} -> {second[:12]}" in p.stderr
+    assert "untrusted again" in p.stderr and "sandman repo trust team" in p.stderr
+    [row] = repo_rows(sandman)
+    assert (row["commit"], row["trusted"]) == (second, False)
+    assert f"{tool}@2.0" in sandman("recipes", "show", f"team/{tool}").stdout
+    p = sandman("build", f"{tool}@2.0")
+    assert p.returncode == 120  # checked before anything is built
+
+    p = sandman("repo", "update", "team")
+    assert p.returncode == 0 and "already at" in p.stderr
+
+    # --ref pins a tag; the clone follows it from then on
+    git(src, "tag", "v1", first)
+    commit_recipe(src, tool, {"3.0": "c"})
+    p = sandman("repo", "update", "team", "--ref", "v1")
+    assert p.returncode == 0, p.stderr
+    [row] = repo_rows(sandman)
+    assert (row["commit"], row["ref"]) == (first, "v1")
+
+
+def test_recipes_at_the_root_and_precedence(tmp_path, sandman, home):
+    tool = unique_tool()
+    root_repo, sub_repo = tmp_path / "a", tmp_path / "b"
+    make_repo(root_repo, tool, {"1.0": "root"}, under_recipes=False)
+    make_repo(sub_repo, tool, {"2.0": "sub"})
+    assert sandman("repo", "add", "first", str(root_repo)).returncode == 0
+    assert sandman("repo", "add", "second", str(sub_repo)).returncode == 0
+    user = home / "recipes" / tool
+    user.mkdir(parents=True)
+    (user / "recipe.toml").write_text((root_repo / tool / "recipe.toml").read_text())
+
+    p = sandman("recipes", "list", "--json")
+    rows = [r for r in json.loads(p.stdout) if r["tool"] == tool]
+    assert [(r["source"], r["shadowed_by"]) for r in rows] == \
+        [("user", None), ("first", "user"), ("second", "user")]
+    assert [r["versions"] for r in rows] == [["1.0"], ["1.0"], ["2.0"]]
+    p = sandman("recipes", "show", f"second/{tool}")
+    assert p.returncode == 0 and f"{tool}@2.0" in p.stdout
+    p = sandman("recipes", "show", f"nosuch/{tool}")
+    assert p.returncode == 111 and "unknown recipe source 'nosuch'" in p.stderr
+
+    assert sandman("repo", "remove", "first").returncode == 0
+    assert not (home / "data" / "repos" / "first").exists()
+    assert [r["name"] for r in repo_rows(sandman)] == ["second"]
+
+
+def test_git_runs_no_hooks_and_no_ext_transport(tmp_path, sandman):
+    tool = unique_tool()
+    src = tmp_path / "src"
+    make_repo(src, tool, {"1.0": "a"})
+    # a hook that git would run after checkout if hooks were on (configured "globally")
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    witness = tmp_path / "hook-ran"
+    (hooks / "post-checkout").write_text(f"#!/bin/sh\ntouch {witness}\n")
+    (hooks / "post-checkout").chmod(0o755)
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(f"[core]\n\thooksPath = {hooks}\n")
+    env = {"GIT_CONFIG_GLOBAL": str(gitconfig)}
+    p = sandman("repo", "add", "team", str(src), env=env)
+    assert p.returncode == 0, p.stderr
+    assert not witness.exists()
+
+    pwned = tmp_path / "pwned"
+    p = sandman("repo", "add", "evil", f"ext::sh -c touch% {pwned}", env=env)
+    assert p.returncode == 121, p.stderr
+    assert not pwned.exists()
+    assert "Traceback" not in p.stderr
+    assert [r["name"] for r in repo_rows(sandman)] == ["team"]
+
+
+def test_repo_errors_are_one_line(tmp_path, sandman):
+    p = sandman("repo", "add", "builtin", str(tmp_path))
+    assert p.returncode == 2 and "cannot name a recipe source" in p.stderr
+    p = sandman("repo", "add", "team", str(tmp_path / "nope"))
+    assert p.returncode == 121 and p.stderr.count("\n") == 1
+    p = sandman("repo", "trust", "nope")
+    assert p.returncode == 111 and "no recipe repo named 'nope'" in p.stderr
+    src = tmp_path / "src"
+    make_repo(src, unique_tool(), {"1.0": "a"})
+    p = sandman("repo", "add", "team", str(src), "--ref", "no-such-branch")
+    assert p.returncode == 111 and "no-such-branch" in p.stderr
+    assert repo_rows(sandman) == []
+    assert sandman("repo", "add", "team", str(src)).returncode == 0
+    p = sandman("repo", "add", "team", str(src))
+    assert p.returncode == 2 and "already a recipe source" in p.stderr
+
+
+def run_on_tty(args: list[str], answer: bytes, env: dict[str, str]) -> tuple[int, str]:
+    """Run the CLI with stdin/stdout/stderr on a pseudo-terminal and answer its question."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execvpe(sys.executable, [sys.executable, "-m", "sandman", *args], env)
+    out = b""
+    sent = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not sent and b"[y/N]" in out:
+            os.write(fd, answer)
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+@pytest.mark.docker
+def test_install_asks_on_a_terminal(tmp_path, home, tool, docker_client):
+    src = tmp_path / "src"
+    head = make_repo(src, tool, {"1.0": "asked"})
+    env = base_env(home)
+    assert subprocess.run([sys.executable, "-m", "sandman", "repo", "add", "team", str(src)],
+                          env=env, capture_output=True).returncode == 0
+    code, out = run_on_tty(["install", f"{tool}@1.0"], b"n\n", env)
+    assert code == 120, out
+    assert f"Trust repo 'team' at {head[:12]}?" in out
+    code, out = run_on_tty(["install", f"{tool}@1.0"], b"y\n", env)
+    assert code == 0, out
+    assert f"installed {tool}@1.0" in out
+    rows = json.loads(subprocess.run([sys.executable, "-m", "sandman", "repo", "list", "--json"],
+                                     env=env, capture_output=True, text=True).stdout)
+    assert rows[0]["trusted"] is True

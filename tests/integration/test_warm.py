@@ -1,0 +1,274 @@
+"""Warm mode: shims `docker exec` into a long-lived container with the cold container's isolation.
+
+Each test gets its own SANDMAN_HOME with the runtime probe (rtprobe@1, from the runtime kit's
+recipes: a cache hit) so warm containers, their state folder and the reaper are private to it.
+Signals, exit codes, bytes and paths in warm mode are also covered by the runtime fidelity tests
+(tests/integration/test_runtime_*.py, parametrized over cold and warm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("runtime_helpers")
+from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.docker
+pytest_plugins = ("runtime_helpers",)
+
+
+@dataclass(frozen=True)
+class WarmHome:
+    home: Path
+    env: dict[str, str]
+    work: Path
+
+    @property
+    def shim(self) -> str:
+        return str(self.home / "bin" / "rtprobe-1")
+
+    def run(self, *args: str, warm: str | None = "1", cwd: Path | None = None,
+            input: bytes | None = None, **extra: str) -> subprocess.CompletedProcess:
+        env = dict(self.env, **extra)
+        if warm is not None:
+            env["SANDMAN_WARM"] = warm
+        return subprocess.run([self.shim, *args], env=env, cwd=cwd or self.work, input=input,
+                              capture_output=True, timeout=120)
+
+    def sandman(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "sandman", *args], env=self.env,
+                              cwd=self.work, capture_output=True, text=True, timeout=600)
+
+    def containers(self, all_states: bool = False) -> list[dict]:
+        ids = subprocess.run(
+            ["docker", "ps", *(["-a"] if all_states else []), "-q", "--no-trunc",
+             "--filter", "label=io.sandman.role=warm",
+             "--filter", f"label=io.sandman.home={self.home / 'state' / 'warm'}"],
+            capture_output=True, text=True, check=True).stdout.split()
+        if not ids:
+            return []
+        out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+
+def remove_warm(home: Path) -> None:
+    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sandman.role=warm",
+                          "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+@pytest.fixture
+def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
+    env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes),
+               PATH=f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    w = WarmHome(home, env, work)
+    try:
+        yield w
+    finally:
+        remove_warm(home)
+        stop_reaper(home)
+
+
+def test_first_call_starts_one_isolated_container_later_calls_reuse_it(wh: WarmHome) -> None:
+    first = wh.run("sh", "-c", "echo one")
+    assert (first.returncode, first.stdout) == (0, b"one\n"), first.stderr
+    [c] = wh.containers()
+    second = wh.run("sh", "-c", "echo two")
+    assert (second.returncode, second.stdout) == (0, b"two\n"), second.stderr
+    assert [x["Id"] for x in wh.containers()] == [c["Id"]], "the second call must reuse it"
+    labels = c["Config"]["Labels"]
+    uid, gid = os.geteuid(), os.getegid()
+    assert labels["io.sandman.role"] == "warm"
+    assert (labels["io.sandman.tool"], labels["io.sandman.version"]) == ("rtprobe", "1")
+    assert labels["io.sandman.uid"] == str(uid)
+    assert c["Name"].lstrip("/").startswith(f"sandman-warm-{uid}-rtprobe-1-")
+    hc = c["HostConfig"]
+    assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"]
+    assert hc["NetworkMode"] == "none" and hc["Init"] is True and hc["AutoRemove"] is True
+    assert c["Config"]["User"] == f"{uid}:{gid}"
+    assert not any(m.get("Source") in ("/", str(Path.home()), "/var/run/docker.sock")
+                   for m in c["Mounts"])
+
+
+def test_warm_call_sees_what_a_cold_call_sees(wh: WarmHome) -> None:
+    probe = ("id -u; id -g; pwd; cat /data/hello.txt; env | grep -v '^HOSTNAME=' | sort; "
+             "echo x > made-here; stat -c %u:%g made-here; rm made-here; "
+             "(echo no > /data/nope) 2>/dev/null || echo data-ro")
+    extra = {"RT_PASS": "passed through", "NOT_PASSED": "secret"}
+    cold = wh.run("sh", "-c", probe, warm="0", **extra)
+    warm = wh.run("sh", "-c", probe, **extra)
+    assert cold.returncode == 0 and warm.returncode == 0, (cold.stderr, warm.stderr)
+    assert warm.stdout == cold.stdout
+    assert b"RT_PASS=passed through" in warm.stdout and b"secret" not in warm.stdout
+    assert b"data-ro" in warm.stdout
+    assert len(wh.containers()) == 1
+
+
+def test_exit_status_and_stdin_pass_through(wh: WarmHome) -> None:
+    data = bytes(range(256)) * 64
+    r = wh.run("sh", "-c", "cat; exit 42", input=data)
+    assert r.returncode == 42 and r.stdout == data
+    r = wh.run("sh", "-c", "kill -KILL $$")
+    assert r.returncode == 128 + signal.SIGKILL
+
+
+def test_concurrent_first_calls_end_up_with_one_container(wh: WarmHome) -> None:
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda i: wh.run("sh", "-c", f"echo {i}"), range(6)))
+    for i, r in enumerate(results):
+        assert (r.returncode, r.stdout) == (0, f"{i}\n".encode()), r.stderr
+    assert len(wh.containers()) == 1
+
+
+def test_another_directory_gets_its_own_container_with_its_own_mounts(wh: WarmHome,
+                                                                       tmp_path: Path) -> None:
+    other = tmp_path / "other dir"
+    other.mkdir()
+    (other / "only-here.txt").write_text("here\n")
+    a = wh.run("sh", "-c", "pwd; ls")
+    b = wh.run("sh", "-c", "pwd; cat only-here.txt; ls ../work >/dev/null 2>&1 || echo not-visible",
+               cwd=other)
+    assert a.stdout == f"{wh.work}\n".encode(), a.stderr
+    assert b.stdout == f"{other}\nhere\nnot-visible\n".encode(), b.stderr
+    assert len(wh.containers()) == 2
+
+
+def test_signal_reaches_the_tool_in_warm_mode(wh: WarmHome) -> None:
+    tok = token()
+    p = subprocess.Popen([wh.shim, "bash", "-c",
+                          f'trap "echo got-TERM; exit 7" TERM; echo ready; '
+                          f'while :; do sleep 0.1; done # {tok}'],
+                         env=dict(wh.env, SANDMAN_WARM="1"), cwd=wh.work,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 7, err
+    assert out == b"got-TERM\n"
+    assert wait_for(lambda: not tool_processes(tok), 10)
+    assert len(wh.containers()) == 1, "the warm container stays for the next call"
+
+
+def test_sandman_warm_zero_forces_cold_and_config_bakes_warm(wh: WarmHome) -> None:
+    (wh.home / "config.toml").write_text("[tools.rtprobe]\nwarm = true\n")
+    r = wh.run("true", warm="0")  # the changed config makes the shim rewrite itself first
+    assert r.returncode == 0, r.stderr
+    assert "SM_WARM=1" in Path(wh.shim).read_text()
+    assert wh.containers() == []
+    r = wh.run("true", warm=None)
+    assert r.returncode == 0, r.stderr
+    assert len(wh.containers()) == 1
+
+
+def test_idle_container_stops_by_itself(wh: WarmHome) -> None:
+    r = wh.run("true", SANDMAN_WARM_IDLE_SECONDS="2")
+    assert r.returncode == 0, r.stderr
+    assert len(wh.containers()) == 1
+    assert wait_for(lambda: not wh.containers(all_states=True), 30, interval=0.5), \
+        "an idle warm container must stop after its idle time"
+    again = wh.run("sh", "-c", "echo back")
+    assert (again.returncode, again.stdout) == (0, b"back\n"), again.stderr
+
+
+def test_busy_container_is_not_stopped_while_a_call_runs(wh: WarmHome) -> None:
+    r = wh.run("sh", "-c", "sleep 6; echo finished", SANDMAN_WARM_IDLE_SECONDS="1")
+    assert (r.returncode, r.stdout) == (0, b"finished\n"), r.stderr
+
+
+def test_list_and_stop(wh: WarmHome) -> None:
+    assert wh.run("true").returncode == 0
+    listed = json.loads(wh.sandman("warm", "list", "--json").stdout)
+    assert [w["key"] for w in listed] == ["rtprobe@1"]
+    assert any(m.startswith(f"{wh.work} -> {wh.work} (rw)") for m in listed[0]["mounts"])
+    table = wh.sandman("warm", "list").stdout
+    assert "rtprobe@1" in table and listed[0]["name"] in table
+    stopped = wh.sandman("warm", "stop", "rtprobe@1")
+    assert stopped.returncode == 0, stopped.stderr
+    assert wait_for(lambda: not wh.containers(all_states=True), 15)
+    assert json.loads(wh.sandman("warm", "list", "--json").stdout) == []
+    r = wh.run("sh", "-c", "echo again")
+    assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
+
+
+def test_container_removed_behind_the_shims_back_is_replaced(wh: WarmHome) -> None:
+    assert wh.run("true").returncode == 0
+    [c] = wh.containers()
+    subprocess.run(["docker", "rm", "-f", c["Id"]], capture_output=True, check=True)
+    t = time.monotonic()
+    r = wh.run("sh", "-c", "echo fine")
+    assert (r.returncode, r.stdout) == (0, b"fine\n"), r.stderr
+    assert [x["Id"] for x in wh.containers()] != [c["Id"]]
+    assert time.monotonic() - t < 30
+
+
+# -- parallel builds (`sandman install A B C`) --------------------------------------------------
+PB_RECIPE = """\
+schema = 1
+tool = "pbtest"
+description = "parallel build test"
+entrypoint = ["cat", "/etc/debian_version"]
+
+[versions.ok1]
+base = "debian:bookworm-slim"
+run = ["echo {tok}-ok1 > /tmp/stamp"]
+
+[versions.ok2]
+base = "debian:bullseye-slim"
+run = ["echo {tok}-ok2 > /tmp/stamp"]
+
+[versions.bad]
+base = "debian:bookworm-slim"
+run = ["echo {tok}-bad; exit 3"]
+"""
+
+
+def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
+        docker_client, tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes"
+    (recipes / "pbtest").mkdir(parents=True)
+    (recipes / "pbtest" / "recipe.toml").write_text(PB_RECIPE.format(tok=token()))
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(recipes))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sandman", "install", "pbtest@ok1", "pbtest@bad", "pbtest@nope",
+             "pbtest@ok2"], env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 114, proc.stderr  # the first failure's code: a build failure
+        assert "pbtest@bad" in proc.stderr and "pbtest@nope" in proc.stderr
+        assert "installed pbtest@ok1" in proc.stderr and "installed pbtest@ok2" in proc.stderr
+        for v in ("ok1", "ok2"):
+            r = subprocess.run([str(home / "bin" / f"pbtest-{v}")], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and r.stdout.strip(), r.stderr
+        assert not (home / "bin" / "pbtest-bad").exists()
+    finally:
+        ids = subprocess.run(["docker", "images", "-q", "--filter", "label=io.sandman.tool=pbtest"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
+        stop_reaper(home)

@@ -1,0 +1,163 @@
+"""The CLI reference is generated and complete, and TOOL@VERSION arguments complete in shells.
+
+docs/cli.md must equal `python -m sandman.docgen` output; when this fails after a CLI change,
+regenerate it with that command (`python -m sandman.docgen > docs/cli.md`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sandman import installs
+from sandman.cli import click_command
+from sandman.completion import installed_specs, matrix_specs, recipe_specs
+from sandman.docgen import render, walk
+from sandman.installs import InstallRecord
+from sandman.paths import Paths
+
+ROOT = Path(__file__).resolve().parents[2]
+REGENERATE = "python -m sandman.docgen > docs/cli.md"
+
+
+def test_every_command_argument_and_option_has_help() -> None:
+    missing = []
+    for path, cmd, _ in walk(click_command()):
+        if not (cmd.help or "").strip():
+            missing.append(" ".join(path))
+        for p in cmd.params:
+            if not (getattr(p, "help", None) or "").strip():
+                missing.append(f"{' '.join(path)} {p.name}")
+    assert missing == [], f"add help text to: {', '.join(missing)}"
+
+
+def test_cli_reference_is_up_to_date() -> None:
+    expected = render(click_command())
+    current = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert current == expected, f"docs/cli.md is out of date; regenerate it: {REGENERATE}"
+
+
+def test_reference_covers_every_command() -> None:
+    text = render(click_command())
+    names = [" ".join(p) for p, _, _ in walk(click_command())][1:]
+    assert names and all(f"## `{n}`" in text for n in names)
+    for must in ("sandman matrix", "sandman upgrade", "--dry-run", "--yes", "| 124 |"):
+        assert must in text
+
+
+def test_generator_stays_deterministic_at_any_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = render(click_command())
+    monkeypatch.setenv("COLUMNS", "250")
+    assert render(click_command()) == narrow
+
+
+# -- completion -------------------------------------------------------------------------------
+def _record(paths: Paths, tool: str, version: str) -> None:
+    installs.write_record(paths, InstallRecord(
+        tool=tool, version=version, source="builtin", recipe_file="x", fingerprint="f" * 64,
+        image_id="sha256:" + "0" * 64, image_tag=f"sandman/{tool}:{version}-ffffffffffff",
+        shims=(f"{tool}-{version}",), bin_dir=str(paths.bin_dir), installed_at="2026-01-01T00:00:00"))
+
+
+def test_recipe_completion_uses_the_catalog(home: Path) -> None:
+    paths = Paths.from_env()
+    assert "sqlite3@3.34" in recipe_specs("", paths)
+    assert set(recipe_specs("sqlite3@3.4", paths)) == {"sqlite3@3.40", "sqlite3@3.46"}
+    assert recipe_specs("nothing-like-this", paths) == []
+
+
+def test_recipe_completion_follows_the_search_path_and_survives_broken_recipes(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = tmp_path / "recipes"
+    (extra / "mytool").mkdir(parents=True)
+    (extra / "mytool" / "recipe.toml").write_text(
+        'schema = 1\ntool = "mytool"\ndescription = "x"\n'
+        '[versions."1.0"]\nbase = "debian:bookworm-slim"\n')
+    (extra / "broken").mkdir()
+    (extra / "broken" / "recipe.toml").write_text("this is not toml [")
+    monkeypatch.setenv("SANDMAN_RECIPE_PATH", str(extra))
+    got = recipe_specs("", Paths.from_env())
+    assert "mytool@1.0" in got and not any(s.startswith("broken") for s in got)
+
+
+def test_installed_completion_uses_the_records(home: Path) -> None:
+    paths = Paths.from_env()
+    assert installed_specs("", paths) == []
+    _record(paths, "sqlite3", "3.34")
+    _record(paths, "python2", "2.7")
+    assert sorted(installed_specs("", paths)) == ["python2@2.7", "sqlite3@3.34"]
+    assert installed_specs("sq", paths) == ["sqlite3@3.34"]
+    (paths.installs_dir / "bad@1.json").write_text("{")  # unreadable state: no suggestions, no crash
+    assert installed_specs("", paths) == []
+
+
+def test_matrix_completion(home: Path) -> None:
+    paths = Paths.from_env()
+    assert "sqlite3@all" in matrix_specs("sqli", paths)
+    assert matrix_specs("sqlite3@3.34,", paths) == ["sqlite3@3.34,3.40", "sqlite3@3.34,3.46"]
+    assert matrix_specs("sqlite3@3.34,3.46,3.4", paths) == ["sqlite3@3.34,3.46,3.40"]
+
+
+def shell_complete(home: Path, **env: str) -> list[str]:
+    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home), **env}
+    code = "import sys; sys.argv[0] = 'sandman'; from sandman.cli import main; main()"
+    p = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines()
+
+
+def test_bash_completion_protocol(home: Path) -> None:
+    got = shell_complete(home, _SANDMAN_COMPLETE="complete_bash",
+                         COMP_WORDS="sandman install sqlite3@3.4", COMP_CWORD="2")
+    assert got == ["sqlite3@3.40", "sqlite3@3.46"]
+    _record(Paths.from_env(), "sqlite3", "3.34")
+    got = shell_complete(home, _SANDMAN_COMPLETE="complete_bash",
+                         COMP_WORDS="sandman uninstall ", COMP_CWORD="2")
+    assert got == ["sqlite3@3.34"]
+    got = shell_complete(home, _SANDMAN_COMPLETE="complete_bash",
+                         COMP_WORDS="sandman matrix sqlite3@3.34,", COMP_CWORD="2")
+    assert got == ["sqlite3@3.34,3.40", "sqlite3@3.34,3.46"]
+
+
+def test_zsh_and_fish_completion_protocol(home: Path) -> None:
+    zsh = "\n".join(shell_complete(home, _SANDMAN_COMPLETE="complete_zsh",
+                                   _TYPER_COMPLETE_ARGS="sandman build sqlite3@3.3"))
+    assert '"sqlite3@3.34"' in zsh and "3.46" not in zsh
+    fish = shell_complete(home, _SANDMAN_COMPLETE="complete_fish",
+                          _TYPER_COMPLETE_ARGS="sandman run sqlite3@3.3",
+                          _TYPER_COMPLETE_FISH_ACTION="get-args")
+    assert fish == ["sqlite3@3.34"]
+
+
+def test_show_completion_script_names_the_completion_variable(home: Path) -> None:
+    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home), "SHELL": "/bin/bash"}
+    code = "import sys; sys.argv[0] = 'sandman'; from sandman.cli import main; main()"
+    p = subprocess.run([sys.executable, "-c", code, "--show-completion", "bash"], env=e,
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "_SANDMAN_COMPLETE=complete_bash" in p.stdout
+
+
+def test_usage_errors_are_one_line_exit_2(home: Path) -> None:
+    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home)}
+    p = subprocess.run([sys.executable, "-m", "sandman", "install", "--no-such-option"], env=e,
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 2 and "No such option" in p.stderr and "internal error" not in p.stderr
+    log = (home / "state" / "log" / "sandman.log").read_text()
+    assert "sandman install --no-such-option" in log and "exit 2" in log
+
+
+def test_errors_are_logged_with_their_exit_code(home: Path) -> None:
+    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home)}
+    p = subprocess.run([sys.executable, "-m", "sandman", "uninstall", "nosuch@1"], env=e,
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode == 111 and p.stderr.count("\n") == 1
+    log = (home / "state" / "log" / "sandman.log").read_text()
+    assert "sandman uninstall nosuch@1" in log
+    assert "Traceback" in log and "NotFoundError" in log and log.rstrip().endswith("exit 111")
+    assert p.stdout == ""
