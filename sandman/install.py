@@ -7,6 +7,7 @@ before anything is built, and written all at once after the image exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -209,6 +210,11 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     rec = installed(ctx, spec)
     removed = shims.remove_shims(Path(rec.bin_dir), rec.shims, rec.key)
     installs.remove_record(ctx.paths, rec.tool, rec.version)
+    if (ctx.paths.state_dir / "warm").is_dir():  # its warm containers go too (daemon permitting)
+        from sandman import warm
+
+        with contextlib.suppress(SandmanError):
+            warm.stop(ctx.engine, ctx.paths, [rec.key])
     return removed
 
 

@@ -377,7 +377,9 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     trap - INT TERM HUP
     p=
     read -r p 2>/dev/null <"$sm_call"
-    printf done >"$sm_call"
+    # Killed by a signal: the client may have died (SIGPIPE under `| head`) with the tool still
+    # running; its pid stays in the call file, so the reaper kills it once this shim is gone.
+    (( sm_rc > 128 )) || printf done >"$sm_call"
     [[ -n $p ]] || (( sm_rc != 1 && sm_rc != 126 ))
   }
   if sm_warm_split; then

@@ -166,19 +166,35 @@ def run_containers(pid: int | None = None, tool: str | None = None) -> list[str]
     return docker("ps", "-aq", "--no-trunc", *filters).split()
 
 
-def tool_processes(tok: str, tool: str = "rtprobe") -> list[str]:
-    """Processes whose command line holds tok, in any running container of tool (cold or warm)."""
+def tool_processes(tok: str, tool: str = "rtprobe", *, pid: int | None = None,
+                   home: Path | None = None) -> list[str]:
+    """Processes whose command line holds tok, in running containers of tool (cold or warm).
+
+    With pid and/or home, only that shim's own container and that home's warm containers are
+    looked at (cheaper, and blind to other sessions on the same daemon).
+    """
+    if pid is None and home is None:
+        cids = docker("ps", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
+    else:
+        cids = []
+        if pid is not None:
+            cids += docker("ps", "-q", "--filter", f"label=io.sandman.pid={pid}").split()
+        if home is not None:
+            cids += docker("ps", "-q", "--filter",
+                           f"label=io.sandman.home={home / 'state' / 'warm'}").split()
     found = []
-    for cid in docker("ps", "-q", "--filter", f"label=io.sandman.tool={tool}").split():
+    for cid in cids:
         top = subprocess.run(["docker", "top", cid, "-eo", "pid,args"], capture_output=True,
                              text=True)
         found += [f"{cid[:12]}: {ln}" for ln in top.stdout.splitlines() if tok in ln]
     return found
 
 
-def leftovers(pid: int, tok: str) -> list[str]:
+def leftovers(pid: int, tok: str, home: Path | None = None) -> list[str]:
     """What a finished shim left behind: its own container, or its tool still running."""
-    return run_containers(pid=pid) + tool_processes(tok)
+    if home is None:
+        return run_containers(pid=pid) + tool_processes(tok)
+    return run_containers(pid=pid) + tool_processes(tok, pid=pid, home=home)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:

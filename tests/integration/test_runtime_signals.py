@@ -10,15 +10,17 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, leftovers, token, tool_processes, wait_for  # noqa: E402
+from runtime_helpers import Kit, leftovers, stop_reaper, token, tool_processes, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
 pytest_plugins = ("runtime_helpers",)
@@ -54,14 +56,14 @@ def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Si
     p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok))
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok), "the tool should be running now"
+        assert tool_processes(tok, pid=p.pid, home=kit.home), "the tool should be running now"
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
     finally:
         p.kill()
     assert p.returncode == 7, err
     assert out.endswith(f"got-{sig.name[3:]}\n".encode()), out
-    assert wait_for(lambda: not leftovers(p.pid, tok), 10), leftovers(p.pid, tok)
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 10), leftovers(p.pid, tok, kit.home)
 
 
 def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path) -> None:
@@ -74,7 +76,7 @@ def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path)
     finally:
         p.kill()
     assert p.returncode == 143
-    assert wait_for(lambda: not leftovers(p.pid, tok), 10), leftovers(p.pid, tok)
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 10), leftovers(p.pid, tok, kit.home)
 
 
 def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path) -> None:
@@ -117,12 +119,64 @@ def test_sigkilled_shim_leaves_no_container_within_30s(kit: Kit, mode: str, work
     p = start(kit, mode, work, "sh", "-c", f"echo ready; sleep 300; : {tok}")
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok)
+        assert tool_processes(tok, pid=p.pid, home=kit.home)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
     finally:
         p.kill()
     t0 = time.monotonic()
-    assert wait_for(lambda: not leftovers(p.pid, tok), 30, interval=0.5), \
-        f"still there 30 s after the shim was killed: {leftovers(p.pid, tok)}"
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 30, interval=0.5), \
+        f"still there 30 s after the shim was killed: {leftovers(p.pid, tok, kit.home)}"
     print(f"orphan removed after {time.monotonic() - t0:.1f} s")
+
+
+def test_reaper_leaves_when_idle_and_the_next_shim_starts_another(kit: Kit, work: Path) -> None:
+    """The reaper is started on demand, exits by itself, and is back for the next shim."""
+    root = kit.scratch("reaper")
+    home = root / "home"
+    mine = Kit(root=root, home=home, recipes=kit.recipes, data=kit.data, out=kit.out)
+    assert subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
+                          env=mine.env(), capture_output=True).returncode == 0
+    pidfile = home / "state" / "reaper.pid"
+    env = mine.env(SANDMAN_REAPER_IDLE_SECONDS="1")  # the reaper inherits the shim's environment
+    try:
+        assert subprocess.run([mine.shim("rtprobe-1"), "true"], env=env, cwd=work).returncode == 0
+        assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20)
+        first = int(pidfile.read_text())
+        assert wait_for(lambda: not Path(f"/proc/{first}").exists(), 60), "the idle reaper stayed"
+        assert pidfile.read_text().strip() == ""
+        tok = token()
+        p = subprocess.Popen([mine.shim("rtprobe-1"), "sh", "-c", f"echo ready; sleep 300; : {tok}"],
+                             env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            read_until(p, b"ready")
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=10)
+        finally:
+            p.kill()
+        assert wait_for(lambda: not leftovers(p.pid, tok, home), 30), leftovers(p.pid, tok, home)
+        second = int(pidfile.read_text() or 0)
+        assert second not in (0, first)
+    finally:
+        stop_reaper(home)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_reaper_judges_only_what_it_can_see() -> None:
+    """Unit level: other hosts and (for a non-root reaper) other users' containers are left."""
+    from sandman.engine import ContainerInfo
+    from sandman.reaper import orphans
+
+    def c(name: str, **labels: str) -> ContainerInfo:
+        base = {"io.sandman.role": "run", "io.sandman.host": "h", "io.sandman.pid": "999999999",
+                "io.sandman.uid": "1000"}
+        return ContainerInfo(name, name, {**base, **labels}, "running")
+
+    mine_gone = c("a")
+    other_host = c("b", **{"io.sandman.host": "elsewhere"})
+    other_user = c("c", **{"io.sandman.uid": "1001"})
+    warm = c("d", **{"io.sandman.role": "warm"})
+    alive = c("e", **{"io.sandman.pid": str(os.getpid())})  # this pid runs no docker client "e"
+    found = orphans([mine_gone, other_host, other_user, warm, alive], "h", 1000)
+    assert [x.name for x in found] == ["a", "e"]
+    assert [x.name for x in orphans([other_user], "h", 0)] == ["c"]  # root judges everyone

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -272,3 +274,101 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
         if ids:
             subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
         stop_reaper(home)
+
+
+# -- the hot path forks nothing ---------------------------------------------------------------
+def traced(shim: Path, env: dict[str, str], cwd: Path, *args: str) -> list[str]:
+    """Process-creating syscalls of one shim run under strace (its docker replaced by true)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    fake = cwd / f"{shim.name}-fake"
+    text = shim.read_text()
+    fake.write_text(re.sub(r"(?m)^SM_DOCKER=.*$", "SM_DOCKER=/bin/true", text))
+    fake.chmod(0o755)
+    log = cwd / "strace.log"
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=fork,vfork,clone,clone3,execve",
+                           "-o", str(log), str(fake), *args], env=env, cwd=cwd,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [ln for ln in log.read_text().splitlines() if "resumed" not in ln]
+
+
+def test_cold_shim_forks_nothing_before_exec_docker(wh: WarmHome) -> None:
+    assert wh.run("true", warm="0").returncode == 0  # the reaper runs: its check does not fork
+    calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="0"), wh.work, "true")
+    execs = [ln for ln in calls if "execve(" in ln]
+    assert len(execs) == 2, calls  # the shim itself, then docker (here /bin/true)
+    assert '"/bin/true", "run"' in execs[1]
+    assert not [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)], calls
+
+
+def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
+    assert wh.run("true").returncode == 0  # the warm container runs now
+    calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="1"), wh.work, "true")
+    execs = [ln for ln in calls if "execve(" in ln]
+    forks = [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)]
+    assert len(execs) == 2 and '"/bin/true", "exec"' in execs[1], calls
+    assert len(forks) == 1, calls  # the background `docker exec`, nothing else
+
+
+def test_uninstall_stops_the_versions_warm_containers(wh: WarmHome) -> None:
+    assert wh.run("true").returncode == 0
+    assert len(wh.containers()) == 1
+    proc = wh.sandman("uninstall", "rtprobe@1")
+    assert proc.returncode == 0, proc.stderr
+    assert wait_for(lambda: not wh.containers(all_states=True), 15)
+
+
+def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path) -> None:
+    """A user without a passwd entry: the warm container runs as them, files are theirs."""
+    from runtime_helpers import TEST_GID, TEST_UID, run, user_env
+
+    root = kit.scratch("warm-user")
+    home, work = root / "home", root / "work"
+    work.mkdir()
+    os.chown(work, TEST_UID, TEST_GID)
+    env = user_env(kit, "warm", user_home, SANDMAN_HOME=str(home))
+    env["PATH"] = f"{home / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+    root_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    root_env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes))
+    proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
+                          env=root_env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    for dirpath, dirnames, filenames in os.walk(home):
+        for n in dirnames + filenames:
+            p = Path(dirpath, n)
+            p.chmod(p.stat().st_mode | (0o055 if p.is_dir() else 0o044))
+    os.chown(home / "state" / "warm", TEST_UID, TEST_GID)  # their own install, in effect
+    shim = str(home / "bin" / "rtprobe-1")
+    try:
+        outs = []
+        for name in ("first", "second"):
+            p = run([shim, "sh", "-c", f"touch {name}.txt && id -u && id -g && id -un"],
+                    env=env, cwd=work, user=True)
+            assert p.returncode == 0, p.stderr
+            outs.append(p.stdout.split())
+        assert outs[0] == outs[1] and outs[0][:2] == [str(TEST_UID).encode(), str(TEST_GID).encode()]
+        for name in ("first", "second"):
+            st = os.stat(work / f"{name}.txt")
+            assert (st.st_uid, st.st_gid) == (TEST_UID, TEST_GID)
+        ids = subprocess.run(["docker", "ps", "-q", "--filter", "label=io.sandman.role=warm",
+                              "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert len(ids) == 1, "both calls go to one warm container"
+        info = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True,
+                                         text=True, check=True).stdout)[0]
+        assert info["Config"]["User"] == f"{TEST_UID}:{TEST_GID}"
+        assert info["Config"]["Labels"]["io.sandman.uid"] == str(TEST_UID)
+    finally:
+        remove_warm(home)
+        stop_reaper(home)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_tool_writing_into_a_closed_pipe_is_not_left_running(wh: WarmHome) -> None:
+    tok = token()
+    proc = subprocess.run(f"{wh.shim} sh -c 'while :; do echo {tok}; done' | head -1",
+                          shell=True, env=dict(wh.env, SANDMAN_WARM="1"), cwd=wh.work,
+                          capture_output=True, timeout=60)
+    assert proc.stdout == f"{tok}\n".encode()
+    assert wait_for(lambda: not tool_processes(tok), 20), tool_processes(tok)
