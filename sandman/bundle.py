@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from sandman import __version__, repos
+from sandman import __version__, consent, repos
 from sandman import install as core
 from sandman.build import cached, kits_dir, sha256_file
 from sandman.catalog import Spec
@@ -176,7 +176,7 @@ class Imported:
     results: tuple[core.InstallResult, ...]
 
 
-def import_bundle(ctx: Context, file: Path) -> Imported:
+def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = None) -> Imported:
     try:
         tar = tarfile.open(file, "r:")  # noqa: SIM115 - closed by the `with` below
     except (OSError, tarfile.TarError) as e:
@@ -211,7 +211,7 @@ def import_bundle(ctx: Context, file: Path) -> Imported:
             raise ImageMissingError(
                 f"{t.key}: the bundle's recipe gives fingerprint {plan.fingerprint[:12]} here, the "
                 f"bundle was built as {t.fingerprint[:12]} (a base image differs?); not building")
-        results.append(core.install(ctx, spec))
+        results.append(core.install(ctx, spec, approve=approve))
     return Imported(manifest, tuple(results))
 
 

@@ -250,7 +250,7 @@ def recipes_list(
         _emit_json(rows)
         return
     _table([[r["tool"], ", ".join(r["versions"]) or "-", r["source"],
-             (f"shadowed by {r['shadowed_by']}" if r["shadowed_by"] else "")
+             (f"(shadowed by {r['shadowed_by']}) " if r["shadowed_by"] else "")
              + ("INVALID: " + r["error"] if r["error"] else r["description"])] for r in rows],
            ["TOOL", "VERSIONS", "SOURCE", "DESCRIPTION"])
 
@@ -858,12 +858,16 @@ def export_cmd(
 
 
 @app.command("import")
-def import_cmd(file: Annotated[Path, typer.Argument(help="A bundle written by `sandman export`.")]) -> None:
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="A bundle written by `sandman export`.")],
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Accept changed mounts, env or network without asking.")] = False,
+) -> None:
     """Load a bundle's images and recipes and install its tools, with no network and no build."""
     from sandman import bundle
 
     ctx = _ctx()
-    res = bundle.import_bundle(ctx, file)
+    res = bundle.import_bundle(ctx, file, approve=_approver(yes))
     for r in res.results:
         ctx.out.info(f"installed {r.record.key} from bundle {res.manifest.name}: "
                      f"{', '.join(r.record.shims)} in {r.record.bin_dir}")

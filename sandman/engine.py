@@ -31,6 +31,7 @@ from sandman.errors import (
 
 LABEL = "io.sandman"
 LOG_TAIL = 25
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes tools print into build logs
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class Engine:
             )
             for chunk in stream:
                 if "stream" in chunk:
-                    for line in chunk["stream"].splitlines():
+                    for line in ANSI_RE.sub("", chunk["stream"]).splitlines():
                         if not line.strip():
                             continue
                         if re.match(r"^Step \d+/\d+ :", line):

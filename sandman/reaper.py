@@ -58,13 +58,21 @@ def orphans(containers: list, host: str, uid: int | None = None) -> list:
     return out
 
 
-def sweep(engine, host: str) -> tuple[int, int]:
-    """One pass: remove orphans; return (orphans removed, containers still watched)."""
+def sweep(engine, host: str, pidfile: Path | None = None) -> tuple[int, int]:
+    """One pass: remove orphans; return (orphans removed, this reaper's containers still running).
+
+    Any orphan this reaper may judge is removed, but only the containers of shims that report
+    to this reaper's pidfile keep it alive: another user's or another SANDMAN_HOME's work must
+    not keep every reaper on the machine polling the daemon.
+    """
     found = engine.containers(role="run")
     gone = orphans(found, host, os.geteuid())
     for c in gone:
         engine.remove_container(c.id)
-    return len(gone), len(found) - len(gone)
+    gone_ids = {c.id for c in gone}
+    mine = [c for c in found if c.id not in gone_ids
+            and (pidfile is None or c.labels.get("io.sandman.reaper") == str(pidfile))]
+    return len(gone), len(mine)
 
 
 def _take_duty(fd: int, pidfile: Path) -> bool:
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     leaving = False
     while True:
         try:
-            _, watched = sweep(engine, host)
+            _, watched = sweep(engine, host, pidfile)
         except SandmanError:
             watched = 0
         try:  # warm containers: stop idle ones, end the tools of hard-killed shims

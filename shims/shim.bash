@@ -35,6 +35,7 @@ sm_args=(
   --name "sandman-${SM_NAME}-$$-${RANDOM}"
   --label io.sandman.role=run --label "io.sandman.tool=$SM_TOOL" --label "io.sandman.version=$SM_VERSION"
   --label "io.sandman.pid=$$" --label "io.sandman.host=$SM_HOST" --label "io.sandman.uid=$sm_uid"
+  --label "io.sandman.reaper=$SM_REAPER_PIDFILE"
   --user "$sm_uid:$sm_gid"
   --security-opt no-new-privileges --cap-drop ALL
   --network "$SM_NETWORK"
@@ -95,9 +96,14 @@ sm_map_path() {  # mount an absolute path given on the command line or in the en
   else
     dir=${p%/*}; dir=${dir:-/}
     if [[ -e $p || -L $p ]]; then
-      # a file: mount its folder (tools write journals and temp files beside it), or the file
-      # alone when the folder itself may not be mounted
-      if sm_refused "$dir"; then sm_mount "$p" "$p" "$mode" "$what"; else sm_mount "$dir" "$dir" "$mode" "$what"; fi
+      # a file: mount its folder (tools write journals and read sibling files), or the file
+      # alone when the folder may not be mounted or is a system folder the image has its own
+      # copy of (mounting the host's /usr/lib over the image's would break the tool)
+      case $dir in
+        /usr|/usr/*|/lib|/lib/*|/lib32*|/lib64*|/bin|/bin/*|/sbin|/sbin/*|/etc|/etc/*|/boot*|/var/lib|/var/lib/*|/opt|/opt/*)
+          sm_mount "$p" "$p" "$mode" "$what" ;;
+        *) if sm_refused "$dir"; then sm_mount "$p" "$p" "$mode" "$what"; else sm_mount "$dir" "$dir" "$mode" "$what"; fi ;;
+      esac
     elif [[ $dir == / ]]; then
       :  # /CN=x (openssl -subj) names nothing on this host: every top-level folder exists
     elif [[ -d $dir ]]; then  # a file the tool will create

@@ -6,8 +6,10 @@ machine, but with CI=true a missing daemon fails them: CI must never go green by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -152,3 +154,39 @@ def shared_env(shared_home: Path) -> dict[str, str]:
 
 def bash() -> str:
     return shutil.which("bash") or "/bin/bash"
+
+
+def _test_roots(basetemp: Path) -> tuple[str, ...]:
+    return (str(basetemp), str(Path(tempfile.gettempdir()) / "sandman-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
+    """At the end: stop reapers and warm containers that belong to test homes.
+
+    Each test home has its own reaper (one per SANDMAN_HOME, as for a real user) and may have
+    warm containers idling for minutes; neither should outlive the test session.
+    """
+    yield
+    roots = _test_roots(tmp_path_factory.getbasetemp())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"sandman.reaper" not in (proc / "cmdline").read_bytes():
+                continue
+            env = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        home = env.get(b"SANDMAN_HOME", b"").decode(errors="replace")
+        if home.startswith(roots):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
+    if daemon_problem() is None:
+        import docker
+
+        client = docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": "io.sandman.role=warm"}):
+            if c.labels.get("io.sandman.home", "").startswith(roots):
+                with contextlib.suppress(docker.errors.DockerException):
+                    c.remove(force=True)
