@@ -8,15 +8,12 @@ reuses the cached image and only the consent logic is exercised.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from ptyrun import run_on_pty
 
 pytestmark = pytest.mark.docker
 
@@ -99,31 +96,9 @@ def test_first_install_discloses_then_a_change_needs_consent(
 
 def _on_tty(args: list[str], env: dict[str, str], answer: bytes) -> tuple[int, str]:
     """Run the CLI with a terminal as stdin/stderr, type `answer` at the prompt."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "sandman", *args], env=env, stdin=slave,
-                         stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    seen = b""
-    sent = False
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if not sent and b"Accept these changes?" in seen:
-                os.write(master, answer)
-                sent = True
-        elif p.poll() is not None:
-            break
-    p.wait(timeout=60)
-    os.close(master)
-    return p.returncode, seen.decode(errors="replace")
+    code, seen, _ = run_on_pty([sys.executable, "-m", "sandman", *args], env=env, stdout_tty=False,
+                               replies={b"Accept these changes?": answer})
+    return code, seen.decode(errors="replace")
 
 
 def test_terminal_prompt(home: Path, recipes: Path, tmp_path: Path, sandman,

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pty
-import select
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, run  # noqa: E402
@@ -52,29 +49,7 @@ def test_stdout_and_stderr_stay_separate(kit: Kit, mode: str, work: Path) -> Non
 
 
 def on_pty(argv: list[str], env: dict[str, str], cwd: Path, stdin_tty: bool) -> tuple[int, bytes]:
-    master, slave = pty.openpty()
-    p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=slave, stderr=slave,
-                         stdin=slave if stdin_tty else subprocess.DEVNULL, start_new_session=True)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: every writer has closed the terminal
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-        code = p.wait(timeout=30)
-    finally:
-        p.kill()
-        os.close(master)
+    code, out, _ = run_on_pty(argv, env=env, cwd=cwd, stdin_tty=stdin_tty, timeout=60)
     return code, out
 
 

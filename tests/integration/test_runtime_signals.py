@@ -8,7 +8,6 @@ and when the shim itself is SIGKILLed the reaper removes its orphaned container.
 from __future__ import annotations
 
 import os
-import pty
 import select
 import shutil
 import signal
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, leftovers, stop_reaper, token, tool_processes, wait_for  # noqa: E402
@@ -81,36 +81,10 @@ def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path)
 
 def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path) -> None:
     """With a TTY, ^C typed at the terminal becomes SIGINT for the tool (not for docker)."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())],
-                         env=kit.env(mode),
-                         cwd=work, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    buf = b""
-    sent = False
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                buf += chunk
-            if b"ready" in buf and not sent:
-                os.write(master, b"\x03")
-                sent = True
-            if b"got-" in buf and p.poll() is not None:
-                break
-        p.wait(timeout=30)
-    finally:
-        p.kill()
-        os.close(master)
+    code, buf, _ = run_on_pty([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())],
+                              env=kit.env(mode), cwd=work, replies={b"ready": b"\x03"}, timeout=60)
     assert b"got-INT" in buf, buf
-    assert p.returncode == 7
+    assert code == 7
 
 
 def test_sigkilled_shim_leaves_no_container_within_30s(kit: Kit, mode: str, work: Path) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 from conftest import base_env
+from ptyrun import run_on_pty
 from teams_helpers import commit_recipe, git, make_repo, remove_images, unique_tool
 
 
@@ -156,30 +156,9 @@ def test_repo_errors_are_one_line(tmp_path, sandman):
 
 def run_on_tty(args: list[str], answer: bytes, env: dict[str, str]) -> tuple[int, str]:
     """Run the CLI with stdin/stdout/stderr on a pseudo-terminal and answer its question."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execvpe(sys.executable, [sys.executable, "-m", "sandman", *args], env)
-    out = b""
-    sent = False
-    while True:
-        ready, _, _ = select.select([fd], [], [], 120)
-        if not ready:
-            break
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-        if not sent and b"[y/N]" in out:
-            os.write(fd, answer)
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+    code, out, _ = run_on_pty([sys.executable, "-m", "sandman", *args], env=env,
+                              replies={b"[y/N]": answer}, timeout=120)
+    return code, out.decode("utf-8", "replace")
 
 
 @pytest.mark.docker
