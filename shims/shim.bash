@@ -252,7 +252,17 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     printf '  limits:   %s; no devices\n' "$sm_v"
     printf '  command: '; printf ' %q' "${SM_PREFIX[@]}" "$@"; printf '\n'
   } >&2
-  printf '%q ' "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"
+  # Run by hand, the command has no shim behind it: without the shim's pid label the reaper
+  # leaves it alone (with it, the reaper would see a dead shim and remove the container).
+  sm_run=() sm_i=0
+  while (( sm_i < ${#sm_args[@]} )); do
+    sm_a=${sm_args[sm_i]}
+    if [[ $sm_a == --label && ( ${sm_args[sm_i+1]} == io.sandman.pid=* || ${sm_args[sm_i+1]} == io.sandman.reaper=* ) ]]; then
+      (( sm_i += 2 )); continue
+    fi
+    sm_run+=("$sm_a"); (( sm_i += 1 ))
+  done
+  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"
   printf '\n'
   exit 0
 fi

@@ -63,6 +63,9 @@ def test_dry_run_command_has_isolation_and_args_verbatim(tmp_path: Path, work: P
         assert flag in opts
     assert f"--workdir={work}" in " ".join(opts).replace("--workdir ", "--workdir=")
     assert "-t" not in opts  # not a terminal
+    # run by hand there is no shim behind it: no pid label for the reaper to judge it by
+    assert not any(a.startswith(("io.sandman.pid=", "io.sandman.reaper=")) for a in opts)
+    assert "io.sandman.role=run" in opts
     assert opts[opts.index("--user") + 1] == f"{os.geteuid()}:{os.getegid()}"
     assert not Path("/tmp/pwned").exists()
 
