@@ -140,6 +140,8 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
 def render(ctx: ShimContext, name: str) -> str:
     """The script for shim `name` (`tool-version` or `command-version`)."""
     template = (shim_templates_dir() / "shim.bash").read_text(encoding="utf-8")
+    warm_part = (shim_templates_dir() / "warm.bash").read_text(encoding="utf-8")
+    template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
     rt = ctx.runtime
     tool_shim = name == f"{ctx.tool}-{ctx.version}"
     if tool_shim:
