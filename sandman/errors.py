@@ -3,7 +3,7 @@
 One root type; each subclass carries a user-facing one-line message and the exit code that
 scripts can rely on. The CLI maps them in one place (``cli.main``); the shim template uses the
 same numbers for the failures it detects itself (see docs/runtime.md for the table).
-The codes live in 110-124 so they stay clear of the common tool codes and of docker's own
+The codes live in 105-124 so they stay clear of the common tool codes and of docker's own
 125 (engine failed), 126 (cannot invoke) and 127 (command not found).
 """
 
@@ -105,6 +105,38 @@ class ConsentError(SandmanError):
     exit_code = 124
 
 
+class PinError(SandmanError):
+    """A pin (`sandman use`, .sandman.toml) that cannot be honoured: its plain shim is missing."""
+
+    exit_code = 105
+
+
+class MissingCommandError(BuildError):
+    """Commands a recipe declares are not in the built image (nothing is kept)."""
+
+    exit_code = 106
+
+
+class StateWriteError(SandmanError):
+    """sandman's own folders cannot be written: permission denied or a read-only file system."""
+
+    exit_code = 107
+
+
+class UnsafeInputError(RecipeError):
+    """A build input (file, Dockerfile, kit) is not a regular file inside the recipe's folder,
+    or is larger than sandman reads into memory."""
+
+    exit_code = 108
+
+
+class IntegrityError(SandmanError):
+    """A bundle or image whose content does not match its manifest or fingerprint; nothing was
+    imported, no tag was moved."""
+
+    exit_code = 109
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success (for a shim or `sandman run`: the tool's own status, 0-255, is passed on)",
     1: "unexpected internal error (run with --debug for the traceback)",
@@ -124,6 +156,11 @@ EXIT_CODES: dict[int, str] = {
     StateError.exit_code: "install state or config.toml is unreadable or invalid",
     LockError.exit_code: "sandman.lock records another fingerprint than the install would give",
     ConsentError.exit_code: "an updated recipe changes mounts, env or network: rerun with --yes to accept",
+    PinError.exit_code: "a pin cannot be honoured: the plain command's shim is missing",
+    MissingCommandError.exit_code: "commands the recipe declares are missing from the built image",
+    StateWriteError.exit_code: "sandman's folders cannot be written (permission or read-only file system)",
+    UnsafeInputError.exit_code: "a build input is not a regular file inside the recipe folder, or is too large",
+    IntegrityError.exit_code: "a bundle or image does not match its manifest or fingerprint",
     125: "docker could not create or start the container (docker's own code; its message follows)",
     126: "the command in the image cannot be run (docker's own code)",
     127: "the command does not exist in the image (docker's own code)",

@@ -267,19 +267,6 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
   exit 0
 fi
 
-# A SIGKILLed shim cannot clean up after itself: a per-user reaper removes containers whose
-# shim is gone. Start it if it is not running (a pidfile read: no fork when it is).
-if [[ -n $SM_REAPER_PIDFILE ]]; then
-  sm_rp=
-  { read -r sm_rp <"$SM_REAPER_PIDFILE"; } 2>/dev/null
-  sm_alive=
-  if [[ -n $sm_rp && -r /proc/$sm_rp/cmdline ]]; then
-    mapfile -d '' sm_cl <"/proc/$sm_rp/cmdline" 2>/dev/null
-    [[ " ${sm_cl[*]} " == *" sandman.reaper "* ]] && sm_alive=1
-  fi
-  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" </dev/null >/dev/null 2>&1 &)
-fi
-
 @@WARM@@
 
 exec "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"

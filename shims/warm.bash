@@ -1,4 +1,17 @@
-# Included into the shim runtime by sandman (shims/shim.bash, @@WARM@@): warm mode.
+# Included into the shim runtime by sandman (shims/shim.bash, @@WARM@@): the reaper and warm mode.
+# A SIGKILLed shim cannot clean up after itself: a per-user reaper removes containers whose
+# shim is gone. Start it if it is not running (a pidfile read: no fork when it is).
+if [[ -n $SM_REAPER_PIDFILE ]]; then
+  sm_rp=
+  { read -r sm_rp <"$SM_REAPER_PIDFILE"; } 2>/dev/null
+  sm_alive=
+  if [[ -n $sm_rp && -r /proc/$sm_rp/cmdline ]]; then
+    mapfile -d '' sm_cl <"/proc/$sm_rp/cmdline" 2>/dev/null
+    [[ " ${sm_cl[*]} " == *" sandman.reaper "* ]] && sm_alive=1
+  fi
+  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" </dev/null >/dev/null 2>&1 &)
+fi
+
 # Warm mode (docs/performance.md): `docker exec` into a long-lived container of this tool@version
 # that has exactly the mounts, user and network this call's cold container would get. Any
 # doubt (an option it does not know, no /bin/sh in the image, a start that fails) means a cold run.
