@@ -159,7 +159,7 @@ EXIT_CODES: dict[int, str] = {
     PinError.exit_code: "a pin cannot be honoured: the plain command's shim is missing",
     MissingCommandError.exit_code: "commands the recipe declares are missing from the built image",
     StateWriteError.exit_code: "sandman's folders cannot be written (permission or read-only file system)",
-    UnsafeInputError.exit_code: "a build input is not a regular file inside the recipe folder, or is too large",
+    UnsafeInputError.exit_code: "a build input is not a regular file inside its recipe folder, or too large",
     IntegrityError.exit_code: "a bundle or image does not match its manifest or fingerprint",
     125: "docker could not create or start the container (docker's own code; its message follows)",
     126: "the command in the image cannot be run (docker's own code)",
