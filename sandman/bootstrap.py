@@ -16,9 +16,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sandman.engine import Engine
-from sandman.errors import SandmanError, UsageError
+from sandman.errors import BuildError, MissingProgramError, UsageError
+
+if TYPE_CHECKING:
+    from sandman.engine import Engine
 
 BASE_RE = re.compile(r"^debian:(?P<suite>[a-z]+)(?P<slim>-slim)?$")
 # What Debian's own -slim images leave out; docs and man pages are never used in a tool box.
@@ -70,7 +73,7 @@ def bootstrap(
     p: BootstrapPlan, engine: Engine, *, tmp_dir: Path, on_line: Callable[[str], None],
 ) -> str:
     if shutil.which("mmdebstrap") is None:
-        raise SandmanError("mmdebstrap is not installed; install it (apt-get install mmdebstrap)")
+        raise MissingProgramError("mmdebstrap is not installed; install it (apt-get install mmdebstrap)")
     tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="bootstrap-") as d:
         out = Path(d) / f"{p.suite}.tar"
@@ -84,7 +87,7 @@ def bootstrap(
             tail = ([*tail, line])[-20:]
             on_line(line)
         if proc.wait() != 0:
-            raise SandmanError(f"mmdebstrap failed for {p.ref} (exit {proc.returncode})",
+            raise BuildError(f"mmdebstrap failed for {p.ref} (exit {proc.returncode})",
                                detail="\n".join(tail))
         on_line(f"importing {out.name} as {p.ref}")
         return engine.import_tarball(out, p.ref, changes=['CMD ["bash"]'])

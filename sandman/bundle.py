@@ -7,28 +7,44 @@ never a build; shared layers are stored once). Docker keeps image ids across sav
 The recipes become a recipe source named after the bundle (`<data>/repos/<name>/recipes`), so
 `NAME/tool@version` and `recipes list` work as for a repository; importing a bundle is the
 user's decision to use it, so its recipes are trusted.
+
+What a bundle may change on the daemon is only what its manifest lists, checked before
+anything loads: each listed image's config must hash to the manifest's image id and carry the
+manifest's fingerprint label, its tag must be the one that fingerprint gives, and no existing
+tag is ever moved to other content (other homes' shims run what those tags name). The images
+are loaded untagged (the save stream's own names are dropped) and tagged here, one by one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import shutil
 import tarfile
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from sandman import __version__, consent, repos
 from sandman import install as core
-from sandman.build import cached, kits_dir, sha256_file
+from sandman.build import cached, image_ref, kits_dir, sha256_file
 from sandman.catalog import Spec
 from sandman.context import Context
-from sandman.errors import ConflictError, ImageMissingError, StateError, UsageError
+from sandman.errors import ConflictError, IntegrityError, StateError, UsageError
+from sandman.images import is_sandman_tag
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
+from sandman.recipes import NAME_RE, VERSION_RE
+from sandman.text import safe
 
 BUNDLE_SCHEMA = 1
 MANIFEST = "sandman-bundle.json"
@@ -109,8 +125,10 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) 
     refs += sorted({b for t in tools for b in t.bases} - set(refs))
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
+    with _folder_lock(out.parent):
+        clean_stale_exports(out.parent)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=EXPORT_SUFFIX)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until this process ends, however it ends
     try:
         with tempfile.TemporaryFile(dir=out.parent) as images, tarfile.open(tmp, "w") as tar:
             ctx.out.info(f"saving {len(refs)} image(s): {', '.join(refs)}")
@@ -135,7 +153,46 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        os.close(fd)
     return manifest
+
+
+EXPORT_SUFFIX = ".sandman-export.tmp"
+
+
+def clean_stale_exports(folder: Path) -> list[Path]:
+    """Remove the temp files of exports that died (SIGKILL, power loss) in folder.
+
+    A running export holds a lock on its temp file; the kernel drops it when the process
+    ends, however it ends, so a file nobody holds is a leftover. Callers hold the folder's
+    lock (`_folder_lock`), during which no export is between creating and locking its file.
+    """
+    removed = []
+    for f in folder.glob(f".*{EXPORT_SUFFIX}"):
+        try:
+            fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f.unlink()
+            removed.append(f)
+        except OSError:
+            pass  # held by an export in progress
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (flock on its fd: no extra file left there)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -189,16 +246,14 @@ def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = N
             if r.name == name and r.kind != "bundle":
                 raise ConflictError(f"'{name}' is already a recipe repo; remove it first "
                                     f"(sandman repo remove {name})")
-        _warn_retag(ctx, manifest)
+        wanted = _listed_images(manifest, file)
+        _refuse_moved_bases(ctx, manifest, file)
         images = tar.extractfile(IMAGES) if IMAGES in tar.getnames() else None
         if images is None:
             raise StateError(f"{file}: not a sandman bundle (no {IMAGES})")
         ctx.out.info(f"loading images from {file}")
-        ctx.engine.load(images, ctx.out.step)
-        for t in manifest.tools:
-            info = ctx.engine.image(t.image_tag)
-            if info is None or info.id != t.image_id:
-                raise ImageMissingError(f"{file}: loading did not give {t.image_tag} as {t.image_id}")
+        _load_listed(ctx, images, wanted, manifest, file)
+        _tag_listed(ctx, manifest, file)
         _place_recipes(ctx, tar, name)
         _place_kits(ctx, tar)
     repos.register_bundle(ctx.paths, name, str(file.absolute()))
@@ -208,20 +263,193 @@ def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = N
         spec = Spec(t.tool, t.version, source=name)
         plan = core.plan(ctx, core.resolve(ctx, spec))
         if plan.fingerprint != t.fingerprint:
-            raise ImageMissingError(
-                f"{t.key}: the bundle's recipe gives fingerprint {plan.fingerprint[:12]} here, the "
-                f"bundle was built as {t.fingerprint[:12]} (a base image differs?); not building")
+            raise IntegrityError(
+                f"{file}: {t.key}: the bundle's recipe gives fingerprint {plan.fingerprint[:12]} "
+                f"here, its manifest says {t.fingerprint[:12]}; not installed, nothing built")
         results.append(core.install(ctx, spec, approve=approve))
     return Imported(manifest, tuple(results))
 
 
-def _warn_retag(ctx: Context, manifest: Manifest) -> None:
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+def _listed_images(manifest: Manifest, where: Path) -> dict[str, str]:
+    """image id -> the name it will get: every image the manifest lists, after checking that
+    each name is what sandman would call it (a tool's tag is the one its fingerprint gives, a
+    base is never a sandman name)."""
+    wanted: dict[str, str] = {}
+    for t in manifest.tools:
+        if not NAME_RE.match(t.tool) or not VERSION_RE.match(t.version):
+            raise IntegrityError(f"{where}: {safe(t.key)} is not a tool@version sandman accepts")
+        if not HEX64.match(t.fingerprint) or not t.image_id.startswith("sha256:") or \
+                not HEX64.match(t.image_id.removeprefix("sha256:")):
+            raise IntegrityError(f"{where}: {safe(t.key)}: malformed fingerprint or image id in the manifest")
+        if t.image_tag != image_ref(t.tool, t.version, t.fingerprint):
+            raise IntegrityError(f"{where}: {safe(t.key)}: the manifest names its image {safe(t.image_tag)}, "
+                                 f"its fingerprint gives {safe(image_ref(t.tool, t.version, t.fingerprint))}")
+        wanted[t.image_id] = t.image_tag
+        for ref, image_id in t.bases.items():
+            if is_sandman_tag(ref) or not HEX64.match(image_id.removeprefix("sha256:")):
+                raise IntegrityError(f"{where}: {safe(t.key)}: base {safe(ref)} "
+                                     f"({safe(image_id)}) is not a base image name and id")
+            wanted.setdefault(image_id, ref)
+    return wanted
+
+
+def _refuse_moved_bases(ctx: Context, manifest: Manifest, where: Path) -> None:
+    """A base tag that names other content here stays as it is: the bundle is refused."""
     for t in manifest.tools:
         for ref, image_id in t.bases.items():
             info = ctx.engine.image(ref)
             if info is not None and info.id != image_id:
-                ctx.out.warn(f"{ref} here is {info.id[:19]}; the bundle's {image_id[:19]} takes the "
-                             "tag (the old image stays, untagged)")
+                raise IntegrityError(
+                    f"{where}: {safe(ref)} here is {info.id[:19]}, the bundle's tools were built on "
+                    f"{image_id[:19]}; import never moves a tag (other images and homes use it): "
+                    f"import where {safe(ref)} matches, or rename yours (docker tag, docker rmi) first")
+
+
+def _entry_config(entry: dict) -> str:
+    config = entry.get("Config")
+    if not isinstance(config, str):
+        raise ValueError("an entry without Config")
+    return config
+
+
+def _load_listed(ctx: Context, images: IO[bytes], wanted: dict[str, str], manifest: Manifest,
+                 where: Path) -> None:
+    """`docker load` of exactly the listed images, untagged, after checking their content.
+
+    The save stream's manifest.json is read first: an image is kept only when its config
+    hashes to a listed id (docker's image id is that hash, and docker itself checks every layer
+    against the config's diff ids while loading). Tool images must carry their manifest's
+    fingerprint, tool and version labels. The stream is then passed on with a manifest.json of
+    only those images, with no names, and without `repositories` (the legacy name list).
+    """
+    try:
+        inner = tarfile.open(fileobj=images, mode="r:")  # noqa: SIM115 - closed below
+    except tarfile.TarError as e:
+        raise IntegrityError(f"{where}: {IMAGES} is not a tar ({e})") from e
+    with inner:
+        members = {m.name.removeprefix("./"): m for m in inner.getmembers()}
+        try:
+            entries = json.loads(_read_member(inner, members["manifest.json"]))
+            if not isinstance(entries, list):
+                raise ValueError("not a list")
+            configs = {_entry_config(e): e for e in entries}
+        except (KeyError, ValueError, TypeError) as e:
+            raise IntegrityError(f"{where}: {IMAGES} has no readable manifest.json ({e})") from e
+        kept: dict[str, dict] = {}
+        unlisted: list[str] = []
+        for config, entry in configs.items():
+            member = members.get(config)
+            data = _read_member(inner, member) if member is not None and member.isfile() else b""
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if digest in wanted:
+                kept[digest] = {"Config": config, "RepoTags": [],
+                                "Layers": list(entry.get("Layers") or [])}
+                _check_labels(data, digest, manifest, where)
+                unlisted += [t for t in entry.get("RepoTags") or [] if t != wanted[digest]]
+            else:
+                unlisted += list(entry.get("RepoTags") or []) or [digest[:19]]
+        missing = [f"{safe(ref)} ({safe(i[:19])})" for i, ref in wanted.items() if i not in kept]
+        if missing:
+            raise IntegrityError(f"{where}: {IMAGES} lacks what the manifest lists, or carries "
+                                 f"other content under it: {', '.join(missing)}")
+        if unlisted:
+            ctx.out.warn(f"{where}: {IMAGES} also names {', '.join(safe(u) for u in unlisted)}, "
+                         "which the manifest does not list: not loaded, no tag moved")
+        needed = set()
+        for e in kept.values():
+            needed.add(e["Config"])
+            for layer in e["Layers"]:
+                needed.add(layer)
+                folder = posixpath.dirname(layer)
+                if folder:  # the legacy layout: <layer>/layer.tar with its json and VERSION
+                    needed.update({f"{folder}/json", f"{folder}/VERSION"})
+        for name in list(needed):  # a layer stored once and linked from another folder
+            m = members.get(name)
+            if m is not None and m.issym():
+                needed.add(posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname)))
+        _stream_load(ctx, inner, [m for n, m in members.items() if n in needed or m.isdir()],
+                     json.dumps(list(kept.values())).encode(), where)
+    for image_id, ref in wanted.items():
+        if ctx.engine.image(image_id) is None:
+            raise IntegrityError(f"{where}: loading did not give {ref} as {image_id[:19]}")
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    if member.size > 16 << 20:  # image configs and manifest.json are small
+        raise IntegrityError(f"{member.name}: {member.size} bytes, more than an image config has")
+    f = tar.extractfile(member)
+    return f.read() if f else b""
+
+
+def _check_labels(config: bytes, image_id: str, manifest: Manifest, where: Path) -> None:
+    try:
+        labels = (json.loads(config).get("config") or {}).get("Labels") or {}
+    except (ValueError, AttributeError) as e:
+        raise IntegrityError(f"{where}: the config of {image_id[:19]} is not JSON ({e})") from e
+    for t in manifest.tools:
+        if t.image_id != image_id:
+            continue
+        said = (labels.get(LABEL_TOOL), labels.get(LABEL_VERSION), labels.get(LABEL_FINGERPRINT))
+        if said != (t.tool, t.version, t.fingerprint):
+            raise IntegrityError(
+                f"{where}: {t.key}: its image {image_id[:19]} is labelled "
+                f"{safe(said[0])}@{safe(said[1])} with fingerprint {safe(str(said[2])[:12])}, "
+                f"the manifest says {t.key} with {t.fingerprint[:12]}")
+
+
+def _stream_load(ctx: Context, inner: tarfile.TarFile, members: list[tarfile.TarInfo],
+                 manifest_json: bytes, where: Path) -> None:
+    """Write the filtered save stream into a pipe that `docker load` reads: no copy on disk."""
+    r, w = os.pipe()
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with os.fdopen(w, "wb") as out, tarfile.open(fileobj=out, mode="w|") as new:
+                for m in members:
+                    new.addfile(m, inner.extractfile(m) if m.isfile() else None)
+                _add_bytes(new, "manifest.json", manifest_json)
+        except BaseException as e:  # reported by the reading side
+            failed.append(e)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with os.fdopen(r, "rb") as stream:
+            ctx.engine.load(stream, ctx.out.step)
+    finally:
+        writer.join()
+    if failed and not isinstance(failed[0], BrokenPipeError):
+        raise IntegrityError(f"{where}: cannot read {IMAGES} ({failed[0]})")
+
+
+def _tag_listed(ctx: Context, manifest: Manifest, where: Path) -> None:
+    """Name the loaded images; an existing tag is never moved to other content.
+
+    A tool tag already here on another image of the same fingerprint (the same recipe built on
+    this machine) is kept: that image is equivalent by definition, and other homes use it.
+    """
+    for t in manifest.tools:
+        held = ctx.engine.image(t.image_tag)
+        if held is None:
+            ctx.engine.tag(t.image_id, t.image_tag)
+        elif held.id != t.image_id:
+            if held.labels.get(LABEL_FINGERPRINT) != t.fingerprint:
+                raise IntegrityError(f"{where}: {t.image_tag} here names other content "
+                                     f"({held.id[:19]}); import does not move it")
+            ctx.out.info(f"{t.key}: {t.image_tag} is already here (built here); kept")
+            mine = ctx.engine.image(t.image_id)
+            if mine is not None and not mine.tags:
+                ctx.engine.untag(t.image_id)
+        for ref, image_id in t.bases.items():
+            info = ctx.engine.image(ref)
+            if info is None:
+                ctx.engine.tag(image_id, ref)
+            elif info.id != image_id:
+                raise IntegrityError(f"{where}: {ref} changed while importing; nothing moved")
 
 
 def _place_recipes(ctx: Context, tar: tarfile.TarFile, name: str) -> None:

@@ -2,12 +2,15 @@
 
 This is the only module that knows Typer. Errors from the core arrive as SandmanError
 subclasses and leave here as one line on stderr and the exit code of their type.
+
+Start-up time is a feature: `--version` and every shell-completion Tab run this module. It
+imports only Typer and errors.py at the top (the catalog, config, engine and Rich load inside
+the commands that use them), and it has no `from __future__ import annotations`: Typer would
+eval every stringified option at each start (~25 ms). Write types that are only imported under
+TYPE_CHECKING in quotes ("Context"). tests/integration/test_cli_speed.py holds the line.
 """
 
-from __future__ import annotations
-
 import contextlib
-import json
 import os
 import re
 import sys
@@ -17,14 +20,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sandman import __version__
-from sandman.catalog import Spec, parse_spec
-from sandman.context import Context
 from sandman.errors import EXIT_CODES, RecipeError, SandmanError
+
+if TYPE_CHECKING:  # the catalog, the config and the engine load when a command runs, not before
+    from sandman.catalog import Spec
+    from sandman.context import Context
 
 try:  # newer Typer carries its own copy of click (and no longer depends on click itself)
     from typer._click import Command as ClickCommand
@@ -78,9 +83,12 @@ class CliReporter:
         self.tty = sys.stderr.isatty()
         self.log = None
         if log_file is not None:
-            try:
-                log_file.parent.mkdir(parents=True, exist_ok=True)
-                self.log = log_file.open("a", encoding="utf-8")
+            try:  # the log holds every command line (secrets too): its owner's alone, 0600
+                log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, 0o600)  # a log an older sandman left 0644
+                self.log = os.fdopen(fd, "a", encoding="utf-8")
                 self.log.write(f"--- {datetime.now(UTC).isoformat(timespec='seconds')} "
                                f"sandman {' '.join(sys.argv[1:])}\n")
             except OSError:
@@ -90,8 +98,19 @@ class CliReporter:
 
     def _log(self, line: str) -> None:
         if self.log:
-            self.log.write(line + "\n")
-            self.log.flush()
+            from sandman.text import safe_lines  # recipe and repo text: no raw control chars
+
+            try:
+                self.log.write(safe_lines(line) + "\n")
+                self.log.flush()
+            except OSError:  # a full disk: the command's own error matters more than its log
+                self._drop_log()
+
+    def _drop_log(self) -> None:
+        log, self.log = self.log, None
+        with contextlib.suppress(OSError):
+            if log:
+                log.close()
 
     def _clear(self) -> None:
         if self._status is not None:
@@ -99,17 +118,26 @@ class CliReporter:
             self._status = None
 
     def info(self, msg: str) -> None:
+        from sandman.text import safe_lines
+
+        msg = safe_lines(msg)
         self._log(msg)
         if self.verbosity >= 1:
             self._clear()
             print(msg, file=sys.stderr)
 
     def warn(self, msg: str) -> None:
+        from sandman.text import safe_lines
+
+        msg = safe_lines(msg)
         self._log("warning: " + msg)
         self._clear()
         print(f"sandman: warning: {msg}", file=sys.stderr)
 
     def step(self, line: str) -> None:
+        from sandman.text import safe_lines
+
+        line = safe_lines(line)
         self._log(line)
         if self.verbosity >= 2:
             self._clear()
@@ -136,19 +164,38 @@ class CliReporter:
 
     def close(self) -> None:
         self._clear()
-        if self.log:
-            self.log.close()
+        self._drop_log()
 
 
-def _ctx() -> Context:
+def _reporter(verbosity: int) -> CliReporter:
+    """The reporter of this run, logging to state/log; first, the owner's folders are made
+    private (and an older home's tightened): see state.make_private."""
+    from sandman import state
     from sandman.paths import Paths
 
-    out = CliReporter(_state["verbosity"], Paths.from_env().log_dir / "sandman.log")
+    paths = Paths.from_env()
+    state.make_private(paths)
+    return CliReporter(verbosity, paths.log_dir / "sandman.log")
+
+
+def _ctx() -> "Context":
+    from sandman.context import Context
+
+    out = _reporter(_state["verbosity"])
     _state["reporter"] = out
     return Context.from_env(out=out)
 
 
+def parse_spec(text: str, *, need_version: bool = True) -> "Spec":
+    """catalog.parse_spec, imported on first use: `--version` and a Tab never load the catalog."""
+    from sandman.catalog import parse_spec as parse
+
+    return parse(text, need_version=need_version)
+
+
 def _emit_json(data: object) -> None:
+    import json
+
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
@@ -233,6 +280,7 @@ def recipes_list(
 ) -> None:
     """List every recipe, where it comes from, its versions, and what it shadows."""
     from sandman.recipes import load_recipe
+    from sandman.text import safe
 
     ctx = _ctx()
     rows = []
@@ -249,9 +297,9 @@ def recipes_list(
     if as_json:
         _emit_json(rows)
         return
-    _table([[r["tool"], ", ".join(r["versions"]) or "-", r["source"],
-             (f"(shadowed by {r['shadowed_by']}) " if r["shadowed_by"] else "")
-             + ("INVALID: " + r["error"] if r["error"] else r["description"])] for r in rows],
+    _table([[safe(r["tool"]), safe(", ".join(r["versions"])) or "-", safe(r["source"]),
+             (f"(shadowed by {safe(r['shadowed_by'])}) " if r["shadowed_by"] else "")
+             + safe("INVALID: " + r["error"] if r["error"] else r["description"])] for r in rows],
            ["TOOL", "VERSIONS", "SOURCE", "DESCRIPTION"])
 
 
@@ -259,30 +307,37 @@ def recipes_list(
 def recipes_show(tool: Annotated[str, typer.Argument(help="Tool name, optionally SOURCE/TOOL.")]) -> None:
     """Show a recipe: its versions, how each is built and how it runs."""
     from sandman.shims import shim_names
+    from sandman.text import safe  # a recipe's text is someone else's: no escape sequences
 
     spec = parse_spec(tool, need_version=False)
     ctx = _ctx()
     entry, recipe = ctx.catalog.load(spec.tool, spec.source)
-    print(f"{recipe.tool}: {recipe.description}")
+    print(f"{recipe.tool}: {safe(recipe.description)}")
     if recipe.homepage:
-        print(f"homepage: {recipe.homepage}")
-    print(f"source:   {entry.source.name} ({entry.recipe_file})")
+        print(f"homepage: {safe(recipe.homepage)}")
+    print(f"source:   {safe(entry.source.name)} ({safe(entry.recipe_file)})")
     for v in recipe.versions:
         b, rt = v.build, v.runtime
         pkgs = ", ".join(b.packages) or "no packages"
         how = f"dockerfile {b.dockerfile}" if b.dockerfile else f"{b.base} + {pkgs}"
-        print(f"\n{recipe.tool}@{v.version}: {how}")
+        print(f"\n{recipe.tool}@{v.version}: {safe(how)}")
+        if v.full_version:
+            print(f"  full version: {safe(v.full_version)}")
+        if v.check:
+            print(f"  version check: `{safe(' '.join(v.check.command))}` must print /{safe(v.check.expect)}/")
         if b.kits:
-            print("  kits:       " + ", ".join(k.file for k in b.kits))
+            print("  kits:       " + safe(", ".join(k.file for k in b.kits)))
+        if b.sources:
+            print("  sources:    " + safe(", ".join(f"{s.file} <- {s.url}" for s in b.sources)))
         print(f"  shims:      {', '.join(shim_names(recipe.tool, v.version, rt))}")
         if rt.entrypoint:
-            print(f"  entrypoint: {' '.join(rt.entrypoint)}")
+            print(f"  entrypoint: {safe(' '.join(rt.entrypoint))}")
         print(f"  network:    {'yes' if rt.network else 'none'}")
         for m in rt.mounts:
-            print(f"  mount:      {m.name}: {m.source} -> {m.target} ({m.mode}"
+            print(f"  mount:      {safe(m.name)}: {safe(m.source)} -> {safe(m.target)} ({m.mode}"
                   f"{', optional' if m.optional else ''})")
         if rt.env:
-            print("  env:        " + " ".join(f"{k}={val}" for k, val in rt.env.items()))
+            print("  env:        " + " ".join(f"{k}={safe(val)}" for k, val in rt.env.items()))
         if rt.pass_env:
             print("  pass_env:   " + " ".join(rt.pass_env))
 
@@ -290,31 +345,31 @@ def recipes_show(tool: Annotated[str, typer.Argument(help="Tool name, optionally
 @recipes_app.command("check")
 def recipes_check(
     paths: Annotated[list[Path] | None, typer.Argument(
-        help="recipe.toml files or recipe folders; default: every recipe in the catalog.")] = None,
+        help="recipe.toml files, recipe folders, or folders of recipe folders; default: every "
+             "recipe in the catalog.")] = None,
 ) -> None:
-    """Validate recipes without building anything."""
-    from sandman.recipes import load_recipe
+    """Validate recipes without building anything.
+
+    A folder may be one recipe's folder or hold several (a recipe repository's root).
+    """
+    from sandman.recipes import check_paths
+    from sandman.text import safe_lines
 
     errors: list[RecipeError] = []
-    checked = 0
     if paths:
-        for p in paths:
-            f = p / "recipe.toml" if p.is_dir() else p
-            checked += 1
-            try:
-                load_recipe(f, expect_tool=f.resolve().parent.name)
-            except RecipeError as e:
-                errors.append(e)
+        checked, errors = check_paths(paths)
     else:
         ctx = _ctx()
         checked = len(ctx.catalog.entries())
         errors = ctx.catalog.check_all()
     for e in errors:
-        print(e.message, file=sys.stderr)
+        print(safe_lines(e.message), file=sys.stderr)
         if e.detail:
-            print(e.detail, file=sys.stderr)
+            print(safe_lines(e.detail), file=sys.stderr)
     if errors:
-        raise typer.Exit(RecipeError.exit_code)
+        # the errors' own code when they agree (108: unsafe build inputs), else 112
+        codes = {e.exit_code for e in errors}
+        raise typer.Exit(codes.pop() if len(codes) == 1 else RecipeError.exit_code)
     if _state["verbosity"]:
         print(f"{checked} recipe(s) OK", file=sys.stderr)
 
@@ -409,29 +464,77 @@ def install(
 
 
 @app.command()
-def uninstall(specs: Annotated[list[str], typer.Argument(
-        help="TOOL@VERSION to remove.", autocompletion=_complete_installed)]) -> None:
-    """Remove the shims and install record (the image stays until `sandman gc`)."""
+def uninstall(
+    specs: Annotated[list[str], typer.Argument(
+        help="TOOL@VERSION to remove.", autocompletion=_complete_installed)],
+    force: Annotated[bool, typer.Option("--force", help=(
+        "Also when the install record cannot be read: remove the shims whose header names "
+        "TOOL@VERSION, and the record."))] = False,
+) -> None:
+    """Remove the shims and install record (the image stays until `sandman gc`).
+
+    A record that is corrupt or of an unknown schema stops `uninstall` (and `install`) with
+    exit 123; `uninstall --force` then removes what it can identify, and nothing else.
+    """
     from sandman import install as core
+    from sandman import installs
+    from sandman.errors import NotFoundError, StateError
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
     for spec in parsed:
-        removed = core.uninstall(ctx, spec)
+        try:
+            removed = core.uninstall(ctx, spec)
+        except (StateError, NotFoundError):  # a record that cannot be read, or none
+            if not force:
+                raise
+            removed = installs.remove_unreadable(ctx.paths, spec.tool, spec.version or "")
+            if not removed:
+                raise
+            from sandman import images
+
+            with contextlib.suppress(SandmanError):  # this home's root on the image, if the daemon answers
+                ctx.engine.untag(images.root_ref(ctx.paths, spec.tool, spec.version or ""))
+            ctx.out.warn(f"{spec}: removed without a readable install record: "
+                         f"{', '.join(str(p) for p in removed)}")
+            continue
         ctx.out.info(f"uninstalled {spec}: removed {', '.join(p.name for p in removed) or 'no shims'}")
 
 
 @app.command()
-def reshim(specs: Annotated[list[str], typer.Argument(
-        help="TOOL@VERSION whose shims to rewrite.", autocompletion=_complete_installed)]) -> None:
-    """Rewrite shims from the install record and the current config.toml (no build)."""
-    from sandman import install as core
+def reshim(
+    specs: Annotated[list[str] | None, typer.Argument(
+        help="TOOL@VERSION whose shims to rewrite.", autocompletion=_complete_installed)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rewrite the shims of every install.")] = False,
+) -> None:
+    """Rewrite shims from the install record, the current config.toml and shim runtime (no build).
 
-    parsed = [parse_spec(s) for s in specs]
+    After upgrading sandman, `sandman reshim --all` moves every shim to the new runtime. A
+    changed recipe (env, mounts...) is applied by `sandman upgrade`, which asks for consent.
+    """
+    from sandman import install as core
+    from sandman import installs
+    from sandman.catalog import Spec
+    from sandman.errors import UsageError as SandmanUsage
+
+    if not specs and not all_:
+        raise SandmanUsage("name the TOOL@VERSION whose shims to rewrite, or use --all")
+    parsed = [parse_spec(s) for s in specs or []]
     ctx = _ctx()
+    if all_:
+        parsed += [Spec(r.tool, r.version) for r in installs.all_records(ctx.paths)]
+    failed: list[SandmanError] = []
     for spec in parsed:
-        for p in core.reshim(ctx, spec):
-            ctx.out.info(f"rewrote {p}")
+        try:
+            for p in core.reshim(ctx, spec):
+                ctx.out.info(f"rewrote {p}")
+        except SandmanError as e:
+            if len(parsed) == 1:
+                raise
+            ctx.out.warn(f"{spec} not rewritten: {e.message}")
+            failed.append(e)
+    if failed:
+        raise typer.Exit(failed[0].exit_code)
 
 
 @app.command("list")
@@ -440,12 +543,17 @@ def list_cmd(
 ) -> None:
     """List installed tool versions: image, shims, size and state.
 
-    STATE is `current`; `stale` when the recipe, its files, its kits or its base image changed
-    since the image was built (or the recipe is gone or broken); `image-missing` when the image
-    was removed; `shim-missing` when a shim was deleted or replaced. `sandman upgrade` rebuilds
-    and repairs all but `current`. With --json: a list of objects with the keys tool, version,
-    source, image, image_id, fingerprint, shims, size (bytes, or null without an image), state
-    and installed_at.
+    STATE is `current`; `image-missing` when the image was removed; `image-replaced` when its
+    tag now names another image than the one installed; `shim-missing` when a shim was deleted
+    or replaced; `image-stale` when the recipe, its files, its kits or its base image changed
+    since the image was built (or the recipe is gone or broken); `shim-stale: WHY` when
+    something a shim bakes in changed, WHY naming it: runtime (a new sandman), config
+    (config.toml), host (docker client, python, socket), or a recipe field (env, pass_env,
+    path_env, path_args, mounts, network, entrypoint, commands). `sandman upgrade` rebuilds or
+    rewrites all but `current`. With --json: a list of objects with the keys tool, version,
+    source, image, image_id, fingerprint, shims, size (bytes, or null without an image), state,
+    reasons (the WHY list), installed_at and full_version (what the recipe's version check
+    found in the image, or null; PROVEN in the table).
     """
     from sandman import status
 
@@ -457,12 +565,17 @@ def list_cmd(
     if not items:
         print("nothing installed; try: sandman install sqlite3@3.46", file=sys.stderr)
         return
-    _table([[f"{i.tool}@{i.version}", i.state, i.image, _human_size(i.size), " ".join(i.shims)]
-            for i in items], ["TOOL@VERSION", "STATE", "IMAGE", "SIZE", "SHIMS"])
+    _table([[f"{i.tool}@{i.version}", i.full_version or "-", i.state, i.image, _human_size(i.size),
+             " ".join(i.shims)] for i in items],
+           ["TOOL@VERSION", "PROVEN", "STATE", "IMAGE", "SIZE", "SHIMS"])
     behind = [f"{i.tool}@{i.version}" for i in items if i.state != "current"]
     if behind and _state["verbosity"]:
         print(f"{len(behind)} install(s) not current; to rebuild or repair: sandman upgrade",
               file=sys.stderr)
+    from sandman import repos  # a repo update waiting for trust: why some installs are stale
+
+    for note in repos.pending_notes(ctx.paths) if _state["verbosity"] else []:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _run_options(args: list[str]) -> tuple[list[str], bool, list[str]]:
@@ -511,7 +624,7 @@ def run(
     mount, dry_run = [*(mount or []), *more_mounts], dry_run or more_dry
     parsed = parse_spec(spec)
     ctx = _ctx()
-    name, script = core.run_script(ctx, parsed, tuple(mount or ()))
+    name, script = core.run_script(ctx, parsed, tuple(mount or ()), dry_run=dry_run)
     env = dict(os.environ)
     if dry_run:
         env["SANDMAN_DRY_RUN"] = "1"
@@ -538,7 +651,7 @@ def matrix(
     mount: Annotated[list[str] | None, typer.Option(
         "--mount", "-m", help="Extra mount HOST:CONTAINER[:ro|rw] for every version (repeatable).")] = None,
     fail_on_diff: Annotated[bool, typer.Option(
-        "--fail-on-diff", help="Exit 1 when the versions differ in exit code, stdout or stderr.")] = False,
+        "--fail-on-diff", help="Exit 102 when the versions differ in exit code, stdout or stderr.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Report each version's docker command (as its stdout); run nothing.")] = False,
 ) -> None:
@@ -555,7 +668,7 @@ def matrix(
     The report gives per version the exit code, the wall time, stdout and stderr: side by side
     when the terminal is wide enough, else one below the other; with --diff the first version
     in full and the others as a unified diff against it. The exit status is 0 when every
-    version ran, whatever their own exit codes (1 with --fail-on-diff when they differ), or
+    version ran, whatever their own exit codes (102 with --fail-on-diff when they differ), or
     sandman's own code for its errors.
 
     \b
@@ -571,9 +684,10 @@ def matrix(
     """
     from sandman import matrix as core
 
+    core.check_command(targets, command, sys.argv[1:])
     ctx = _ctx()
     specs = core.parse_targets(targets, ctx)
-    prepared = core.prepare(ctx, specs, tuple(mount or ()))
+    prepared = core.prepare(ctx, specs, tuple(mount or ()), dry_run=dry_run)
     if _state.get("reporter"):
         _state["reporter"]._clear()
     env = dict(os.environ)
@@ -586,7 +700,9 @@ def matrix(
     else:
         sys.stdout.write(core.render_report(command, outcomes, diff=diff))
     if fail_on_diff and not core.agree(outcomes):
-        raise typer.Exit(1)
+        from sandman.errors import CHECK_FAILED
+
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()
@@ -598,11 +714,12 @@ def upgrade(
         "Accept changed mounts, env or network without asking "
         "(without it: asked on a terminal, refused with exit 124 otherwise)."))] = False,
 ) -> None:
-    """Rebuild installs whose recipe or base image changed since their build, and rewrite their shims.
+    """Bring installs up to date: rebuild stale or replaced images, rewrite stale shims.
 
-    `sandman list` shows which installs are stale; an install whose image or shims are missing
-    is repaired the same way. A changed recipe that also changes what the tool may access
-    needs consent, as with `install`.
+    `sandman list` shows which installs are not current and why: image-stale, image-missing and
+    image-replaced are rebuilt (image-replaced without the cache); shim-stale and shim-missing
+    only get their shims rewritten from the current recipe. A changed recipe that also changes
+    what the tool may access needs consent, as with `install`.
     """
     from sandman import install as core
     from sandman import status
@@ -622,7 +739,11 @@ def upgrade(
     for item in todo:
         key = f"{item.tool}@{item.version}"
         try:
-            res = core.install(ctx, Spec(item.tool, item.version), approve=approve)
+            if item.state.startswith("image-"):
+                res = core.install(ctx, Spec(item.tool, item.version), approve=approve,
+                                   force=item.state == "image-replaced")
+            else:
+                res = core.rewrite_shims(ctx, Spec(item.tool, item.version), approve=approve)
         except SandmanError as e:
             if len(todo) == 1:
                 raise
@@ -649,20 +770,54 @@ def doctor(
         for c in checks:
             print(f"{'ok  ' if c.ok else 'FAIL'}  {c.what}: {c.detail}")
     if not all(c.ok for c in checks):
-        raise typer.Exit(1)
+        from sandman.errors import CHECK_FAILED
+
+        raise typer.Exit(CHECK_FAILED)
 
 
 @app.command()
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be removed.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List every sandman image with what gc would do and why; remove nothing.")] = False,
+    unclaimed: Annotated[bool, typer.Option(
+        "--unclaimed", help="Also remove images from an earlier sandman that no home has claimed.")] = False,
+    tool: Annotated[list[str] | None, typer.Option(
+        "--tool", help="Only the images of this tool (repeatable); default: every sandman image.")] = None,
 ) -> None:
-    """Remove images of older fingerprints that no install uses any more."""
+    """Remove the sandman images no home holds and no container uses (anyone's, on this daemon).
+
+    Each SANDMAN_HOME holds a root (a `sandman-root/...` tag) on the image of every version it
+    has installed; `uninstall` drops it. gc first roots this home's own installs, then removes
+    each sandman image that has no root and no container (running or stopped), and untagged
+    sandman images older than 10 minutes. Images from a sandman without roots are kept until a
+    home that uses them claims them (its next install, reshim or gc) or --unclaimed.
+    """
     from sandman import status
 
     ctx = _ctx()
-    for img in status.gc(ctx, dry_run=dry_run):
-        print(f"{'would remove' if dry_run else 'removed'} {', '.join(img.tags) or img.id[:19]} "
-              f"({_human_size(img.size)})")
+    verdicts = status.gc(ctx, dry_run=dry_run, unclaimed=unclaimed, tools=frozenset(tool or ()))
+    removed = 0
+    for v in verdicts:
+        size = _human_size(v.image.size)
+        if dry_run:
+            print(f"{v.name} ({size}): {'would remove' if v.remove else 'kept'}: {v.reason}")
+        elif v.done:
+            removed += 1
+            print(f"removed {v.name} ({size}): {v.reason}")
+        elif v.remove or _state["verbosity"] > 1:
+            print(f"kept {v.name} ({size}): {v.reason}")
+    from sandman import installs, shims
+
+    bin_dirs = {ctx.paths.bin_dir, *(Path(r.bin_dir) for r in installs.all_records(ctx.paths))}
+    for f in shims.unused_runtimes(ctx.paths, bin_dirs):
+        if dry_run:
+            print(f"{f} (shim runtime): would remove: no shim of this home sources it")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+            print(f"removed {f} (shim runtime): no shim of this home sources it")
+    if not dry_run:
+        ctx.out.info(f"gc removed {removed} image(s); layers that kept images share stay")
 
 
 # -- teams: recipe repos, registry, bundles, pins (docs/teams.md) ------------------------------
@@ -670,7 +825,7 @@ repo_app = typer.Typer(help="Recipe repositories shared through git.", no_args_i
 app.add_typer(repo_app, name="repo")
 
 
-def _offer_trust(ctx: Context, spec: Spec) -> None:
+def _offer_trust(ctx: "Context", spec: "Spec") -> None:
     """On a terminal, offer to trust the repo an untrusted recipe comes from (y/N).
 
     Without a terminal nothing is asked: install.resolve refuses (exit 120) with the command.
@@ -680,7 +835,7 @@ def _offer_trust(ctx: Context, spec: Spec) -> None:
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
     try:
-        entry = ctx.catalog.find(spec.tool, spec.source)
+        entry = ctx.catalog.find(spec.tool, ctx.catalog.pick(spec).source)  # an install's own
     except SandmanError:
         return
     if entry.source.trusted or entry.source.kind != "repo":
@@ -697,8 +852,9 @@ def _offer_trust(ctx: Context, spec: Spec) -> None:
         ctx.__dict__.pop("catalog", None)
 
 
-def _project_install(ctx: Context, *, update_lock: bool, force: bool, approve: object) -> None:
+def _project_install(ctx: "Context", *, update_lock: bool, force: bool, approve: object) -> None:
     from sandman import pins
+    from sandman.catalog import Spec
 
     cwd = pins.cwd_of(dict(os.environ))
     project = pins.find_project(cwd)
@@ -735,11 +891,15 @@ def repo_list(
 ) -> None:
     """List recipe repos and imported bundles, in precedence order, with their pinned commit.
 
+    TRUSTED is `yes`, `NO`, or `pending` for a repo updated to a commit not trusted yet (its
+    recipes that did not change since the trusted commit stay trusted).
+
     \b
     --json prints a list of objects, in precedence order:
       {"name": "team", "kind": "repo" | "bundle", "url": "...", "ref": null | "main",
        "commit": "<40 hex>" ("" for a bundle), "trusted": true, "path": "<recipes folder>",
-       "tools": ["sqlite3", ...]}
+       "tools": ["sqlite3", ...], "trusted_commit": "<40 hex>" | null,
+       "pending_trust": false}
     """
     from sandman import repos
 
@@ -751,9 +911,12 @@ def repo_list(
     if not rows:
         print("no recipe repos; add one with: sandman repo add NAME URL", file=sys.stderr)
         return
-    _table([[r["name"], r["kind"], r["commit"][:12] or "-", "yes" if r["trusted"] else "NO",
+    _table([[r["name"], r["kind"], r["commit"][:12] or "-",
+             "yes" if r["trusted"] else "pending" if r["pending_trust"] else "NO",
              r["ref"] or "-", r["url"], ", ".join(r["tools"])] for r in rows],
            ["NAME", "KIND", "COMMIT", "TRUSTED", "REF", "URL", "TOOLS"])
+    for note in repos.pending_notes(ctx.paths):
+        print(f"note: {note}", file=sys.stderr)
 
 
 @repo_app.command("update")
@@ -778,9 +941,13 @@ def repo_update(
         files = repos.changed_files(ctx.paths, n, u.old_commit, u.repo.commit)
         ctx.out.info(f"{n}: {u.old_commit[:12]} -> {u.repo.commit[:12]} ({len(files)} file(s) changed)")
         if u.was_trusted:
-            ctx.out.warn(f"{n} is untrusted again at the new commit; review with: git -C "
-                         f"{repos.clone_dir(ctx.paths, n)} diff {u.old_commit[:12]} "
-                         f"{u.repo.commit[:12]}, then run: sandman repo trust {n}")
+            same = repos.unchanged_tools(ctx.paths, u.repo)
+            changed = [t for t in repos.tools_in(ctx.paths, u.repo) if t not in same]
+            ctx.out.warn(f"{n} is untrusted again at the new commit (update pending trust; "
+                         f"recipes changed: {', '.join(changed) or 'none'}, the others "
+                         f"stay trusted); review with: git -C {repos.clone_dir(ctx.paths, n)} "
+                         f"diff {u.old_commit[:12]} {u.repo.commit[:12]}, then run: "
+                         f"sandman repo trust {n}")
 
 
 @repo_app.command("trust")
@@ -813,14 +980,16 @@ def push(
     registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
 ) -> None:
     """Push images to the team registry under their fingerprint tag (building them if needed)."""
+    from sandman import install as core
     from sandman import registry as reg
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
     target = reg.required(ctx, registry)
     for spec in parsed:
-        t = reg.push_spec(ctx, spec, target)
-        print(t.ref)
+        r = core.resolve(ctx, spec)
+        b = core.build(ctx, r)
+        print(reg.push(ctx, r.recipe.tool, r.version.version, b.fingerprint, b.image_id, target).ref)
 
 
 @app.command()
@@ -830,13 +999,14 @@ def pull(
     registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
 ) -> None:
     """Pull the images of these versions' fingerprints from the registry, without installing."""
+    from sandman import install as core
     from sandman import registry as reg
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
     target = reg.required(ctx, registry)
     for spec in parsed:
-        t = reg.pull_spec(ctx, spec, target)
+        t = reg.pull_missing(ctx, core.plan(ctx, core.resolve(ctx, spec)), target)
         ctx.out.info(f"{spec}: {'already present' if t is None else 'pulled ' + t.ref}")
 
 
@@ -903,18 +1073,23 @@ def which(
       {"tool": "sqlite3", "version": "3.34" | null,
        "origin": "env" | "project" | "global" | "none",
        "where": "SANDMAN_SQLITE3_VERSION" | "/path/.sandman.toml" | null,
-       "installed": true, "shim": "/path/bin/sqlite3-3.34" | null}
-    Exit status 0 when a version is chosen, 111 when none is.
+       "installed": true, "shim": "/path/bin/sqlite3-3.34" | null,
+       "plain_missing": ["sqlite3"]}
+    plain_missing: the plain commands of the chosen version that have no unversioned shim, so
+    they run the host's tool instead. Exit status 0 when a version is chosen, 111 when none
+    is, 105 when a plain shim is missing.
     """
     from sandman import installs, pins
+    from sandman.errors import PinError
 
     ctx = _ctx()
     c = pins.choose(ctx.paths, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
     rec = installs.load(ctx.paths, tool, c.version) if c.version else None
     shim = str(Path(rec.bin_dir) / f"{tool}-{c.version}") if rec else None
+    missing = pins.missing_plain_shims(ctx.paths, tool, c.version) if c.version else []
     if as_json:
         _emit_json({"tool": tool, "version": c.version, "origin": c.origin, "where": c.where,
-                    "installed": rec is not None, "shim": shim})
+                    "installed": rec is not None, "shim": shim, "plain_missing": missing})
     elif c.version is None:
         print(f"{tool}: no version chosen here (no ${pins.env_var(tool)}, no .sandman.toml naming "
               f"it, no global choice)", file=sys.stderr)
@@ -925,6 +1100,10 @@ def which(
         print(f"{tool} {c.version} ({why}): {state}")
     if c.version is None:
         raise typer.Exit(111)
+    if missing:
+        raise PinError(f"{', '.join(missing)} in {ctx.paths.bin_dir} is missing, so the plain "
+                       f"command runs another {tool} (the host's) or none, not {c.version}; "
+                       f"run: {pins.fix_command(c)}")
 
 
 # -- warm containers -------------------------------------------------------------------------
@@ -987,11 +1166,11 @@ def click_command() -> ClickCommand:
 def _log_end(code: int, error: BaseException | None) -> None:
     """Every run ends in state/log/sandman.log with its exit code, and a traceback on error."""
     rep = _state.get("reporter")
+    if rep is None and error is None:  # --version, --help, a Tab: no command ran, nothing to log
+        return
     if rep is None:  # failed before any command started (bad usage): log it all the same
-        from sandman.paths import Paths
-
         with contextlib.suppress(Exception):
-            rep = _state["reporter"] = CliReporter(0, Paths.from_env().log_dir / "sandman.log")
+            rep = _state["reporter"] = _reporter(0)
     if rep is None:
         return
     if isinstance(error, _VendoredUsageError):
@@ -1001,10 +1180,65 @@ def _log_end(code: int, error: BaseException | None) -> None:
     rep._log(f"exit {code}")
 
 
+class _AsTyped:
+    """Stands in for Typer's per-parameter coercion while answering a Tab.
+
+    Typer >= 0.25 converts parameter values through pydantic (~100 ms to import); a completion
+    request only needs the words typed so far, never their converted values.
+    """
+
+    @staticmethod
+    def coerce(value: object, param: object, ctx: object) -> object:
+        if value is None and (getattr(param, "multiple", False) or getattr(param, "nargs", 1) == -1):
+            return ()
+        return value
+
+
+def _quick_completion() -> None:
+    """A Tab runs sandman again, so the answer must come at once (test_cli_speed.py).
+
+    Besides the coercion above: zsh, fish and PowerShell completion show each command's help,
+    and Typer passes it through Rich when Rich is installed (~40 ms). sandman's help has no
+    markup (rich_markup_mode=None), so it is shown as it is written. Both hooks are optional:
+    a Typer without them simply answers more slowly.
+    """
+    from typer import _completion_classes, core
+
+    if hasattr(_completion_classes, "_sanitize_help_text"):
+        _completion_classes._sanitize_help_text = lambda text: text
+    param = getattr(core, "_TyperParameter", None)
+    if param is not None and hasattr(param, "get_runtime_param"):
+        param.get_runtime_param = lambda self: _AsTyped
+
+
+def _os_failure(e: Exception) -> SandmanError | None:
+    """An OSError that is no bug: a full disk anywhere (122), or one of sandman's own folders
+    that cannot be written (107). state.py raises these typed already; this catches the writes
+    made elsewhere (a tempfile, a mkdir) so that exit 1 stays reserved for bugs."""
+    from sandman import state
+    from sandman.paths import Paths
+
+    if not isinstance(e, OSError) or e.errno not in (*state.NO_SPACE, *state.NOT_WRITABLE):
+        return None
+    if e.errno in state.NO_SPACE:
+        return state.write_failure(e.filename, e)
+    if not e.filename:
+        return None
+    p = Paths.from_env()
+    target = Path(os.path.abspath(e.filename))
+    ours = (p.config_dir, p.data_dir, p.cache_dir, p.state_dir, p.bin_dir)
+    if any(target == d or d in target.parents for d in ours):
+        return state.write_failure(target, e)
+    return None
+
+
 def main() -> None:
     code, error = 1, None
-    try:
-        rv = app(standalone_mode=False)
+    if os.environ.get("_SANDMAN_COMPLETE"):
+        with contextlib.suppress(ImportError):
+            _quick_completion()
+    try:  # always "sandman" (also as `python -m sandman`): completion reads $_SANDMAN_COMPLETE
+        rv = app(standalone_mode=False, prog_name="sandman")
         code = rv if isinstance(rv, int) else 0
     except _VendoredUsageError as e:
         e.show()
@@ -1014,19 +1248,21 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt) as e:
         print("sandman: interrupted", file=sys.stderr)
         code, error = 130, e
-    except SandmanError as e:
-        if _state["debug"]:
-            traceback.print_exc()
-        print(f"sandman: {e.message}", file=sys.stderr)
-        if e.detail:
-            print(e.detail, file=sys.stderr)
-        code, error = e.exit_code, e
     except Exception as e:
         if _state["debug"]:
             traceback.print_exc()
-        print(f"sandman: internal error: {type(e).__name__}: {e} (run with --debug for details)",
-              file=sys.stderr)
-        code, error = 1, e
+        known = e if isinstance(e, SandmanError) else _os_failure(e)
+        if known is not None:
+            from sandman.text import safe_lines  # the last guard: messages quote recipe text
+
+            print(f"sandman: {safe_lines(known.message)}", file=sys.stderr)
+            if known.detail:
+                print(safe_lines(known.detail), file=sys.stderr)
+            code, error = known.exit_code, e
+        else:
+            print(f"sandman: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+                  file=sys.stderr)
+            code, error = 1, e
     finally:
         with contextlib.suppress(Exception):
             _log_end(code, error)

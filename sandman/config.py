@@ -15,7 +15,7 @@ from typing import Any
 from sandman.errors import StateError
 from sandman.recipes import ENV_NAME_RE, LineLocator, _kind, dotted, tomllib
 
-TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools"}
+TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror"}
 TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm"}
 
 
@@ -36,6 +36,7 @@ class Config:
     mirror: str | None = None
     warm_idle_minutes: int = 10
     tools: dict[str, ToolSettings] = field(default_factory=dict)
+    sources_mirror: str | None = None  # a folder or URL prefix tried before a source's URL
 
     def for_tool(self, tool: str, version: str) -> ToolSettings:
         """Settings for tool@version: `[tools."tool@version"]` wins over `[tools.tool]`."""
@@ -81,6 +82,12 @@ def load_config(path: Path) -> Config:
             raise fail((key,), f"expected a string, got {_kind(data[key])}")
         return data.get(key)
 
+    sources_mirror = opt_str("sources_mirror")
+    if sources_mirror is not None:
+        from sandman.sources import mirror_problem
+
+        if problem := mirror_problem(sources_mirror):
+            raise fail(("sources_mirror",), problem)
     idle = data.get("warm_idle_minutes", 10)
     if not isinstance(idle, int) or isinstance(idle, bool) or idle < 1:
         raise fail(("warm_idle_minutes",), "expected a whole number of minutes >= 1")
@@ -104,6 +111,7 @@ def load_config(path: Path) -> Config:
         mirror=opt_str("mirror"),
         warm_idle_minutes=idle,
         tools=tools,
+        sources_mirror=sources_mirror,
     )
 
 
@@ -115,7 +123,7 @@ def _tool_settings(t: dict[str, Any], kp: tuple, fail: Any) -> ToolSettings:
     if not isinstance(extra, list) or not all(isinstance(v, str) for v in extra):
         raise fail((*kp, "extra_mounts"), "expected a list of \"HOST:CONTAINER[:ro]\" strings")
     for spec in extra:
-        if not re.match(r"^[^:]+:/[^:]*(:(ro|rw))?$", spec):
+        if not re.fullmatch(r"[^:\n]+:/[^:\n]*(:(ro|rw))?", spec):
             raise fail((*kp, "extra_mounts"), f"'{spec}' is not HOST:CONTAINER[:ro|rw]")
     env = t.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):

@@ -15,17 +15,23 @@ from collections.abc import Callable
 from sandman.config import ToolSettings
 from sandman.errors import ConsentError
 from sandman.recipes import Mount, Runtime
+from sandman.text import safe
 
 # decides about a list of changed permissions for tool@version: True to go on
 Approver = Callable[[str, list[str]], bool]
 
 
+# Every value below comes from a recipe (or config.toml) and goes through `safe`: an env value
+# holding "\r\x1b[1A\x1b[J" must not erase the line above it on the user's terminal.
+
+
 def _mount(m: Mount, settings: ToolSettings | None = None) -> str:
-    src = m.source
+    src = safe(m.source)
     if settings and m.name in settings.mounts:
-        src = f"{settings.mounts[m.name]} (config.toml; recipe default {m.source})"
+        src = f"{safe(settings.mounts[m.name])} (config.toml; recipe default {safe(m.source)})"
     opt = ", optional" if m.optional else ""
-    return f"{m.name}: {src} -> {m.target} ({'read-write' if m.mode == 'rw' else 'read-only'}{opt})"
+    mode = "read-write" if m.mode == "rw" else "read-only"
+    return f"{safe(m.name)}: {src} -> {safe(m.target)} ({mode}{opt})"
 
 
 def disclose(rt: Runtime, settings: ToolSettings | None = None) -> list[str]:
@@ -38,15 +44,16 @@ def disclose(rt: Runtime, settings: ToolSettings | None = None) -> list[str]:
         lines.append(f"absolute paths in arguments: their folder mounted {mode}")
     lines += [f"mount {_mount(m, settings)}" for m in rt.mounts]
     extra = settings.extra_mounts if settings else ()
-    lines += [f"extra mount (config.toml): {e}" for e in extra]
+    lines += [f"extra mount (config.toml): {safe(e)}" for e in extra]
     env = {**rt.env, **(settings.env if settings else {})}
     if env:
-        lines.append("env set: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+        lines.append("env set: " + ", ".join(f"{safe(k)}={safe(v)}" for k, v in env.items()))
     basics = "USER, LOGNAME, TERM, COLUMNS, LINES, TZ, LANG and LC_*"
-    lines.append(f"env from your shell: {', '.join(rt.pass_env)}, plus {basics}" if rt.pass_env
+    passed = ", ".join(safe(k) for k in rt.pass_env)
+    lines.append(f"env from your shell: {passed}, plus {basics}" if rt.pass_env
                  else f"env from your shell: only {basics}")
     for name, mode in rt.path_env.items():
-        lines.append(f"env path ${name}: passed, and its path mounted "
+        lines.append(f"env path ${safe(name)}: passed, and its path mounted "
                      f"{'read-write' if mode == 'rw' else 'read-only'}")
     lines.append(f"network: {'yes (bridge)' if rt.network else 'none'}")
     lines.append("devices: none; capabilities: all dropped; no new privileges")
@@ -69,20 +76,20 @@ def changes(old: Runtime, new: Runtime) -> list[str]:
     for k in sorted(old.env.keys() | new.env.keys()):
         if old.env.get(k) != new.env.get(k):
             if k in old.env:
-                out.append(f"- env set {k}={old.env[k]}")
+                out.append(f"- env set {safe(k)}={safe(old.env[k])}")
             if k in new.env:
-                out.append(f"+ env set {k}={new.env[k]}")
+                out.append(f"+ env set {safe(k)}={safe(new.env[k])}")
     for k in sorted(set(old.pass_env) ^ set(new.pass_env)):
-        out.append(f"{'+' if k in new.pass_env else '-'} env passed from your shell: {k}")
+        out.append(f"{'+' if k in new.pass_env else '-'} env passed from your shell: {safe(k)}")
     for k in sorted(old.path_env.keys() | new.path_env.keys()):
         if old.path_env.get(k) != new.path_env.get(k):
             if k in old.path_env:
-                out.append(f"- env path ${k} ({old.path_env[k]})")
+                out.append(f"- env path ${safe(k)} ({safe(old.path_env[k])})")
             if k in new.path_env:
-                out.append(f"+ env path ${k} ({new.path_env[k]})")
+                out.append(f"+ env path ${safe(k)} ({safe(new.path_env[k])})")
     if old.path_args != new.path_args:
-        out.append(f"- absolute paths in arguments: {old.path_args}")
-        out.append(f"+ absolute paths in arguments: {new.path_args}")
+        out.append(f"- absolute paths in arguments: {safe(old.path_args)}")
+        out.append(f"+ absolute paths in arguments: {safe(new.path_args)}")
     if old.network != new.network:
         out.append(f"{'+' if new.network else '-'} network")
     return out

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sandman.catalog import Catalog
 from sandman.config import Config, load_config
-from sandman.engine import Engine
 from sandman.paths import Paths
+
+if TYPE_CHECKING:  # the docker SDK costs ~175 ms of imports: only commands that use it pay
+    from sandman.engine import Engine
 
 
 class Reporter(Protocol):
@@ -55,6 +57,8 @@ class Context:
 
     @cached_property
     def engine(self) -> Engine:
+        from sandman.engine import Engine
+
         return Engine.connect()
 
     @cached_property

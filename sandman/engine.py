@@ -8,28 +8,38 @@ code never sees a docker exception or an HTTP status.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from sandman.errors import (
     BuildError,
     DaemonPermissionError,
     DaemonUnavailableError,
+    EngineError,
     ImageMissingError,
     NoSpaceError,
     RemoteError,
     SandmanError,
 )
+from sandman.names import LABEL
+from sandman.text import safe, safe_lines
 
-LABEL = "io.sandman"
+# Set to "1" right after each FROM of a Dockerfile sandman builds and to "" at its end, so the
+# intermediate containers of a build carry it and no container of a finished image does.
+BUILD_STEP_LABEL = f"{LABEL}.build-step"
+
 LOG_TAIL = 25
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes tools print into build logs
 
@@ -41,6 +51,7 @@ class ImageInfo:
     labels: dict[str, str]
     size: int
     created: str
+    env: tuple[str, ...] = ()  # the image's configured environment (NAME=value), PATH included
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,24 @@ def translate(action: str) -> Iterator[None]:
         text = str(e.explanation or e)
         if _is_no_space(text):
             raise NoSpaceError(f"{action}: no space left on device (docker: {text})") from e
-        raise SandmanError(f"{action}: docker said: {text}") from e
+        raise EngineError(f"{action}: docker said: {text}") from e
     except docker.errors.DockerException as e:
         raise _connection_error(e) from e
+    except (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError,
+            http.client.HTTPException) as e:
+        raise _lost(action) from e
     except (OSError, requests.exceptions.ConnectionError, ConnectionError) as e:
+        if isinstance(e, requests.exceptions.ConnectionError) and any(
+                isinstance(a, urllib3.exceptions.ProtocolError) for a in e.args):
+            raise _lost(action) from e  # requests' wrapping of the same broken answer
         raise _connection_error(e) from e
+
+
+def _lost(action: str) -> DaemonUnavailableError:
+    """The daemon went away in the middle of an answer (killed or restarted mid-build)."""
+    return DaemonUnavailableError(
+        f"{action}: the connection to the Docker daemon was lost; nothing was kept. Check that "
+        "it runs (docker info), then try again")
 
 
 def _connection_error(e: BaseException) -> SandmanError:
@@ -120,6 +144,24 @@ class Engine:
             imgs = self.client.images.list(filters={"label": filters})
         return [_image_info(i) for i in imgs]
 
+    def image_list(self, label: str = f"{LABEL}.tool") -> list[ImageInfo]:
+        """Every image carrying label, from one listing call.
+
+        `images()` inspects each image after listing them, so an image removed in between by
+        someone else (another user's gc, a test) fails the whole call; gc needs a listing that
+        a busy shared daemon cannot break.
+        """
+        with translate("listing images"):
+            found = self.api.images(filters={"label": [label]})
+        out = []
+        for i in found:
+            tags = tuple(t for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
+            created = datetime.fromtimestamp(int(i.get("Created") or 0), UTC)
+            out.append(ImageInfo(id=str(i["Id"]), tags=tags, labels=dict(i.get("Labels") or {}),
+                                 size=int(i.get("Size") or 0),
+                                 created=created.strftime("%Y-%m-%dT%H:%M:%SZ")))
+        return out
+
     def tag(self, image_id: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
         with translate(f"tagging {ref}"):
@@ -128,6 +170,23 @@ class Engine:
     def remove_image(self, ref: str, *, force: bool = False) -> None:
         with contextlib.suppress(ImageMissingError), translate(f"removing image {ref}"):
             self.api.remove_image(ref, force=force, noprune=False)
+
+    def untag(self, ref: str) -> str | None:
+        """Remove one name of an image, never forced: docker deletes the image with its last
+        name, unless a container (running or stopped) or a child image still needs it.
+
+        Returns None when the name (or the image) is gone, else docker's reason for refusing.
+        """
+        with translate(f"removing {ref}"):
+            try:
+                self.api.remove_image(ref, force=False, noprune=False)
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as e:
+                if e.status_code == 409:
+                    return str(e.explanation or e)
+                raise
+        return None
 
     def pull(self, ref: str) -> ImageInfo:
         repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
@@ -148,7 +207,7 @@ class Engine:
         m = re.search(r"sha256:[0-9a-f]{64}", str(out))
         info = self.image(ref)
         if info is None:
-            raise SandmanError(f"importing {ref}: docker did not create the image ({out!r})")
+            raise EngineError(f"importing {ref}: docker did not create the image ({out!r})")
         return m.group(0) if m else info.id
 
     def build(
@@ -164,6 +223,8 @@ class Engine:
         tail: deque[str] = deque(maxlen=LOG_TAIL)
         step = "the build"
         image_id: str | None = None
+        with contextlib.suppress(SandmanError):
+            self.remove_build_leftovers()
         with translate(f"building {what}"):
             stream = self.api.build(
                 fileobj=context,
@@ -178,6 +239,7 @@ class Engine:
             for chunk in stream:
                 if "stream" in chunk:
                     for line in ANSI_RE.sub("", chunk["stream"]).splitlines():
+                        line = safe(line)  # what a build prints may hold escape sequences
                         if not line.strip():
                             continue
                         if re.match(r"^Step \d+/\d+ :", line):
@@ -187,7 +249,7 @@ class Engine:
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 if "error" in chunk:
-                    msg = chunk.get("error", "").strip()
+                    msg = safe_lines(str(chunk.get("error", "")).strip())
                     tail.append(msg)
                     log = "\n".join(tail)
                     if _is_no_space(msg):
@@ -206,6 +268,34 @@ class Engine:
             raise BuildError(f"building {what}: the new image {image_id} vanished")
         return info.id
 
+    def remove_build_leftovers(self, min_age: float = 120.0) -> int:
+        """Remove the stopped containers of builds that never finished; return how many.
+
+        docker removes a build's intermediate containers itself, unless it dies mid-build:
+        then they stay, exited. They are found by BUILD_STEP_LABEL="1" (inherited from the
+        build's intermediate images; finished images carry it empty) and removed only once
+        stopped for `min_age` seconds, so another user's build in progress (which commits a
+        step's container the moment it exits) is never disturbed.
+        """
+        removed = 0
+        now = time.time()
+        with translate("removing containers left by an interrupted build"):
+            found = self.api.containers(all=True, filters={
+                "label": f"{BUILD_STEP_LABEL}=1", "status": ["exited", "dead", "created"]})
+            for c in found:
+                if f"{LABEL}.role" in (c.get("Labels") or {}):
+                    continue  # a container sandman ran on purpose, never a build step
+                if c.get("State") == "created":
+                    stopped = float(c.get("Created") or now)
+                else:
+                    finished = str(self.api.inspect_container(c["Id"])["State"].get("FinishedAt", ""))
+                    stopped = _epoch(finished, default=now)
+                if now - stopped >= min_age:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        self.api.remove_container(c["Id"], force=True)
+                        removed += 1
+        return removed
+
     def run_capture(
         self, image: str, command: list[str], *, entrypoint: list[str] | None = None,
         user: str | None = None, network: bool = False,
@@ -219,7 +309,15 @@ class Engine:
                 security_opt=["no-new-privileges"], cap_drop=["ALL"],
             )
             try:
-                container.start()
+                try:
+                    container.start()
+                except docker.errors.APIError as e:
+                    text = str(e.explanation or e)
+                    if re.search(r"no such file or directory|executable file not found", text,
+                                 re.IGNORECASE):
+                        # as `docker run` does: 127, the command is not in the image
+                        return 127, f"cannot run {command[0]}: {text}"
+                    raise
                 status = container.wait(timeout=300)
                 logs = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
             finally:
@@ -263,11 +361,23 @@ class Engine:
     def containers(self, **labels: str) -> list[ContainerInfo]:
         filters = [f"{LABEL}.{k}={v}" if v else f"{LABEL}.{k}" for k, v in labels.items()]
         with translate("listing containers"):
-            found = self.client.containers.list(all=True, filters={"label": filters})
+            found = self.client.containers.list(all=True, filters={"label": filters},
+                                                ignore_removed=True)  # removed meanwhile: gone
         return [ContainerInfo(c.id, c.name, dict(c.labels), c.status) for c in found]
 
+    def container_images(self) -> dict[str, list[str]]:
+        """Every container on the daemon (any state, anyone's), by the id of its image."""
+        with translate("listing containers"):
+            found = self.api.containers(all=True)
+        out: dict[str, list[str]] = {}
+        for c in found:
+            names = [str(n).lstrip("/") for n in c.get("Names") or []] or [str(c.get("Id", ""))[:12]]
+            out.setdefault(str(c.get("ImageID", "")), []).append(names[0])
+        return out
+
     def remove_container(self, ident: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound), translate(f"removing container {ident}"):
+        # suppress inside translate: translate would turn NotFound into an error first
+        with translate(f"removing container {ident}"), contextlib.suppress(docker.errors.NotFound):
             self.api.remove_container(ident, force=True)
 
     def push(self, ref: str, on_line: Callable[[str], None]) -> None:
@@ -280,10 +390,20 @@ class Engine:
                     on_line(str(chunk["status"]))
 
     def save(self, refs: list[str], out: IO[bytes]) -> None:
-        """`docker save` of several images into one stream: shared layers are written once."""
+        """`docker save` of several images into one stream: shared layers are written once.
+
+        The SDK's public calls save one image at a time (layers shared by a tool and its base
+        would be written twice), so this asks the Engine API's documented `GET /images/get`
+        with several names, through the client's public requests session.
+        """
+        url = f"{self.api.base_url}/v{self.api.api_version}/images/get"
         with translate(f"saving {', '.join(refs)}"):
-            res = self.api._get(self.api._url("/images/get"), params={"names": refs}, stream=True)
-            self.api._raise_for_status(res)
+            res = self.api.get(url, params={"names": refs}, stream=True)
+            if res.status_code != 200:
+                text = res.text.strip()
+                if res.status_code == 404:
+                    raise ImageMissingError(f"saving {', '.join(refs)}: {text}")
+                raise EngineError(f"saving {', '.join(refs)}: docker said: {text}")
             for block in res.iter_content(chunk_size=1 << 20):
                 out.write(block)
 
@@ -296,7 +416,7 @@ class Engine:
             blocks = iter(lambda: data.read(1 << 20), b"")
             for chunk in self.api.load_image(blocks):
                 if "error" in chunk:
-                    raise SandmanError(f"loading images: docker said: {chunk['error']}")
+                    raise EngineError(f"loading images: docker said: {chunk['error']}")
                 text = str(chunk.get("stream", "")).strip()
                 if text:
                     on_line(text)
@@ -304,6 +424,62 @@ class Engine:
                     if m:
                         loaded.append(m.group(1))
         return loaded
+
+
+class DryRunRefused(SandmanError):
+    """A dry run asked the engine to change something. It never reaches the user unless
+    sandman has a bug (exit 1): callers of a dry engine fall back to what they can see."""
+
+
+class DryRunEngine(Engine):
+    """An engine that looks and never touches: dry runs use it, so "nothing is built, pulled,
+    created or started" is enforced at the Docker boundary, not hoped for in every caller."""
+
+    def _refuse(self, what: str) -> Any:
+        raise DryRunRefused(f"dry run: sandman tried to {what} (a bug: please report it)")
+
+    def tag(self, image_id: str, ref: str) -> None:
+        self._refuse(f"tag {ref}")
+
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        self._refuse(f"remove {ref}")
+
+    def untag(self, ref: str) -> str | None:
+        return self._refuse(f"remove {ref}")
+
+    def pull(self, ref: str) -> ImageInfo:
+        return self._refuse(f"pull {ref}")
+
+    def import_tarball(self, tarball: Path, ref: str, changes: list[str]) -> str:
+        return self._refuse(f"import {ref}")
+
+    def build(self, context: IO[bytes], **kwargs: Any) -> str:  # type: ignore[override]
+        return self._refuse(f"build {kwargs.get('what', 'an image')}")
+
+    def run_capture(self, image: str, command: list[str], **kwargs: Any) -> tuple[int, str]:  # type: ignore[override]
+        return self._refuse(f"run {' '.join(command)} in {image}")
+
+    def read_files(self, image: str, files: list[str]) -> dict[str, bytes]:
+        return self._refuse(f"create a container of {image} to read files")
+
+    def remove_container(self, ident: str) -> None:
+        self._refuse(f"remove container {ident}")
+
+    def push(self, ref: str, on_line: Callable[[str], None]) -> None:
+        self._refuse(f"push {ref}")
+
+    def load(self, data: IO[bytes], on_line: Callable[[str], None]) -> list[str]:
+        return self._refuse("load images")
+
+
+def _epoch(stamp: str, *, default: float) -> float:
+    """Seconds since the epoch of docker's RFC 3339 time (nanoseconds and zone ignored: UTC)."""
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return default
 
 
 def _image_info(img: Any) -> ImageInfo:
@@ -314,4 +490,5 @@ def _image_info(img: Any) -> ImageInfo:
         labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
         size=int(attrs.get("Size") or 0),
         created=str(attrs.get("Created", "")),
+        env=tuple((attrs.get("Config") or {}).get("Env") or ()),
     )

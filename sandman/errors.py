@@ -3,8 +3,10 @@
 One root type; each subclass carries a user-facing one-line message and the exit code that
 scripts can rely on. The CLI maps them in one place (``cli.main``); the shim template uses the
 same numbers for the failures it detects itself (see docs/runtime.md for the table).
-The codes live in 105-124 so they stay clear of the common tool codes and of docker's own
-125 (engine failed), 126 (cannot invoke) and 127 (command not found).
+The codes live in 100-124 so they stay clear of the common tool codes and of docker's own
+125 (engine failed), 126 (cannot invoke) and 127 (command not found). Exit 1 means a bug:
+every failure sandman reports on purpose raises a subclass here, never SandmanError itself
+(tests/integration/test_state_errors.py checks the source for it).
 """
 
 from __future__ import annotations
@@ -105,6 +107,33 @@ class ConsentError(SandmanError):
     exit_code = 124
 
 
+CHECK_FAILED = 102  # not an error: `doctor` found a problem, `matrix --fail-on-diff` a difference
+
+
+class EngineError(SandmanError):
+    """The daemon refused or failed a request sandman made (its own message follows)."""
+
+    exit_code = 100
+
+
+class MissingProgramError(SandmanError):
+    """A program sandman runs on the host is not installed (mmdebstrap for `bootstrap`)."""
+
+    exit_code = 101
+
+
+class VersionMismatchError(BuildError):
+    """The version an image reports is not the one its recipe names (the new image is not kept)."""
+
+    exit_code = 103
+
+
+class SourceError(SandmanError):
+    """A source tarball cannot be downloaded or does not match its sha256 (nothing was built)."""
+
+    exit_code = 104
+
+
 class PinError(SandmanError):
     """A pin (`sandman use`, .sandman.toml) that cannot be honoured: its plain shim is missing."""
 
@@ -137,30 +166,44 @@ class IntegrityError(SandmanError):
     exit_code = 109
 
 
+# `sandman exit-codes` prints this; docs/runtime.md holds the same table, row for row
+# (tests/unit/test_cli_docs.py compares them).
 EXIT_CODES: dict[int, str] = {
-    0: "success (for a shim or `sandman run`: the tool's own status, 0-255, is passed on)",
-    1: "unexpected internal error (run with --debug for the traceback)",
-    USAGE: "bad command-line usage: unknown option, bad TOOL@VERSION syntax",
+    0: "success; for a shim or `sandman run`, the tool's own status, 0-255, is passed on",
+    1: "unexpected internal error, a bug (run with `--debug` for the traceback)",
+    USAGE: "bad command-line usage: unknown option, bad `TOOL@VERSION` syntax, a shim without a command",
+    EngineError.exit_code: "the Docker daemon refused or failed a request (its message follows)",
+    MissingProgramError.exit_code: "a program sandman runs on the host is not installed (`mmdebstrap`)",
+    CHECK_FAILED: "a check failed: `doctor` found a problem, or `matrix --fail-on-diff` saw the "
+                  "versions differ",
+    VersionMismatchError.exit_code: "the new image reports another version than its recipe's "
+                                    "`version_check` expects (nothing installed, a new image not kept)",
+    SourceError.exit_code: "a source (`sources`) cannot be downloaded or has the wrong sha256; "
+                           "nothing was built",
+    PinError.exit_code: "a pin cannot be honoured: the plain command's shim is missing",
+    MissingCommandError.exit_code: "commands the recipe declares are missing from the built image "
+                                   "(nothing is kept)",
+    StateWriteError.exit_code: "sandman's folders cannot be written (permission or read-only file "
+                               "system); the message names the path",
+    UnsafeInputError.exit_code: "a build input is not a regular file inside its recipe folder, or too large",
+    IntegrityError.exit_code: "a bundle or image does not match its manifest or fingerprint "
+                              "(nothing imported, no tag moved)",
+    LockError.exit_code: "a project's `sandman.lock` records another fingerprint than the install would give",
     NotFoundError.exit_code: "unknown tool, version or repo (the message lists what exists)",
-    RecipeError.exit_code: "a recipe does not parse or validate (message starts with file:line)",
+    RecipeError.exit_code: "a recipe does not parse or validate (the message starts with file:line)",
     KitError.exit_code: "a vendor kit is missing, unreadable or has the wrong sha256",
     BuildError.exit_code: "an image build or its smoke test failed (the previous image is kept)",
     DaemonUnavailableError.exit_code: "the Docker daemon cannot be reached",
     DaemonPermissionError.exit_code: "permission denied on the Docker socket",
     ImageMissingError.exit_code: "the image an install needs is gone, or a base image cannot be had",
-    MountError.exit_code: "a mount source is missing, refused or cannot be mapped",
+    MountError.exit_code: "a mount source is missing, refused (/, home, Docker socket) or cannot be mapped",
     ConflictError.exit_code: "a file sandman did not write is in the way",
     UntrustedError.exit_code: "a recipe from a repository that is not trusted yet",
     RemoteError.exit_code: "a registry or git remote failed",
-    NoSpaceError.exit_code: "no space left on the device (Docker data root or sandman's dirs)",
-    StateError.exit_code: "install state or config.toml is unreadable or invalid",
-    LockError.exit_code: "sandman.lock records another fingerprint than the install would give",
-    ConsentError.exit_code: "an updated recipe changes mounts, env or network: rerun with --yes to accept",
-    PinError.exit_code: "a pin cannot be honoured: the plain command's shim is missing",
-    MissingCommandError.exit_code: "commands the recipe declares are missing from the built image",
-    StateWriteError.exit_code: "sandman's folders cannot be written (permission or read-only file system)",
-    UnsafeInputError.exit_code: "a build input is not a regular file inside its recipe folder, or too large",
-    IntegrityError.exit_code: "a bundle or image does not match its manifest or fingerprint",
+    NoSpaceError.exit_code: "no space left on the device (Docker data root or sandman's folders)",
+    StateError.exit_code: "install state or config.toml is unreadable or invalid (the message says "
+                          "how to repair it)",
+    ConsentError.exit_code: "an updated recipe changes mounts, env or network: rerun with `--yes` to accept",
     125: "docker could not create or start the container (docker's own code; its message follows)",
     126: "the command in the image cannot be run (docker's own code)",
     127: "the command does not exist in the image (docker's own code)",

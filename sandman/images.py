@@ -1,21 +1,38 @@
-"""What sandman knows about its images: facts read once per image, and which ones are garbage.
+"""What sandman knows about its images: facts read once per image, who holds them, what is garbage.
 
 Facts (the image's passwd and group files and its locales) are read at install time so the
 shim can give the invoking user a passwd entry and a locale the image really has, without
 asking the image anything on the hot path.
+
+Ownership lives on the daemon, where every user and every SANDMAN_HOME can see it: each home
+holds a *root*, an extra tag `sandman-root/<home-id>/<tool>:<version>`, on the image each of its
+installs uses, and every image a roots-aware sandman made or used carries the *claim* tag
+`sandman-claimed:<fingerprint>`. `gc` (anyone's) removes only claimed images that no root holds
+and no container uses, and untagged sandman images (lost build races, rebuilds) once they are
+old enough not to be a build in progress. Images from an earlier sandman carry no claim: they
+stay until a home that uses them claims them (install, reshim or gc there) or `gc --unclaimed`.
+See docs/guide.md, "Images, ownership and gc".
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sandman.engine import LABEL, Engine, ImageInfo
+from sandman.errors import ImageMissingError
 from sandman.installs import InstallRecord, atomic_write
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
+
+if TYPE_CHECKING:
+    from sandman.engine import Engine, ImageInfo
 
 
 @dataclass(frozen=True)
@@ -44,7 +61,12 @@ def facts(engine: Engine, paths: Paths, image_id: str) -> ImageFacts:
             return ImageFacts(d["passwd"], d["group"], tuple(d["locales"]))
         except (ValueError, KeyError):
             pass
-    files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale"])
+    from sandman.engine import DryRunRefused
+
+    try:
+        files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale"])
+    except DryRunRefused:  # a dry run creates no probe container: plain defaults, not cached
+        return ImageFacts("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n", ("c", "posix"))
     locales = {"c", "posix"}
     # glibc >= 2.35 has C.UTF-8 built in; Debian's libc-bin ships C.utf8 in /usr/lib/locale.
     for name in files.get("/usr/lib/locale", b"").decode("utf-8", "replace").split("\n"):
@@ -84,18 +106,216 @@ def current_ids() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def garbage(engine: Engine, records: list[InstallRecord]) -> list[ImageInfo]:
-    """Images of an installed tool@version built from an older fingerprint.
+# -- ownership: roots, claims and gc ----------------------------------------------------------
+ROOT_REPO = "sandman-root"
+CLAIM_REPO = "sandman-claimed"
+DANGLING_GRACE = 600  # seconds: an untagged image younger than this may be a build in progress
+SAFE_TAG_RE = re.compile(r"[^A-Za-z0-9_.-]")
 
-    Only versions installed here are considered: the daemon may serve other users and other
-    SANDMAN_HOMEs, whose images this install knows nothing about and must not delete.
+
+def home_id(paths: Paths) -> str:
+    """A short, stable name for this SANDMAN_HOME on the daemon.
+
+    The resolved state folder names the home (two spellings of one path are one home); the
+    uid keeps apart two users who see the same path as different folders (a per-user /tmp,
+    containers, another mount namespace). 12 hex digits: a collision needs ~16 million homes.
     """
-    current = {(r.tool, r.version): r for r in records}
-    out = []
-    for img in engine.images():
-        rec = current.get((img.labels.get(f"{LABEL}.tool"), img.labels.get(f"{LABEL}.version")))
-        if rec is None or img.id == rec.image_id:
+    key = f"{os.geteuid()}:{paths.state_dir.resolve()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def root_ref(paths: Paths, tool: str, version: str) -> str:
+    """This home's root for tool@version: one name, so a new install moves it to the new image."""
+    safe = SAFE_TAG_RE.sub("_", version)
+    if safe != version:  # keep two versions that differ only in a replaced character apart
+        safe = f"{safe}-{hashlib.sha256(version.encode()).hexdigest()[:6]}"
+    return f"{ROOT_REPO}/{home_id(paths)}/{tool}:{safe}"
+
+
+def claim_ref(fingerprint: str) -> str:
+    return f"{CLAIM_REPO}:{fingerprint}"
+
+
+def roots_of(tags: tuple[str, ...]) -> set[str]:
+    """The home ids whose roots are among tags."""
+    out = set()
+    for t in tags:
+        parts = t.split(":", 1)[0].split("/")
+        if len(parts) == 3 and parts[0] == ROOT_REPO:
+            out.add(parts[1])
+    return out
+
+
+def is_sandman_tag(tag: str) -> bool:
+    """A name sandman gives: its own image tag, a root, a claim (anything else is someone's)."""
+    repo = tag.rsplit(":", 1)[0]
+    return repo.startswith(("sandman/", f"{ROOT_REPO}/")) or repo == CLAIM_REPO
+
+
+def add_root(engine: Engine, paths: Paths, rec: InstallRecord) -> None:
+    """This home uses rec's image: root it (moving the root off an older image of the same
+    tool@version) and claim it, so any user's gc knows it is held and was made under roots."""
+    if engine.image(rec.image_id) is None:
+        raise ImageMissingError(f"{rec.key}: image {rec.image_tag} ({rec.image_id[:19]}) is gone "
+                                f"(removed meanwhile?); run: sandman install {rec.key}")
+    engine.tag(rec.image_id, root_ref(paths, rec.tool, rec.version))
+    engine.tag(rec.image_id, claim_ref(rec.fingerprint))
+
+
+def drop_root(engine: Engine, paths: Paths, rec: InstallRecord) -> None:
+    """This home no longer uses rec's image; `gc` takes it once no home holds it."""
+    engine.untag(root_ref(paths, rec.tool, rec.version))
+
+
+def claim_missing_roots(engine: Engine, paths: Paths, records: list[InstallRecord],
+                        known: list[ImageInfo]) -> int:
+    """Root every image this home's records use that lacks the root (installs made by a
+    sandman from before roots); returns how many were added."""
+    by_id = {img.id: img for img in known}
+    added = 0
+    for rec in records:
+        img = by_id.get(rec.image_id)
+        if img is None:
             continue
-        if img.labels.get(f"{LABEL}.fingerprint") != rec.fingerprint:
-            out.append(img)
+        wanted = (root_ref(paths, rec.tool, rec.version), claim_ref(rec.fingerprint))
+        if any(t not in img.tags for t in wanted):
+            add_root(engine, paths, rec)
+            added += 1
+    return added
+
+
+def drop_stale_roots(engine: Engine, paths: Paths, records: list[InstallRecord],
+                     known: list[ImageInfo]) -> int:
+    """Remove this home's roots that no install record of it explains (an uninstall whose
+    untag the daemon refused, a record deleted by hand); returns how many went."""
+    mine = f"{ROOT_REPO}/{home_id(paths)}/"
+    wanted = {root_ref(paths, r.tool, r.version) for r in records}
+    dropped = 0
+    for img in known:
+        for t in img.tags:
+            if t.startswith(mine) and t not in wanted and engine.untag(t) is None:
+                dropped += 1
+    return dropped
+
+
+def publish(engine: Engine, image_id: str, ref: str, fingerprint: str, *, replace: bool) -> str:
+    """Give a freshly built image its tag, unless another build of the same fingerprint (in
+    another SANDMAN_HOME, whose lock this build cannot see) got there first: then ours is
+    discarded and theirs is used, so the race leaves no untagged image behind. With replace
+    (`--force`) ours takes the tag regardless. Returns the id that holds ref."""
+    def equivalent(info: ImageInfo | None) -> bool:
+        return info is not None and info.id != image_id and \
+            info.labels.get(LABEL_FINGERPRINT) == fingerprint
+
+    held = engine.image(ref)
+    if not replace and equivalent(held):
+        assert held is not None
+        engine.remove_image(image_id, force=True)  # ours: nobody else knows its id
+        return held.id
+    engine.tag(image_id, ref)
+    engine.tag(image_id, claim_ref(fingerprint))
+    now = engine.image(ref)
+    if not replace and equivalent(now):  # another build tagged between our look and our tag
+        assert now is not None
+        engine.tag(now.id, claim_ref(fingerprint))
+        engine.remove_image(image_id, force=True)
+        return now.id
+    return image_id
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What gc does with one sandman image, and why (printed by `gc --dry-run`)."""
+
+    image: ImageInfo
+    remove: bool  # gc meant to remove it
+    reason: str
+    done: bool = False  # it was removed (never in a dry run; False when the daemon refused)
+
+    @property
+    def name(self) -> str:
+        own = [t for t in self.image.tags if t.startswith("sandman/")]
+        return (own or list(self.image.tags) or [self.image.id[:19]])[0]
+
+
+def _age(created: str, now: datetime) -> float:
+    """Seconds since docker's `Created` (UTC, nanoseconds dropped); unknown counts as old."""
+    m = re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", created)
+    if not m:
+        return float("inf")
+    when = datetime.fromisoformat(m.group(0)).replace(tzinfo=UTC)
+    return (now - when).total_seconds()
+
+
+def judge(img: ImageInfo, used: dict[str, list[str]], *, unclaimed: bool,
+          now: datetime) -> Verdict:
+    homes = roots_of(img.tags)
+    if homes:
+        return Verdict(img, False, f"rooted by {len(homes)} home{'s' if len(homes) > 1 else ''}")
+    users = used.get(img.id)
+    if users:
+        more = f" (+{len(users) - 1})" if len(users) > 1 else ""
+        return Verdict(img, False, f"used by container {users[0]}{more}")
+    foreign = [t for t in img.tags if not is_sandman_tag(t)]
+    if foreign:
+        return Verdict(img, False, f"also tagged {foreign[0]} (not a sandman name)")
+    if not img.tags:
+        age = _age(img.created, now)
+        if age < DANGLING_GRACE:
+            return Verdict(img, False, f"untagged, {int(age)}s old (may be a build in "
+                                       f"progress; removed once {DANGLING_GRACE}s old)")
+        return Verdict(img, True, "untagged (a lost build race or a rebuild), no container")
+    if any(t.startswith(f"{CLAIM_REPO}:") for t in img.tags):
+        return Verdict(img, True, "no root (no home uses it)")
+    if unclaimed:
+        return Verdict(img, True, "no root, from an earlier sandman (--unclaimed)")
+    return Verdict(img, False, "from an earlier sandman, claimed by no home yet (a home "
+                               "that uses it claims it on its next install, reshim or gc; "
+                               "--unclaimed removes it)")
+
+
+def _remove(engine: Engine, v: Verdict) -> Verdict:
+    """Remove one image name by name, never forced: a root added meanwhile, or a container
+    created meanwhile, keeps it (the daemon itself refuses to delete an image in use)."""
+    info = engine.image(v.image.id)
+    if info is None:
+        return Verdict(v.image, True, v.reason, done=True)
+    if roots_of(info.tags):
+        return Verdict(v.image, True, "rooted meanwhile")
+    for ref in info.tags or (info.id,):
+        if not is_sandman_tag(ref) and ref != info.id:
+            return Verdict(v.image, True, f"tagged {ref} meanwhile")
+        refused = engine.untag(ref)
+        if refused:
+            return Verdict(v.image, True, f"docker refused ({refused})")
+    return Verdict(v.image, True, v.reason, done=True)
+
+
+def collect(engine: Engine, paths: Paths, records: list[InstallRecord], *, dry_run: bool,
+            unclaimed: bool = False, tools: frozenset[str] = frozenset()) -> list[Verdict]:
+    """gc: judge every sandman image on the daemon (anyone's; only those of `tools` when
+    given), remove the unheld ones.
+
+    This home's own installs are rooted first (installs from before roots existed), so a gc
+    never removes what the home running it uses, dry run or not.
+    """
+    def listing() -> list[ImageInfo]:
+        found = engine.image_list()
+        return [i for i in found if i.labels.get(LABEL_TOOL) in tools] if tools else found
+
+    known = listing()
+    if not dry_run and (claim_missing_roots(engine, paths, records, known) +
+                        drop_stale_roots(engine, paths, records, known)):
+        known = listing()
+    held_here = {r.image_id for r in records}
+    used = engine.container_images()
+    now = datetime.now(UTC)
+    out = []
+    for img in sorted(known, key=lambda i: (i.tags[:1], i.id)):
+        v = judge(img, used, unclaimed=unclaimed, now=now)
+        if dry_run and img.id in held_here and v.remove:  # it would be rooted first
+            v = Verdict(img, False, "used by an install of this home (a real gc roots it first)")
+        if v.remove and not dry_run:
+            v = _remove(engine, v)
+        out.append(v)
     return out

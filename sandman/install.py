@@ -64,7 +64,10 @@ def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
 
     reg = registry.configured(ctx)
     fetch = registry.fetcher(ctx, reg) if reg else None
-    result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch)
+    from sandman.sources import configured_mirror
+
+    result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch,
+                          mirror=configured_mirror(ctx.config.sources_mirror, ctx.env))
     ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
     return result
 
@@ -174,7 +177,7 @@ class _Prefixed:
 
 
 def finish(ctx: Context, r: Resolved, result: BuildResult) -> InstallResult:
-    """The image exists: write the shims and the install record."""
+    """The image exists: write the shims and the install record (with what the shims bake in)."""
     rt = r.version.runtime
     names = shims.shim_names(r.recipe.tool, r.version.version, rt)
     previous = installs.load(ctx.paths, r.recipe.tool, r.version.version)
@@ -192,10 +195,29 @@ def finish(ctx: Context, r: Resolved, result: BuildResult) -> InstallResult:
         recipe_file=str(r.entry.recipe_file), fingerprint=result.fingerprint,
         image_id=result.image_id, image_tag=result.tag, shims=tuple(names),
         bin_dir=str(ctx.paths.bin_dir), installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        runtime=runtime_to_dict(rt),
+        runtime=runtime_to_dict(rt), shim_inputs=shims.made_from(sctx.settings, sctx.warm_idle_minutes),
+        full_version=result.full_version,
     )
+    images.add_root(ctx.engine, ctx.paths, record)  # this home holds the image: no gc takes it
     installs.write_record(ctx.paths, record)
     return InstallResult(record, result.built, written)
+
+
+def rewrite_shims(ctx: Context, spec: Spec, approve: consent.Approver | None = None) -> InstallResult:
+    """Bring an install's shims up to date with its recipe (no build): `upgrade` of a stale shim.
+
+    The recipe's runtime settings may have changed (env, mounts, commands...): changed
+    permissions need consent as with `install`. The image must still be the one installed.
+    """
+    rec = installed(ctx, spec)
+    info = ctx.engine.image(rec.image_tag)
+    if info is None or (rec.image_id and info.id != rec.image_id):
+        raise ImageMissingError(f"{rec.key}: image {rec.image_tag} is gone or was replaced; "
+                                f"run: sandman upgrade {rec.key}")
+    r = prepare(ctx, spec, approve)
+    return finish(ctx, r, BuildResult(image_id=rec.image_id, tag=rec.image_tag,
+                                      fingerprint=rec.fingerprint, built=False,
+                                      full_version=rec.full_version))
 
 
 def installed(ctx: Context, spec: Spec) -> InstallRecord:
@@ -208,6 +230,7 @@ def installed(ctx: Context, spec: Spec) -> InstallRecord:
 
 def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     rec = installed(ctx, spec)
+    images.drop_root(ctx.engine, ctx.paths, rec)  # gc may take the image once no home holds it
     removed = shims.remove_shims(Path(rec.bin_dir), rec.shims, rec.key)
     installs.remove_record(ctx.paths, rec.tool, rec.version)
     if (ctx.paths.state_dir / "warm").is_dir():  # its warm containers go too (daemon permitting)
@@ -219,22 +242,41 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
 
 
 def reshim(ctx: Context, spec: Spec) -> list[Path]:
-    """Rewrite an install's shims from its record and the current config (no build)."""
+    """Rewrite an install's shims from its record, the current config and runtime (no build).
+
+    The recipe's settings stay those of the record (taking a changed recipe's is `upgrade`,
+    which asks for consent when permissions change); what changes is the shim runtime (a new
+    sandman), config.toml, the host's docker. The record then says what the shims are made of.
+    """
+    from dataclasses import replace
+
     rec = installed(ctx, spec)
     if ctx.engine.image(rec.image_tag) is None:
         raise ImageMissingError(f"{rec.key}: image {rec.image_tag} is gone; run: sandman install {rec.key}")
+    images.add_root(ctx.engine, ctx.paths, rec)  # claims an install made before roots existed
     rt = runtime_from_dict(rec.runtime)
     sctx = shim_context(ctx, rec.tool, rec.version, rec.image_tag, rec.image_id, rt)
-    return shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in rec.shims},
-                             rec.key)
+    written = shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in rec.shims},
+                                rec.key)
+    inputs = shims.made_from(sctx.settings, sctx.warm_idle_minutes)
+    if inputs != rec.shim_inputs:
+        installs.write_record(ctx.paths, replace(rec, shim_inputs=inputs))
+    return written
 
 
-def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...]) -> tuple[str, str]:
-    """The shim script for a one-off `sandman run` (building the image first if needed)."""
+def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...], *,
+               dry_run: bool = False) -> tuple[str, str]:
+    """The shim script for a one-off `sandman run` (building the image first if needed; a dry
+    run builds, pulls and creates nothing: it names the tag it would use)."""
+    from sandman import dryrun
+
+    ctx = dryrun.dry_context(ctx) if dry_run else ctx
     r = resolve(ctx, spec)
     rec = installs.load(ctx.paths, r.recipe.tool, r.version.version)
     if rec is not None and ctx.engine.image(rec.image_tag) is not None:
         tag, image_id = rec.image_tag, rec.image_id
+    elif dry_run:
+        tag, image_id = dryrun.planned_image(ctx, r)
     else:
         result = build(ctx, r)
         tag, image_id = result.tag, result.image_id

@@ -11,6 +11,7 @@ stream cannot be replayed to several readers without buffering it all first.
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import shlex
 import shutil
@@ -91,13 +92,38 @@ def parse_targets(text: str, ctx: Context | None = None) -> list[Spec]:
     return specs
 
 
-def prepare(ctx: Context, specs: Sequence[Spec], extra_mounts: tuple[str, ...] = ()) -> list[Target]:
-    """Render each version's run script (building any image that is missing, one at a time)."""
+def check_command(targets: str, command: Sequence[str], argv: Sequence[str]) -> None:
+    """Refuse a second target written without a comma (`matrix a@1 a@2 -- CMD`).
+
+    Such a word ends up as the command's first word, and every version would be asked to run
+    a program called `a@2`. A first word that looks like TOOL@VERSION is taken as the command
+    only when the user wrote `--` right before it (argv: the raw arguments).
+    """
+    if not command or "@" not in command[0] or command[0].startswith("-"):
+        return
+    word = command[0]
+    try:
+        spec = parse_spec(word)
+    except UsageError:
+        return  # not TOOL@VERSION: an ordinary command word
+    if any(a == "--" and b == word for a, b in itertools.pairwise(argv)):
+        return
+    last = targets.split(",")[-1]
+    same_tool = "@" in last and last.split("@")[0] == word.split("@")[0]
+    joined = f"{targets},{spec.version if same_tool else word}"
+    raise UsageError(f"'{word}' after '{targets}' looks like a second target: separate targets "
+                     f"with a comma, not a space (sandman matrix {joined} -- CMD ARGS)")
+
+
+def prepare(ctx: Context, specs: Sequence[Spec], extra_mounts: tuple[str, ...] = (), *,
+            dry_run: bool = False) -> list[Target]:
+    """Render each version's run script (building any image that is missing, one at a time;
+    a dry run builds nothing and says which images are not built yet)."""
     from sandman.install import run_script
 
     out = []
     for spec in specs:
-        name, script = run_script(ctx, spec, extra_mounts)
+        name, script = run_script(ctx, spec, extra_mounts, dry_run=dry_run)
         out.append(Target(spec.tool, str(spec.version), name, script))
     return out
 

@@ -2,6 +2,11 @@
 
 Tests and CI point ``SANDMAN_HOME`` at a temporary folder and everything (config, state, cache,
 shims) follows, so no test ever touches the real user's files.
+
+Who may read what (docs/runtime.md, "Who can read what"): the state folder (install records,
+logs, locks, secrets for the shims), the cache and a separate config folder are the owner's
+alone (0700); the bin folder and, under data/, the shim runtime and the images' passwd files
+are read by whoever runs the shims (0755). state.make_private applies it on every command.
 """
 
 from __future__ import annotations
@@ -77,7 +82,9 @@ class Paths:
 
     @property
     def passwd_dir(self) -> Path:
-        return self.state_dir / "passwd"
+        """The images' passwd/group files: shared (0755/0644) like the shim runtime, because
+        whoever runs the shims reads them; they hold no secret (an image's own /etc/passwd)."""
+        return self.data_dir / "passwd"
 
     @property
     def log_dir(self) -> Path:

@@ -4,8 +4,11 @@ The choice, first match wins: `SANDMAN_<TOOL>_VERSION` (one command), the neares
 `.sandman.toml` walking up from the current directory that names the tool, then the global
 choice (`<config>/versions.toml`). The unversioned shim (shims/default.bash) makes the same
 choice with bash builtins only, so the pin files are read line by line, not as full TOML:
-`tool = "version"` lines under `[tools]`. Python reads them with the same rule and refuses a
-file where full TOML would see something else, so `sandman which` never disagrees with the shim.
+`tool = "version"` lines under `[tools]`. `scan` here is the same reader, rule for rule and
+message for message: a line the shim cannot read stops both with `FILE:LINE: ...` (exit 123),
+so a broken pin never lets the plain command fall through to the host's tool. Python also
+parses the file as TOML and refuses one where TOML would see something else, so
+`sandman which` never disagrees with the shim.
 
 `sandman.lock` beside the project file records, per tool, the recipe source, the repository
 commit and the fingerprint an install produced, so a teammate's install can tell when it would
@@ -25,15 +28,20 @@ from typing import Any
 from sandman import installs, repos, shims
 from sandman.catalog import Spec
 from sandman.context import Context
-from sandman.errors import LockError, NotFoundError, StateError, UsageError
+from sandman.errors import USAGE, LockError, NotFoundError, StateError, UsageError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import VERSION_RE, tomllib
+from sandman.text import safe
 
 PROJECT_FILE = ".sandman.toml"
 LOCK_FILE = "sandman.lock"
 LOCK_SCHEMA = 1
-LINE_RE = re.compile(r"""^["']?([A-Za-z0-9._-]+)["']?[ \t]*=[ \t]*("([^"]*)"|'([^']*)')[ \t]*(#.*)?$""")
+# The shim's regular expressions (shims/default.bash), in Python's spelling.
+PIN_RE = re.compile(r"""^(?:([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'([A-Za-z0-9._-]+)')"""
+                    r"""[ \t\r\v\f]*=[ \t\r\v\f]*(?:"([^"]*)"|'([^']*)')[ \t\r\v\f]*(?:#.*)?\Z""")
+HEAD_RE = re.compile(r"^\[(\[?)([^][#]*)\](\]?)[ \t\r\v\f]*(?:#.*)?\Z")
 BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SPACE = " \t\r\v\f"  # bash's [[:space:]] within a line
 
 
 def global_file(paths: Paths) -> Path:
@@ -57,39 +65,101 @@ def cwd_of(env: dict[str, str]) -> Path:
     return Path(real)
 
 
-def parse_lines(text: str) -> dict[str, str]:
-    """The pins as the shim reads them: `key = "value"` lines in the [tools] table."""
+class PinSyntaxError(ValueError):
+    """A line of a pin file that the shim cannot read: `line` is 1-based."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line = line
+        self.message = message
+
+
+def _name(text: str) -> str:
+    """A table or key name as the shim compares it: spaces and quotes taken out."""
+    return "".join(c for c in text if c not in SPACE + "\"'")
+
+
+def scan(text: str) -> dict[str, str]:
+    """The pins as the shim reads them, checking every line the way the shim does.
+
+    `tool = "version"` lines in the one [tools] table; comments, blank lines and other tables
+    are passed over. A malformed table header, a table inside [tools], a second [tools], a
+    top-level `tools` key, a [tools] line that is not a pin, a tool pinned twice or a value
+    that is not a version raise PinSyntaxError with the line number.
+    """
     pins: dict[str, str] = {}
-    section = None
-    for raw in text.splitlines():
-        line = raw.strip()
+    section = ""
+    had_tools = False
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip(SPACE)
         if not line or line.startswith("#"):
             continue
         if line.startswith("["):
-            section = line[1:].split("]", 1)[0].strip()
+            h = HEAD_RE.match(line)
+            if not h or len(h.group(1)) != len(h.group(3)):
+                raise PinSyntaxError(n, "malformed table header")
+            name = _name(h.group(2))
+            section = "other"
+            if name.startswith("tools.") or (name == "tools" and h.group(1)):
+                raise PinSyntaxError(n, '[tools] holds only tool = "version" lines, not tables')
+            if name == "tools":
+                if had_tools:
+                    raise PinSyntaxError(n, "a second [tools] table")
+                section, had_tools = "tools", True
             continue
-        m = LINE_RE.match(line)
-        if section == "tools" and m:
-            pins.setdefault(m.group(1), m.group(3) if m.group(3) is not None else m.group(4))
+        if section == "tools":
+            m = PIN_RE.match(line)
+            if not m:
+                raise PinSyntaxError(n, 'write each pin as tool = "version"')
+            key = m.group(1) or m.group(2) or m.group(3)
+            version = m.group(4) if m.group(4) is not None else m.group(5)
+            if key in pins:
+                raise PinSyntaxError(n, f"{key} is pinned twice")
+            if not VERSION_RE.match(version):
+                raise PinSyntaxError(n, f"{key}: not a version (letters, digits and . _ + - only)")
+            pins[key] = version
+        elif not section:
+            name = _name(line.split("=", 1)[0])
+            if name == "tools" or name.startswith("tools."):
+                raise PinSyntaxError(n, "pins go in a [tools] table")
     return pins
 
 
 def read_pins(file: Path) -> dict[str, str]:
+    """file's pins; StateError `FILE:LINE: ...` for what the shim would stop on, and for TOML
+    that reads differently from the shim's lines."""
     try:
-        text = file.read_text(encoding="utf-8")
-        data = tomllib.loads(text)
+        raw = file.read_bytes()
     except OSError as e:
         raise StateError(f"{file}: cannot read: {e.strerror}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise StateError(f"{file}: invalid TOML: {e}") from e
-    tools = data.get("tools", {})
-    pins = parse_lines(text)
-    if not isinstance(tools, dict) or tools != pins:
-        raise StateError(f"{file}: write each pin as a line `tool = \"version\"` under [tools] "
-                         "(the shims read that form only)")
-    for tool, version in pins.items():
-        if not VERSION_RE.match(version):
-            raise StateError(f"{file}: tools.{tool}: '{version}' is not a version")
+    return pins_of(file, raw)
+
+
+def pins_of(file: Path, raw: bytes) -> dict[str, str]:
+    """read_pins on content that is (or is about to be) file's."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        pins = scan(text)
+    except PinSyntaxError as e:
+        raise StateError(f"{file}:{e.line}: {e.message}") from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise StateError(f"{file}:{line}: invalid TOML: not UTF-8") from e
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\s*\(at (?:line (\d+), column \d+|end of document)\)", str(e))
+        line = int(m.group(1)) if m and m.group(1) else text.rstrip("\n").count("\n") + 1
+        why = str(e)[: m.start()] if m else str(e)
+        raise StateError(f"{file}:{line}: invalid TOML: {safe(why)}") from e
+    if data.get("tools", {}) != pins:
+        at = next((n for n, raw_line in enumerate(text.split("\n"), 1)
+                   if _name(raw_line.split("]", 1)[0]) == "[tools"), 1)
+        raise StateError(f"{file}:{at}: [tools] reads differently as TOML than as "
+                         'tool = "version" lines; write each pin as one such line')
     return pins
 
 
@@ -128,20 +198,32 @@ def choose(paths: Paths, tool: str, cwd: Path, env: dict[str, str]) -> Choice:
 
 
 def set_pin(file: Path, tool: str, version: str) -> None:
-    """Add or change one line of the [tools] table, keeping the rest of the file as it is."""
-    lines = file.read_text(encoding="utf-8").splitlines() if file.exists() else []
+    """Add or change one line of the [tools] table, keeping the rest of the file as it is.
+
+    A file the shim cannot read is left alone (its FILE:LINE error says what to fix); the new
+    content is checked before it replaces the old.
+    """
+    old = None
+    if file.exists():
+        try:
+            old = file.read_bytes()
+        except OSError as e:
+            raise StateError(f"{file}: cannot read: {e.strerror}") from e
+        pins_of(file, old)
+    lines = old.decode("utf-8").splitlines() if old is not None else []
     key = tool if BARE_KEY_RE.match(tool) else json.dumps(tool)
     new = f'{key} = "{version}"'
-    section, tools_at, done = None, None, False
+    section, tools_at, done = "", None, False
     for i, raw in enumerate(lines):
-        line = raw.strip()
+        line = raw.strip(SPACE)
         if line.startswith("["):
-            section = line[1:].split("]", 1)[0].strip()
+            h = HEAD_RE.match(line)
+            section = "tools" if h and not h.group(1) and _name(h.group(2)) == "tools" else "other"
             if section == "tools":
                 tools_at = i
             continue
-        m = LINE_RE.match(line)
-        if section == "tools" and m and m.group(1) == tool:
+        m = PIN_RE.match(line)
+        if section == "tools" and m and (m.group(1) or m.group(2) or m.group(3)) == tool:
             lines[i] = new
             done = True
             break
@@ -150,8 +232,9 @@ def set_pin(file: Path, tool: str, version: str) -> None:
             lines += ([""] if lines and lines[-1].strip() else []) + ["[tools]", new]
         else:
             lines.insert(tools_at + 1, new)
-    installs.atomic_write(file, ("\n".join(lines) + "\n").encode())
-    read_pins(file)  # what the shim will read is what we meant
+    data = ("\n".join(lines) + "\n").encode()
+    pins_of(file, data)  # what the shim will read is what we meant
+    installs.atomic_write(file, data)
 
 
 # -- the unversioned shims ---------------------------------------------------------------------
@@ -175,6 +258,9 @@ def render_default(paths: Paths, tool: str, command: str) -> str:
         "SM_BIN": shlex.quote(str(paths.bin_dir)),
         "SM_VAR": env_var(tool),
         "SM_GLOBAL": shlex.quote(str(global_file(paths))),
+        "SM_EXIT_USAGE": str(USAGE),
+        "SM_EXIT_NOT_FOUND": str(NotFoundError.exit_code),
+        "SM_EXIT_STATE": str(StateError.exit_code),
     }
     text = template.replace(shims.MARKER, f"{shims.MARKER}\n# for: {tool}", 1)
     return text.replace("@@VALUES@@", "\n".join(f"{k}={v}" for k, v in values.items()), 1)
@@ -214,11 +300,73 @@ class UseResult:
 
 
 def use(ctx: Context, tool: str, version: str, *, global_: bool, cwd: Path) -> UseResult:
+    """Pin tool@version and write its plain shims: the shims first, so a pin never exists
+    without them (a plain command whose shim is missing would run the host's tool instead)."""
     ctx.catalog.resolve(Spec(tool, version))  # a tool and version that exist
     file = global_file(ctx.paths) if global_ else (find_project(cwd) or cwd / PROJECT_FILE)
-    set_pin(file, tool, version)
+    if file.exists():
+        read_pins(file)  # a broken pin file stops here, before any shim is written
     written = write_defaults(ctx, tool, version)
+    set_pin(file, tool, version)
     return UseResult(file, written, installs.load(ctx.paths, tool, version) is not None)
+
+
+def plain_names(paths: Paths, tool: str, version: str) -> list[str]:
+    """The plain commands a pin of tool@version makes: the tool, and the installed version's
+    commands (from its install record; only the tool's name when it is not installed)."""
+    try:
+        rec = installs.load(paths, tool, version)
+    except StateError:
+        rec = None
+    suffix = f"-{version}"
+    names = [n[: -len(suffix)] for n in (rec.shims if rec else ()) if n.endswith(suffix)]
+    return list(dict.fromkeys([tool, *names]))
+
+
+def missing_plain_shims(paths: Paths, tool: str, version: str) -> list[str]:
+    """The plain commands of a pin that have no unversioned shim of tool's in the bin dir:
+    each of them runs whatever else is on PATH (the host's tool), not the pinned version."""
+    return [n for n in plain_names(paths, tool, version)
+            if shims.owner_of(paths.bin_dir / n) != tool]
+
+
+def fix_command(c: Choice) -> str:
+    """The command that writes the plain shims of a choice (and keeps the pin as it is)."""
+    return f"sandman use {c.tool} {c.version}" + (" --global" if c.origin == "global" else "")
+
+
+def doctor_checks(paths: Paths, cwd: Path, env: dict[str, str]) -> list[tuple[bool, str, str]]:
+    """(ok, what, detail) for each pin that applies in cwd: a readable pin file, the plain
+    shims written, the version installed. `sandman doctor` adds them to its checks."""
+    files = [d / PROJECT_FILE for d in (cwd, *cwd.parents) if (d / PROJECT_FILE).is_file()]
+    if global_file(paths).is_file():
+        files.append(global_file(paths))
+    out: list[tuple[bool, str, str]] = []
+    tools: list[str] = []
+    for f in files:
+        try:
+            tools += read_pins(f)
+        except StateError as e:
+            out.append((False, f"pin file {f}", e.message))
+    for tool in dict.fromkeys(tools):
+        try:
+            c = choose(paths, tool, cwd, env)
+        except StateError:
+            continue  # a broken file on the way: reported above
+        if c.version is None:
+            continue
+        what = f"pin {tool} {c.version}"
+        missing = missing_plain_shims(paths, tool, c.version)
+        if missing:
+            out.append((False, what, f"set by {c.where}, but {', '.join(missing)} in "
+                        f"{paths.bin_dir} is missing, so the plain command runs another "
+                        f"{tool} (the host's) or none; run: {fix_command(c)}"))
+        elif installs.load(paths, tool, c.version) is None:
+            out.append((False, what, f"set by {c.where}, not installed; run: sandman install "
+                        f"{tool}@{c.version}"))
+        else:
+            out.append((True, what, f"set by {c.where}: {paths.bin_dir / tool}"))
+    return out
 
 
 # -- the lock file -----------------------------------------------------------------------------
@@ -308,14 +456,19 @@ def install_project(ctx: Context, cwd: Path, *, update_lock: bool = False,
     if problems:
         raise LockError(problems[0] + "; run `sandman install --update-lock` to accept the change",
                         detail="\n".join(problems[1:]) or None)
+    for spec, _, _ in planned:  # first: a pin whose install stops below fails loudly, never
+        write_defaults(ctx, spec.tool, spec.version or "")  # falls through to the host's tool
     results = []
     entries = dict(lock)
     for spec, source, commit in planned:
         res = core.install(ctx, spec, force=force, approve=approve)
         results.append(res)
-        write_defaults(ctx, res.record.tool, res.record.version)
-        entries[res.record.tool] = Locked(res.record.tool, res.record.version, source, commit,
-                                          res.record.fingerprint)
+        write_defaults(ctx, res.record.tool, res.record.version)  # the commands it has now
+        new = Locked(res.record.tool, res.record.version, source, commit, res.record.fingerprint)
+        prev = entries.get(new.tool)
+        if prev is None or (prev.version, prev.source, prev.fingerprint) != (
+                new.version, new.source, new.fingerprint):
+            entries[new.tool] = new  # else the same install: the lock keeps its commit
     entries = {t: e for t, e in entries.items() if t in pins}
     text = render_lock(entries)
     old = lock_file.read_text(encoding="utf-8") if lock_file.exists() else None

@@ -6,6 +6,10 @@ suffix that also appears on the docker client's command line. This small process
 on demand by a shim when it is not already running (one pidfile read on the hot path), polls
 the daemon and removes a container when that pid no longer runs that docker client. It exits
 by itself after a while with nothing to watch.
+
+There is one reaper per SANDMAN_HOME and daemon (`warm.reaper_pidfile`): a reaper connected to
+one daemon cannot see the orphans of another. Its command line carries its pidfile and
+DOCKER_HOST, which is how a shim tells it from garbage or a recycled pid in the pidfile.
 """
 
 from __future__ import annotations
@@ -98,15 +102,67 @@ def _take_duty(fd: int, pidfile: Path) -> bool:
         time.sleep(0.2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    paths = Paths.from_env()
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    pidfile = paths.reaper_pidfile
-    fd = os.open(pidfile, os.O_RDWR | os.O_CREAT, 0o644)
-    if not _take_duty(fd, pidfile):
-        return 0
+def _open_pidfile(pidfile: Path) -> int:
+    pidfile.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return os.open(pidfile, os.O_RDWR | os.O_CREAT, 0o644)  # only a pid: shims of other users read it
+
+
+def _write_pid(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def hold_pidfile(fd: int, pidfile: Path) -> int | None:
+    """Keep the pidfile naming this reaper; return the fd to keep, or None to leave.
+
+    Shims start a reaper whenever the pidfile does not name a live one, so anything else in it
+    (garbage, a stale pid) is overwritten; a pidfile deleted or replaced is made again, unless
+    another reaper holds the new one: then that one is on duty and this one leaves.
+    """
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(pidfile))
+    except OSError:
+        same = False
+    if not same:
+        try:
+            new = _open_pidfile(pidfile)
+        except OSError:
+            return fd  # cannot make it now: keep watching, try again next pass
+        try:
+            fcntl.flock(new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(new)
+            return None
+        os.close(fd)
+        fd = new
+    if os.pread(fd, 64, 0) != f"{os.getpid()}\n".encode():
+        _write_pid(fd)
+    return fd
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sandman.reaper [PIDFILE DOCKER_HOST]`, as shims/warm.bash starts it.
+
+    Both arguments say which daemon this reaper watches (one reaper per home and daemon); they
+    are on its command line so that shims recognise it in /proc. Without them: the home's
+    pidfile for $DOCKER_HOST.
+    """
+    from sandman import warm
+
+    args = sys.argv[1:] if argv is None else argv
+    paths = Paths.from_env()
+    docker_host = args[1] if len(args) > 1 and args[1] else (
+        os.environ.get("DOCKER_HOST") or warm.DEFAULT_DOCKER_HOST)
+    os.environ["DOCKER_HOST"] = docker_host  # the engine talks to the daemon it was started for
+    pidfile = Path(args[0]) if args and args[0] else warm.reaper_pidfile(paths, docker_host)
+    label = str(paths.reaper_pidfile)  # what shims put in io.sandman.reaper (one per home)
+    try:
+        fd = _open_pidfile(pidfile)
+    except OSError:
+        return 1
+    if not _take_duty(fd, pidfile):
+        return 0
+    _write_pid(fd)
     from sandman.engine import Engine
     from sandman.errors import SandmanError
 
@@ -120,21 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     leaving = False
     while True:
         try:
-            _, watched = sweep(engine, host, pidfile)
+            _, watched = sweep(engine, host, Path(label))
         except SandmanError:
             watched = 0
-        try:  # warm containers: stop idle ones, end the tools of hard-killed shims
-            from sandman import warm
-
-            watched += warm.sweep(engine, paths, host)
-        except SandmanError:
-            pass
+        with contextlib.suppress(SandmanError):  # warm: stop idle ones, kill hard-killed calls
+            watched += warm.sweep(engine, paths, host, docker_host)
         now = time.monotonic()
         if watched:
             idle_since = now
-            if leaving:  # a shim started while we were leaving: stay on duty
-                leaving = False
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            leaving = False  # a shim started while we were leaving: stay on duty
         elif leaving:
             break
         elif now - idle_since > IDLE_EXIT_SECONDS:
@@ -144,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
             os.ftruncate(fd, 0)
             time.sleep(GRACE_SECONDS)
             continue
+        if not leaving:
+            kept = hold_pidfile(fd, pidfile)
+            if kept is None:
+                return 0
+            fd = kept
         time.sleep(POLL_SECONDS)
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)

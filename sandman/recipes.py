@@ -8,21 +8,36 @@ everything downstream can rely on the model; every error names file, line and ke
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandman.errors import RecipeError
+from sandman.errors import RecipeError, UnsafeInputError
+from sandman.text import has_control, quoted, safe
 
 SCHEMA = 1
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-MOUNT_NAME_RE = re.compile(r"^[a-z0-9_-]+$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-COMMAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Every name pattern ends in \Z, not $: `$` also matches before a final newline, so "ls\n"
+# would pass as a command name (and end up in a shim's file name and a consent line).
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*\Z")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+MOUNT_NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+COMMAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.:=~-]*\Z")
+SOURCE_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*\Z")
+SOURCE_SCHEMES = ("http", "https", "file")
+# `{version}` and `{full_version}` in a version_check's `expect`; any other brace is regex syntax.
+PLACEHOLDER_RE = re.compile(r"\{(version|full_version)\}")
+# What sandman reads into memory from a recipe folder; a build input larger than this is
+# streamed (files, kits), never read whole.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DOCKERFILE_BYTES = 1 << 20
 MODES = ("ro", "rw")
 PATH_ARG_MODES = ("ro", "rw", "off")
 
@@ -40,6 +55,24 @@ class Mount:
 class Kit:
     file: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file downloaded on the host (never inside the build), verified by its sha256."""
+
+    url: str
+    sha256: str
+    file: str  # its name in the build context: sources/<file>
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """A command run in a new image whose output must match `expect` (a regex, re.MULTILINE,
+    searched anywhere in stdout+stderr) with the placeholders already replaced."""
+
+    command: tuple[str, ...]
+    expect: str
 
 
 @dataclass(frozen=True)
@@ -66,6 +99,7 @@ class BuildSpec:
     build_args: dict[str, str] = field(default_factory=dict)
     files: tuple[str, ...] = ()
     kits: tuple[Kit, ...] = ()
+    sources: tuple[Source, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +107,8 @@ class Version:
     version: str
     build: BuildSpec
     runtime: Runtime
+    check: VersionCheck | None = None  # version_check: proves the image is this version
+    full_version: str | None = None  # what the version name stands for, e.g. "1.7.1" for "1.7"
 
 
 @dataclass(frozen=True)
@@ -99,38 +135,212 @@ RUNTIME_KEYS = {
     "entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "network", "smoke",
     "mounts",
 }
-BUILD_KEYS = {"base", "packages", "run", "dockerfile", "build_args", "files", "kits"}
-TOP_KEYS = {"schema", "tool", "description", "homepage", "versions"} | RUNTIME_KEYS
+BUILD_KEYS = {"base", "packages", "run", "dockerfile", "build_args", "files", "kits", "sources"}
+TOP_KEYS = {"schema", "tool", "description", "homepage", "versions", "version_check"} | RUNTIME_KEYS
+VERSION_KEYS = RUNTIME_KEYS | BUILD_KEYS | {"version_check", "full_version"}
 MOUNT_KEYS = {"name", "source", "target", "mode", "optional"}
 KIT_KEYS = {"file", "sha256"}
+SOURCE_KEYS = {"url", "sha256", "file"}
+CHECK_KEYS = {"command", "expect"}
+
+
+class NotRegularError(Exception):
+    """A file sandman was about to read is not a regular file, or is too large (the reason)."""
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (symlinks followed).
+
+    A recipe may point at a device (/dev/zero never ends), a FIFO (opening it blocks) or a
+    huge file: each is refused before anything is read, so memory and time stay bounded.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularError("is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)  # what was opened, in case the path changed since the stat
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularError("is not a regular file")
+        if st.st_size > limit:
+            raise NotRegularError(f"is larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit:
+            block = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not block:
+                break
+            chunks.append(block)
+            size += len(block)
+        if size > limit:
+            raise NotRegularError(f"is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def input_problem(folder: Path, rel: str, *, allow_dir: bool = True) -> tuple[str, bool] | None:
+    """Why `rel` (from a recipe in `folder`) cannot be a build input, or None when it can.
+
+    The flag says whether the problem is an unsafe input (exit 108) rather than a plain
+    mistake such as a missing file (exit 112).
+
+    A build input must be, after resolving symlinks, `..` and `.`, a regular file (or, where
+    allowed, a folder) inside the recipe's own folder: `ln -s /etc etc` with
+    `files = ["etc/shadow"]` must not copy the host's /etc/shadow into an image.
+    """
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts:
+        return f"{quoted(rel)} must be a relative path inside the recipe folder", True
+    root = folder.resolve()
+    real = (root / p).resolve()
+    if not real.is_relative_to(root):
+        return (f"{quoted(rel)} resolves to {safe(real)}, outside the recipe folder {safe(root)}; "
+                "build inputs must be regular files inside it"), True
+    try:
+        st = real.stat()
+    except FileNotFoundError:
+        return f"{quoted(rel)} does not exist in {safe(folder)}", False
+    except OSError as e:
+        return f"{quoted(rel)} cannot be read: {e.strerror}", False
+    if stat.S_ISREG(st.st_mode) or (allow_dir and stat.S_ISDIR(st.st_mode)):
+        return None
+    kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
+    want = "a regular file or folder" if allow_dir else "a regular file"
+    return f"{quoted(rel)} is {kind}, not {want}", True
+
+
+def build_inputs(recipe: Recipe, version: Version) -> dict[str, Path]:
+    """The build context from the recipe folder: archive name -> real path of a regular file.
+
+    Checked again at build time, not only when the recipe was loaded: a folder's content is
+    walked only here, and every entry in it (a symlink too) must resolve to a regular file or folder
+    inside the recipe folder, or nothing is built.
+    """
+    b = version.build
+    rels = [("files", rel) for rel in b.files]
+    if b.dockerfile:
+        rels.append(("dockerfile", b.dockerfile))
+    out: dict[str, Path] = {}
+    prefix = "" if b.dockerfile else "files/"
+    root = recipe.folder.resolve()
+    for key, rel in rels:
+        where = ("versions", version.version, key)
+        problem = input_problem(recipe.folder, rel, allow_dir=key == "files")
+        if problem:
+            cls = UnsafeInputError if problem[1] else RecipeError
+            raise cls(f"{locate(recipe.path, where)}: {safe(dotted(where))}: {problem[0]}")
+        real = (root / rel).resolve()
+        if real.is_dir():
+            _walk(recipe, where, root, real, rel, prefix, out, {real})
+        else:
+            out[(prefix if key == "files" else "") + rel] = real
+    return out
+
+
+def _walk(recipe: Recipe, where: tuple[str, ...], root: Path, folder: Path, shown: str,
+          prefix: str, out: dict[str, Path], seen: set[Path]) -> None:
+    """Add the regular files under `folder` (spelled `shown` in the recipe) to `out`."""
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = f"{shown.rstrip('/')}/{entry.name}"
+        real = Path(entry.path).resolve()
+        problem = None
+        if not real.is_relative_to(root):
+            problem = f"{quoted(name)} resolves to {safe(real)}, outside the recipe folder {safe(root)}"
+        else:
+            try:
+                mode = real.stat().st_mode
+            except OSError as e:
+                problem = f"{quoted(name)} cannot be read: {e.strerror}"
+            else:
+                if stat.S_ISDIR(mode):
+                    if real not in seen:  # a link to a folder already walked: no loop
+                        _walk(recipe, where, root, real, name, prefix, out, seen | {real})
+                    continue
+                if not stat.S_ISREG(mode):
+                    problem = f"{quoted(name)} is a device, FIFO or socket, not a regular file"
+        if problem:
+            raise UnsafeInputError(f"{locate(recipe.path, where)}: {safe(dotted(where))}: {problem}; "
+                                   "build inputs must be regular files inside the recipe folder")
+        out[prefix + str(Path(name))] = real
+
+
+def locate(path: Path, keypath: tuple[str | int, ...]) -> str:
+    """`file:line` of a key in a recipe (just `file` when the line cannot be found)."""
+    try:
+        text = read_regular(path, MAX_RECIPE_BYTES).decode("utf-8")
+    except (OSError, NotRegularError, UnicodeDecodeError):
+        return safe(path)
+    line = LineLocator(text).find(keypath)
+    return f"{safe(path)}:{line}" if line else safe(path)
 
 
 def load_recipe(path: Path, *, expect_tool: str | None = None) -> Recipe:
-    """Parse and validate one recipe file; raise RecipeError listing every problem found."""
+    """Parse and validate one recipe file; raise RecipeError listing every problem found.
+
+    UnsafeInputError (a RecipeError) when a build input is outside the folder or not a file.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_RECIPE_BYTES).decode("utf-8")
     except OSError as e:
-        raise RecipeError(f"{path}: cannot read recipe: {e.strerror}") from e
+        raise RecipeError(f"{safe(path)}: cannot read recipe: {e.strerror}") from e
+    except NotRegularError as e:
+        raise UnsafeInputError(f"{safe(path)}: the recipe file {e}") from e
     except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        raise RecipeError(f"{safe(path)}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(_toml_error(path, str(e))) from e
     v = _Validator(path, text)
     recipe = v.recipe(data, expect_tool or path.parent.name)
+    if v.unsafe:  # the worst problem first, with its own exit code
+        rest = [e for e in v.errors if e != v.unsafe[0]]
+        raise UnsafeInputError(v.unsafe[0], detail="\n".join(rest) or None)
     if v.errors:
         raise RecipeError(v.errors[0], detail="\n".join(v.errors[1:]) or None)
     assert recipe is not None
     return recipe
 
 
+def check_recipe(path: Path, *, expect_tool: str | None = None) -> Recipe:
+    """load_recipe, plus every build input of every version (folders walked): what an install
+    would refuse, found without building."""
+    recipe = load_recipe(path, expect_tool=expect_tool)
+    for v in recipe.versions:
+        build_inputs(recipe, v)
+    return recipe
+
+
+def check_paths(paths: list[Path]) -> tuple[int, list[RecipeError]]:
+    """Check recipe files, recipe folders, or folders of recipe folders (a repo's root).
+
+    Returns how many recipes were checked and the errors, each starting with file:line.
+    """
+    errors: list[RecipeError] = []
+    checked = 0
+    for p in paths:
+        if p.is_dir() and not (p / "recipe.toml").exists():
+            files = sorted(d / "recipe.toml" for d in p.iterdir()
+                           if d.is_dir() and (d / "recipe.toml").exists())
+            if not files:
+                errors.append(RecipeError(f"{safe(p)}: no recipe.toml in it or in its subfolders"))
+        else:
+            files = [p / "recipe.toml" if p.is_dir() else p]
+        for f in files:
+            checked += 1
+            try:
+                check_recipe(f, expect_tool=f.absolute().parent.name)
+            except RecipeError as e:
+                errors.append(e)
+    return checked, errors
+
+
 def _toml_error(path: Path, msg: str) -> str:
     m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
     if m:
         clean = msg[: m.start()].strip()
-        return f"{path}:{m.group(1)}: invalid TOML: {clean} (column {m.group(2)})"
-    return f"{path}: invalid TOML: {msg}"
+        return f"{safe(path)}:{m.group(1)}: invalid TOML: {safe(clean)} (column {m.group(2)})"
+    return f"{safe(path)}: invalid TOML: {safe(msg)}"
 
 
 class _Validator:
@@ -138,11 +348,15 @@ class _Validator:
         self.path = path
         self.lines = LineLocator(text)
         self.errors: list[str] = []
+        self.unsafe: list[str] = []  # the errors that are unsafe build inputs
 
-    def err(self, keypath: tuple[str | int, ...], msg: str) -> None:
+    def err(self, keypath: tuple[str | int, ...], msg: str, *, unsafe: bool = False) -> None:
         line = self.lines.find(keypath)
-        where = f"{self.path}:{line}" if line else f"{self.path}"
-        self.errors.append(f"{where}: {dotted(keypath)}: {msg}" if keypath else f"{where}: {msg}")
+        where = f"{safe(self.path)}:{line}" if line else f"{safe(self.path)}"
+        text = f"{where}: {safe(dotted(keypath))}: {msg}" if keypath else f"{where}: {msg}"
+        self.errors.append(text)
+        if unsafe:
+            self.unsafe.append(text)
 
     # -- typed getters: report and return a safe default on error -------------------------
     def string(self, d: dict, key: str, kp: tuple, *, required: bool = False) -> str | None:
@@ -186,16 +400,21 @@ class _Validator:
         if schema is None:
             self.err((), "missing required key 'schema' (add: schema = 1)")
         elif schema != SCHEMA:
-            self.err(("schema",), f"unsupported schema {schema!r}; this sandman reads schema {SCHEMA}")
+            self.err(("schema",), f"unsupported schema {safe(repr(schema))}; this sandman reads "
+                     f"schema {SCHEMA}")
         tool = self.string(data, "tool", ("tool",), required=True)
         if tool is not None:
             if not NAME_RE.match(tool):
-                self.err(("tool",), f"'{tool}' is not a valid name (lower case letters, digits, . _ -)")
+                self.err(("tool",), f"{quoted(tool)} is not a valid name (lower case letters, "
+                         "digits, . _ -)")
             elif tool != folder_name:
-                self.err(("tool",), f"'{tool}' does not match its folder name '{folder_name}'")
+                self.err(("tool",), f"{quoted(tool)} does not match its folder name "
+                         f"{quoted(folder_name)}")
         description = self.string(data, "description", ("description",), required=True)
         homepage = self.string(data, "homepage", ("homepage",))
         defaults = self.runtime(data, (), Runtime())
+        top_check = self.version_check(data["version_check"], ("version_check",)) \
+            if "version_check" in data else None
         versions_raw = data.get("versions")
         versions: list[Version] = []
         if versions_raw is None:
@@ -206,14 +425,26 @@ class _Validator:
             for name, vdata in versions_raw.items():
                 kp = ("versions", name)
                 if not VERSION_RE.match(name):
-                    self.err(kp, f"'{name}' is not a valid version (letters, digits, . _ + -)")
+                    self.err(kp, f"{quoted(name)} is not a valid version (letters, digits, . _ + -)")
                 if not isinstance(vdata, dict):
                     self.err(kp, f"expected a table, got {_kind(vdata)}")
                     continue
-                self.unknown(vdata, RUNTIME_KEYS | BUILD_KEYS, kp)
+                self.unknown(vdata, VERSION_KEYS, kp)
                 build = self.build(vdata, kp)
                 runtime = self.runtime(vdata, kp, defaults)
-                versions.append(Version(name, build, runtime))
+                full = self.string(vdata, "full_version", (*kp, "full_version"))
+                if full is not None and not VERSION_RE.match(full):
+                    self.err((*kp, "full_version"), f"{quoted(full)} is not a valid version "
+                             "(letters, digits, . _ + -)")
+                    full = None
+                raw_check, ckp = top_check, ("version_check",)
+                if vdata.get("version_check") is False:  # this version opts out of the default
+                    raw_check = None
+                elif "version_check" in vdata:
+                    ckp = (*kp, "version_check")
+                    raw_check = self.version_check(vdata["version_check"], ckp)
+                check = self.expand_check(raw_check, ckp, name, full)
+                versions.append(Version(name, build, runtime, check, full))
         if self.errors:
             return None
         return Recipe(str(tool), str(description), homepage, self.path, tuple(versions))
@@ -226,32 +457,32 @@ class _Validator:
             cmds = self.strlist(d, "commands", (*kp, "commands"))
             for c in cmds:
                 if not COMMAND_RE.match(c):
-                    self.err((*kp, "commands"), f"'{c}' is not a valid command name for a shim")
+                    self.err((*kp, "commands"), f"{quoted(c)} is not a valid command name for a shim")
             values["commands"] = cmds
         if "env" in d:
             env = self.strtable(d, "env", (*kp, "env"))
             for k in env:
                 if not ENV_NAME_RE.match(k):
-                    self.err((*kp, "env"), f"'{k}' is not a valid environment variable name")
+                    self.err((*kp, "env"), f"{quoted(k)} is not a valid environment variable name")
             values["env"] = env
         if "pass_env" in d:
             names = self.strlist(d, "pass_env", (*kp, "pass_env"))
             for k in names:
                 if not ENV_NAME_RE.match(k):
-                    self.err((*kp, "pass_env"), f"'{k}' is not a valid environment variable name")
+                    self.err((*kp, "pass_env"), f"{quoted(k)} is not a valid environment variable name")
             values["pass_env"] = names
         if "path_env" in d:
             pe = self.strtable(d, "path_env", (*kp, "path_env"))
             for k, mode in pe.items():
                 if not ENV_NAME_RE.match(k):
-                    self.err((*kp, "path_env"), f"'{k}' is not a valid environment variable name")
+                    self.err((*kp, "path_env"), f"{quoted(k)} is not a valid environment variable name")
                 if mode not in MODES:
-                    self.err((*kp, "path_env", k), f"expected \"ro\" or \"rw\", got {mode!r}")
+                    self.err((*kp, "path_env", k), f"expected \"ro\" or \"rw\", got {safe(repr(mode))}")
             values["path_env"] = pe
         if "path_args" in d:
             pa = d["path_args"]
             if pa not in PATH_ARG_MODES:
-                self.err((*kp, "path_args"), f"expected \"ro\", \"rw\" or \"off\", got {pa!r}")
+                self.err((*kp, "path_args"), f"expected \"ro\", \"rw\" or \"off\", got {safe(repr(pa))}")
             else:
                 values["path_args"] = pa
         if "network" in d:
@@ -264,6 +495,76 @@ class _Validator:
         if "mounts" in d:
             values["mounts"] = self.mounts(d["mounts"], (*kp, "mounts"))
         return Runtime(**{**base.__dict__, **values})
+
+    def version_check(self, raw: Any, kp: tuple) -> tuple[tuple[str, ...], str] | None:
+        """`{ command = [...], expect = "regex" }` as written (placeholders not yet replaced)."""
+        if not isinstance(raw, dict):
+            self.err(kp, f"expected a table {{ command = [...], expect = \"...\" }}, got {_kind(raw)}")
+            return None
+        self.unknown(raw, CHECK_KEYS, kp)
+        if "command" not in raw:
+            self.err(kp, "missing required key 'command'")
+        command = self.strlist(raw, "command", (*kp, "command"), allow_str=True)
+        if "command" in raw and not command:
+            self.err((*kp, "command"), "expected at least one word")
+        expect = self.string(raw, "expect", (*kp, "expect"), required=True)
+        if not command or expect is None:
+            return None
+        return command, expect
+
+    def expand_check(self, raw: tuple[tuple[str, ...], str] | None, kp: tuple, version: str,
+                     full: str | None) -> VersionCheck | None:
+        """The check for one version: placeholders replaced (regex-escaped), the regex compiled."""
+        if raw is None:
+            return None
+        command, expect = raw
+        used = set(PLACEHOLDER_RE.findall(expect))
+        if "full_version" in used and full is None:
+            self.err((*kp, "expect"), f"uses {{full_version}}, but version {quoted(version)} has no "
+                     "full_version key")
+            return None
+        values = {"version": version, "full_version": full or ""}
+        pattern = PLACEHOLDER_RE.sub(lambda m: re.escape(values[m.group(1)]), expect)
+        try:
+            re.compile(pattern, re.MULTILINE)
+        except re.error as e:
+            self.err((*kp, "expect"), f"not a valid regular expression: {safe(e)}")
+            return None
+        return VersionCheck(command, pattern)
+
+    def sources(self, raw: Any, kp: tuple) -> tuple[Source, ...]:
+        if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+            self.err(kp, f"expected an array of {{ url, sha256, file? }} tables, got {_kind(raw)}")
+            return ()
+        out: list[Source] = []
+        names: set[str] = set()
+        for i, entry in enumerate(raw):
+            skp = (*kp, i)
+            self.unknown(entry, SOURCE_KEYS, skp)
+            url = self.string(entry, "url", (*skp, "url"), required=True)
+            sha = self.string(entry, "sha256", (*skp, "sha256"), required=True)
+            name = self.string(entry, "file", (*skp, "file"))
+            if sha is not None and not SHA256_RE.match(sha):
+                self.err((*skp, "sha256"), "expected 64 lower-case hex digits")
+                sha = None
+            if url is not None and (problem := url_problem(url)):
+                self.err((*skp, "url"), problem)
+                url = None
+            named_by = "file" if "file" in entry else "url"
+            if name is None and url is not None:
+                name = url_file_name(url)
+            if name is not None and not SOURCE_FILE_RE.match(name):
+                self.err((*skp, named_by), f"{quoted(name)} is not a plain file name (letters, digits, "
+                         ". _ + ~ -)" + ("; add file = \"name.tar.gz\"" if named_by == "url" else ""))
+                name = None
+            if name is not None and name in names:
+                self.err((*skp, named_by), f"a second source named {quoted(name)}; give one a "
+                         "different `file`")
+                name = None
+            if url and sha and name:
+                names.add(name)
+                out.append(Source(url, sha, name))
+        return tuple(out)
 
     def mounts(self, raw: Any, kp: tuple) -> tuple[Mount, ...]:
         if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
@@ -281,16 +582,16 @@ class _Validator:
             optional = m.get("optional", False)
             if name is not None:
                 if not MOUNT_NAME_RE.match(name):
-                    self.err((*mkp, "name"), f"'{name}' is not a valid mount name ([a-z0-9_-]+)")
+                    self.err((*mkp, "name"), f"{quoted(name)} is not a valid mount name ([a-z0-9_-]+)")
                 if name in seen:
-                    self.err((*mkp, "name"), f"duplicate mount name '{name}'")
+                    self.err((*mkp, "name"), f"duplicate mount name {quoted(name)}")
                 seen.add(name)
             if target is not None and not target.startswith("/"):
-                self.err((*mkp, "target"), f"'{target}' must be an absolute path")
+                self.err((*mkp, "target"), f"{quoted(target)} must be an absolute path")
             if source is not None and not (source.startswith("/") or source.startswith("~")):
-                self.err((*mkp, "source"), f"'{source}' must be an absolute path or start with ~")
+                self.err((*mkp, "source"), f"{quoted(source)} must be an absolute path or start with ~")
             if mode not in MODES:
-                self.err((*mkp, "mode"), f"expected \"ro\" or \"rw\", got {mode!r}")
+                self.err((*mkp, "mode"), f"expected \"ro\" or \"rw\", got {safe(repr(mode))}")
             if not isinstance(optional, bool):
                 self.err((*mkp, "optional"), f"expected true or false, got {_kind(optional)}")
             if name and source and target and mode in MODES and isinstance(optional, bool):
@@ -310,16 +611,21 @@ class _Validator:
             self.err(kp, "needs 'base' (with 'packages') or 'dockerfile'")
         if build_args and not dockerfile:
             self.err((*kp, "build_args"), "only applies with 'dockerfile'")
-        for rel in ([dockerfile] if dockerfile else []) + list(files):
-            key = "dockerfile" if rel == dockerfile else "files"
-            p = (self.path.parent / rel)
-            if Path(rel).is_absolute() or ".." in Path(rel).parts:
-                self.err((*kp, key), f"'{rel}' must be a relative path inside the recipe folder")
-            elif not p.exists():
-                self.err((*kp, key), f"'{rel}' does not exist in {self.path.parent}")
+        if dockerfile:
+            problem = input_problem(self.path.parent, dockerfile, allow_dir=False)
+            if problem is None:
+                size = (self.path.parent / dockerfile).stat().st_size
+                if size > MAX_DOCKERFILE_BYTES:
+                    problem = f"{quoted(dockerfile)} is larger than {MAX_DOCKERFILE_BYTES} bytes", True
+            if problem:
+                self.err((*kp, "dockerfile"), problem[0], unsafe=problem[1])
+        for rel in files:
+            problem = input_problem(self.path.parent, rel)
+            if problem:
+                self.err((*kp, "files"), problem[0], unsafe=problem[1])
         for pkg in packages:
-            if not re.match(r"^[a-z0-9][a-z0-9+.:=~-]*$", pkg):
-                self.err((*kp, "packages"), f"'{pkg}' is not a valid Debian package name")
+            if not PACKAGE_RE.match(pkg):
+                self.err((*kp, "packages"), f"{quoted(pkg)} is not a valid Debian package name")
         kits: list[Kit] = []
         raw_kits = d.get("kits", [])
         if not isinstance(raw_kits, list) or not all(isinstance(k, dict) for k in raw_kits):
@@ -331,12 +637,32 @@ class _Validator:
             f = self.string(k, "file", (*kkp, "file"), required=True)
             sha = self.string(k, "sha256", (*kkp, "sha256"), required=True)
             if f is not None and ("/" in f or f in (".", "..")):
-                self.err((*kkp, "file"), f"'{f}' must be a plain file name")
+                self.err((*kkp, "file"), f"{quoted(f)} must be a plain file name")
             if sha is not None and not SHA256_RE.match(sha):
                 self.err((*kkp, "sha256"), "expected 64 lower-case hex digits")
             if f and sha and SHA256_RE.match(sha):
                 kits.append(Kit(f, sha))
-        return BuildSpec(base, packages, run, dockerfile, build_args, files, tuple(kits))
+        sources = self.sources(d["sources"], (*kp, "sources")) if "sources" in d else ()
+        return BuildSpec(base, packages, run, dockerfile, build_args, files, tuple(kits), sources)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be a source's URL, or None."""
+    if has_control(url) or any(c.isspace() for c in url):
+        return f"{quoted(url)} has spaces or control characters; percent-encode them"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in SOURCE_SCHEMES:
+        return f"{quoted(url)} is not an http://, https:// or file:// URL"
+    if parts.scheme != "file" and not parts.hostname:
+        return f"{quoted(url)} has no host"
+    if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
+        return f"{quoted(url)}: a file URL names an absolute path on this host (file:///path)"
+    return None
+
+
+def url_file_name(url: str) -> str:
+    """The last segment of a URL's path, percent-decoded: the file name a download gets."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
 
 def _kind(val: Any) -> str:
@@ -352,7 +678,7 @@ def dotted(keypath: tuple[str | int, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            seg = part if re.match(r"^[A-Za-z0-9_-]+$", part) else f'"{part}"'
+            seg = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
             out += ("." if out else "") + seg
     return out
 
@@ -421,7 +747,12 @@ def split_key(key: str) -> tuple[str, ...]:
     parts: list[str] = []
     for m in re.finditer(r"""\s*("(?:[^"\\]|\\.)*"|'[^']*'|[^.\s]+)\s*(?:\.|$)""", key):
         p = m.group(1)
-        if p[:1] in "\"'":
+        if p[:1] == '"':  # a basic string: its escapes (\\n, \\u...) mean what TOML says
+            try:
+                p = tomllib.loads(f"k = {p}")["k"]
+            except tomllib.TOMLDecodeError:
+                p = p[1:-1]
+        elif p[:1] == "'":
             p = p[1:-1]
         parts.append(p)
     return tuple(parts)

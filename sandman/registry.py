@@ -5,6 +5,9 @@ image a build would make here; after the pull the image's fingerprint label is c
 is used. Docker keeps the image id (the config digest) across push and pull, so an install from
 the registry is the same image as the build that was pushed. Credentials are Docker's own
 (~/.docker/config.json, read by the SDK); sandman stores none.
+
+This module sits below install (which tries `fetcher` before building): it takes build plans
+and image ids, and never resolves or builds a recipe itself.
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandman.build import BuildPlan, cached
-from sandman.catalog import Spec
 from sandman.context import Context
-from sandman.engine import LABEL
 from sandman.errors import RemoteError, UsageError
+from sandman.names import LABEL_FINGERPRINT
 
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
@@ -55,20 +57,8 @@ class Transfer:
     fingerprint: str
 
 
-def push_spec(ctx: Context, spec: Spec, registry: str) -> Transfer:
-    """Push spec's image (built first when this machine has not got it)."""
-    from sandman import install as core
-
-    r = core.resolve(ctx, spec)
-    result = core.build(ctx, r)
-    return push(ctx, r.recipe.tool, r.version.version, result.fingerprint, result.image_id, registry)
-
-
-def pull_spec(ctx: Context, spec: Spec, registry: str) -> Transfer | None:
-    """Pull spec's image into the local cache; None when it is there already."""
-    from sandman import install as core
-
-    plan = core.plan(ctx, core.resolve(ctx, spec))
+def pull_missing(ctx: Context, plan: BuildPlan, registry: str) -> Transfer | None:
+    """Pull plan's image into the local cache; None when it is there already."""
     if cached(ctx.engine, plan):
         return None
     return pull(ctx, plan, registry)
@@ -96,7 +86,7 @@ def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
     except RemoteError as e:
         raise RemoteError(f"registry {registry}: {_short(e.message)}") from e
     try:
-        got = info.labels.get(f"{LABEL}.fingerprint")
+        got = info.labels.get(LABEL_FINGERPRINT)
         if got != plan.fingerprint:
             raise RemoteError(f"registry {registry}: {ref} has fingerprint {got}, expected "
                               f"{plan.fingerprint}; not using it")
@@ -113,12 +103,22 @@ def fetcher(ctx: Context, registry: str) -> Callable[[BuildPlan], str | None]:
         try:
             t = pull(ctx, plan, registry)
         except RemoteError as e:
-            ctx.out.warn(f"{e.message}; building {plan.tool}@{plan.version} instead")
+            line = f"{e.message}; building {plan.tool}@{plan.version} instead"
+            if not_there(e.message):
+                ctx.out.step(line)  # the usual first build of a version: said with -v only
+            else:
+                ctx.out.warn(line)
             return None
         ctx.out.info(f"{plan.tool}@{plan.version}: pulled {t.ref}")
         return t.image_id
 
     return fetch
+
+
+def not_there(message: str) -> bool:
+    """The registry answered, and it has no image of that fingerprint (yet)."""
+    return bool(re.search(r"manifest unknown|manifest for \S+ not found|not found: manifest",
+                          message, re.IGNORECASE))
 
 
 def _short(message: str) -> str:

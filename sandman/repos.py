@@ -3,8 +3,10 @@
 A repository is a git clone in sandman's data dir, pinned to one commit: the catalog reads the
 recipes of that commit and nothing else, so a teammate's push changes nothing here until
 `repo update` moves the pin. Trust is keyed to the pinned commit for the same reason: what the
-user reviewed is exactly what builds. git runs with hooks off, no submodules and no `ext::`
-transport, so adding or updating a repository never runs code from it.
+user reviewed is exactly what builds. After an update that waits for trust, a recipe whose
+folder is byte for byte the trusted one still builds exactly that, so it stays trusted
+(`unchanged_tools`); the catalog applies that rule. git runs with hooks off, no submodules and
+no `ext::` transport, so adding or updating a repository never runs code from it.
 
 Imported bundles (sandman/bundle.py) are recipe sources too; they share the state file and the
 `NAME/` namespace with repositories so a name always means one thing.
@@ -21,14 +23,11 @@ import subprocess
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sandman.errors import NotFoundError, RemoteError, StateError, UsageError
 from sandman.installs import atomic_write
 from sandman.paths import Paths
-
-if TYPE_CHECKING:
-    from sandman.catalog import Source
+from sandman.text import safe
 
 STATE_SCHEMA = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -52,6 +51,11 @@ class Repo:
     @property
     def trusted(self) -> bool:
         return self.kind == "bundle" or self.trusted_commit == self.commit
+
+    @property
+    def pending_trust(self) -> bool:
+        """Trusted once, then updated to a commit the user has not trusted yet."""
+        return self.kind == "repo" and self.trusted_commit not in (None, self.commit)
 
 
 def clone_dir(paths: Paths, name: str) -> Path:
@@ -95,14 +99,6 @@ def get(paths: Paths, name: str) -> Repo:
     raise NotFoundError(f"no recipe repo named '{name}'; repos: {have}")
 
 
-def recipe_sources(paths: Paths) -> list[Source]:
-    """The recipe sources of every added repository, in the order they were added."""
-    from sandman.catalog import Source
-
-    return [Source(r.name, r.kind, recipes_root(clone_dir(paths, r.name)), trusted=r.trusted)
-            for r in load_all(paths)]
-
-
 def check_name_syntax(name: str) -> None:
     if not NAME_RE.match(name) or RESERVED.match(name):
         raise UsageError(f"'{name}' cannot name a recipe source: use lower case letters, digits, "
@@ -126,9 +122,40 @@ def git(args: list[str], *, cwd: Path | None = None, what: str) -> str:
     except subprocess.TimeoutExpired as e:
         raise RemoteError(f"{what}: git took longer than 10 minutes") from e
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise RemoteError(f"{what}: {last.removeprefix('fatal: ')}")
+        raise RemoteError(f"{what}: {git_reason(proc.stderr)}")
     return proc.stdout.strip()
+
+
+# What git says around the reason, whatever the reason was: not worth a user's reading.
+_GIT_BOILERPLATE = ("Could not read from remote repository.",
+                    "Please make sure you have the correct access rights",
+                    "and the repository exists.",
+                    "To add an exception for this directory, call:")
+_SAFE_DIRECTORY = "git config --global --add safe.directory "
+
+
+def git_reason(stderr: str) -> str:
+    """git's reason for a failure, as one line: its fatal/error lines, and its own fix.
+
+    git prints the reason, then generic lines ("Could not read from remote repository",
+    "Please make sure you have the correct access rights"); the reason is what a user needs,
+    for example "detected dubious ownership in repository at '/srv/recipes/.git'" when the
+    repository belongs to another user, with the `safe.directory` command git suggests. When
+    every fatal line is generic, the lines before it (ssh's, the server's) are the reason.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fix = next((line for line in lines if line.startswith(_SAFE_DIRECTORY)), None)
+    meaningful = [line for line in lines
+                  if line.removeprefix("fatal: ").removeprefix("error: ") not in _GIT_BOILERPLATE
+                  and not line.startswith(_SAFE_DIRECTORY)]
+    reasons = [line.split(": ", 1)[1] for line in meaningful
+               if line.startswith(("fatal: ", "error: "))]
+    if not reasons:
+        reasons = meaningful or lines[-1:] or ["(no message)"]
+    reasons = list(dict.fromkeys(reasons))
+    if fix:
+        reasons.append(f"if you trust its owner: {fix}")
+    return safe("; ".join(reasons))
 
 
 def _resolve_ref(folder: Path, ref: str | None, what: str) -> str:
@@ -239,11 +266,53 @@ def describe(paths: Paths, repo: Repo) -> dict:
     """One repo as `repo list --json` prints it (documented in docs/teams.md; keys only added)."""
     return {"name": repo.name, "kind": repo.kind, "url": repo.url, "ref": repo.ref,
             "commit": repo.commit, "trusted": repo.trusted,
+            "trusted_commit": repo.trusted_commit, "pending_trust": repo.pending_trust,
             "path": str(recipes_root(clone_dir(paths, repo.name))), "tools": tools_in(paths, repo)}
 
 
 def changed_files(paths: Paths, name: str, old: str, new: str) -> list[str]:
-    """Files that differ between two pinned commits, for the review message after an update."""
-    out = git(["diff", "--name-only", old, new], cwd=clone_dir(paths, name),
-              what=f"repo update {name}")
-    return [line for line in out.splitlines() if line]
+    """Files that differ between two commits (both ends of a rename count as changed)."""
+    out = git(["diff", "--no-renames", "--name-only", "-z", old, new, "--"],
+              cwd=clone_dir(paths, name), what=f"repo update {name}")
+    return [f for f in out.split("\0") if f]
+
+
+def unchanged_tools(paths: Paths, repo: Repo) -> frozenset[str]:
+    """The tools whose recipe folder at the pinned commit is the one at the trusted commit.
+
+    Only for a repo whose update waits for trust. Compared with git (content, modes, added
+    and removed files); a folder holding a symlink counts as changed, since what it points to
+    may have changed elsewhere. If git cannot compare, every recipe counts as changed.
+    """
+    if not repo.pending_trust or repo.trusted_commit is None:
+        return frozenset()
+    folder = clone_dir(paths, repo.name)
+    root = recipes_root(folder)
+    prefix = "" if root == folder else root.relative_to(folder).as_posix() + "/"
+    try:
+        files = changed_files(paths, repo.name, repo.trusted_commit, repo.commit)
+    except RemoteError:
+        return frozenset()
+    changed = {f[len(prefix):].split("/", 1)[0] for f in files if f.startswith(prefix)}
+    return frozenset(t for t in tools_in(paths, repo)
+                     if t not in changed and not _holds_symlink(root / t))
+
+
+def _holds_symlink(folder: Path) -> bool:
+    return any(Path(d, n).is_symlink() for d, dirs, files in os.walk(folder) for n in [*dirs, *files])
+
+
+def pending_notes(paths: Paths) -> list[str]:
+    """One line per repo whose update waits for trust: what changed and how to review it."""
+    notes = []
+    for r in load_all(paths):
+        if not r.pending_trust or r.trusted_commit is None:
+            continue
+        same = unchanged_tools(paths, r)
+        changed = [t for t in tools_in(paths, r) if t not in same]
+        notes.append(
+            f"repo {r.name}: update pending trust ({r.trusted_commit[:12]} -> {r.commit[:12]}); "
+            f"changed recipes: {safe(', '.join(changed)) or 'none'}; review with: git -C "
+            f"{clone_dir(paths, r.name)} diff {r.trusted_commit[:12]} {r.commit[:12]}, "
+            f"then run: sandman repo trust {r.name}")
+    return notes

@@ -1,14 +1,21 @@
 """Generating shims: small bash scripts on PATH that run one tool@version in its container.
 
 All the thinking happens here, at install time: the recipe's runtime settings, the user's
-config, the image's facts (locales, passwd) are rendered into bash assignments at the top of
-the template in shims/, so a running shim only does cheap builtin work before `exec docker`.
-Shims are written all-or-nothing and never over a file sandman did not write.
+config, the image's facts (locales, passwd) are rendered into bash assignments. A shim holds
+only those values and then `source`s one shared runtime (shims/shim.bash with shims/warm.bash,
+plus the names of sandman/names.py), written once per content to
+`<data>/runtime/shim-<sha12>.bash`: a new sandman writes a new file and old shims keep theirs
+until they are rewritten, which `sandman list` reports (`shim-stale: runtime`). So a running
+shim only does cheap builtin work before `exec docker`. Shims are written all-or-nothing and
+never over a file sandman did not write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
+import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -16,17 +23,20 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandman import warm
+from sandman import names, warm
 from sandman.config import ToolSettings
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
 
-MARKER = "# sandman-shim v1"
+MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
 DOCKER_SOCKET = "/var/run/docker.sock"
+# the recipe's runtime fields a shim bakes in (smoke is only run by install)
+RECIPE_FIELDS = ("entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "mounts",
+                 "network")
 
 
 @dataclass(frozen=True)
@@ -61,15 +71,153 @@ def shim_names(tool: str, version: str, runtime: Runtime) -> list[str]:
     return names
 
 
+# -- the shared runtime ----------------------------------------------------------------------
+def runtime_text() -> str:
+    """The runtime every shim sources: shim.bash, warm.bash at @@WARM@@, names at @@NAMES@@."""
+    folder = shim_templates_dir()
+    template = (folder / "shim.bash").read_text(encoding="utf-8")
+    warm_part = (folder / "warm.bash").read_text(encoding="utf-8")
+    template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
+    values = "\n".join(f"{k}={v}" for k, v in names.bash_values().items())
+    return template.replace("@@NAMES@@", values, 1)
+
+
+def runtime_digest(text: str | None = None) -> str:
+    """The runtime's name: the first 12 hex digits of the sha256 of its content."""
+    return hashlib.sha256((runtime_text() if text is None else text).encode()).hexdigest()[:12]
+
+
+def runtime_dir(paths: Paths) -> Path:
+    return paths.data_dir / "runtime"
+
+
+def runtime_path(paths: Paths, digest: str) -> Path:
+    return runtime_dir(paths) / f"shim-{digest}.bash"
+
+
+def write_runtime(paths: Paths) -> Path:
+    """Write the current runtime (if that content is not there yet): temp file, then rename."""
+    text = runtime_text()
+    path = runtime_path(paths, runtime_digest(text))
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    _atomic_write(path, text.encode(), 0o644, dir_mode=0o755)
+    return path
+
+
+def _atomic_write(path: Path, data: bytes, mode: int, *, dir_mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def unused_runtimes(paths: Paths, bin_dirs: Iterable[Path]) -> list[Path]:
+    """Runtime files no shim of this home sources any more (the current one always stays).
+
+    Old runtimes are left behind by upgrades; a shim names its runtime on its SM_RUNTIME line,
+    so one read of each sandman shim tells which are still in use.
+    """
+    folder = runtime_dir(paths)
+    if not folder.is_dir():
+        return []
+    used = {runtime_path(paths, runtime_digest()).name}
+    for d in bin_dirs:
+        with contextlib.suppress(OSError):
+            for f in d.iterdir():
+                if not owner_of(f):
+                    continue
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    for line in f.read_text(encoding="utf-8").splitlines():
+                        if line.startswith("SM_RUNTIME="):
+                            used.add(shlex.split(line[len("SM_RUNTIME="):])[0].rsplit("/", 1)[-1])
+    return sorted(f for f in folder.glob("shim-*.bash") if f.name not in used)
+
+
+# -- config.toml env values: a private file, never in the shim ---------------------------------
+def env_file(paths: Paths, tool: str, version: str) -> Path:
+    return paths.state_dir / "env" / f"{tool}@{version}.env"
+
+
+def env_file_content(env: dict[str, str]) -> bytes:
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
+
+
+def write_env_file(paths: Paths, tool: str, version: str, env: dict[str, str]) -> Path | None:
+    """config.toml's env for tool@version in a 0600 file of a 0700 folder (None when empty).
+
+    Values in config.toml may be secrets (a password, a token); shims are 0755 files on PATH,
+    so the values stay out of them and the runtime reads this file when the owner runs a shim.
+    """
+    path = env_file(paths, tool, version)
+    if not env:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return None
+    data = env_file_content(env)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o600:
+            return path
+    _atomic_write(path, data, 0o600, dir_mode=0o700)
+    return path
+
+
+# -- mounts ------------------------------------------------------------------------------------
+def socket_paths() -> list[str]:
+    """The Docker socket as configured and as it really is (/var/run/docker.sock -> /run/...)."""
+    real = os.path.realpath(DOCKER_SOCKET)
+    return [DOCKER_SOCKET] + ([real] if real != DOCKER_SOCKET else [])
+
+
+def socket_gids() -> list[int]:
+    """Groups that may use the Docker socket: its owning group and the `docker` group."""
+    gids: list[int] = []
+    with contextlib.suppress(OSError):
+        gids.append(os.stat(DOCKER_SOCKET).st_gid)
+    with contextlib.suppress(KeyError):
+        gids.append(grp.getgrnam("docker").gr_gid)
+    return sorted({g for g in gids if g != 0})
+
+
+def refusal(real: str) -> str | None:
+    """Why the real host path may not be mounted, or None (the shim runtime says the same)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    if real == "/" and not os.environ.get("SANDMAN_ALLOW_ROOT"):
+        return "it is / (set SANDMAN_ALLOW_ROOT=1 to allow)"
+    if real == home and not os.environ.get("SANDMAN_ALLOW_HOME"):
+        return "it is your home directory (set SANDMAN_ALLOW_HOME=1 to allow)"
+    for s in socket_paths():
+        if s == real or s.startswith(real.rstrip("/") + "/"):
+            return f"it would expose the Docker socket {s}"
+    return None
+
+
 def parse_mount_spec(spec: str) -> tuple[str, str, str]:
-    """HOST:CONTAINER[:ro|rw] -> (host, container, mode)."""
+    """HOST:CONTAINER[:ro|rw] -> (real host path, container, mode); refused sources fail here.
+
+    The host path is resolved (symlinks, `.`, `..`, `//`) before it is checked, and that real
+    path is what gets mounted (the shim resolves it again when it runs).
+    """
     parts = spec.split(":")
     mode = "rw"
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         mode = parts.pop()
     if len(parts) != 2 or not parts[0] or not parts[1].startswith("/"):
         raise MountError(f"'{spec}' is not HOST:CONTAINER[:ro|rw] with an absolute CONTAINER path")
-    host = os.path.abspath(os.path.expanduser(parts[0]))
+    host = os.path.realpath(os.path.expanduser(parts[0]))
+    why = refusal(host)
+    if why:
+        raise MountError(f"will not mount {parts[0]} (really {host}): {why}")
     return host, parts[1], mode
 
 
@@ -83,6 +231,57 @@ def _check_field(value: str, what: str) -> str:
     return value
 
 
+# -- what a shim is made from, for `sandman list` ------------------------------------------------
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _home_env() -> list[str]:
+    return [f"{k}={os.environ[k]}" for k in ("SANDMAN_HOME", "SANDMAN_BIN_DIR", "SANDMAN_RECIPE_PATH")
+            if os.environ.get(k)]
+
+
+def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
+              runtime: str | None = None) -> dict[str, str]:
+    """Digests of what a shim bakes in besides the recipe: the runtime, config.toml, the host.
+
+    Stored in the install record; `sandman list` compares them with today's to name the reason
+    a shim is stale. config.toml's env values are not in here (only their names): they are
+    compared with the private env file instead.
+    """
+    config = {"mounts": settings.mounts, "extra_mounts": list(settings.extra_mounts),
+              "env": sorted(settings.env), "warm": settings.warm, "idle": warm_idle_minutes}
+    host = {"docker": shutil.which("docker") or "docker", "python": sys.executable,
+            "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
+    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host)}
+
+
+def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths,
+                  current: dict[str, str], current_runtime: Runtime | None, tool: str,
+                  version: str, env: dict[str, str]) -> list[str]:
+    """The fields whose shim content is out of date: runtime, config, host, env, mounts..."""
+    out = []
+    if (recorded.get("runtime") != current["runtime"]
+            or not runtime_path(paths, recorded.get("runtime", "-")).is_file()):
+        out.append("runtime")
+    if current_runtime is not None:
+        now = asdict(current_runtime)
+        then = recorded_runtime or {}
+        out += [f for f in RECIPE_FIELDS if _digest(then.get(f)) != _digest(now.get(f))]
+    config_ok = recorded.get("config") == current["config"]
+    if config_ok and env:
+        try:
+            config_ok = env_file(paths, tool, version).read_bytes() == env_file_content(env)
+        except OSError:
+            config_ok = False
+    if not config_ok:
+        out.append("config")
+    if recorded.get("host") != current["host"]:
+        out.append("host")
+    return out
+
+
+# -- rendering ---------------------------------------------------------------------------------
 def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str:
     rt, st = ctx.runtime, ctx.settings
     mounts = []
@@ -97,10 +296,11 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         host, target, mode = parse_mount_spec(spec)
         extras.append("|".join([_check_field(host, "mount source"),
                                 _check_field(target, "mount target"), mode]))
-    env = {**rt.env, **st.env}
-    socket_real = os.path.realpath(DOCKER_SOCKET)
-    home_env = [f"{k}={os.environ[k]}" for k in ("SANDMAN_HOME", "SANDMAN_BIN_DIR",
-                                                 "SANDMAN_RECIPE_PATH") if os.environ.get(k)]
+    # config.toml's env stays out of the shim (it may hold secrets): see write_env_file
+    env = {k: v for k, v in rt.env.items() if k not in st.env}
+    envf = env_file(ctx.paths, ctx.tool, ctx.version) if st.env else None
+    sockets = socket_paths()
+    home_env = _home_env()
     refresh = (["env", *home_env] if home_env else []) + [
         sys.executable, "-m", "sandman", "-q", "reshim", f"{ctx.tool}@{ctx.version}"]
     reaper = ["env", *home_env, sys.executable, "-m", "sandman.reaper"]
@@ -115,6 +315,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_NETWORK": "bridge" if rt.network else "none",
         "SM_PATH_ARGS": rt.path_args,
         "SM_ENV": _arr(f"{k}={v}" for k, v in env.items()),
+        "SM_ENV_FILE": shlex.quote(str(envf or "")),
         "SM_PASS_ENV": _arr(rt.pass_env),
         "SM_PATH_ENV": _arr(f"{k}:{v}" for k, v in rt.path_env.items()),
         "SM_MOUNTS": _arr(mounts),
@@ -126,7 +327,8 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_PASSWD_DIR": shlex.quote(str(ctx.passwd_dir or "")),
         "SM_DOCKER": shlex.quote(shutil.which("docker") or "docker"),
         "SM_SOCKET": shlex.quote(DOCKER_SOCKET),
-        "SM_SOCKET_REAL": _arr([socket_real] if socket_real != DOCKER_SOCKET else []),
+        "SM_SOCKET_REAL": _arr(sockets[1:]),
+        "SM_SOCKET_GIDS": _arr(str(g) for g in socket_gids()),
         "SM_HOST": shlex.quote(socket.gethostname()),
         "SM_CONFIG": shlex.quote(str(ctx.paths.config_file) if ctx.refresh else ""),
         "SM_REFRESH": _arr(refresh),
@@ -138,19 +340,34 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
 
 
 def render(ctx: ShimContext, name: str) -> str:
-    """The script for shim `name` (`tool-version` or `command-version`)."""
-    template = (shim_templates_dir() / "shim.bash").read_text(encoding="utf-8")
-    warm_part = (shim_templates_dir() / "warm.bash").read_text(encoding="utf-8")
-    template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
+    """The script for shim `name` (`tool-version` or `command-version`): values + `source`.
+
+    Writes what the script refers to first (the runtime, the private env file), so a shim
+    never points at a file that is not there yet.
+    """
+    runtime = write_runtime(ctx.paths)
+    write_env_file(ctx.paths, ctx.tool, ctx.version, ctx.settings.env)
     rt = ctx.runtime
-    tool_shim = name == f"{ctx.tool}-{ctx.version}"
-    if tool_shim:
+    if name == f"{ctx.tool}-{ctx.version}":
         prefix, needcmd = list(rt.entrypoint), not rt.entrypoint
     else:
         prefix, needcmd = [name[: -len(ctx.version) - 1]], False
-    header = f"{MARKER}\n# for: {ctx.tool}@{ctx.version}"
-    text = template.replace(MARKER, header, 1)
-    return text.replace("@@VALUES@@", render_values(ctx, prefix, needcmd), 1)
+    key = f"{ctx.tool}@{ctx.version}"
+    return "\n".join([
+        "#!/bin/bash",
+        MARKER,
+        f"# for: {key}",
+        "# Generated by sandman; do not edit (install, reshim and upgrade rewrite it).",
+        "# Its values, then the shared runtime (docs/runtime.md): bash builtins only up to exec.",
+        render_values(ctx, prefix, needcmd),
+        f"SM_RUNTIME={shlex.quote(str(runtime))}",
+        "SM_SELF=${BASH_SOURCE[0]-}",
+        "[[ -r $SM_RUNTIME ]] || { printf 'sandman: %s: the shim runtime %s is missing or "
+        f"unreadable; run: sandman reshim --all\\n' {shlex.quote(key)} \"$SM_RUNTIME\" >&2; "
+        f"exit {names.EXIT_CODES['STATE']}; }}",
+        'source "$SM_RUNTIME"',
+        "",
+    ])
 
 
 def owner_of(path: Path) -> str | None:

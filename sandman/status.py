@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import images, installs, shims
+from sandman import images, installs, pins, shims
 from sandman.context import Context
-from sandman.engine import ImageInfo
 from sandman.errors import SandmanError
 
 
@@ -23,33 +22,57 @@ class InstallStatus:
     fingerprint: str
     shims: list[str]
     size: int | None  # bytes; None when the image is missing
-    state: str  # current | stale | image-missing | shim-missing
+    # current | image-missing | image-replaced | shim-missing | image-stale | shim-stale: WHY, ...
+    state: str
     installed_at: str
+    reasons: list[str] = field(default_factory=list)  # shim-stale: the fields that changed
+    full_version: str | None = None  # what the recipe's version_check proved, when it has one
 
 
 def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStatus]:
+    """Every install and its state, the first that applies of:
+
+    image-missing (the tag is gone), image-replaced (the tag names another image than the one
+    installed), shim-missing, image-stale (the recipe, its inputs or its base changed: a
+    rebuild), shim-stale (something a shim bakes in changed: the runtime, config.toml, the
+    host's docker, or a recipe runtime field such as env or mounts: a rewrite, no build).
+    """
     from sandman.catalog import Spec
     from sandman.install import plan, resolve
 
+    runtime = shims.runtime_digest()
     out = []
     for rec in installs.all_records(ctx.paths):
         info = ctx.engine.image(rec.image_tag)
-        state = "current"
+        state, reasons = "current", []
         if info is None:
             state = "image-missing"
+        elif rec.image_id and info.id != rec.image_id:
+            state = "image-replaced"
         elif any(shims.owner_of(Path(rec.bin_dir) / n) != rec.key for n in rec.shims):
             state = "shim-missing"
-        elif check_stale:
-            try:
-                p = plan(ctx, resolve(ctx, Spec(rec.tool, rec.version)))
-                if p.fingerprint != rec.fingerprint:
-                    state = "stale"
-            except SandmanError:
-                state = "stale"  # the recipe or its inputs are gone or broken: not current
+        else:
+            recipe_rt = None
+            if check_stale:
+                try:
+                    r = resolve(ctx, Spec(rec.tool, rec.version))
+                    recipe_rt = r.version.runtime
+                    if plan(ctx, r).fingerprint != rec.fingerprint:
+                        state = "image-stale"
+                except SandmanError:
+                    state = "image-stale"  # the recipe or its inputs are gone or broken: not current
+            if state == "current":
+                settings = ctx.config.for_tool(rec.tool, rec.version)
+                now = shims.made_from(settings, ctx.config.warm_idle_minutes, runtime=runtime)
+                reasons = shims.stale_reasons(rec.shim_inputs, rec.runtime, ctx.paths, now, recipe_rt,
+                                              rec.tool, rec.version, settings.env)
+                if reasons:
+                    state = "shim-stale: " + ", ".join(reasons)
         out.append(InstallStatus(
             tool=rec.tool, version=rec.version, source=rec.source, image=rec.image_tag,
             image_id=rec.image_id, fingerprint=rec.fingerprint, shims=list(rec.shims),
             size=info.size if info else None, state=state, installed_at=rec.installed_at,
+            reasons=reasons, full_version=rec.full_version,
         ))
     return out
 
@@ -111,6 +134,11 @@ def doctor(ctx: Context) -> list[Check]:
         if daemon and ctx.engine.image(rec.image_tag) is None:
             checks.append(Check(False, f"{rec.key} image",
                                 f"{rec.image_tag} is missing; run: sandman install {rec.key}"))
+    if daemon:  # what `list` calls image-replaced, image-stale or shim-stale (missing: above)
+        for item in list_installs(ctx):
+            if item.state not in ("current", "image-missing", "shim-missing"):
+                key = f"{item.tool}@{item.version}"
+                checks.append(Check(False, f"{key} state", f"{item.state}; run: sandman upgrade {key}"))
     if bin_dir.is_dir():
         for f in sorted(bin_dir.iterdir()):
             owner = shims.owner_of(f)
@@ -120,12 +148,15 @@ def doctor(ctx: Context) -> list[Check]:
                 checks.append(Check(False, f"dangling shim {f.name}",
                                     f"written for {owner}, which is not installed; "
                                     f"remove {f} or reinstall {owner}"))
+    checks += [Check(*c) for c in pins.doctor_checks(ctx.paths, pins.cwd_of(ctx.env), ctx.env)]
     return checks
 
 
-def gc(ctx: Context, *, dry_run: bool) -> list[ImageInfo]:
-    garbage = images.garbage(ctx.engine, installs.all_records(ctx.paths))
-    if not dry_run:
-        for img in garbage:
-            ctx.engine.remove_image(img.id, force=True)
-    return garbage
+def gc(ctx: Context, *, dry_run: bool, unclaimed: bool = False,
+       tools: frozenset[str] = frozenset()) -> list[images.Verdict]:
+    """Every sandman image on the daemon (of `tools`, when given) with gc's verdict; removes
+    the unheld ones unless dry_run. Images are judged by the daemon's roots and containers,
+    never by this home's records alone (another home's shims may use an image this home
+    knows nothing of)."""
+    return images.collect(ctx.engine, ctx.paths, installs.all_records(ctx.paths),
+                          dry_run=dry_run, unclaimed=unclaimed, tools=tools)

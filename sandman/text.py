@@ -30,3 +30,17 @@ def safe(value: object) -> str:
 
 def has_control(value: str) -> bool:
     return _CONTROL.search(value) is not None
+
+
+def safe_lines(value: object) -> str:
+    """Like `safe`, but keeps line breaks: for messages that are several lines on purpose.
+
+    Values from recipes reach such messages through `safe` first (so a newline inside a value
+    shows as `\\n`); this is the last guard before a terminal or a log.
+    """
+    return "\n".join(safe(line) for line in str(value).split("\n"))
+
+
+def quoted(value: object) -> str:
+    """`value` in single quotes, escaped: how an error message quotes text from a recipe."""
+    return f"'{safe(value)}'"

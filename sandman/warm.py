@@ -1,12 +1,17 @@
 """Warm containers: long-lived containers that shims `docker exec` into (docs/performance.md).
 
-The shim does the hot work in bash; this module is the slow side: the values a shim needs to
-find its warm containers, what `sandman warm list|stop` show and end, and the reaper's sweep
-that stops idle ones and kills the tool of a call whose shim was killed hard.
+The shim does the hot work in bash (shims/warm.bash); this module is the slow side: the values a
+shim needs to find its warm containers, what `sandman warm list|stop` show and end, and the
+reaper's sweep that stops idle ones, removes orphans and kills the tool of a call whose shim was
+killed hard.
 
-On disk, each warm container has a folder `<state>/warm/<container name>/`, mounted in the
-container at /run/sandman-warm:
+Warm containers belong to a SANDMAN_HOME and a daemon: the folder `<state>/warm/` holds those of
+the default daemon, `<state>/warm/@<daemon key>/` those of another one (`daemon_key`). Each warm
+container has a folder `<daemon folder>/<folder name>/`, mounted in the container at
+/run/sandman-warm, and is named `<folder name>-<id>`:
 
+- `id`       random, made with the folder: a folder deleted and made again gets another id, so
+             a container whose folder is gone is never used again (an orphan, removed here)
 - `key`      the exact container options (mounts, user, groups, network, image) it was made of
 - `mounts`   its `--mount` values, one per line (for `warm list`)
 - `pid`      the host pid of its init, which the shim checks in /proc instead of asking docker
@@ -15,20 +20,28 @@ container at /run/sandman-warm:
 - `nap`      a FIFO nobody writes to; `read -t` on it is how bash sleeps without a fork
 - `calls/<shim pid>-<shim start time>`  one per call: empty until the tool starts, then the
   tool's pid in the container, then `done`
+
+Stopping one (`retire`) first moves its folder to `.retired/<container name>` (new calls then
+start a new container), waits until the calls registered in it have ended, then removes the
+container. A shim registers its call before it checks the folder's id (shims/warm.bash), so a
+call is either seen by the stop or sees the stop: no call ever execs into a container being
+removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import os
 import shutil
 import time
-import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandman import names
 from sandman.paths import Paths
 
 if TYPE_CHECKING:  # the docker SDK stays out of shim rendering and the reaper's start
@@ -37,10 +50,49 @@ if TYPE_CHECKING:  # the docker SDK stays out of shim rendering and the reaper's
 TARGET = "/run/sandman-warm"
 DEFAULT_IDLE_SECONDS = 600
 DEAD_CALL_GRACE_SECONDS = 10.0
+STOP_WAIT_SECONDS = 10.0  # `warm stop` lets calls already running end for this long
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the daemon a shim talks to without DOCKER_HOST
+RETIRED = ".retired"
+
+# WarmContainer.state
+LIVE, STOPPING, ORPHAN = "live", "stopping", "orphan"
+
+
+def daemon_key(docker_host: str | None) -> str:
+    """'' for the default daemon, else `@` and DOCKER_HOST with `%` and `/` escaped.
+
+    A file-name part that tells daemons apart (shims/warm.bash computes the same with builtins).
+    """
+    host = docker_host or DEFAULT_DOCKER_HOST
+    if host == DEFAULT_DOCKER_HOST:
+        return ""
+    return "@" + host.replace("%", "%25").replace("/", "%2F")
+
+
+def _docker_host(docker_host: str | None) -> str:
+    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
 def warm_dir(paths: Paths) -> Path:
+    """The home's warm folder (the default daemon's containers live right in it)."""
     return paths.state_dir / "warm"
+
+
+def daemon_dir(paths: Paths, docker_host: str | None = None) -> Path:
+    """Where the warm containers of this home on that daemon (default: $DOCKER_HOST) live.
+
+    Their `io.sandman.home` label says this folder: one daemon reached by two paths (a
+    symlinked socket) gets two sets of warm containers, neither taking the other's for orphans.
+    """
+    key = daemon_key(_docker_host(docker_host))
+    return warm_dir(paths) / key if key else warm_dir(paths)
+
+
+def reaper_pidfile(paths: Paths, docker_host: str | None = None) -> Path:
+    """The pidfile of this home's reaper for that daemon (default: $DOCKER_HOST)."""
+    base = paths.reaper_pidfile
+    key = daemon_key(_docker_host(docker_host))
+    return base.with_name(f"{base.stem}{key}{base.suffix}") if key else base
 
 
 def shim_values(paths: Paths, warm: bool | None, idle_minutes: int) -> dict[str, str]:
@@ -54,6 +106,7 @@ def shim_values(paths: Paths, warm: bool | None, idle_minutes: int) -> dict[str,
         "SM_WARM": "1" if warm else "0",
         "SM_WARM_DIR": shlex.quote(str(base)),
         "SM_WARM_IDLE": str(int(idle_minutes) * 60),
+        "SM_DAEMON_DEFAULT": shlex.quote(DEFAULT_DOCKER_HOST),
     }
 
 
@@ -63,21 +116,22 @@ class WarmContainer:
     tool: str
     version: str
     container_id: str
-    status: str
+    status: str  # docker's, or "stopping" / "orphaned"
     idle_seconds: float
     active_calls: int
     mounts: tuple[str, ...]  # "SRC -> DST (ro|rw)"
     idle_limit: int
+    state: str = LIVE  # LIVE, STOPPING (moved aside, calls ending) or ORPHAN (its folder is gone)
 
     @property
     def key(self) -> str:
         return f"{self.tool}@{self.version}"
 
 
-def _mine(c: ContainerInfo, base: Path, host: str | None) -> bool:
+def _mine(c: ContainerInfo, home: Path, host: str | None) -> bool:
     labels = c.labels
-    return (labels.get("io.sandman.role") == "warm" and labels.get("io.sandman.home") == str(base)
-            and (host is None or labels.get("io.sandman.host") == host))
+    return (labels.get(names.LABEL_ROLE) == "warm" and labels.get(names.LABEL_HOME) == str(home)
+            and (host is None or labels.get(names.LABEL_HOST) == host))
 
 
 def parse_mount(spec: str) -> str:
@@ -101,6 +155,25 @@ def _read_mounts(wd: Path) -> tuple[str, ...]:
             except (csv.Error, StopIteration):
                 out.append(ln)
     return tuple(out)
+
+
+def _read_id(wd: Path) -> str:
+    try:
+        return (wd / "id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def locate(base: Path, name: str) -> tuple[str, Path]:
+    """(state, folder) of the warm container `name` under the daemon folder `base`."""
+    folder, _, wid = name.rpartition("-")
+    live = base / folder
+    if folder and wid and _read_id(live) == wid:
+        return LIVE, live
+    grave = base / RETIRED / name
+    if grave.is_dir():
+        return STOPPING, grave
+    return ORPHAN, grave
 
 
 def shim_alive(token: str) -> bool | None:
@@ -133,7 +206,7 @@ def send_signal(wd: Path, sig: str, pid: str) -> None:
 def tend_calls(wd: Path, now: float | None = None) -> tuple[int, float]:
     """Clean up finished calls, kill the tools of calls whose shim is gone.
 
-    Returns (calls still running, the newest activity time seen).
+    Returns (calls still running or starting, the newest activity time seen).
     """
     now = time.time() if now is None else now
     active, newest = 0, 0.0
@@ -151,7 +224,7 @@ def tend_calls(wd: Path, now: float | None = None) -> tuple[int, float]:
         except OSError:
             continue
         newest = max(newest, st.st_mtime)
-        if content == "done":
+        if content.startswith("done"):
             with contextlib.suppress(OSError):
                 f.unlink()
             continue
@@ -169,61 +242,136 @@ def tend_calls(wd: Path, now: float | None = None) -> tuple[int, float]:
     return active, newest
 
 
-def list_warm(engine: Engine, paths: Paths, host: str | None = None) -> list[WarmContainer]:
-    base = warm_dir(paths)
+def list_warm(engine: Engine, paths: Paths, host: str | None = None,
+              docker_host: str | None = None) -> list[WarmContainer]:
+    """This home's warm containers on the engine's daemon (docker_host: the one it talks to)."""
+    base = daemon_dir(paths, docker_host)
     now = time.time()
     out = []
     for c in engine.containers(role="warm"):
         if not _mine(c, base, host):
             continue
-        wd = base / c.name
-        active, newest = tend_calls(wd, now)
+        state, wd = locate(base, c.name)
+        active, newest = tend_calls(wd, now) if state != ORPHAN else (0, 0.0)
         try:
-            limit = int(c.labels.get("io.sandman.idle", DEFAULT_IDLE_SECONDS))
+            limit = int(c.labels.get(names.LABEL_IDLE, DEFAULT_IDLE_SECONDS))
         except ValueError:
             limit = DEFAULT_IDLE_SECONDS
+        status = {LIVE: c.status, STOPPING: "stopping", ORPHAN: "orphaned"}[state]
         out.append(WarmContainer(
-            name=c.name, tool=c.labels.get("io.sandman.tool", "?"),
-            version=c.labels.get("io.sandman.version", "?"), container_id=c.id, status=c.status,
+            name=c.name, tool=c.labels.get(names.LABEL_TOOL, "?"),
+            version=c.labels.get(names.LABEL_VERSION, "?"), container_id=c.id, status=status,
             idle_seconds=max(0.0, now - newest) if newest else 0.0, active_calls=active,
-            mounts=_read_mounts(wd), idle_limit=limit,
+            mounts=_read_mounts(wd), idle_limit=limit, state=state,
         ))
     return sorted(out, key=lambda w: (w.tool, w.version, w.name))
 
 
-def retire(engine: Engine, paths: Paths, name: str, container_id: str) -> None:
-    """Stop a warm container and forget it: its folder goes first, so new calls start afresh."""
-    base = warm_dir(paths)
-    wd = base / name
-    graveyard = base / ".retired"
-    moved = None
-    with contextlib.suppress(OSError):
-        graveyard.mkdir(exist_ok=True)
-        moved = graveyard / f"{name}-{uuid.uuid4().hex[:8]}"
-        os.rename(wd, moved)
-    engine.remove_container(container_id)
-    if moved is not None:
-        shutil.rmtree(moved, ignore_errors=True)
+@contextlib.contextmanager
+def _retire_lock(base: Path) -> Iterator[None]:
+    """Serialises the stoppers (the reaper, `warm stop`): each moves only the folder it checked."""
+    fd = os.open(base / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
-def stop(engine: Engine, paths: Paths, keys: list[str] | None = None) -> list[WarmContainer]:
-    """Stop this user's warm containers (all, or those of the given tool@version keys)."""
-    stopped = []
-    for w in list_warm(engine, paths):
-        if keys and w.key not in keys and w.tool not in keys:
-            continue
-        retire(engine, paths, w.name, w.container_id)
-        stopped.append(w)
-    return stopped
+def begin_retire(base: Path, name: str) -> Path:
+    """Take the live container `name` out of service: its folder moves aside. Returns where."""
+    state, wd = locate(base, name)
+    if state != LIVE:
+        return wd
+    grave = base / RETIRED / name
+    with contextlib.suppress(OSError), _retire_lock(base):
+        if locate(base, name)[0] == LIVE:  # still the folder of this container
+            grave.parent.mkdir(exist_ok=True, mode=0o700)
+            os.rename(wd, grave)
+    return grave
 
 
-def sweep(engine: Engine, paths: Paths, host: str) -> int:
-    """The reaper's pass: stop idle warm containers; return how many still run."""
+def drained(grave: Path) -> bool:
+    """Have the calls registered in a retired folder ended (or their shims gone)?"""
+    return tend_calls(grave)[0] == 0 if grave.is_dir() else True
+
+
+def finish_retire(engine: Engine, grave: Path, container_id: str) -> None:
+    """Remove the container, then its folder. Another stopper (the reaper, a second
+    `warm stop`) may be removing it at the same time: that is not an error."""
+    from sandman.errors import SandmanError
+
+    try:
+        engine.remove_container(container_id)
+    except SandmanError as e:
+        if "No such container" not in str(e) and "is already in progress" not in str(e):
+            raise
+    shutil.rmtree(grave, ignore_errors=True)
+
+
+def retire(engine: Engine, paths: Paths, name: str, container_id: str,
+           wait: float = STOP_WAIT_SECONDS, docker_host: str | None = None) -> None:
+    """Stop a warm container: no new call from now on, calls running end (up to `wait` s)."""
+    base = daemon_dir(paths, docker_host)
+    grave = begin_retire(base, name)
+    deadline = time.monotonic() + wait
+    while not drained(grave) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    finish_retire(engine, grave, container_id)
+
+
+def stop(engine: Engine, paths: Paths, keys: list[str] | None = None,
+         wait: float = STOP_WAIT_SECONDS) -> list[WarmContainer]:
+    """Stop this user's warm containers (all, or those of the given tool@version keys).
+
+    New calls go elsewhere at once; calls already running may end first, for up to `wait`
+    seconds, then the containers are removed.
+    """
+    base = daemon_dir(paths)
+    chosen = [w for w in list_warm(engine, paths)
+              if not keys or w.key in keys or w.tool in keys]
+    pending = {w.name: (w, begin_retire(base, w.name)) for w in chosen}
+    deadline = time.monotonic() + wait
+    while pending:
+        late = time.monotonic() >= deadline
+        for name, (w, grave) in list(pending.items()):
+            if late or drained(grave):
+                finish_retire(engine, grave, w.container_id)
+                del pending[name]
+        if pending:
+            time.sleep(0.05)
+    return chosen
+
+
+def sweep(engine: Engine, paths: Paths, host: str, docker_host: str | None = None) -> int:
+    """The reaper's pass: stop idle warm containers, remove orphans; return how many still run.
+
+    Never waits: a stopping container whose calls still run is looked at again next pass.
+    """
+    base = daemon_dir(paths, docker_host)
+    graves: list[Path] = []
+    with contextlib.suppress(OSError):  # listed before the containers: see below
+        graves = [g for g in (base / RETIRED).iterdir() if g.is_dir()]
+    items = list_warm(engine, paths, host, docker_host)
     running = 0
-    for w in list_warm(engine, paths, host):
-        gone = w.status not in ("running", "created", "restarting")
-        if gone or (w.active_calls == 0 and w.idle_seconds >= w.idle_limit):
-            retire(engine, paths, w.name, w.container_id)
+    for w in items:
+        gone = w.status not in ("running", "created", "restarting", "stopping")
+        if w.state == ORPHAN or gone:
+            grave = begin_retire(base, w.name)
+            finish_retire(engine, grave, w.container_id)
+            continue
+        if w.state == LIVE and (w.active_calls or w.idle_seconds < w.idle_limit):
+            running += 1
+            continue
+        grave = begin_retire(base, w.name)
+        if drained(grave):
+            finish_retire(engine, grave, w.container_id)
         else:
             running += 1
+    # A folder moved aside before the containers were listed, whose container was not listed,
+    # belongs to a container removed since (a stopper was interrupted): forget it.
+    names = {c.name for c in engine.containers(role="warm")} if graves else set()
+    for g in graves:
+        if g.name not in names:
+            shutil.rmtree(g, ignore_errors=True)
     return running

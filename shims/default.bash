@@ -4,32 +4,55 @@
 # Runs the version of the tool chosen for the current directory: $SANDMAN_<TOOL>_VERSION, else
 # the nearest .sandman.toml (walking up) that names the tool, else the global choice. With no
 # choice it runs the next command of the same name on PATH, so it never hides a host tool.
+# A pin file it cannot read as sandman reads it (sandman/pins.py, the same rules) stops the
+# command with FILE:LINE and $SM_EXIT_STATE: a broken pin never falls through to the host tool.
 # Bash builtins only: no fork before the exec.
 @@VALUES@@
 
 sm_die() { printf 'sandman: %s\n' "$1" >&2; exit "$2"; }
+sm_bad() { sm_die "$1:$2: $3" "$SM_EXIT_STATE"; }  # sm_bad FILE LINE MESSAGE
 
-# The [tools] table of a pin file, line by line: `tool = "version"` (comments allowed).
-sm_line_re='^["'"'"']?([A-Za-z0-9._-]+)["'"'"']?[[:space:]]*=[[:space:]]*("([^"]*)"|'"'"'([^'"'"']*)'"'"')[[:space:]]*(#.*)?$'
-sm_pin() {  # sm_pin FILE: set sm_ver to SM_TOOL's version in FILE; false when it has none
-  local line sect=
+sm_pin_re='^(([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'"'"'([A-Za-z0-9._-]+)'"'"')[[:space:]]*=[[:space:]]*("([^"]*)"|'"'"'([^'"'"']*)'"'"')[[:space:]]*(#.*)?$'
+sm_head_re='^\[(\[?)([^][#]*)\](\]?)[[:space:]]*(#.*)?$'
+sm_version_re='^[A-Za-z0-9][A-Za-z0-9._+-]*$'
+sm_pin() {  # sm_pin FILE: check every line; set sm_ver to SM_TOOL's version; false when none
+  local line name key ver n=0 sect= had_tools= seen=' ' found=
+  [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
   while IFS= read -r line || [[ -n $line ]]; do
+    ((++n))
     line=${line#"${line%%[![:space:]]*}"}
     line=${line%"${line##*[![:space:]]}"}
     case $line in
       '' | '#'*) continue ;;
       '['*)
-        sect=${line#[}
-        sect=${sect%%]*}
-        sect=${sect#"${sect%%[![:space:]]*}"}
-        sect=${sect%"${sect##*[![:space:]]}"}
+        [[ $line =~ $sm_head_re && ${#BASH_REMATCH[1]} == "${#BASH_REMATCH[3]}" ]] ||
+          sm_bad "$1" "$n" "malformed table header"
+        name=${BASH_REMATCH[2]//[[:space:]\"\']/}
+        sect=other
+        if [[ $name == tools.* || ( $name == tools && -n ${BASH_REMATCH[1]} ) ]]; then
+          sm_bad "$1" "$n" '[tools] holds only tool = "version" lines, not tables'
+        elif [[ $name == tools ]]; then
+          [[ -z $had_tools ]] || sm_bad "$1" "$n" "a second [tools] table"
+          sect=tools had_tools=1
+        fi
         continue ;;
     esac
-    [[ $sect == tools && $line =~ $sm_line_re && ${BASH_REMATCH[1]} == "$SM_TOOL" ]] || continue
-    sm_ver=${BASH_REMATCH[3]}${BASH_REMATCH[4]}
-    return 0
+    if [[ $sect == tools ]]; then
+      [[ $line =~ $sm_pin_re ]] || sm_bad "$1" "$n" 'write each pin as tool = "version"'
+      key=${BASH_REMATCH[2]}${BASH_REMATCH[3]}${BASH_REMATCH[4]}
+      ver=${BASH_REMATCH[6]}${BASH_REMATCH[7]}
+      [[ $seen != *" $key "* ]] || sm_bad "$1" "$n" "$key is pinned twice"
+      seen+="$key "
+      [[ -n $ver && $ver != [!A-Za-z0-9]* && $ver != *[!A-Za-z0-9._+-]* ]] ||  # globs: cheaper
+        sm_bad "$1" "$n" "$key: not a version (letters, digits and . _ + - only)"  # than a regex
+      [[ $key == "$SM_TOOL" ]] && sm_ver=$ver found=1
+    elif [[ -z $sect ]]; then
+      name=${line%%=*}
+      name=${name//[[:space:]\"\']/}
+      [[ $name == tools || $name == tools.* ]] && sm_bad "$1" "$n" "pins go in a [tools] table"
+    fi
   done <"$1"
-  return 1
+  [[ -n $found ]]
 }
 
 sm_ver= sm_from=
@@ -38,14 +61,14 @@ if [[ -n ${!SM_VAR-} ]]; then
 else
   sm_d=${PWD:-/}
   while :; do
-    if [[ -f $sm_d/.sandman.toml && -r $sm_d/.sandman.toml ]] && sm_pin "$sm_d/.sandman.toml"; then
+    if [[ -f $sm_d/.sandman.toml ]] && sm_pin "$sm_d/.sandman.toml"; then
       sm_from=$sm_d/.sandman.toml
       break
     fi
     [[ -z $sm_d || $sm_d == / ]] && break
     sm_d=${sm_d%/*}
   done
-  if [[ -z $sm_from && -f $SM_GLOBAL && -r $SM_GLOBAL ]] && sm_pin "$SM_GLOBAL"; then
+  if [[ -z $sm_from && -f $SM_GLOBAL ]] && sm_pin "$SM_GLOBAL"; then
     sm_from=$SM_GLOBAL
   fi
 fi
@@ -58,10 +81,10 @@ if [[ -z $sm_from ]]; then
     sm_c=$sm_d/$SM_CMD
     [[ -f $sm_c && -x $sm_c && ! $sm_c -ef ${BASH_SOURCE[0]} ]] && exec "$sm_c" "$@"
   done
-  sm_die "no version of $SM_TOOL is chosen for ${PWD:-/}; run: sandman use $SM_TOOL VERSION [--global]" 111
+  sm_die "no version of $SM_TOOL is chosen for ${PWD:-/}; run: sandman use $SM_TOOL VERSION [--global]" "$SM_EXIT_NOT_FOUND"
 fi
 
-[[ $sm_ver =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" 2
+[[ $sm_ver =~ $sm_version_re ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" "$SM_EXIT_USAGE"
 sm_c=$SM_BIN/$SM_CMD-$sm_ver
-[[ -f $sm_c && -x $sm_c ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed or has no $SM_CMD; run: sandman install $SM_TOOL@$sm_ver" 111
+[[ -f $sm_c && -x $sm_c ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed or has no $SM_CMD; run: sandman install $SM_TOOL@$sm_ver" "$SM_EXIT_NOT_FOUND"
 exec "$sm_c" "$@"

@@ -1,27 +1,49 @@
 # Included into the shim runtime by sandman (shims/shim.bash, @@WARM@@): the reaper and warm mode.
+# The reaper and the warm containers belong to one SANDMAN_HOME *and* one daemon: the daemon this
+# call talks to ($DOCKER_HOST, or the default socket) keys their files. The default daemon's
+# keep the plain names (state/reaper.pid, state/warm/); another one's get "@<DOCKER_HOST with %
+# and / escaped>" (sandman/warm.py: daemon_key, which must give the same string).
+sm_dhost=${DOCKER_HOST:-$SM_DAEMON_DEFAULT}
+sm_dkey=
+if [[ $sm_dhost != "$SM_DAEMON_DEFAULT" ]]; then
+  sm_dkey=${sm_dhost//"%"/%25}; sm_dkey=@${sm_dkey//\//%2F}
+fi
+
 # A SIGKILLed shim cannot clean up after itself: a per-user reaper removes containers whose
-# shim is gone. Start it if it is not running (a pidfile read: no fork when it is).
+# shim is gone. Start it if it is not running: a pidfile read and a /proc read, no fork when it
+# is. Its command line names its pidfile and daemon, so a recycled pid, another home's or
+# daemon's reaper, or garbage in the file does not count.
 if [[ -n $SM_REAPER_PIDFILE ]]; then
-  sm_rp=
-  { read -r sm_rp <"$SM_REAPER_PIDFILE"; } 2>/dev/null
-  sm_alive=
-  if [[ -n $sm_rp && -r /proc/$sm_rp/cmdline ]]; then
-    mapfile -d '' sm_cl <"/proc/$sm_rp/cmdline" 2>/dev/null
-    [[ " ${sm_cl[*]} " == *" sandman.reaper "* ]] && sm_alive=1
+  sm_rpf=${SM_REAPER_PIDFILE%.pid}$sm_dkey.pid
+  sm_rpid= sm_alive= sm_cl=()
+  { read -r sm_rpid <"$sm_rpf"; } 2>/dev/null
+  if [[ -n $sm_rpid && $sm_rpid != *[!0-9]* ]]; then
+    { mapfile -d '' sm_cl <"/proc/$sm_rpid/cmdline"; } 2>/dev/null
+    [[ " ${sm_cl[*]} " == *" sandman.reaper $sm_rpf $sm_dhost "* ]] && sm_alive=1
   fi
-  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" </dev/null >/dev/null 2>&1 &)
+  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" "$sm_rpf" "$sm_dhost" </dev/null >/dev/null 2>&1 &)
 fi
 
 # Warm mode (docs/performance.md): `docker exec` into a long-lived container of this tool@version
 # that has exactly the mounts, user and network this call's cold container would get. Any
 # doubt (an option it does not know, no /bin/sh in the image, a start that fails) means a cold run.
+#
+# The exit status of a warm call is trusted only when its tool is known to have started: the
+# wrapper run by `docker exec` writes the tool's pid into the call's file before it execs the
+# tool; with no pid there, whatever docker said is dropped and the call runs again (a new warm
+# container, or cold). Stopping a container (sandman/warm.py: retire) first moves its folder
+# aside, then waits for the calls registered in it: a call registers (creates its call file in
+# the folder), then checks that the folder still holds the container it found (its `id`), so
+# either the stop sees the call and waits for it, or the call sees the stop and goes elsewhere.
 case ${SANDMAN_WARM-} in
   '') sm_warm=${SM_WARM:-0} ;;
   0|no|false|off) sm_warm=0 ;;
   *) sm_warm=1 ;;
 esac
+sm_wdir=$SM_WARM_DIR${sm_dkey:+/$sm_dkey}
 if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR ]] \
-   && [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]]; then
+   && [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]] \
+   && { [[ -d $sm_wdir ]] || mkdir -m 700 "$sm_wdir" 2>/dev/null; } && [[ -O $sm_wdir ]]; then
   sm_warm_split() {  # sm_args -> sm_cargs (what the container is made of) + sm_xargs (per call)
     local i=0 n=${#sm_args[@]} a v
     sm_cargs=() sm_xargs=()
@@ -41,38 +63,64 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       (( i += 2 ))
     done
   }
-  sm_warm_find() {  # sm_wd/sm_wname: the running warm container made of sm_key, if any
+  # A warm container's folder is named from its key; the container is named after the folder
+  # and the folder's `id` (random, made with the folder): a folder deleted or replaced under a
+  # running container never meets that container again (the reaper removes it as an orphan).
+  sm_warm_find() {  # sm_wd/sm_wid/sm_wname: the running warm container made of sm_key, if any
     local d k p cl
-    for d in "$SM_WARM_DIR/sandman-warm-$sm_uid-$SM_NAME-"*; do
+    for d in "$sm_wdir/sandman-warm-$sm_uid-$SM_NAME-"*; do
       k=
       IFS= read -r -d '' k 2>/dev/null <"$d/key"
       [[ $k == "$sm_key" ]] || continue
-      sm_wd=$d sm_wname=${d##*/} p=
+      sm_wd=$d sm_wid= p=
+      read -r sm_wid 2>/dev/null <"$d/id"
+      [[ -n $sm_wid ]] || return 1
+      sm_wname=${d##*/}-$sm_wid
       read -r p 2>/dev/null <"$d/pid"
-      [[ -n $p ]] && mapfile -d '' cl 2>/dev/null <"/proc/$p/cmdline" && [[ " ${cl[*]} " == *" $sm_wname "* ]]
+      [[ -n $p ]] && { mapfile -d '' cl <"/proc/$p/cmdline"; } 2>/dev/null && [[ " ${cl[*]} " == *" $sm_wname "* ]]
       return
     done
     return 1
   }
-  sm_warm_start() {  # start the warm container for sm_key, or join the one being started
-    local h out p i m=()
-    read -r h _ < <(printf '%s\n%s' "$SM_WARM_DIR" "$sm_key" | sha256sum)
-    sm_wname=sandman-warm-$sm_uid-$SM_NAME-${h:0:12} sm_wd=$SM_WARM_DIR/$sm_wname
-    mkdir -p -m 700 "$sm_wd" "$sm_wd/calls" || return 1
+  sm_warm_prepare() {  # the folder for sm_key with its FIFOs and id: sm_wd, sm_wid, sm_wname
+    local h p
+    read -r h _ < <(printf '%s\n%s' "$sm_wdir" "$sm_key" | sha256sum)
+    sm_wd=$sm_wdir/sandman-warm-$sm_uid-$SM_NAME-${h:0:12}
+    [[ -d $sm_wd/calls ]] || mkdir -p -m 700 "$sm_wd" "$sm_wd/calls" 2>/dev/null || return 1
     for p in signals nap; do
       [[ -p $sm_wd/$p ]] || mkfifo -m 600 "$sm_wd/$p" 2>/dev/null || [[ -p $sm_wd/$p ]] || return 1
     done
-    exec {sm_napfd}<>"$sm_wd/nap"  # nobody writes to it: `read -t` on it is a builtin sleep
+    [[ -n $sm_napfd ]] || { exec {sm_napfd}<>"$sm_wd/nap"; } 2>/dev/null || return 1
+    sm_wid=
+    read -r sm_wid 2>/dev/null <"$sm_wd/id"
+    if [[ -z $sm_wid ]]; then  # the first starter's id wins (ln does not replace)
+      printf '%04x%04x%04x\n' "$RANDOM" "$RANDOM" "$RANDOM" >"$sm_wd/id.$$" 2>/dev/null &&
+        ln "$sm_wd/id.$$" "$sm_wd/id" 2>/dev/null
+      rm -f "$sm_wd/id.$$"
+      read -r sm_wid 2>/dev/null <"$sm_wd/id"
+      [[ -n $sm_wid ]] || return 1
+    fi
+    sm_wname=${sm_wd##*/}-$sm_wid
+    { printf '%s\n' "${sm_wmounts[@]}" >"$sm_wd/mounts.$$" && mv -f "$sm_wd/mounts.$$" "$sm_wd/mounts" &&
+      printf '%s' "$sm_key" >"$sm_wd/key.$$" && mv -f "$sm_wd/key.$$" "$sm_wd/key"; } 2>/dev/null
+  }
+  sm_warm_moved() {  # was sm_wd stopped (moved aside or replaced) since sm_wid was read?
+    local id=
+    read -r id 2>/dev/null <"$sm_wd/id"
+    [[ $id != "$sm_wid" ]]
+  }
+  sm_warm_start() {  # start the warm container for sm_key, or join the one being started
+    local out p i
+    sm_wmounts=()
     for (( i = 0; i < ${#sm_cargs[@]}; i++ )); do
-      [[ ${sm_cargs[i]} == --mount ]] && m+=("${sm_cargs[++i]}")
+      [[ ${sm_cargs[i]} == --mount ]] && sm_wmounts+=("${sm_cargs[++i]}")
     done
-    printf '%s\n' "${m[@]}" >"$sm_wd/mounts.$$" && mv -f "$sm_wd/mounts.$$" "$sm_wd/mounts" || return 1
-    printf '%s' "$sm_key" >"$sm_wd/key.$$" && mv -f "$sm_wd/key.$$" "$sm_wd/key" || return 1
     for (( i = 0; i < 50; i++ )); do
+      sm_warm_prepare || return 1
       out=$("$SM_DOCKER" run -d --rm --init --name "$sm_wname" --log-driver none --pull never \
-        --label io.sandman.role=warm --label "io.sandman.tool=$SM_TOOL" --label "io.sandman.version=$SM_VERSION" \
-        --label "io.sandman.uid=$sm_uid" --label "io.sandman.host=$SM_HOST" --label "io.sandman.home=$SM_WARM_DIR" \
-        --label "io.sandman.idle=${SANDMAN_WARM_IDLE_SECONDS:-$SM_WARM_IDLE}" \
+        --label "$SM_LABEL_ROLE=warm" --label "$SM_LABEL_TOOL=$SM_TOOL" --label "$SM_LABEL_VERSION=$SM_VERSION" \
+        --label "$SM_LABEL_UID=$sm_uid" --label "$SM_LABEL_HOST=$SM_HOST" --label "$SM_LABEL_HOME=$sm_wdir" \
+        --label "$SM_LABEL_IDLE=${SANDMAN_WARM_IDLE_SECONDS:-$SM_WARM_IDLE}" \
         "${sm_cargs[@]}" --mount "type=bind,\"source=${sm_wd//\"/\"\"}/calls\",target=/run/sandman-warm/calls" \
         --mount "type=bind,\"source=${sm_wd//\"/\"\"}/signals\",target=/run/sandman-warm/signals" \
         --workdir / --entrypoint /bin/sh "$SM_IMAGE" \
@@ -81,13 +129,13 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       if [[ $? == 0 || $out == *"already in use"* ]]; then
         p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
         if [[ -n $p && $p != 0 ]]; then
-          printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"
-          return
+          { printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"; } 2>/dev/null
+          return 0
         fi
-      elif [[ $out != *"is already in progress"* && $out != *"is not running"* ]]; then
+      elif [[ $out != *"is already in progress"* && $out != *"is not running"* ]] && ! sm_warm_moved; then
         printf 'sandman: warning: %s@%s: no warm container, running cold: %s\n' "$SM_TOOL" "$SM_VERSION" "${out%%$'\n'*}" >&2
         return 1
-      fi
+      fi  # else: being removed, or stopped under us while it started: again
       read -r -t 0.1 -u "$sm_napfd" _
     done
     return 1
@@ -95,7 +143,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
   sm_warm_deliver() {  # pass pending signals to the tool through the container's signal loop
     local s p= n=0
     while :; do
-      read -r p 2>/dev/null <"$sm_call"
+      read -r p 2>/dev/null <"/proc/self/fd/$sm_cfd"
       [[ $p == [0-9]* ]] && break
       if (( n++ > 150 )) || ! kill -0 "$sm_cp" 2>/dev/null; then sm_pending=(); return; fi
       read -r -t 0.02 -u "$sm_napfd" _
@@ -103,18 +151,25 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     for s in "${sm_pending[@]}"; do printf '%s %s\n' "$s" "$p" 1<>"$sm_wd/signals"; done
     sm_pending=()
   }
-  sm_warm_exec() {  # run the call; sm_rc is its status. False when the exec never started.
+  sm_warm_exec() {  # run the call; sm_rc is its status. False when the tool never started.
     local p= tok
     read -r p 2>/dev/null </proc/$$/stat
     p=${p##*) }; read -r -a p <<<"$p"
     tok=$$-${p[19]}
-    sm_call=$sm_wd/calls/$tok
-    { : >"$sm_call" && : >"$sm_wd/used"; } 2>/dev/null || return 1
-    [[ -n $sm_napfd ]] || exec {sm_napfd}<>"$sm_wd/nap"
+    [[ -n $sm_napfd ]] || { exec {sm_napfd}<>"$sm_wd/nap"; } 2>/dev/null || return 1
+    # Register, then check the folder still holds the container found: the call file is kept
+    # open, so its fd follows it when a stop moves the folder aside.
+    [[ -n $sm_cfd ]] && exec {sm_cfd}>&-
+    { exec {sm_cfd}<>"$sm_wd/calls/$tok"; } 2>/dev/null || { sm_cfd=; return 1; }
+    if sm_warm_moved; then
+      printf 'done\n' >"/proc/self/fd/$sm_cfd"
+      return 1
+    fi
+    : 2>/dev/null >"$sm_wd/used"
     sm_pending=()
     trap '' TERM HUP
-    "$SM_DOCKER" exec -i "${sm_xargs[@]}" "$sm_wname" /bin/sh -c 'echo "$$" >"$0" || exit 125; exec "$@"' \
-      "/run/sandman-warm/calls/$tok" "${SM_PREFIX[@]}" "$@" 0<&0 {sm_napfd}<&- &
+    "$SM_DOCKER" exec -i "${sm_xargs[@]}" "$sm_wname" /bin/sh -c '{ echo "$$" >"$0"; } 2>/dev/null || exit 125; exec "$@"' \
+      "/run/sandman-warm/calls/$tok" "${SM_PREFIX[@]}" "$@" 0<&0 {sm_napfd}<&- {sm_cfd}<&- &
     sm_cp=$!
     trap 'sm_pending+=(INT)' INT; trap 'sm_pending+=(TERM)' TERM; trap 'sm_pending+=(HUP)' HUP
     while :; do
@@ -124,19 +179,19 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     done
     trap - INT TERM HUP
     p=
-    read -r p 2>/dev/null <"$sm_call"
+    read -r p 2>/dev/null <"/proc/self/fd/$sm_cfd"
     # Killed by a signal: the client may have died (SIGPIPE under `| head`) with the tool still
     # running; its pid stays in the call file, so the reaper kills it once this shim is gone.
-    (( sm_rc > 128 )) || printf done >"$sm_call"
-    [[ -n $p ]] || (( sm_rc != 1 && sm_rc != 126 ))
+    (( sm_rc > 128 )) || printf 'done\n' >"/proc/self/fd/$sm_cfd"
+    [[ $p == [0-9]* ]]
   }
   if sm_warm_split; then
     printf -v sm_key '%q ' "$SM_IMAGE" "${sm_cargs[@]}"
-    sm_napfd=
-    for sm_try in 1 2; do
+    sm_napfd= sm_cfd=
+    for sm_try in 1 2 3; do
       sm_warm_find || sm_warm_start || break
       sm_warm_exec "$@" && exit "$sm_rc"
-      rm -f "$sm_wd/pid"  # it was stopped under us: start a new one
     done
+    [[ -n $sm_cfd ]] && exec {sm_cfd}>&-
   fi
 fi

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import base_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = ("debian:bullseye-slim", "debian:bookworm-slim", "debian:trixie-slim")
@@ -45,13 +46,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"Docker daemon not reachable and CI=true (never skipped in CI): {problem}")
     pytest.skip(f"no Docker daemon: {problem}")
-
-
-def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-    env["SANDMAN_HOME"] = str(home)
-    env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 @pytest.fixture
@@ -186,7 +180,8 @@ def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
         import docker
 
         client = docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": "io.sandman.role=warm"}):
+        for c in client.containers.list(all=True, filters={"label": "io.sandman.role=warm"},
+                                           ignore_removed=True):
             if c.labels.get("io.sandman.home", "").startswith(roots):
                 with contextlib.suppress(docker.errors.DockerException):
                     c.remove(force=True)

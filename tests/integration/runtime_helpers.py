@@ -12,23 +12,24 @@ run its shims) with small test tools installed from recipes written here:
 Every fidelity test takes the ``mode`` fixture, so it runs once through the cold path
 (``docker run``) and once with ``SANDMAN_WARM=1`` (``docker exec`` into a warm container, when
 that mode exists; until then the warm variant exercises the cold path too).
+
+The fixtures (``kit``, ``mode``, ``work``, ``user_home``) live in tests/integration/conftest.py;
+this module keeps the plain functions and constants the tests import.
 """
 
 from __future__ import annotations
 
 import grp
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from helpers import paths_of, warm_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_UID = 54321  # a user with no passwd entry on the host, like a fresh LDAP account
@@ -88,7 +89,7 @@ class Kit:
 
     @property
     def bin(self) -> Path:
-        return self.home / "bin"
+        return paths_of(self.home).bin_dir
 
     def shim(self, name: str) -> str:
         return str(self.bin / name)
@@ -181,7 +182,7 @@ def tool_processes(tok: str, tool: str = "rtprobe", *, pid: int | None = None,
             cids += docker("ps", "-q", "--filter", f"label=io.sandman.pid={pid}").split()
         if home is not None:
             cids += docker("ps", "-q", "--filter",
-                           f"label=io.sandman.home={home / 'state' / 'warm'}").split()
+                           f"label=io.sandman.home={warm_dir(home)}").split()
     found = []
     for cid in cids:
         top = subprocess.run(["docker", "top", cid, "-eo", "pid,args"], capture_output=True,
@@ -245,7 +246,7 @@ def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS) -> None:
 
     Another session may be running these tests at the same time: its containers stay.
     """
-    ids = docker("ps", "-aq", "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}").split()
+    ids = docker("ps", "-aq", "--filter", f"label=io.sandman.home={warm_dir(home)}").split()
     for tool in tools:
         out = docker("ps", "-a", "--filter", f"label=io.sandman.tool={tool}",
                      "--filter", "label=io.sandman.role=run",
@@ -264,50 +265,15 @@ def remove_images(tool: str) -> None:
         subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
 
 
-# -- fixtures (imported by the test modules) ---------------------------------------------------
-@pytest.fixture(scope="session")
-def kit(docker_client) -> Iterator[Kit]:
-    root = Path(tempfile.mkdtemp(prefix="sandman-rt-", dir="/tmp"))
-    root.chmod(0o755)
-    try:
-        yield build_kit(root)
-    finally:
-        remove_test_containers(root / "home")
-        stop_reaper(root / "home")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def stop_reaper(home: Path) -> None:
     """End the reaper this home's shims started (by its pid, read from its pidfile)."""
     try:
-        pid = int((home / "state" / "reaper.pid").read_text().strip())
+        pid = int(paths_of(home).reaper_pidfile.read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return
     if b"sandman.reaper" in cmdline:
         os.kill(pid, 15)
-
-
-@pytest.fixture(params=["cold", "warm"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def work(kit: Kit) -> Iterator[Path]:
-    """A fresh working directory (the shim mounts the cwd), removed afterwards."""
-    d = kit.scratch("work")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def user_home(kit: Kit) -> Iterator[Path]:
-    """HOME for the test user, owned by it, outside any working directory."""
-    d = kit.scratch("uhome")
-    os.chown(d, TEST_UID, TEST_GID)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def token() -> str:

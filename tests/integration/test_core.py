@@ -155,10 +155,11 @@ def test_rebuild_only_on_change_and_failed_build_keeps_good_image(
     assert p.returncode == 0, p.stderr
     assert shim(f"{test_tool}-1", "/answer", env={**shim_env, **env}, cwd=workdir).stdout == "three\n"
     assert len(image_ids(docker_client, test_tool)) == 2
-    dry = sandman("gc", "--dry-run", env=env)
+    # --tool: gc judges every sandman image on the daemon; this test only asks about its own
+    dry = sandman("gc", "--dry-run", "--tool", test_tool, env=env)
     assert dry.returncode == 0 and "would remove" in dry.stdout and test_tool in dry.stdout
     assert len(image_ids(docker_client, test_tool)) == 2
-    assert sandman("gc", env=env).returncode == 0
+    assert sandman("gc", "--tool", test_tool, env=env).returncode == 0
     assert len(image_ids(docker_client, test_tool)) == 1
     assert shim(f"{test_tool}-1", "/answer", env={**shim_env, **env}, cwd=workdir).stdout == "three\n"
 
@@ -181,7 +182,11 @@ def make_kit(path: Path) -> str:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, text in {
             "root/opt/emc/SYMCLI/bin/symcfg": '#!/bin/sh\necho "symcfg $* db=$(ls /var/symapi/db)"\n',
-            "root/opt/emc/SYMCLI/bin/symcli": "#!/bin/sh\necho 'Symmetrix Command Line Interface (fake kit)'\n",
+            "root/opt/emc/SYMCLI/bin/symcli": "#!/bin/sh\necho 'Symmetrix Command Line Interface (SYMCLI) "
+                                               "Version V9.2.0.0 (Edit Level: 0, fake kit)'\n",
+            # the other commands the recipe declares (install checks that each one exists)
+            **{f"root/opt/emc/SYMCLI/bin/{c}": f'#!/bin/sh\necho "{c} $*"\n'
+               for c in ("symdev", "symdisk", "symaudit", "symevent")},
         }.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
@@ -284,7 +289,7 @@ def test_list_uninstall_doctor_and_conflicts(tmp_path: Path, home: Path, sandman
     assert doc.returncode == 0, checks
     (home / "bin" / "sqlite3-3.46").unlink()
     doc = sandman("doctor")
-    assert doc.returncode == 1 and "sqlite3@3.46 shim sqlite3-3.46: missing" in doc.stdout
+    assert doc.returncode == 102 and "sqlite3@3.46 shim sqlite3-3.46: missing" in doc.stdout
     assert json.loads(sandman("list", "--json").stdout)[0]["state"] == "shim-missing"
     assert sandman("install", "sqlite3@3.46").returncode == 0
     p = sandman("uninstall", "sqlite3@3.46")

@@ -6,9 +6,12 @@ what the shim itself does.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,55 @@ def test_matrix_dry_run_reports_each_command(work: Path, shared_env: dict[str, s
     assert [r["exit_code"] for r in results] == [0, 0]
     assert "sandman/sqlite3:3.34" in results[0]["stdout"]
     assert "sandman/sqlite3:3.46" in results[1]["stdout"]
+
+
+# -- a dry run of a version that is not built yet (issue 10 §3) -------------------------------
+def tool_events(tool: str, since: int) -> list[dict]:
+    """Every daemon event (image, container, any action) about this tool's images/containers."""
+    out = subprocess.run(["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1),
+                          "--filter", f"label=io.sandman.tool={tool}", "--format", "{{json .}}"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def unbuilt(tmp_path: Path, docker_client) -> dict[str, object]:
+    tool = f"dry{uuid.uuid4().hex[:10]}"
+    recipes = tmp_path / "recipes"
+    (recipes / tool).mkdir(parents=True)
+    (recipes / tool / "recipe.toml").write_text(
+        f'schema = 1\ntool = "{tool}"\ndescription = "never built"\n\n[versions."1"]\n'
+        'base = "debian:bookworm-slim"\nrun = ["echo built > /built"]\n\n'
+        '[versions."2"]\nbase = "debian:bookworm-slim"\nrun = ["echo built two > /built"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    env.update(SANDMAN_HOME=str(tmp_path / "home"), SANDMAN_RECIPE_PATH=str(recipes))
+    yield {"tool": tool, "env": env, "cwd": tmp_path}
+    for img in docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}):
+        docker_client.images.remove(img.id, force=True)
+
+
+@pytest.mark.parametrize("command", ["run", "matrix"])
+def test_a_dry_run_never_builds_pulls_or_creates(unbuilt: dict, command: str, docker_client) -> None:
+    tool, env = str(unbuilt["tool"]), unbuilt["env"]
+    since = int(time.time()) - 1
+    args = ([command, f"{tool}@1", "--dry-run", "--", "cat", "/built"] if command == "run" else
+            [command, "--dry-run", "--json", f"{tool}@1,2", "--", "cat", "/built"])
+    p = subprocess.run([sys.executable, "-m", "sandman", *args], env=env, cwd=unbuilt["cwd"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    time.sleep(1.5)  # events are reported by second
+    assert tool_events(tool, since) == []
+    assert docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}) == []
+    printed = p.stdout if command == "run" else \
+        "".join(r["stdout"] for r in json.loads(p.stdout)["results"])
+    versions = ["1"] if command == "run" else ["1", "2"]
+    for v in versions:
+        assert f" sandman/{tool}:{v}-" in printed  # the tag it would use
+        assert f"image sandman/{tool}:{v}-" in p.stderr and "is not built yet" in p.stderr
+    # and the check above can fail: a real run builds, which the daemon reports
+    real = subprocess.run([sys.executable, "-m", "sandman", "run", f"{tool}@1", "--", "cat", "/built"],
+                          env=env, cwd=unbuilt["cwd"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+    assert (real.returncode, real.stdout) == (0, "built\n"), real.stderr
+    time.sleep(1.5)
+    assert tool_events(tool, since) != []

@@ -89,7 +89,7 @@ def test_all_and_agreement(tmp_path: Path, shared_env: dict[str, str]) -> None:
     assert doc["agree"] is True and {r["stdout"] for r in doc["results"]} == {"42\n"}
     differ = cli(shared_env, "matrix", "--fail-on-diff", "sqlite3@all", "--",
                  "sqlite3", ":memory:", "select sqlite_version()", cwd=tmp_path)
-    assert differ.returncode == 1, differ.stdout + differ.stderr
+    assert differ.returncode == 102, differ.stdout + differ.stderr
 
 
 def test_stdin_is_not_shared(tmp_path: Path, shared_env: dict[str, str]) -> None:
@@ -113,7 +113,9 @@ def test_versions_run_in_parallel(tmp_path: Path, shared_env: dict[str, str]) ->
     ser = cli(shared_env, "matrix", "-j", "1", "--json", "sqlite3@3.34,3.46", "--", *sleep, cwd=tmp_path)
     serial = time.monotonic() - t0
     assert par.returncode == 0 and ser.returncode == 0, par.stderr + ser.stderr
-    assert all(r["exit_code"] == 0 for r in json.loads(par.stdout)["results"])
+    for run in (par, ser):
+        assert [(r["exit_code"], r["stderr"]) for r in json.loads(run.stdout)["results"]] == [(0, "")] * 2
+    assert serial >= 6, serial  # each version really slept its 3 s, one after the other
     assert parallel < serial * 0.8, (parallel, serial)
 
 
@@ -124,3 +126,20 @@ def test_bad_targets_are_one_line_errors(tmp_path: Path, shared_env: dict[str, s
     assert p.returncode == 111 and "no version of nosuchtool is installed" in p.stderr
     p = cli(shared_env, "matrix", "sqlite3@9.9", "--", "true", cwd=tmp_path)
     assert p.returncode == 111 and "unknown version '9.9'" in p.stderr
+
+
+def test_a_second_target_without_a_comma_is_a_usage_error(tmp_path: Path,
+                                                          shared_env: dict[str, str]) -> None:
+    """`matrix sqlite3@3.34 sqlite3@3.46 -- ...` once ran `sqlite3@3.46` as the command."""
+    p = cli(shared_env, "matrix", "sqlite3@3.34", "sqlite3@3.46", "--", "sqlite3", ":memory:",
+            "select 1", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "'sqlite3@3.46' after 'sqlite3@3.34' looks like a second target" in lines[0]
+    assert "sandman matrix sqlite3@3.34,3.46 -- CMD ARGS" in lines[0]
+    assert p.stdout == ""
+    # after `--` the same word is the command, as the user asked
+    p = cli(shared_env, "matrix", "--json", "sqlite3@3.46", "--", "sqlite3@3.34", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["results"][0]["exit_code"] == 127  # no such program in the image

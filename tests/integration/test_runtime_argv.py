@@ -21,7 +21,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, run, token  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 SEP = "\x01sandman-argv-separator\x01"
 BATCH = 25

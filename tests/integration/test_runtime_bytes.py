@@ -13,7 +13,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, run  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 TTY_PROBE = ('[ -t 0 ] && echo stdin-tty; [ -t 1 ] && echo stdout-tty; [ -t 2 ] && echo stderr-tty; '
              'printf "a\\nb\\n"')

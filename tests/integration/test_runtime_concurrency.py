@@ -20,7 +20,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, docker, remove_images, sandman_cli, token, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 RECIPE = """\
 schema = 1

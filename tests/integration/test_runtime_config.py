@@ -15,7 +15,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error, run, sandman_cli, stop_reaper  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 @pytest.fixture

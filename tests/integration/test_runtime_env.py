@@ -11,7 +11,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, run  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 # What the container may see: the image's own ENV, what docker sets, and sandman's list.
 ALLOWED = {"PATH", "HOSTNAME", "HOME", "DEBIAN_FRONTEND", "TERM", "USER", "LOGNAME", "TZ", "LANG",

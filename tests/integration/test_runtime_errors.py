@@ -5,6 +5,7 @@ Each case also checks that nothing was lost: the install that worked before stil
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,9 +24,9 @@ from runtime_helpers import (  # noqa: E402
 )
 
 from sandman.errors import EXIT_CODES  # noqa: E402
+from sandman.paths import Paths  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 def quiet(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -74,10 +75,13 @@ def test_missing_image(kit: Kit, work: Path) -> None:
            "PATH": f"{home / 'bin'}:{os.environ['PATH']}"}
     try:
         assert quiet("install", f"{tool}@1", env=env).returncode == 0
-        tag = subprocess.run(["docker", "images", "--filter", f"label=io.sandman.tool={tool}",
-                              "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
-                             text=True).stdout.split()[0]
-        subprocess.run(["docker", "rmi", "-f", tag], check=True, capture_output=True)
+        # the image with every tag it has (its own, this home's root): gone behind sandman's back
+        image_id = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
+                                   f"label=io.sandman.tool={tool}"], capture_output=True,
+                                  text=True).stdout.split()[0]
+        record = Paths.from_env({"SANDMAN_HOME": str(home)}).installs_dir / f"{tool}@1.json"
+        tag = json.loads(record.read_text())["image_tag"]
+        subprocess.run(["docker", "rmi", "-f", image_id], check=True, capture_output=True)
         shim = run([str(home / "bin" / f"{tool}-1"), "true"], env=env, cwd=work)
         assert shim.returncode == 125
         assert tag.encode() in shim.stderr

@@ -14,7 +14,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, run  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 CODES = (0, 1, 2, 3, 42, 99, 110, 118, 124, 125, 126, 127, 128, 129, 200, 254, 255)
 

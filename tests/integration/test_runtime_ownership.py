@@ -15,7 +15,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import TEST_GID, TEST_UID, Kit, run, user_env  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 def test_files_created_belong_to_the_invoking_user(kit: Kit, mode: str, work: Path,

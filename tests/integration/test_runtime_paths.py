@@ -12,7 +12,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error, run  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 def test_cwd_is_the_same_path_even_with_odd_characters(kit: Kit, mode: str, work: Path) -> None:

@@ -23,7 +23,6 @@ from runtime_helpers import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 def inspect_running(argv: list[str], env: dict[str, str], cwd: Path, home: Path) -> dict:

@@ -12,7 +12,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import TEST_GID, TEST_UID, Kit, run, user_env  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 ATTEMPTS = {
     "create": "echo x > {d}/new.txt",

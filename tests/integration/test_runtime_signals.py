@@ -23,7 +23,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, leftovers, stop_reaper, token, tool_processes, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; echo ready; '
         'while :; do sleep 0.1; done # {tok}')

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from teams_helpers import commit_recipe, fresh_home, make_repo, remove_images, unique_tool
+from teams_helpers import (
+    commit_recipe,
+    fresh_home,
+    git,
+    make_repo,
+    recipe_text,
+    remove_images,
+    unique_tool,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -71,7 +79,7 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     p = cli(home, "which", tool, "--json", cwd=deep)
     assert json.loads(p.stdout) == {
         "tool": tool, "version": "1.0", "origin": "project", "where": str(p1 / ".sandman.toml"),
-        "installed": True, "shim": str(home / "bin" / f"{tool}-1.0")}
+        "installed": True, "shim": str(home / "bin" / f"{tool}-1.0"), "plain_missing": []}
     p = cli(home, "which", tool, cwd=deep, env={var: "2.0"})
     assert p.stdout.startswith(f"{tool} 2.0 (set by ${var})")
 
@@ -140,3 +148,114 @@ def test_project_install_writes_and_checks_the_lock(setup):
     empty.mkdir()
     p = cli(mate, "install", cwd=empty)
     assert p.returncode == 2 and "no .sandman.toml" in p.stderr
+
+
+def host_tool(tmp: Path, tool: str) -> str:
+    """A host command of the tool's name, after the shim dir on PATH: what a bypass would run."""
+    host = tmp / "hostbin"
+    host.mkdir(exist_ok=True)
+    (host / tool).write_text("#!/bin/sh\necho host tool\n")
+    (host / tool).chmod(0o755)
+    return f"{host}:/usr/bin:/bin"
+
+
+def doctor_lines(home: Path, cwd: Path, tool: str) -> list[str]:
+    p = cli(home, "doctor", cwd=cwd)
+    return [line for line in p.stdout.splitlines() if f"pin {tool} " in line]
+
+
+def test_the_lock_keeps_its_commit_when_only_the_repo_moved(setup):
+    """The attack: a teammate's install rewrote the lock's commit when only their repo pin moved."""
+    tool, src, home, tmp = setup["tool"], setup["src"], setup["home"], setup["tmp"]
+    project = tmp / "project"
+    project.mkdir()
+    (project / ".sandman.toml").write_text(f'[tools]\n{tool} = "1.0"\n')
+    p = cli(home, "install", cwd=project)
+    assert p.returncode == 0 and "wrote" in p.stderr, p.stderr
+    lock = (project / "sandman.lock").read_text()
+
+    (src / "NOTES").write_text("nothing to do with any recipe\n")
+    git(src, "add", "-A")
+    git(src, "commit", "-qm", "notes")
+    moved = git(src, "rev-parse", "HEAD")
+    assert cli(home, "repo", "update", "team", cwd=tmp).returncode == 0  # not trusted again:
+    p = cli(home, "install", cwd=project)  # the recipe is the trusted one, byte for byte
+    assert p.returncode == 0, p.stderr
+    assert "checked" in p.stderr and "built" not in p.stderr
+    assert (project / "sandman.lock").read_text() == lock
+    assert moved[:12] not in lock
+    p = cli(home, "install", "--update-lock", cwd=project)
+    assert p.returncode == 0 and (project / "sandman.lock").read_text() == lock
+
+
+def test_a_pin_is_never_silently_bypassed(setup):
+    """The attack: with no plain shim, the plain command ran the host's tool while `which` said
+    the pinned version and `doctor` said all was well."""
+    tool, src, home, tmp = setup["tool"], setup["src"], setup["home"], setup["tmp"]
+    path = {"PATH": f"{home / 'bin'}:{host_tool(tmp, tool)}"}
+    project = tmp / "cloned"
+    project.mkdir()
+    (project / ".sandman.toml").write_text(f'[tools]\n{tool} = "1.0"\n')  # a teammate's pin
+
+    # no plain shim (the project was just cloned): which and doctor say so
+    assert run_tool(home, tool, project, path).stdout == "host tool\n"
+    p = cli(home, "which", tool, cwd=project)
+    assert p.returncode == 105, p.stderr
+    assert p.stdout.startswith(f"{tool} 1.0 (set by {project / '.sandman.toml'})")
+    assert f"{tool} in {home / 'bin'} is missing" in p.stderr
+    assert f"run: sandman use {tool} 1.0" in p.stderr and p.stderr.count("\n") == 1
+    p = cli(home, "which", tool, "--json", cwd=project)
+    assert p.returncode == 105 and json.loads(p.stdout)["plain_missing"] == [tool]
+    [line] = doctor_lines(home, project, tool)
+    assert line.startswith(f"FAIL  pin {tool} 1.0: set by {project / '.sandman.toml'}, but {tool}")
+
+    # a project install that stops at the consent prompt (exit 124) still leaves the pin honoured
+    (src / "recipes" / tool / "recipe.toml").write_text(
+        recipe_text(tool, {"1.0": "one", "2.0": "two"}).replace(
+            'base = "debian:bookworm-slim"', 'base = "debian:bookworm-slim"\nenv = { ASKED = "1" }', 1))
+    git(src, "commit", "-qam", "1.0 gets an env value")
+    for args in (("repo", "update", "team"), ("repo", "trust", "team")):
+        assert cli(home, *args, cwd=tmp).returncode == 0
+    p = cli(home, "install", cwd=project)
+    assert p.returncode == 124, p.stderr
+    assert run_tool(home, tool, project, path).stdout == f"{tool} 1.0 one\n"  # the installed 1.0
+    assert cli(home, "which", tool, cwd=project).returncode == 0
+    assert doctor_lines(home, project, tool)[0].startswith(f"ok    pin {tool} 1.0")
+
+    # `use` that cannot write the plain shim leaves no pin behind
+    other = tmp / "other"
+    other.mkdir()
+    (home / "bin" / tool).unlink()
+    (home / "bin" / tool).write_text("#!/bin/sh\necho not sandman\n")
+    p = cli(home, "use", tool, "2.0", cwd=other)
+    assert p.returncode == 119, p.stderr
+    assert not (other / ".sandman.toml").exists()
+    (home / "bin" / tool).unlink()
+    p = cli(home, "use", tool, "2.0", cwd=other)
+    assert p.returncode == 0, p.stderr
+    assert run_tool(home, tool, other, path).stdout == f"{tool} 2.0 two\n"
+    p = cli(home, "which", tool, cwd=other)
+    assert p.returncode == 0 and p.stderr == ""
+
+
+def test_a_broken_project_file_fails_the_plain_command(setup):
+    """The attack: a broken .sandman.toml made the plain command silently run the host's tool."""
+    tool, home, tmp = setup["tool"], setup["home"], setup["tmp"]
+    path = {"PATH": f"{home / 'bin'}:{host_tool(tmp, tool)}"}
+    project = tmp / "proj"
+    (project / "src").mkdir(parents=True)
+    assert cli(home, "use", tool, "1.0", cwd=project).returncode == 0
+    assert run_tool(home, tool, project / "src", path).stdout == f"{tool} 1.0 one\n"
+    pin_file = project / ".sandman.toml"
+    pin_file.write_text(f'[tools]\n# 1.0 for now\n{tool} = 1.0\n')  # the quotes forgotten
+    want = f'{pin_file}:3: write each pin as tool = "version"'
+    r = run_tool(home, tool, project / "src", path)
+    assert (r.returncode, r.stdout, r.stderr) == (123, "", f"sandman: {want}\n")
+    p = cli(home, "which", tool, cwd=project / "src")
+    assert (p.returncode, p.stderr) == (123, f"sandman: {want}\n")
+    [line] = [x for x in cli(home, "doctor", cwd=project / "src").stdout.splitlines()
+              if "pin file" in x]
+    assert line == f"FAIL  pin file {pin_file}: {want}"
+    p = cli(home, "use", tool, "2.0", cwd=project / "src")
+    assert (p.returncode, p.stderr) == (123, f"sandman: {want}\n")
+    assert pin_file.read_text() == f'[tools]\n# 1.0 for now\n{tool} = 1.0\n'  # left for the user

@@ -132,10 +132,17 @@ def test_pull_without_install_and_a_registry_that_is_down(team, registry, docker
 
 
 def test_a_registry_without_the_fingerprint_means_a_build(team, registry):
+    """The usual first build of a version: the registry's "manifest unknown" is said with -v only."""
     tool, home_a = team["tool"], team["home"]
-    p = cli(home_a, "install", f"{tool}@1.0", env={"SANDMAN_REGISTRY": f"{registry}/empty"})
+    env = {"SANDMAN_REGISTRY": f"{registry}/empty"}
+    p = cli(home_a, "install", f"{tool}@1.0", env=env)
     assert p.returncode == 0, p.stderr
-    assert "building" in p.stderr and "built sandman/" in p.stderr
+    assert "built sandman/" in p.stderr
+    assert "manifest unknown" not in p.stderr and "warning" not in p.stderr, p.stderr
+    p = cli(home_a, "-v", "install", f"{tool}@2.0", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "manifest unknown" in p.stderr and f"building {tool}@2.0 instead" in p.stderr
+    assert "warning" not in p.stderr
 
 
 def test_bad_registry_value_is_one_line(team):
@@ -193,3 +200,41 @@ def test_import_refuses_what_is_not_a_bundle(tmp_path, home, sandman):
     assert p.returncode == 123 and "not a sandman bundle" in p.stderr
     p = sandman("import", str(tmp_path / "missing.tar"))
     assert p.returncode == 123 and "cannot open the bundle" in p.stderr
+
+
+def test_an_install_from_a_bundle_keeps_its_source(team, docker_client):
+    """The attack: a version installed from a bundle was later resolved from a repo of the same
+    tool, so `list` called it stale and `upgrade` would have switched its source silently."""
+    tool, home_a, tmp = team["tool"], team["home"], team["tmp"]
+    assert cli(home_a, "install", f"{tool}@1.0").returncode == 0
+    out = tmp / "shipped.tar"
+    p = cli(home_a, "export", f"{tool}@1.0", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+
+    mirror = tmp / "mirror"  # another repo with the same tool and version, other content
+    make_repo(mirror, tool, {"1.0": "mirrored"})
+    home_b = fresh_home(tmp, "home-b")
+    for args in (("repo", "add", "mirror", str(mirror)), ("repo", "trust", "mirror"),
+                 ("import", str(out))):
+        p = cli(home_b, *args)
+        assert p.returncode == 0, p.stderr
+    assert [r["name"] for r in json.loads(cli(home_b, "repo", "list", "--json").stdout)] == \
+        ["mirror", "shipped"]  # the repo comes first by precedence
+    assert record(home_b, tool, "1.0")["source"] == "shipped"
+    bundle_image = record(home_b, tool, "1.0")["image_id"]
+
+    [item] = json.loads(cli(home_b, "list", "--json").stdout)
+    assert (item["source"], item["state"]) == ("shipped", "current")
+    p = cli(home_b, "upgrade")
+    assert p.returncode == 0 and "nothing to upgrade" in p.stderr, p.stderr
+    p = cli(home_b, "install", f"{tool}@1.0")  # no source named: the one it came from
+    assert p.returncode == 0 and "Step " not in p.stderr, p.stderr
+    assert record(home_b, tool, "1.0")["image_id"] == bundle_image
+    assert shim(home_b, f"{tool}-1.0").stdout == f"{tool} 1.0 one\n"
+
+    p = cli(home_b, "install", f"mirror/{tool}@1.0")  # named: the user switches
+    assert p.returncode == 0, p.stderr
+    assert record(home_b, tool, "1.0")["source"] == "mirror"
+    assert shim(home_b, f"{tool}-1.0").stdout == f"{tool} 1.0 mirrored\n"
+    [item] = json.loads(cli(home_b, "list", "--json").stdout)
+    assert (item["source"], item["state"]) == ("mirror", "current")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import base_env
 from ptyrun import run_on_pty
-from teams_helpers import commit_recipe, git, make_repo, remove_images, unique_tool
+from teams_helpers import commit_recipe, git, make_repo, recipe_text, remove_images, unique_tool
 
 
 def repo_rows(sandman) -> list[dict]:
@@ -177,3 +178,85 @@ def test_install_asks_on_a_terminal(tmp_path, home, tool, docker_client):
     rows = json.loads(subprocess.run([sys.executable, "-m", "sandman", "repo", "list", "--json"],
                                      env=env, capture_output=True, text=True).stdout)
     assert rows[0]["trusted"] is True
+
+
+@pytest.fixture
+def two_tools(docker_client) -> Iterator[tuple[str, str]]:
+    names = (unique_tool(), unique_tool())
+    yield names
+    for name in names:
+        remove_images(docker_client, name)
+
+
+@pytest.mark.docker
+def test_an_update_pending_trust_makes_only_changed_recipes_stale(tmp_path, sandman, two_tools):
+    """The attack: `repo update` to an untrusted commit made every install from the repo stale."""
+    same, changed = two_tools
+    src = tmp_path / "src"
+    for tool in (same, changed):
+        (src / "recipes" / tool).mkdir(parents=True)
+        (src / "recipes" / tool / "recipe.toml").write_text(recipe_text(tool, {"1.0": "first"}))
+    git(src, "init", "-q", "-b", "main")
+    git(src, "add", "-A")
+    git(src, "commit", "-qm", "two tools")
+    trusted = git(src, "rev-parse", "HEAD")
+    for args in (("repo", "add", "team", str(src)), ("repo", "trust", "team"),
+                 ("install", f"{same}@1.0", f"{changed}@1.0")):
+        p = sandman(*args)
+        assert p.returncode == 0, p.stderr
+    head = commit_recipe(src, changed, {"1.0": "second"})
+    p = sandman("repo", "update", "team")
+    assert p.returncode == 0, p.stderr
+    assert "update pending trust" in p.stderr and f"recipes changed: {changed}," in p.stderr
+
+    [row] = repo_rows(sandman)
+    assert (row["commit"], row["trusted_commit"], row["trusted"], row["pending_trust"]) == \
+        (head, trusted, False, True)
+    p = sandman("repo", "list")
+    assert "pending" in p.stdout.splitlines()[1]
+    assert f"repo team: update pending trust ({trusted[:12]} -> {head[:12]})" in p.stderr
+
+    p = sandman("list", "--json")
+    assert p.returncode == 0, p.stderr
+    states = {i["tool"]: i["state"] for i in json.loads(p.stdout)}
+    assert states[same] == "current" and states[changed] in ("stale", "image-stale"), states
+    p = sandman("list")
+    assert "note: repo team: update pending trust" in p.stderr
+    assert f"changed recipes: {changed};" in p.stderr
+
+    p = sandman("upgrade")  # only the changed recipe is to do, and it waits for trust
+    assert p.returncode == 120, p.stderr
+    assert "sandman repo trust team" in p.stderr
+    assert sandman("install", f"{same}@1.0").returncode == 0  # what was reviewed still builds
+    assert sandman("repo", "trust", "team").returncode == 0
+    assert sandman("upgrade").returncode == 0
+    states = {i["tool"]: i["state"] for i in json.loads(sandman("list", "--json").stdout)}
+    assert states == {same: "current", changed: "current"}
+    assert "pending" not in sandman("list").stderr
+
+
+OTHER_USER = "sandmanpeer"
+
+
+def other_user() -> str:
+    """A second real Unix user (made once, idempotently): git checks who owns a repository."""
+    if subprocess.run(["id", "-u", OTHER_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", OTHER_USER], check=True, capture_output=True)
+    return OTHER_USER
+
+
+def test_git_says_why_for_a_repo_owned_by_another_user(tmp_path, sandman):
+    """The attack: `repo add` of another user's repository printed only "and the repository exists."."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the repository to another user (CI runs as root)")
+    src = tmp_path / "theirs"
+    make_repo(src, unique_tool(), {"1.0": "a"})
+    subprocess.run(["chown", "-R", other_user(), str(src)], check=True)
+    env = {"GIT_CONFIG_GLOBAL": "/dev/null"}  # no safe.directory exception from this machine
+    p = sandman("repo", "add", "team", str(src), env=env)
+    assert p.returncode == 121, p.stderr
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("sandman: repo add team: detected dubious ownership in repository at")
+    assert f"git config --global --add safe.directory {src}" in p.stderr
+    assert "and the repository exists" not in p.stderr
+    assert repo_rows(sandman) == []

@@ -1,7 +1,7 @@
 """`sandman list` states and `sandman upgrade`, against the real daemon.
 
 The recipe is a copy of the built-in sqlite3@3.34 in a SANDMAN_RECIPE_PATH folder, so the first
-install is a cache hit. Adding a `run` step changes the fingerprint: the install turns stale,
+install is a cache hit. Adding a `run` step changes the fingerprint: the install turns image-stale,
 and upgrade builds the new image (only the new step runs: docker's layer cache has the rest).
 """
 
@@ -56,15 +56,15 @@ def test_stale_then_upgrade(sandman, home: Path, recipes: Path, tmp_path: Path,
 
     marker = 'run = ["echo upgraded > /sandman-upgrade-marker"]'
     (recipes / "sqlite3" / "recipe.toml").write_text(RECIPE.format(extra=marker))
-    assert states(sandman, env) == {"sqlite3@3.34": "stale"}
+    assert states(sandman, env) == {"sqlite3@3.34": "image-stale"}
     human = sandman("list", env=env)
-    assert "stale" in human.stdout and "sandman upgrade" in human.stderr
+    assert "image-stale" in human.stdout and "sandman upgrade" in human.stderr
 
     shim = home / "bin" / "sqlite3-3.34"
     old_tag = json.loads((home / "state/installs/sqlite3@3.34.json").read_text())["image_tag"]
     up = sandman("upgrade", env=env)
     assert up.returncode == 0, up.stderr
-    assert "upgraded sqlite3@3.34 (stale)" in up.stderr
+    assert "upgraded sqlite3@3.34 (image-stale)" in up.stderr
     # off a terminal the build reports its steps as plain lines; the log has every line
     assert "Step 1/" in up.stderr and ": RUN echo upgraded" in up.stderr
     log = (home / "state" / "log" / "sandman.log").read_text()

@@ -27,7 +27,6 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
-pytest_plugins = ("runtime_helpers",)
 
 
 @dataclass(frozen=True)
@@ -72,8 +71,8 @@ def remove_warm(home: Path) -> None:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
-@pytest.fixture
-def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
+def warm_home(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
+    """A fresh SANDMAN_HOME with rtprobe@1 installed; its warm containers and reaper end after."""
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
@@ -89,6 +88,11 @@ def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
     finally:
         remove_warm(home)
         stop_reaper(home)
+
+
+@pytest.fixture
+def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
+    yield from warm_home(kit, tmp_path)
 
 
 def test_first_call_starts_one_isolated_container_later_calls_reuse_it(wh: WarmHome) -> None:
@@ -277,13 +281,14 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
 
 
 # -- the hot path forks nothing ---------------------------------------------------------------
-def traced(shim: Path, env: dict[str, str], cwd: Path, *args: str) -> list[str]:
-    """Process-creating syscalls of one shim run under strace (its docker replaced by true)."""
+def traced(shim: Path, env: dict[str, str], cwd: Path, *args: str,
+           docker: str = "/bin/true") -> list[str]:
+    """Process-creating syscalls of one shim run under strace (its docker replaced by `docker`)."""
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
     fake = cwd / f"{shim.name}-fake"
     text = shim.read_text()
-    fake.write_text(re.sub(r"(?m)^SM_DOCKER=.*$", "SM_DOCKER=/bin/true", text))
+    fake.write_text(re.sub(r"(?m)^SM_DOCKER=.*$", f"SM_DOCKER={docker}", text))
     fake.chmod(0o755)
     log = cwd / "strace.log"
     proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=fork,vfork,clone,clone3,execve",
@@ -304,10 +309,18 @@ def test_cold_shim_forks_nothing_before_exec_docker(wh: WarmHome) -> None:
 
 def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
     assert wh.run("true").returncode == 0  # the warm container runs now
-    calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="1"), wh.work, "true")
+    [wd] = [d for d in (wh.home / "state" / "warm").glob("sandman-warm-*") if d.is_dir()]
+    # A stand-in for `docker exec` that does what the wrapper in the container does first:
+    # write the tool's pid into the call file (a warm call is trusted only when it is there).
+    fake = wh.work / "fake-docker"
+    fake.write_text('#!/bin/bash\nfor a; do case $a in /run/sandman-warm/calls/*)\n'
+                    f'  printf "1\\n" >"{wd}/calls/${{a##*/}}" ;; esac; done\n')
+    fake.chmod(0o755)
+    calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="1"), wh.work, "true",
+                   docker=str(fake))
     execs = [ln for ln in calls if "execve(" in ln]
     forks = [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)]
-    assert len(execs) == 2 and '"/bin/true", "exec"' in execs[1], calls
+    assert len(execs) == 2 and f'execve("{fake}", ' in execs[1], calls
     assert len(forks) == 1, calls  # the background `docker exec`, nothing else
 
 
@@ -372,3 +385,117 @@ def test_tool_writing_into_a_closed_pipe_is_not_left_running(wh: WarmHome) -> No
                           capture_output=True, timeout=60)
     assert proc.stdout == f"{tok}\n".encode()
     assert wait_for(lambda: not tool_processes(tok), 20), tool_processes(tok)
+
+
+# -- the reaper's pidfile, keyed by home and daemon (issue 9, item 9) --------------------------
+def reapers(pidfile: Path) -> list[int]:
+    """Live reaper processes on duty for (or starting with) this pidfile."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sandman.reaper" in argv and str(pidfile).encode() in argv:
+            out.append(int(d.name))
+    return out
+
+
+def on_duty(pidfile: Path) -> int | None:
+    """The pid the pidfile names, if that is a live reaper for this very pidfile."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid in reapers(pidfile) else None
+
+
+def test_garbage_in_the_reaper_pidfile_stops_costing_forks(wh: WarmHome) -> None:
+    """`echo 1 > reaper.pid` (pid 1 is alive, and not a reaper): calls must not fork a reaper
+    each, with a reaper on duty (it writes its pid back) or without one (the next one does)."""
+    pidfile = wh.home / "state" / "reaper.pid"
+    assert wh.run("true", warm="0").returncode == 0
+    assert wait_for(lambda: on_duty(pidfile), 20)
+    for with_reaper in (True, False):
+        if not with_reaper:
+            stop_reaper(wh.home)
+            assert wait_for(lambda: not reapers(pidfile), 20)
+        pidfile.write_text("1\n")
+        for _ in range(5):
+            assert wh.run("true", warm="0").returncode == 0
+        assert wait_for(lambda: on_duty(pidfile), 20), pidfile.read_text()
+        assert len(reapers(pidfile)) == 1, "one reaper on duty, no pile of them"
+        calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="0"), wh.work, "true")
+        assert not [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)], calls
+
+
+def test_another_homes_reaper_in_the_pidfile_does_not_count(wh: WarmHome) -> None:
+    """A recycled pid that now belongs to a reaper of another home is not this home's reaper."""
+    pidfile = wh.home / "state" / "reaper.pid"
+    stop_reaper(wh.home)
+    impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
+                                 "sandman.reaper", "/elsewhere/state/reaper.pid",
+                                 "unix:///var/run/docker.sock"])
+    try:
+        assert wait_for(lambda: b"sandman.reaper" in Path(f"/proc/{impostor.pid}/cmdline").read_bytes(), 10)
+        pidfile.write_text(f"{impostor.pid}\n")
+        assert wh.run("true", warm="0").returncode == 0
+        assert wait_for(lambda: on_duty(pidfile), 20), "this home's reaper must be started"
+        assert on_duty(pidfile) != impostor.pid
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_reaper_and_warm_containers_are_keyed_by_the_daemon(wh: WarmHome, tmp_path: Path) -> None:
+    """DOCKER_HOST names the daemon: another socket path gets its own reaper (started with that
+    DOCKER_HOST) and its own warm containers; the default socket spelt out is the default."""
+    link_dir = tmp_path / "sock dir"
+    link_dir.mkdir()
+    (link_dir / "docker.sock").symlink_to("/var/run/docker.sock")
+    other = f"unix://{link_dir}/docker.sock"
+    state = wh.home / "state"
+    default_pidfile = state / "reaper.pid"
+    key = "@" + other.replace("%", "%25").replace("/", "%2F")
+    other_pidfile = state / f"reaper{key}.pid"
+    try:
+        for host in (None, "unix:///var/run/docker.sock", other):
+            env = {"DOCKER_HOST": host} if host else {}
+            r = wh.run("sh", "-c", "echo hi", **env)
+            assert (r.returncode, r.stdout, r.stderr) == (0, b"hi\n", b""), r
+        assert wait_for(lambda: on_duty(default_pidfile) and on_duty(other_pidfile), 20)
+        assert len(reapers(default_pidfile)) == 1, "the default socket spelt out is the same daemon"
+        argv = Path(f"/proc/{on_duty(other_pidfile)}/cmdline").read_bytes().split(b"\0")
+        assert other.encode() in argv, "the reaper connects with the DOCKER_HOST it was started for"
+        homes = sorted(c["Config"]["Labels"]["io.sandman.home"]
+                       for c in json.loads(subprocess.run(
+                           ["docker", "inspect", *subprocess.run(
+                               ["docker", "ps", "-q", "--filter", "label=io.sandman.role=warm",
+                                "--filter", f"label=io.sandman.uid={os.geteuid()}"],
+                               capture_output=True, text=True, check=True).stdout.split()],
+                           capture_output=True, text=True, check=True).stdout)
+                       if c["Config"]["Labels"]["io.sandman.home"].startswith(str(state)))
+        assert homes == [str(state / "warm"), str(state / "warm" / key)]
+        assert list((state / "warm" / key).glob("sandman-warm-*/calls"))
+        # Each side lists and stops only its own.
+        listed = json.loads(subprocess.run(
+            [sys.executable, "-m", "sandman", "warm", "list", "--json"], env=dict(wh.env, DOCKER_HOST=other),
+            capture_output=True, text=True, check=True).stdout)
+        assert [w["state"] for w in listed] == ["live"]
+        assert wh.sandman("warm", "stop").returncode == 0
+        assert len(wh.containers()) == 0
+        left = subprocess.run(["docker", "ps", "-q", "--filter",
+                               f"label=io.sandman.home={state / 'warm' / key}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert len(left) == 1
+    finally:
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter",
+                              f"label=io.sandman.home={state / 'warm' / key}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        pid = on_duty(other_pidfile)
+        if pid:
+            os.kill(pid, signal.SIGTERM)

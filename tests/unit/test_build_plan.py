@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import io
+import os
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
+import requests.exceptions
+import urllib3.exceptions
 
-from sandman.build import base_refs, check_kits, image_ref, plan_build, render_dockerfile
-from sandman.engine import ImageInfo
-from sandman.errors import ImageMissingError, KitError, RemoteError
+from sandman.build import (
+    BuildPlan,
+    base_refs,
+    check_kits,
+    declared_commands,
+    image_ref,
+    mark_build_steps,
+    plan_build,
+    render_dockerfile,
+    verify_image,
+    write_context,
+)
+from sandman.engine import Engine, ImageInfo
+from sandman.errors import (
+    BuildError,
+    DaemonUnavailableError,
+    ImageMissingError,
+    KitError,
+    MissingCommandError,
+    RemoteError,
+    UnsafeInputError,
+)
 from sandman.recipes import load_recipe
 
 
@@ -132,3 +158,190 @@ def test_missing_base_names_the_fix(recipe_dir: Path, kits: Path) -> None:
     with pytest.raises(ImageMissingError, match="sandman bootstrap debian:bookworm-slim"):
         plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=engine)
     assert engine.pulled == ["debian:bookworm-slim"]  # it tried to pull first
+
+
+# -- build inputs are regular files inside their folder (issue 9 item 4) ----------------------
+def test_a_kit_linked_out_of_the_kits_folder_is_refused(recipe_dir: Path, kits: Path,
+                                                        tmp_path: Path) -> None:
+    r = load(recipe_dir)
+    outside = tmp_path / "elsewhere.tgz"
+    outside.write_bytes(b"vendor bits")  # even with the right checksum
+    (kits / "kit.tgz").unlink()
+    (kits / "kit.tgz").symlink_to(outside)
+    with pytest.raises(UnsafeInputError) as exc:
+        check_kits(r, r.version("2"), kits)
+    line = (recipe_dir / "recipe.toml").read_text().splitlines().index(
+        next(x for x in (recipe_dir / "recipe.toml").read_text().splitlines() if "kits =" in x)) + 1
+    assert exc.value.message.startswith(f"{recipe_dir / 'recipe.toml'}:{line}: kit 'kit.tgz': ")
+    assert "outside the kits folder" in exc.value.message
+
+
+def test_a_kit_that_is_a_device_is_refused_without_reading_it(recipe_dir: Path,
+                                                              kits: Path) -> None:
+    r = load(recipe_dir)
+    (kits / "kit.tgz").unlink()
+    os.mkfifo(kits / "kit.tgz")  # hashing it would wait forever
+    with pytest.raises(UnsafeInputError, match="is not a regular file"):
+        check_kits(r, r.version("2"), kits)
+
+
+def test_plan_refuses_a_link_out_of_a_files_folder(recipe_dir: Path, kits: Path) -> None:
+    (recipe_dir / "conf").mkdir()
+    (recipe_dir / "conf" / "shadow").symlink_to("/etc/shadow")
+    r = load(recipe_dir, RECIPE.replace('files = ["helper.sh"]', 'files = ["helper.sh", "conf"]'))
+    with pytest.raises(UnsafeInputError, match="'conf/shadow' resolves to /etc/shadow"):
+        plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=ENGINE)
+
+
+def test_the_context_holds_file_contents_never_links(recipe_dir: Path, kits: Path) -> None:
+    (recipe_dir / "lib").mkdir()
+    (recipe_dir / "lib" / "real.sh").write_text("echo real\n")
+    (recipe_dir / "lib" / "alias.sh").symlink_to("real.sh")
+    r = load(recipe_dir, RECIPE.replace('files = ["helper.sh"]', 'files = ["helper.sh", "lib"]'))
+    plan = plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=ENGINE)
+    buf = io.BytesIO()
+    write_context(plan, buf)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert all(m.isreg() for m in members.values())
+        assert tar.extractfile(members["files/lib/alias.sh"]).read() == b"echo real\n"
+        dockerfile = tar.extractfile(members["Dockerfile"]).read().decode()
+    assert dockerfile == mark_build_steps(plan.dockerfile)
+
+
+def test_build_steps_are_labelled_and_the_final_image_is_not() -> None:
+    df = "ARG B=x\nFROM ${B} AS one\nRUN a\nfrom one\nRUN b\n"
+    out = mark_build_steps(df).splitlines()
+    assert out == ["ARG B=x", "FROM ${B} AS one", 'LABEL io.sandman.build-step="1"', "RUN a",
+                   "from one", 'LABEL io.sandman.build-step="1"', "RUN b",
+                   'LABEL io.sandman.build-step=""']
+
+
+# -- declared commands are checked in the new image (issue 10 §5) -----------------------------
+class CheckEngine:
+    """Answers the check container like an image with (or without) /bin/sh would."""
+
+    def __init__(self, present: set[str], *, shell: bool = True) -> None:
+        self.present, self.shell, self.runs = present, shell, []
+
+    def run_capture(self, image: str, command: list[str], *, entrypoint=None, user=None,
+                    network=False) -> tuple[int, str]:
+        self.runs.append(command)
+        if command[0] == "/bin/sh":
+            if not self.shell:
+                return 127, "cannot run /bin/sh: no such file or directory"
+            sep = command.index("--")
+            missing = [c for c in command[4:sep] if c not in self.present]
+            smoke = command[sep + 1:]
+            head = "sandman-missing-commands:" + "".join(" " + m for m in missing) + "\n"
+            if missing:
+                return 97, head
+            return (1, head + "smoke failed\n") if smoke == ["false"] else (0, head)
+        return (1, "smoke failed\n") if command == ["false"] else (0, "")
+
+    def image(self, ref: str) -> ImageInfo:
+        return ImageInfo(ref, (), {}, 1, "", env=("PATH=/opt/bin:/usr/bin",))
+
+    def read_files(self, image: str, files: list[str]) -> dict[str, bytes]:
+        return {d: "\n".join(sorted(n.rsplit("/", 1)[-1] for n in self.present
+                                    if n.startswith(d + "/") or "/" not in n)).encode()
+                for d in files if d == "/usr/bin"}
+
+
+def plan_with(commands: tuple[str, ...], smoke: tuple[str, ...]) -> BuildPlan:
+    return BuildPlan(tool="demo", version="1", source="env", dockerfile="FROM x\n", files={},
+                     buildargs={}, bases={}, fingerprint="f" * 64, smoke=smoke,
+                     commands=commands)
+
+
+@pytest.mark.parametrize("shell", [True, False])
+def test_missing_commands_are_listed(shell: bool) -> None:
+    engine = CheckEngine({"ls", "cat"}, shell=shell)
+    with pytest.raises(MissingCommandError) as exc:
+        verify_image(engine, plan_with(("ls", "jqx", "cat", "yqx"), ("true",)), "sha256:new",
+                     lambda line: None)
+    assert exc.value.exit_code == 106
+    assert "declared commands 'jqx', 'yqx' not found in the new image" in exc.value.message
+
+
+@pytest.mark.parametrize("shell", [True, False])
+def test_commands_and_smoke_pass_in_one_container(shell: bool) -> None:
+    engine = CheckEngine({"ls"}, shell=shell)
+    verify_image(engine, plan_with(("ls",), ("true",)), "sha256:new", lambda line: None)
+    assert len(engine.runs) == (1 if shell else 2)  # without a shell the smoke test runs alone
+    with pytest.raises(BuildError, match="smoke test `false` exited 1"):
+        verify_image(engine, plan_with(("ls",), ("false",)), "sha256:new", lambda line: None)
+
+
+def test_entrypoint_counts_as_a_declared_command(recipe_dir: Path) -> None:
+    r = load(recipe_dir, RECIPE.replace('smoke = ["true"]',
+                                        'smoke = ["true"]\nentrypoint = ["demo", "-q"]\n'
+                                        'commands = ["demo", "demo-admin"]'))
+    assert declared_commands(r.version("1")) == ("demo", "demo-admin")
+
+
+# -- a daemon that goes away mid-build (issue 9 item 7) ---------------------------------------
+class DroppingApi:
+    """A docker API whose build stream breaks off after the first step."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def containers(self, **kw: object) -> list[dict]:
+        return []
+
+    def build(self, **kw: object):
+        yield {"stream": "Step 1/3 : FROM debian:bookworm-slim\n"}
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [
+    urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead(0 bytes read)"),
+    requests.exceptions.ChunkedEncodingError("Connection broken"),
+    requests.exceptions.ConnectionError(urllib3.exceptions.ProtocolError("Connection aborted.")),
+    http.client.IncompleteRead(b""),
+])
+def test_a_dropped_build_stream_is_daemon_unavailable(exc: BaseException) -> None:
+    client = type("Client", (), {"api": DroppingApi(exc)})()
+    lines: list[str] = []
+    with pytest.raises(DaemonUnavailableError) as err:
+        Engine(client).build(io.BytesIO(b""), labels={}, buildargs={}, on_line=lines.append,
+                             what="demo@1")
+    assert err.value.exit_code == 115
+    assert "\n" not in err.value.message and err.value.message.startswith("building demo@1: ")
+    assert lines == ["Step 1/3 : FROM debian:bookworm-slim"]
+
+
+class LeftoverApi:
+    def __init__(self, now: float) -> None:
+        old = time.strftime("%Y-%m-%dT%H:%M:%S.123456789Z", time.gmtime(now - 600))
+        new = time.strftime("%Y-%m-%dT%H:%M:%S.1Z", time.gmtime(now - 5))
+        self.finished = {"old": old, "fresh": new, "probe": old}
+        self.listed = [
+            {"Id": "old", "State": "exited", "Labels": {"io.sandman.build-step": "1"}},
+            {"Id": "fresh", "State": "exited", "Labels": {"io.sandman.build-step": "1"}},
+            {"Id": "probe", "State": "exited",
+             "Labels": {"io.sandman.build-step": "1", "io.sandman.role": "probe"}},
+            {"Id": "stuck", "State": "created", "Created": int(now - 3600), "Labels": {}},
+        ]
+        self.removed: list[str] = []
+        self.filters: dict = {}
+
+    def containers(self, all: bool, filters: dict) -> list[dict]:
+        self.filters = filters
+        return self.listed
+
+    def inspect_container(self, cid: str) -> dict:
+        return {"State": {"FinishedAt": self.finished[cid]}}
+
+    def remove_container(self, cid: str, force: bool) -> None:
+        self.removed.append(cid)
+
+
+def test_leftover_build_containers_are_removed_once_stopped_a_while() -> None:
+    api = LeftoverApi(time.time())
+    client = type("Client", (), {"api": api})()
+    assert Engine(client).remove_build_leftovers() == 2
+    assert api.removed == ["old", "stuck"]  # the fresh one may be a live build's step
+    assert api.filters["label"] == "io.sandman.build-step=1"

@@ -161,3 +161,34 @@ def test_errors_are_logged_with_their_exit_code(home: Path) -> None:
     assert "sandman uninstall nosuch@1" in log
     assert "Traceback" in log and "NotFoundError" in log and log.rstrip().endswith("exit 111")
     assert p.stdout == ""
+
+
+def test_exit_code_table_in_runtime_md_is_the_one_sandman_prints() -> None:
+    """docs/runtime.md's table and `sandman exit-codes` come from errors.EXIT_CODES, row for row."""
+    from sandman.errors import EXIT_CODES
+
+    doc = (ROOT / "docs" / "runtime.md").read_text(encoding="utf-8").splitlines()
+    start = doc.index("| code | meaning |") + 2
+    rows = []
+    for line in doc[start:]:
+        if not line.startswith("| "):
+            break
+        code, meaning = line.strip("| ").split(" | ", 1)
+        rows.append((int(code), meaning))
+    assert rows == sorted(EXIT_CODES.items())
+    p = subprocess.run([sys.executable, "-m", "sandman", "exit-codes"], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT)
+    printed = [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in p.stdout.splitlines()]
+    assert printed == rows
+
+
+def test_every_error_class_has_its_own_code_in_the_table() -> None:
+    """Exit 1 is for bugs only: each SandmanError subclass has a distinct, listed code."""
+    from sandman import errors
+
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, errors.SandmanError) and c is not errors.SandmanError]
+    codes = [c.exit_code for c in classes]
+    assert 1 not in codes
+    assert len(codes) == len(set(codes)), sorted(codes)
+    assert all(code in errors.EXIT_CODES for code in codes)

@@ -22,7 +22,7 @@ def paths(home: Path) -> Paths:
     return Paths.from_env()
 
 
-def test_parse_lines_reads_the_tools_table_only():
+def test_scan_reads_the_tools_table_only():
     text = """
 # a comment
 name = "not a pin"
@@ -32,24 +32,53 @@ sqlite3 = "3.34"   # the prod one
 [other]
 sqlite3 = "9"
 """
-    assert pins.parse_lines(text) == {"sqlite3": "3.34", "py.thon": "2.7"}
+    assert pins.scan(text) == {"sqlite3": "3.34", "py.thon": "2.7"}
 
 
-def test_read_pins_refuses_toml_the_shim_would_not_see(tmp_path):
+# (file content, line, message): what both the shim and read_pins stop on
+BROKEN = [
+    ('tools = { sqlite3 = "3.34" }\n', 1, "pins go in a [tools] table"),
+    ('tools.tt = "1"\n', 1, "pins go in a [tools] table"),
+    ('# c\n[tools]\ntt = 1\n', 3, 'write each pin as tool = "version"'),
+    ('[tools]\ntt = "1\n', 2, 'write each pin as tool = "version"'),
+    ('[tools]\ntt "1"\n', 2, 'write each pin as tool = "version"'),
+    ('[tools]\nt.t = "1"\n', 2, 'write each pin as tool = "version"'),  # a dotted key in TOML
+    ('[tools\ntt = "1"\n', 1, "malformed table header"),
+    ('[tools]]\ntt = "1"\n', 1, "malformed table header"),
+    ('[tools]\ntt = "1"\n[tools.more]\n', 3, '[tools] holds only tool = "version" lines, not tables'),
+    ('[[tools]]\ntt = "1"\n', 1, '[tools] holds only tool = "version" lines, not tables'),
+    ('[tools]\nother = "1"\n\n[ "tools" ]\ntt = "1"\n', 4, "a second [tools] table"),
+    ('[tools]\ntt = "1"\n"tt" = "2"\n', 3, "tt is pinned twice"),
+    ('[tools]\ntt = "../x"\n', 2, "tt: not a version (letters, digits and . _ + - only)"),
+    ('[tools]\nother = ""\ntt = "1"\n', 2, "other: not a version (letters, digits and . _ + - only)"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), BROKEN)
+def test_read_pins_names_the_file_and_line(tmp_path, text, line, message):
     f = tmp_path / ".sandman.toml"
-    f.write_text('tools = { sqlite3 = "3.34" }\n')
-    with pytest.raises(StateError, match="under \\[tools\\]"):
+    f.write_text(text)
+    with pytest.raises(StateError) as e:
         pins.read_pins(f)
-    f.write_text('[tools]\nsqlite3 = "3.34"\n[tools.more]\n')  # a table in [tools]
-    with pytest.raises(StateError, match="under \\[tools\\]"):
-        pins.read_pins(f)
+    assert e.value.message == f"{f}:{line}: {message}"
+    assert e.value.exit_code == 123
+
+
+def test_read_pins_also_checks_the_whole_file_as_toml(tmp_path):
+    f = tmp_path / ".sandman.toml"
     f.write_text('[tools]\nsqlite3 = "3.34"\n[other]\nx = 1\n')  # other tables: ignored
     assert pins.read_pins(f) == {"sqlite3": "3.34"}
-    f.write_text('[tools]\nsqlite3 = "../x"\n')
-    with pytest.raises(StateError, match="not a version"):
+    f.write_text('[tools]\nsqlite3 = "3.34"\n\n[other]\nx = [1,\n')  # the shim does not read [other]
+    with pytest.raises(StateError, match=f"^{f}:5: invalid TOML: Invalid value$"):
         pins.read_pins(f)
-    f.write_text("[tools\n")
-    with pytest.raises(StateError, match="invalid TOML"):
+    f.write_bytes(b'[tools]\nsqlite3 = "3.34"\n# \xff\n')
+    with pytest.raises(StateError, match=f"^{f}:3: invalid TOML: not UTF-8"):
+        pins.read_pins(f)
+    f.write_text('[tools]\ntt = """1"""\n')  # TOML reads "1", the shim a malformed line
+    with pytest.raises(StateError, match=f"^{f}:2: write each pin"):
+        pins.read_pins(f)
+    f.write_text('[tools]\ntt = "1"\n[other]\nx = 1\nx = 2\n')
+    with pytest.raises(StateError, match=f"^{f}:5: invalid TOML: "):
         pins.read_pins(f)
 
 
@@ -160,6 +189,45 @@ def test_shim_steps_aside_for_a_host_tool_and_refuses_odd_versions(tmp_path, pat
     assert r.returncode == 2 and "is not a version" in r.stderr
     r = run_shim(paths, "tt", tmp_path, {"SANDMAN_TT_VERSION": "7"})
     assert r.returncode == 111 and "sandman install tt@7" in r.stderr
+
+
+@pytest.mark.parametrize(("text", "line", "message"), BROKEN)
+def test_shim_stops_on_a_broken_pin_file_as_python_does(tmp_path, paths, text, line, message):
+    """The exact attack: a broken .sandman.toml must not let the host's tool run."""
+    stub_bin(paths, "tt", ["1", "2"])
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "tt").write_text('#!/bin/sh\necho "host tool"\n')
+    (host / "tt").chmod(0o755)
+    project = tmp_path / "p"
+    (project / "sub").mkdir(parents=True)
+    (project / ".sandman.toml").write_text(text)
+    (project / "sub" / ".sandman.toml").write_text('[tools]\nunrelated = "1"\n')  # passed over
+    with pytest.raises(StateError) as python:
+        pins.choose(paths, "tt", project / "sub", {})
+    r = run_shim(paths, "tt", project / "sub", path=f"{paths.bin_dir}:{host}")
+    assert (r.returncode, r.stdout) == (123, "")
+    assert r.stderr == f"sandman: {python.value.message}\n"
+    assert r.stderr == f"sandman: {project / '.sandman.toml'}:{line}: {message}\n"
+
+
+def test_shim_stops_on_a_broken_global_file(tmp_path, paths):
+    stub_bin(paths, "tt", ["1"])
+    g = pins.global_file(paths)
+    g.parent.mkdir(parents=True, exist_ok=True)
+    g.write_text('[tools]\ntt = 1\n')
+    r = run_shim(paths, "tt", tmp_path)
+    assert (r.returncode, r.stderr) == (123, f"sandman: {g}:2: write each pin as tool = \"version\"\n")
+    r = run_shim(paths, "tt", tmp_path, {"SANDMAN_TT_VERSION": "1"})  # the variable wins: no file read
+    assert (r.returncode, r.stdout) == (0, "tt-1\na b\n\n")
+
+
+def test_set_pin_leaves_a_broken_file_alone(tmp_path):
+    f = tmp_path / ".sandman.toml"
+    f.write_text('[tools]\ntt = 1\n')
+    with pytest.raises(StateError, match=f"^{f}:2: "):
+        pins.set_pin(f, "tt", "2")
+    assert f.read_text() == '[tools]\ntt = 1\n'
 
 
 def test_shim_template_has_no_subshells():

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from sandman.errors import RecipeError
+from sandman.errors import RecipeError, UnsafeInputError
 from sandman.paths import builtin_recipes_dir
-from sandman.recipes import LineLocator, load_recipe
+from sandman.recipes import (
+    MAX_DOCKERFILE_BYTES,
+    MAX_RECIPE_BYTES,
+    LineLocator,
+    build_inputs,
+    check_paths,
+    check_recipe,
+    load_recipe,
+)
 
 GOOD = """\
 schema = 1
@@ -172,3 +181,140 @@ def test_line_locator_quoted_and_arrays() -> None:
     assert loc.find(("mounts", 1, "name")) == 7
     assert loc.find(("mounts", 0, "name")) == 5
     assert loc.find(("a",)) == 1
+
+
+# -- names with a trailing newline (issue 9 item 5): `$` would let them through --------------
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('commands = ["demo", "demo-admin"]', 'commands = ["demo", "ls\\n"]', "commands"),
+    ('pass_env = ["PGHOST"]', 'pass_env = ["HOME\\n"]', "pass_env"),
+    ('[versions."1.0"]', '[versions."1\\n"]', 'versions."1\\n"'),
+    ('env = { A = "1" }', 'env = { "A\\n" = "1" }', "env"),
+    ('name = "db"', 'name = "db\\n"', "mounts[0].name"),
+    ('packages = ["sqlite3"]\n\n[versions."2.0"]', 'packages = ["sqlite3\\n"]\n\n[versions."2.0"]',
+     'versions."1.0".packages'),
+])
+def test_names_with_a_trailing_newline_are_rejected(tmp_path: Path, old: str, new: str,
+                                                     key: str) -> None:
+    assert old in GOOD
+    f = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(f)
+    err = exc.value
+    assert err.exit_code == 112
+    line = next(n for n, text in enumerate(f.read_text().splitlines(), 1) if new.split("\n")[0] in text)
+    assert err.message.startswith(f"{f}:{line}: {key}"), err.message
+    assert "\\n'" in err.message  # the name is shown escaped...
+    assert "\n" not in err.message  # ...and the message stays one line
+
+
+def test_error_messages_escape_control_characters(tmp_path: Path) -> None:
+    err = error_of(tmp_path, GOOD.replace('source = "~/.demo"', 'source = "\\u001b[2Jrel"', 1))
+    assert "\x1b" not in err.message and "'\\e[2Jrel' must be an absolute path" in err.message
+
+
+# -- build inputs (issue 9 item 4): regular files inside the recipe folder only --------------
+def files_recipe(tmp_path: Path, files: str = '["etc/shadow"]', extra: str = "") -> Path:
+    return write(tmp_path, f'schema = 1\ntool = "demo"\ndescription = "d"\n\n[versions."1"]\n'
+                           f'base = "debian:bookworm-slim"\nfiles = {files}\n{extra}')
+
+
+def unsafe_of(f: Path, *, check: bool = False) -> UnsafeInputError:
+    with pytest.raises(UnsafeInputError) as exc:
+        (check_recipe if check else load_recipe)(f)
+    assert exc.value.exit_code == 108
+    return exc.value
+
+
+def test_files_through_a_symlinked_folder_are_refused(tmp_path: Path) -> None:
+    f = files_recipe(tmp_path)
+    (f.parent / "etc").symlink_to("/etc")
+    err = unsafe_of(f)
+    assert err.message.startswith(f"{f}:7: versions.1.files: 'etc/shadow' resolves to "
+                                  "/etc/shadow, outside the recipe folder"), err.message
+
+
+def test_a_symlink_inside_a_files_folder_is_refused(tmp_path: Path) -> None:
+    f = files_recipe(tmp_path, '["data"]')
+    (f.parent / "data").mkdir()
+    (f.parent / "data" / "ok.txt").write_text("fine")
+    (f.parent / "data" / "shadow").symlink_to("/etc/shadow")
+    load_recipe(f)  # the folder itself is fine; its content is walked by check and by build
+    err = unsafe_of(f, check=True)
+    assert err.message.startswith(f"{f}:7: versions.1.files: 'data/shadow' resolves to")
+
+
+def test_symlinks_that_stay_inside_are_followed(tmp_path: Path) -> None:
+    f = files_recipe(tmp_path, '["data", "alias.sh"]')
+    (f.parent / "data").mkdir()
+    (f.parent / "data" / "real.sh").write_text("echo hi\n")
+    (f.parent / "data" / "loop").symlink_to("..")  # a link to an ancestor: no endless walk
+    (f.parent / "alias.sh").symlink_to("data/real.sh")
+    r = check_recipe(f)
+    inputs = build_inputs(r, r.versions[0])
+    assert inputs["files/alias.sh"] == (f.parent / "data" / "real.sh").resolve()
+    assert inputs["files/data/real.sh"] == (f.parent / "data" / "real.sh").resolve()
+
+
+def test_a_dockerfile_linked_to_a_secret_never_shows_it(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.env"
+    secret.write_text("API_TOKEN=s3cr3t-do-not-print\n")
+    f = write(tmp_path, 'schema = 1\ntool = "demo"\ndescription = "d"\n\n[versions."1"]\n'
+                        'dockerfile = "Dockerfile"\n')
+    (f.parent / "Dockerfile").symlink_to(secret)
+    err = unsafe_of(f)
+    assert err.message.startswith(f"{f}:6: versions.1.dockerfile: 'Dockerfile' resolves to")
+    assert "s3cr3t" not in err.message + (err.detail or "")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "big"])
+def test_a_dockerfile_that_is_not_a_small_regular_file_is_refused(tmp_path: Path,
+                                                                   target: str) -> None:
+    f = write(tmp_path, 'schema = 1\ntool = "demo"\ndescription = "d"\n\n[versions."1"]\n'
+                        'dockerfile = "Dockerfile"\n')
+    df = f.parent / "Dockerfile"
+    if target == "fifo":
+        os.mkfifo(df)  # opening it for reading would block forever
+    elif target == "big":
+        df.write_bytes(b"# x\n" * (MAX_DOCKERFILE_BYTES // 4 + 1))
+    else:
+        (f.parent / "dev").symlink_to("/dev")
+        df.symlink_to("dev/zero")  # inside by name, a device once resolved
+    err = unsafe_of(f)
+    assert err.message.startswith(f"{f}:6: versions.1.dockerfile: ")
+    if target == "big":
+        assert f"larger than {MAX_DOCKERFILE_BYTES} bytes" in err.message
+    elif target == "fifo":
+        assert "not a regular file" in err.message
+
+
+def test_a_recipe_file_that_is_a_device_is_refused(tmp_path: Path) -> None:
+    d = tmp_path / "demo"
+    d.mkdir()
+    (d / "recipe.toml").symlink_to("/dev/zero")
+    err = unsafe_of(d / "recipe.toml")
+    assert err.message == f"{d / 'recipe.toml'}: the recipe file is not a regular file"
+
+
+def test_a_huge_recipe_file_is_refused(tmp_path: Path) -> None:
+    f = write(tmp_path, "# padding\n" * (MAX_RECIPE_BYTES // 10 + 1))
+    assert "larger than" in unsafe_of(f).message
+
+
+def test_check_paths_reads_a_folder_of_recipe_folders(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    good = write(root, GOOD)
+    bad_cmd = write(root, GOOD.replace('"demo-admin"', '"ls\\n"').replace('tool = "demo"', 'tool = "b"'),
+                    tool="b")
+    bad_ver = write(root, GOOD.replace('[versions."2.0"]', '[versions."2\\n"]')
+                    .replace('tool = "demo"', 'tool = "c"'), tool="c")
+    (root / "notes").mkdir()  # a folder without a recipe is not one
+    checked, errors = check_paths([root])
+    assert checked == 3 and good.exists()
+    assert [e.message.split(":")[0] for e in errors] == [str(bad_cmd), str(bad_ver)]
+    assert errors[0].message.startswith(f"{bad_cmd}:5: commands: ")
+    line = bad_ver.read_text().splitlines().index('[versions."2\\n"]') + 1
+    assert errors[1].message.startswith(f"{bad_ver}:{line}: versions.\"2\\n\": ")
+    assert check_paths([root / "demo"]) == (1, [])
+    (tmp_path / "empty").mkdir()
+    checked, errors = check_paths([tmp_path / "empty"])
+    assert checked == 0 and "no recipe.toml" in errors[0].message

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from sandman import repos
-from sandman.catalog import Catalog, default_sources
+from sandman.catalog import Catalog, Source, Spec, default_sources
 from sandman.errors import NotFoundError, RemoteError, StateError, UsageError
+from sandman.installs import InstallRecord, write_record
 from sandman.paths import Paths
 
 
@@ -33,8 +34,13 @@ def paths(home: Path) -> Paths:
     return Paths.from_env()
 
 
+def repo_sources(paths: Paths) -> list[Source]:
+    """The catalog's sources that come from repos.json: repositories and bundles."""
+    return [s for s in default_sources(paths, env={}) if s.kind in ("repo", "bundle")]
+
+
 def test_no_repos_means_no_sources(paths):
-    assert repos.recipe_sources(paths) == []
+    assert repo_sources(paths) == []
 
 
 def test_sources_follow_the_order_added_and_carry_trust(tmp_path, paths):
@@ -43,14 +49,14 @@ def test_sources_follow_the_order_added_and_carry_trust(tmp_path, paths):
     make_git_repo(b, {"beta": "from b"}, under="")
     repos.add(paths, "first", str(a))
     repos.add(paths, "second", str(b))
-    srcs = repos.recipe_sources(paths)
+    srcs = repo_sources(paths)
     assert [(s.name, s.kind, s.trusted) for s in srcs] == [("first", "repo", False),
                                                            ("second", "repo", False)]
     assert srcs[0].root == paths.repos_dir / "first" / "recipes"  # recipes/ when it exists
     assert srcs[1].root == paths.repos_dir / "second"  # else the root
     assert repos.get(paths, "first").commit == head_a
     repos.trust(paths, "first")
-    assert [s.trusted for s in repos.recipe_sources(paths)] == [True, False]
+    assert [s.trusted for s in repo_sources(paths)] == [True, False]
 
     names = [s.name for s in default_sources(paths, env={"SANDMAN_RECIPE_PATH": str(tmp_path)})]
     assert names == ["env", "user", "first", "second", "builtin"]
@@ -85,15 +91,125 @@ def test_unknown_state_schema_is_a_state_error(paths):
         repos.load_all(paths)
     (paths.repos_dir / "repos.json").write_text("not json")
     with pytest.raises(StateError, match="unreadable"):
-        repos.recipe_sources(paths)
+        repo_sources(paths)
 
 
 def test_bundles_are_sources_and_trusted(paths):
     (paths.repos_dir / "offline" / "recipes").mkdir(parents=True)
     repos.register_bundle(paths, "offline", "/media/offline.tar")
-    [src] = repos.recipe_sources(paths)
+    [src] = repo_sources(paths)
     assert (src.name, src.kind, src.trusted) == ("offline", "bundle", True)
     with pytest.raises(UsageError, match="bundle"):
         repos.update(paths, "offline")
     repos.remove(paths, "offline")
     assert repos.load_all(paths) == [] and not (paths.repos_dir / "offline").exists()
+
+
+def commit_all(path: Path) -> str:
+    cmd = ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    subprocess.run([*cmd, "add", "-A"], cwd=path, check=True)
+    subprocess.run([*cmd, "commit", "-qm", "y"], cwd=path, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_an_update_pending_trust_keeps_unchanged_recipes_trusted(tmp_path, paths):
+    src = tmp_path / "src"
+    make_git_repo(src, {"alpha": "a", "beta": "b", "gamma": "c", "delta": "d"})
+    repos.add(paths, "team", str(src))
+    assert repos.unchanged_tools(paths, repos.get(paths, "team")) == frozenset()  # never trusted
+    trusted = repos.trust(paths, "team").commit
+    assert not repos.get(paths, "team").pending_trust
+
+    text = (src / "recipes" / "beta" / "recipe.toml").read_text()
+    (src / "recipes" / "beta" / "recipe.toml").write_text(text.replace('"b"', '"b2"'))
+    (src / "recipes" / "gamma" / "extra.txt").write_text("a new file in the folder\n")
+    (src / "recipes" / "delta" / "link").symlink_to("../alpha/recipe.toml")
+    (src / "README").write_text("outside every recipe folder\n")
+    head = commit_all(src)
+    u = repos.update(paths, "team")
+    assert (u.moved, u.was_trusted, u.repo.commit, u.repo.trusted_commit) == (True, True, head, trusted)
+    assert u.repo.pending_trust and not u.repo.trusted
+    assert repos.unchanged_tools(paths, u.repo) == frozenset({"alpha"})  # delta: a symlink
+    assert repos.describe(paths, u.repo)["pending_trust"] is True
+    [note] = repos.pending_notes(paths)
+    assert "update pending trust" in note and "beta, delta, gamma" in note
+    assert "sandman repo trust team" in note and "alpha" not in note.split("changed recipes:")[1]
+
+    cat = Catalog.default(paths)
+    assert cat.find("alpha", "team").source.trusted is True  # builds what was reviewed
+    for tool in ("beta", "gamma", "delta"):
+        assert cat.find(tool, "team").source.trusted is False
+    assert Catalog(default_sources(paths)).find("alpha").source.trusted is False  # no home: strict
+
+    repos.trust(paths, "team")
+    assert repos.pending_notes(paths) == [] and Catalog.default(paths).find("beta").source.trusted
+
+
+def test_a_rename_out_of_a_folder_changes_it(tmp_path, paths):
+    src = tmp_path / "src"
+    make_git_repo(src, {"alpha": "a", "beta": "b"})
+    (src / "recipes" / "alpha" / "notes.txt").write_text("x\n" * 50)
+    commit_all(src)
+    repos.add(paths, "team", str(src))
+    repos.trust(paths, "team")
+    (src / "recipes" / "alpha" / "notes.txt").rename(src / "recipes" / "beta" / "notes.txt")
+    commit_all(src)
+    repos.update(paths, "team")
+    assert repos.unchanged_tools(paths, repos.get(paths, "team")) == frozenset()
+
+
+def record(tool: str, version: str, source: str, paths: Paths) -> InstallRecord:
+    return InstallRecord(tool=tool, version=version, source=source, recipe_file="", fingerprint="f",
+                         image_id="sha256:x", image_tag="sandman/x:1", shims=(f"{tool}-{version}",),
+                         bin_dir=str(paths.bin_dir), installed_at="")
+
+
+def test_an_installed_version_resolves_from_its_own_source(tmp_path, paths):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_git_repo(a, {"alpha": "from a"})
+    make_git_repo(b, {"alpha": "from b"})
+    repos.add(paths, "first", str(a))
+    repos.add(paths, "second", str(b))
+    cat = Catalog.default(paths)
+    assert cat.resolve(Spec("alpha", "1"))[0].source.name == "first"  # precedence
+    write_record(paths, record("alpha", "1", "second", paths))
+    cat = Catalog.default(paths)
+    assert cat.pick(Spec("alpha", "1")) == Spec("alpha", "1", "second")
+    entry, recipe, _ = cat.resolve(Spec("alpha", "1"))
+    assert (entry.source.name, recipe.description) == ("second", "from b")
+    assert cat.resolve(Spec("alpha", "1", "first"))[0].source.name == "first"  # named: switches
+    assert cat.pick(Spec("alpha", None)) == Spec("alpha", None)
+
+    repos.remove(paths, "second")
+    with pytest.raises(NotFoundError, match="installed from 'second', which is not a recipe source"):
+        Catalog.default(paths).resolve(Spec("alpha", "1"))
+
+    # SANDMAN_RECIPE_PATH names places (env, env2), not sources: set, it goes by precedence
+    write_record(paths, record("alpha", "1", "env2", paths))
+    env_dir = tmp_path / "mine"
+    make_git_repo(env_dir, {"alpha": "from env"}, under="")
+    cat = Catalog(default_sources(paths, {"SANDMAN_RECIPE_PATH": str(env_dir)}), paths)
+    assert cat.resolve(Spec("alpha", "1"))[1].description == "from env"
+    with pytest.raises(NotFoundError, match="installed from 'env2'"):
+        Catalog.default(paths).resolve(Spec("alpha", "1"))
+
+
+def test_git_reason_keeps_what_git_said():
+    dubious = ("fatal: detected dubious ownership in repository at '/srv/r/.git'\n"
+               "To add an exception for this directory, call:\n\n"
+               "\tgit config --global --add safe.directory /srv/r/.git\n"
+               "fatal: Could not read from remote repository.\n\n"
+               "Please make sure you have the correct access rights\nand the repository exists.\n")
+    assert repos.git_reason(dubious) == (
+        "detected dubious ownership in repository at '/srv/r/.git'; if you trust its owner: "
+        "git config --global --add safe.directory /srv/r/.git")
+    ssh = ("ssh: Could not resolve hostname git.invalid: Name or service not known\n"
+           "fatal: Could not read from remote repository.\n\n"
+           "Please make sure you have the correct access rights\nand the repository exists.\n")
+    assert repos.git_reason(ssh) == ("ssh: Could not resolve hostname git.invalid: "
+                                     "Name or service not known")
+    assert repos.git_reason("remote: \x1b[2Jgone\nfatal: repository 'x' not found\n") == \
+        "repository 'x' not found"
+    assert repos.git_reason("") == "(no message)"
+    assert repos.git_reason("weird \x1b[1A\n") == "weird \\e[1A"

@@ -8,11 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from sandman import names
 from sandman.config import ToolSettings
-from sandman.errors import ConflictError, MountError
-from sandman.paths import Paths
+from sandman.errors import ConflictError, MountError, StateError
+from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Mount, Runtime
-from sandman.shims import ShimContext, owner_of, parse_mount_spec, render, shim_names, write_shims
+from sandman.shims import (
+    MARKER,
+    ShimContext,
+    env_file,
+    made_from,
+    owner_of,
+    parse_mount_spec,
+    render,
+    runtime_digest,
+    runtime_path,
+    runtime_text,
+    shim_names,
+    stale_reasons,
+    write_env_file,
+    write_runtime,
+    write_shims,
+)
 
 
 def ctx(tmp_path: Path, runtime: Runtime, settings: ToolSettings | None = None) -> ShimContext:
@@ -166,3 +183,143 @@ def test_parse_mount_spec() -> None:
         parse_mount_spec("/a")
     with pytest.raises(MountError):
         parse_mount_spec("/a:relative")
+
+
+# -- one shared, content-addressed runtime ------------------------------------------------------
+def test_shim_is_values_and_sources_one_shared_runtime(tmp_path: Path, work: Path) -> None:
+    one = render(ctx(tmp_path, Runtime(entrypoint=("demo",))), "demo-1.0")
+    other = render(ctx(tmp_path, Runtime(commands=("x",), env={"A": "1"})), "x-1.0")
+    runtime = runtime_path(ctx(tmp_path, Runtime()).paths, runtime_digest())
+    assert runtime.is_file() and (runtime.stat().st_mode & 0o777) == 0o644
+    assert runtime.name == f"shim-{runtime_digest(runtime.read_text())}.bash"
+    for script in (one, other):
+        assert f"SM_RUNTIME={runtime}" in script and 'source "$SM_RUNTIME"' in script
+        assert "sm_map_path" not in script and "@@" not in script  # the logic lives in the runtime
+        assert len(script.splitlines()) < 60
+    assert owner_of_text(one) == "demo@1.0"
+    assert "@@" not in runtime.read_text()
+    p = dry_run(one, ["x"], work)
+    assert p.returncode == 0, p.stderr
+
+
+def owner_of_text(script: str) -> str | None:
+    lines = script.splitlines()
+    return lines[2][len("# for: "):] if lines[1] == MARKER else None
+
+
+def test_missing_runtime_is_one_line_with_the_fix(tmp_path: Path, work: Path) -> None:
+    script = render(ctx(tmp_path, Runtime(entrypoint=("demo",))), "demo-1.0")
+    runtime = runtime_path(ctx(tmp_path, Runtime()).paths, runtime_digest())
+    runtime.unlink()
+    p = dry_run(script, ["x"], work)
+    assert p.returncode == StateError.exit_code == 123
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "sandman reshim --all" in lines[0] and str(runtime) in lines[0]
+
+
+def test_runtime_takes_label_names_and_exit_codes_from_python() -> None:
+    template = (shim_templates_dir() / "shim.bash").read_text()
+    body = template.split("@@NAMES@@", 1)[1]
+    assert "io.sandman" not in body
+    for code in (MountError.exit_code, StateError.exit_code, 115, 116):
+        assert f'" {code}' not in body and f" {code}\n" not in body, code
+    text = runtime_text()
+    assert f"SM_EXIT_MOUNT={MountError.exit_code}\n" in text
+    assert f"SM_LABEL_ROLE={names.LABEL_ROLE}\n" in text
+    assert "sm_warm_exec" in text  # warm.bash is included at @@WARM@@
+
+
+# -- paths are resolved before they are checked ------------------------------------------------
+@pytest.mark.parametrize("target", ["/", "/run", "/var//run", "/var/run/"])
+def test_symlinked_and_odd_spellings_are_resolved_then_refused(tmp_path: Path, work: Path,
+                                                               target: str) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    script = render(ctx(tmp_path, Runtime(entrypoint=("demo",))), "demo-1.0")
+    for arg in (str(link), target, f"--in={link}"):
+        p = dry_run(script, [arg], work)
+        assert p.returncode == MountError.exit_code, (arg, p.stdout)
+        assert "really /" in p.stderr and p.stdout == ""
+    rt = Runtime(mounts=(Mount("h", target, "/h", "rw"),))
+    p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), ["ls"], work)
+    assert p.returncode == MountError.exit_code and "really /" in p.stderr
+    p = dry_run(render(ctx(tmp_path, Runtime(mounts=(Mount("h", str(work), "/h", "rw"),))),
+                       "demo-1.0"), ["ls"], work, {"SANDMAN_DEMO_H": str(link)})
+    assert p.returncode == MountError.exit_code and "really /" in p.stderr
+
+
+@pytest.mark.parametrize("source", ["~/..", "~/.", "~"])
+def test_home_spellings_are_refused(tmp_path: Path, work: Path, source: str) -> None:
+    rt = Runtime(mounts=(Mount("h", source, "/h", "ro"),))
+    p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), ["ls"], work, {"HOME": "/tmp"})
+    assert p.returncode == MountError.exit_code
+    assert ("it is /" in p.stderr) if source == "~/.." else ("home directory" in p.stderr)
+
+
+def test_mounts_use_the_real_source_and_the_path_the_tool_sees(tmp_path: Path, work: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "f.db").write_text("")
+    (tmp_path / "alias").symlink_to(real)
+    script = render(ctx(tmp_path, Runtime(entrypoint=("demo",))), "demo-1.0")
+    out = dry_run(script, [f"{tmp_path}/alias/f.db"], work).stdout.replace("\\", "")
+    assert f'"source={real}","target={tmp_path}/alias",readonly' in out
+    # relative arguments leaving the cwd are mapped like absolute ones, argv unchanged
+    (work.parent / "b").mkdir()
+    (work.parent / "b" / "x.db").write_text("")
+    argv = argv_of(dry_run(script, ["../b/x.db"], work).stdout)
+    assert argv[-1] == "../b/x.db"
+    assert f'"source={work.parent}/b","target={work.parent}/b",readonly' in " ".join(argv).replace(
+        "type=bind,", "")
+
+
+def test_parse_mount_spec_resolves_and_refuses(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "alias").symlink_to(real)
+    assert parse_mount_spec(f"{tmp_path}/alias/:/m:ro") == (str(real), "/m", "ro")
+    for bad in ("/var//run:/h", "/:/h", f"{tmp_path}/../../../../../..:/h"):
+        with pytest.raises(MountError, match="will not mount"):
+            parse_mount_spec(bad)
+    (tmp_path / "to-run").symlink_to("/run")
+    with pytest.raises(MountError, match="really /run"):
+        parse_mount_spec(f"{tmp_path}/to-run:/h")
+
+
+# -- config.toml env values stay out of the 0755 shims -----------------------------------------
+def test_config_env_values_live_in_a_private_file(tmp_path: Path, work: Path) -> None:
+    rt = Runtime(entrypoint=("demo",), env={"PUBLIC": "recipe", "TOKEN": "recipe default"})
+    c = ctx(tmp_path, rt, ToolSettings(env={"TOKEN": "hunter2-secret"}))
+    script = render(c, "demo-1.0")
+    assert "hunter2" not in script and "PUBLIC=recipe" in script
+    f = env_file(c.paths, "demo", "1.0")
+    assert (f.stat().st_mode & 0o777) == 0o600 and (f.parent.stat().st_mode & 0o777) == 0o700
+    envs = [a for a in argv_of(dry_run(script, ["x"], work).stdout) if "=" in a]
+    assert "TOKEN=hunter2-secret" in envs and "PUBLIC=recipe" in envs
+    assert "TOKEN=recipe default" not in envs
+    # without the file (another user cannot read it) the value simply is not there
+    f.unlink()
+    envs = argv_of(dry_run(script, ["x"], work).stdout)
+    assert not any(a.startswith("TOKEN=") for a in envs)
+    render(ctx(tmp_path, rt), "demo-1.0")  # no config env any more: no file
+    assert not f.exists()
+
+
+def test_stale_reasons_name_what_changed(tmp_path: Path) -> None:
+    paths = ctx(tmp_path, Runtime()).paths
+    write_runtime(paths)
+    st = ToolSettings(env={"A": "1"})
+    write_env_file(paths, "demo", "1.0", st.env)
+    rt = Runtime(env={"X": "1"})
+    then = made_from(st, 10)
+    from dataclasses import asdict
+
+    def reasons(now_rt: Runtime, now_st: ToolSettings, recorded: dict | None = None) -> list[str]:
+        return stale_reasons(recorded or then, asdict(rt), paths, made_from(now_st, 10), now_rt,
+                             "demo", "1.0", now_st.env)
+
+    assert reasons(rt, st) == []
+    assert reasons(Runtime(env={"X": "2"}, network=True), st) == ["env", "network"]
+    assert reasons(rt, ToolSettings(env={"A": "2"})) == ["config"]  # a value: the private file
+    assert reasons(rt, ToolSettings(env={"A": "1"}, mounts={"db": "/x"})) == ["config"]
+    assert reasons(rt, st, {**then, "runtime": "0" * 12}) == ["runtime"]

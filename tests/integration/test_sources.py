@@ -1,0 +1,264 @@
+"""Sources fetched by URL, verified, cached, offline-capable (issue 13 §1), end to end.
+
+A local HTTP server on 127.0.0.1 (http.server in a thread, a random port) serves a source
+tarball: a tiny tool with its own install script, which the recipe's `run` step unpacks and
+installs into a Debian bookworm image (no apt). The real CLI builds it, its shim runs it; then
+the same recipe is rebuilt with the server stopped (the download cache), from a mirror folder
+and from a mirror URL prefix, and refused on a checksum mismatch and a 404 before any build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import subprocess
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOOLS = ("h7src", "h7src-bad")
+
+
+class Server:
+    """A static file server on 127.0.0.1 (random port) in a thread; `hits` lists the paths asked."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.hits: list[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw) -> None:
+                super().__init__(*a, directory=str(root), **kw)
+
+            def log_request(self, code: object = "-", size: object = "-") -> None:
+                outer.hits.append(self.path)  # once per request, whatever its status
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.running = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+RECIPE = """\
+schema = 1
+tool = "{tool}"
+description = "a tool built from a source tarball (sandman's own tests)"
+entrypoint = ["h7hello"]
+commands = ["h7hello"]
+version_check = {{ command = ["h7hello", "--version"], expect = '^h7hello ({{version}}\\.\\d+)$' }}
+
+[versions."1.0"]
+base = "debian:bookworm-slim"
+sources = [{{ url = "{url}", sha256 = "{sha}" }}]
+run = ["tar -xzf /tmp/sources/h7hello-1.0.3.tar.gz -C /tmp && sh /tmp/h7hello-1.0.3/install.sh /usr/local && rm -rf /tmp/h7hello-1.0.3"]
+"""
+
+
+def source_tarball() -> bytes:
+    """h7hello 1.0.3 as upstream would ship it: a folder with the program and an install script."""
+    files = {
+        "h7hello-1.0.3/h7hello": '#!/bin/sh\ncase "$1" in\n  --version) echo "h7hello 1.0.3" ;;\n'
+                                 '  *) echo "hello from source: $*" ;;\nesac\n',
+        "h7hello-1.0.3/install.sh": 'set -e\ninstall -m 0755 "$(dirname "$0")/h7hello" "$1/bin/h7hello"\n',
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+TARBALL = source_tarball()
+SHA = hashlib.sha256(TARBALL).hexdigest()
+NAME = "h7hello-1.0.3.tar.gz"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_test_images():
+    """Images built here carry one of TOOLS as their tool label; they go at the end."""
+    yield
+    for tool in TOOLS:
+        ids = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
+                              f"label=io.sandman.tool={tool}"], capture_output=True, text=True)
+        for image in sorted(set(ids.stdout.split())):
+            subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "www")
+    (s.root / "dl").mkdir()
+    (s.root / "dl" / NAME).write_bytes(TARBALL)
+    yield s
+    s.stop()
+
+
+def write_recipe(root: Path, url: str, *, tool: str = "h7src", sha: str = SHA) -> Path:
+    d = root / tool
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "recipe.toml").write_text(RECIPE.format(tool=tool, url=url, sha=sha))
+    return d / "recipe.toml"
+
+
+def images_of(tool: str) -> list[str]:
+    out = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter", f"label=io.sandman.tool={tool}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(set(out.split()))
+
+
+def cached_file(home: Path, sha: str = SHA) -> Path:
+    return home / "cache" / "sources" / "sha256" / sha
+
+
+def error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("sandman: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.docker
+def test_a_version_built_from_a_source_tarball_then_offline(
+        sandman, home: Path, tmp_path: Path, shim_env: dict[str, str], server: Server,
+        docker_client) -> None:
+    env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
+    write_recipe(tmp_path / "recipes", f"{server.url}/dl/{NAME}")
+
+    p = sandman("-v", "install", "h7src@1.0", env=env)
+    assert p.returncode == 0, p.stderr
+    assert f"downloading {NAME} from {server.url}/dl/{NAME}" in p.stderr
+    assert f"downloaded {NAME}: 0.0 MiB, sha256 verified" in p.stderr
+    assert server.hits == [f"/dl/{NAME}"]
+    assert cached_file(home).read_bytes() == TARBALL  # content-addressed download cache
+    run = subprocess.run([str(home / "bin" / "h7hello-1.0"), "a b"], env=shim_env,
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (0, "hello from source: a b\n"), run.stderr
+    [item] = json.loads(sandman("list", "--json", env=env).stdout)
+    assert item["full_version"] == "1.0.3"
+    # the tarball was only in the build: not in the image
+    probe = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "ls",
+                            item["image"], "/tmp"], capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and probe.stdout == "", probe
+
+    # offline: the server is gone; a rebuild takes the file from the download cache
+    server.stop()
+    p = sandman("-v", "install", "--force", "h7src@1.0", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "downloading" not in p.stderr and "built sandman/h7src:1.0-" in p.stderr
+    assert server.hits == [f"/dl/{NAME}"]
+    # and an image that exists needs no download at all (another home, empty cache)
+    other = {**env, "SANDMAN_HOME": str(tmp_path / "other-home")}
+    p = sandman("install", "h7src@1.0", env=other)
+    assert p.returncode == 0 and "cached sandman/h7src:1.0-" in p.stderr, p.stderr
+    assert not cached_file(tmp_path / "other-home").exists()
+
+
+@pytest.mark.docker
+def test_a_checksum_mismatch_stops_before_any_build(
+        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+    env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
+    wrong = hashlib.sha256(b"another release").hexdigest()
+    url = f"{server.url}/dl/{NAME}"
+    write_recipe(tmp_path / "recipes", url, tool="h7src-bad", sha=wrong)
+    p = sandman("install", "h7src-bad@1.0", env=env)
+    assert p.returncode == 104, p.stderr
+    assert error_line(p.stderr) == (
+        f"sandman: h7src-bad@1.0: cannot get source '{NAME}' from {url}: sha256 {SHA}, the recipe "
+        f"expects {wrong}; nothing was built. Download it yourself, check that `sha256sum` prints "
+        f"{wrong}, and put it at {cached_file(home, wrong)}")
+    assert images_of("h7src-bad") == []
+    assert not cached_file(home, wrong).exists() and not cached_file(home).exists()
+    assert list(cached_file(home, wrong).parent.iterdir()) == []  # no temp file left behind
+    assert not (home / "bin" / "h7hello-1.0").exists()
+
+
+@pytest.mark.docker
+def test_a_404_names_the_url_and_where_to_drop_the_file(
+        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+    env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
+    url = f"{server.url}/dl/gone/{NAME}"
+    write_recipe(tmp_path / "recipes", url, tool="h7src-bad")
+    p = sandman("install", "h7src-bad@1.0", env=env)
+    assert p.returncode == 104, p.stderr
+    line = error_line(p.stderr)
+    assert line.startswith(f"sandman: h7src-bad@1.0: cannot get source '{NAME}' from {url}: HTTP 404 ")
+    assert line.endswith(f"put it at {cached_file(home)}")
+    assert images_of("h7src-bad") == []
+
+    # dropping the file there by hand is enough (nothing is downloaded; the build is the usual one)
+    cached_file(home).write_bytes(TARBALL)
+    p = sandman("install", "h7src-bad@1.0", env=env)
+    assert p.returncode == 0, p.stderr
+    assert server.hits == [f"/dl/gone/{NAME}"]
+
+
+@pytest.mark.docker
+def test_a_mirror_folder_serves_an_offline_site(
+        sandman, home: Path, tmp_path: Path, shim_env: dict[str, str], docker_client) -> None:
+    env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
+    unreachable = f"http://127.0.0.1:9/dl/{NAME}"  # the discard port: nothing listens
+    write_recipe(tmp_path / "recipes", unreachable)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(TARBALL)  # as `wget URL` saved it
+    p = sandman("install", "--force", "h7src@1.0", env={**env, "SANDMAN_SOURCES_MIRROR": str(mirror)})
+    assert p.returncode == 0, p.stderr
+    assert cached_file(home).read_bytes() == TARBALL
+    run = subprocess.run([str(home / "bin" / "h7hello-1.0"), "x"], env=shim_env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.stdout == "hello from source: x\n", run.stderr
+
+    # without the mirror, that URL is unreachable: one line naming it
+    cached_file(home).unlink()
+    p = sandman("install", "--force", "h7src@1.0", env=env)
+    assert p.returncode == 104
+    assert f"from {unreachable}: unreachable (" in error_line(p.stderr)
+
+
+@pytest.mark.docker
+def test_a_mirror_url_prefix_from_config_by_sha256(
+        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+    env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
+    write_recipe(tmp_path / "recipes", f"http://127.0.0.1:9/dl/{NAME}")
+    (server.root / "mirror" / "sha256").mkdir(parents=True)
+    (server.root / "mirror" / "sha256" / SHA).write_bytes(TARBALL)
+    (home / "config.toml").write_text(f'sources_mirror = "{server.url}/mirror/"\n')
+    p = sandman("install", "--force", "h7src@1.0", env=env)
+    assert p.returncode == 0, p.stderr
+    assert server.hits == [f"/mirror/{NAME}", f"/mirror/sha256/{SHA}"]  # by name, then by sha256
+    assert cached_file(home).read_bytes() == TARBALL
+
+
+def test_bad_sources_exit_112_with_file_and_line(sandman, tmp_path: Path) -> None:
+    root = tmp_path / "recipes"
+    f = write_recipe(root, f"ftp://127.0.0.1/dl/{NAME}")
+    p = sandman("recipes", "check", str(f))
+    assert p.returncode == 112
+    line = next(n for n, t in enumerate(f.read_text().splitlines(), 1) if t.startswith("sources"))
+    assert p.stderr.strip() == (  # `recipes check` lists each error as file:line: ...
+        f"{f}:{line}: versions.\"1.0\".sources[0].url: 'ftp://127.0.0.1/dl/{NAME}' is not an "
+        "http://, https:// or file:// URL")
+    f.write_text(f.read_text().replace(f'sha256 = "{SHA}"', 'sha256 = "nope"'))
+    p = sandman("recipes", "check", str(f))
+    assert p.returncode == 112 and "sources[0].sha256: expected 64 lower-case hex digits" in p.stderr
+    f.write_text(f.read_text().replace(', sha256 = "nope"', ""))
+    p = sandman("install", "h7src@1.0", env={"SANDMAN_RECIPE_PATH": str(root)})
+    assert p.returncode == 112
+    assert error_line(p.stderr).endswith("sources[0]: missing required key 'sha256'")
