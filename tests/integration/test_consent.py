@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 from ptyrun import run_on_pty
 
 pytestmark = pytest.mark.docker
@@ -52,7 +53,7 @@ def write(root: Path, tmp_path: Path, *, mode: str, network: bool) -> None:
 
 
 def record(home: Path) -> dict:
-    return json.loads((home / "state" / "installs" / "sqlite3@3.34.json").read_text())
+    return json.loads(record_file(home, "sqlite3", "3.34").read_text())
 
 
 def test_first_install_discloses_then_a_change_needs_consent(
@@ -66,7 +67,7 @@ def test_first_install_discloses_then_a_change_needs_consent(
     assert "current directory: mounted read-write" in err
     assert "env from your shell: SQLITE_TEST_VAR" in err
     assert "network: none" in err and "devices: none" in err
-    shim = home / "bin" / "sqlite3-3.34"
+    shim = paths_of(home).bin_dir / "sqlite3-3.34"
     before = shim.read_bytes()
 
     # an unchanged reinstall needs no consent and says nothing about permissions

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 
 from sandman.paths import builtin_recipes_dir
 
@@ -200,7 +201,7 @@ def test_vendor_kit_recipe(tmp_path: Path, home: Path, sandman, shim_env, workdi
     """The symcli recipe's own Dockerfile and kit mechanism, with a kit the test makes."""
     kits = tmp_path / "kits"
     kits.mkdir()
-    user_recipes = home / "recipes"
+    user_recipes = paths_of(home).user_recipes_dir
     shutil.copytree(builtin_recipes_dir() / "symcli", user_recipes / "symcli")
     f = user_recipes / "symcli" / "recipe.toml"
     kit = "se9200-Linux-x86_64-ni.tar.gz"
@@ -221,7 +222,8 @@ def test_vendor_kit_recipe(tmp_path: Path, home: Path, sandman, shim_env, workdi
     try:
         p = sandman("install", "symcli@9.2", env=env)
         assert p.returncode == 0, p.stderr
-        assert (home / "bin" / "symcfg-9.2").exists() and (home / "bin" / "symcli-9.2").exists()
+        bin_dir = paths_of(home).bin_dir
+        assert (bin_dir / "symcfg-9.2").exists() and (bin_dir / "symcli-9.2").exists()
         senv = {**shim_env, **env, "HOME": str(tmp_path / "u")}
         # the offline database directory is declared: missing -> refused before any container
         p = shim("symcli-9.2", "symcfg", "list", env=senv, cwd=workdir)
@@ -271,28 +273,28 @@ def test_bad_input_one_line(tmp_path: Path, sandman) -> None:
 
 
 def test_list_uninstall_doctor_and_conflicts(tmp_path: Path, home: Path, sandman, docker_client) -> None:
-    (home / "bin").mkdir()
-    (home / "bin" / "sqlite3-3.46").write_text("#!/bin/sh\necho not sandman\n")
+    paths_of(home).bin_dir.mkdir()
+    (paths_of(home).bin_dir / "sqlite3-3.46").write_text("#!/bin/sh\necho not sandman\n")
     p = sandman("install", "sqlite3@3.46")
     assert p.returncode == 119 and "not written by sandman" in p.stderr
-    assert (home / "bin" / "sqlite3-3.46").read_text() == "#!/bin/sh\necho not sandman\n"
+    assert (paths_of(home).bin_dir / "sqlite3-3.46").read_text() == "#!/bin/sh\necho not sandman\n"
     assert json.loads(sandman("list", "--json").stdout) == []
-    (home / "bin" / "sqlite3-3.46").unlink()
+    (paths_of(home).bin_dir / "sqlite3-3.46").unlink()
 
     assert sandman("install", "sqlite3@3.46").returncode == 0
     items = json.loads(sandman("list", "--json").stdout)
     assert [(i["tool"], i["version"], i["state"], i["shims"]) for i in items] == [
         ("sqlite3", "3.46", "current", ["sqlite3-3.46"])]
     assert items[0]["size"] > 1_000_000 and items[0]["image"].startswith("sandman/sqlite3:3.46-")
-    doc = sandman("doctor", "--json", env={"PATH": f"{home / 'bin'}:{os.environ['PATH']}"})
+    doc = sandman("doctor", "--json", env={"PATH": f"{paths_of(home).bin_dir}:{os.environ['PATH']}"})
     checks = json.loads(doc.stdout)
     assert doc.returncode == 0, checks
-    (home / "bin" / "sqlite3-3.46").unlink()
+    (paths_of(home).bin_dir / "sqlite3-3.46").unlink()
     doc = sandman("doctor")
     assert doc.returncode == 102 and "sqlite3@3.46 shim sqlite3-3.46: missing" in doc.stdout
     assert json.loads(sandman("list", "--json").stdout)[0]["state"] == "shim-missing"
     assert sandman("install", "sqlite3@3.46").returncode == 0
     p = sandman("uninstall", "sqlite3@3.46")
     assert p.returncode == 0
-    assert not (home / "bin" / "sqlite3-3.46").exists()
+    assert not (paths_of(home).bin_dir / "sqlite3-3.46").exists()
     assert json.loads(sandman("list", "--json").stdout) == []

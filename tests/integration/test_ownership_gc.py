@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 
 pytestmark = pytest.mark.docker
 
@@ -134,7 +135,7 @@ class User:
     python: tuple[str, str]
 
     def env(self) -> dict[str, str]:
-        return {"PATH": f"{self.home / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        return {"PATH": f"{paths_of(self.home).bin_dir}:/usr/local/bin:/usr/bin:/bin",
                 "HOME": pwd.getpwnam(self.name).pw_dir, "USER": self.name, "LOGNAME": self.name,
                 "SANDMAN_HOME": str(self.home), "SANDMAN_RECIPE_PATH": str(self.recipes),
                 "PYTHONPATH": self.python[1], "SANDMAN_WARM": "0"}
@@ -145,7 +146,7 @@ class User:
                               timeout=timeout)
 
     def shim(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*_setpriv(self.uid, self.gid), str(self.home / "bin" / name), *args],
+        return subprocess.run([*_setpriv(self.uid, self.gid), str(paths_of(self.home).bin_dir / name), *args],
                               env=self.env(), cwd=self.home, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -227,7 +228,7 @@ def test_neither_users_gc_breaks_the_other_users_shims(users: tuple[User, User],
     ok(alice.sandman("install", f"{tool}@1"))
     ok(bob.sandman("install", f"{tool}@1", f"{tool}@2"))
     assert len(images_of(tool)) == 2  # 1 is shared by both homes
-    peek = subprocess.run([*_setpriv(bob.uid, bob.gid), "ls", str(alice.home / "state")],
+    peek = subprocess.run([*_setpriv(bob.uid, bob.gid), "ls", str(paths_of(alice.home).state_dir)],
                           capture_output=True)
     assert peek.returncode != 0  # bob cannot read alice's records: gc must not need them
 
@@ -336,7 +337,7 @@ def test_two_homes_installing_at_once_leave_no_untagged_image(users: tuple[User,
         ids = set()
         for u in (alice, bob):
             ids.add(json.loads(subprocess.run(
-                ["cat", str(u.home / "state" / "installs" / f"{tool}@1.json")],
+                ["cat", str(record_file(u.home, tool, "1"))],
                 capture_output=True, text=True, check=True).stdout)["image_id"])
         assert ids == set(found)
         assert ok(alice.shim(f"{tool}-1")).stdout == ok(bob.shim(f"{tool}-1")).stdout == f"{tool} 1\n"

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, docker, remove_images, sandman_cli, token, wait_for  # noqa: E402
@@ -44,7 +45,7 @@ class Scene:
         self.recipe.parent.mkdir(parents=True)
         self.env = {**kit.env(), "SANDMAN_HOME": str(self.home),
                     "SANDMAN_RECIPE_PATH": str(self.recipe.parent.parent),
-                    "PATH": f"{self.home / 'bin'}:{os.environ['PATH']}"}
+                    "PATH": f"{paths_of(self.home).bin_dir}:{os.environ['PATH']}"}
 
     def write(self, steps: list[str], smoke: list[str] | None = None) -> None:
         self.recipe.write_text(RECIPE.format(tool=self.tool, steps=", ".join(json.dumps(s) for s in steps),
@@ -108,7 +109,7 @@ def test_failed_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work
     scene.write([f"echo {scene.tool}-good"])
     assert sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env).returncode == 0
     good_images, good_tags = scene.images(), scene.tagged()
-    shim = str(scene.home / "bin" / f"{scene.tool}-1")
+    shim = str(paths_of(scene.home).bin_dir / f"{scene.tool}-1")
     dangling_before = dangling()
     # a failing step
     mark = f"{scene.tool}-fails"
@@ -149,5 +150,5 @@ def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene,
     time.sleep(1)
     assert scene.images() == good_images and scene.tagged() == good_tags
     assert ours(dangling() - dangling_before, mark) == []
-    ok = subprocess.run([str(scene.home / "bin" / f"{scene.tool}-1"), "true"], env=scene.env, cwd=work)
+    ok = subprocess.run([str(paths_of(scene.home).bin_dir / f"{scene.tool}-1"), "true"], env=scene.env, cwd=work)
     assert ok.returncode == 0

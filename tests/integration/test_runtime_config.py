@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error, run, sandman_cli, stop_reaper  # noqa: E402
@@ -30,7 +31,7 @@ def own(kit: Kit) -> Iterator[Kit]:
 
 
 def write_config(k: Kit, text: str) -> None:
-    cfg = k.home / "config.toml"
+    cfg = paths_of(k.home).config_file
     cfg.write_text(text)
     later = time.time() + 2  # newer than the shims, whatever the clock's granularity
     os.utime(cfg, (later, later))

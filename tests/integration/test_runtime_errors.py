@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
@@ -24,7 +25,6 @@ from runtime_helpers import (  # noqa: E402
 )
 
 from sandman.errors import EXIT_CODES  # noqa: E402
-from sandman.paths import Paths  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -72,17 +72,17 @@ def test_missing_image(kit: Kit, work: Path) -> None:
         f'schema = 1\ntool = "{tool}"\ndescription = "x"\n[versions."1"]\n'
         f'base = "debian:bookworm-slim"\nrun = ["echo {tool}"]\n')
     env = {**kit.env(), "SANDMAN_HOME": str(home), "SANDMAN_RECIPE_PATH": str(rdir.parent),
-           "PATH": f"{home / 'bin'}:{os.environ['PATH']}"}
+           "PATH": f"{paths_of(home).bin_dir}:{os.environ['PATH']}"}
     try:
         assert quiet("install", f"{tool}@1", env=env).returncode == 0
         # the image with every tag it has (its own, this home's root): gone behind sandman's back
         image_id = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
                                    f"label=io.sandman.tool={tool}"], capture_output=True,
                                   text=True).stdout.split()[0]
-        record = Paths.from_env({"SANDMAN_HOME": str(home)}).installs_dir / f"{tool}@1.json"
+        record = record_file(home, tool, "1")
         tag = json.loads(record.read_text())["image_tag"]
         subprocess.run(["docker", "rmi", "-f", image_id], check=True, capture_output=True)
-        shim = run([str(home / "bin" / f"{tool}-1"), "true"], env=env, cwd=work)
+        shim = run([str(paths_of(home).bin_dir / f"{tool}-1"), "true"], env=env, cwd=work)
         assert shim.returncode == 125
         assert tag.encode() in shim.stderr
         reshim = quiet("reshim", f"{tool}@1", env=env)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error, run  # noqa: E402
@@ -108,7 +109,7 @@ def test_missing_data_source_fails_before_any_container(kit: Kit, mode: str, wor
     assert not missing.parent.exists(), "something was created on the host in its place"
     assert created_containers(since, until, f"io.sandman.pid={p.pid}") == []
     if mode == "warm":
-        warm = f"io.sandman.home={kit.home / 'state' / 'warm'}"
+        warm = f"io.sandman.home={warm_dir(kit.home)}"
         assert created_containers(since, until, warm) == []
     # and with the source back, the same shim runs
     assert run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode), cwd=work).returncode == 0

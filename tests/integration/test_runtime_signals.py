@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
@@ -110,7 +111,7 @@ def test_reaper_leaves_when_idle_and_the_next_shim_starts_another(kit: Kit, work
     mine = Kit(root=root, home=home, recipes=kit.recipes, data=kit.data, out=kit.out)
     assert subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
                           env=mine.env(), capture_output=True).returncode == 0
-    pidfile = home / "state" / "reaper.pid"
+    pidfile = paths_of(home).reaper_pidfile
     env = mine.env(SANDMAN_REAPER_IDLE_SECONDS="1")  # the reaper inherits the shim's environment
     try:
         assert subprocess.run([mine.shim("rtprobe-1"), "true"], env=env, cwd=work).returncode == 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 
 pytestmark = pytest.mark.docker
 
@@ -60,7 +61,7 @@ class Site:
     bundle: Path  # an honest bundle of slow@1
 
     def shim(self) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.victim_home / "bin" / f"{self.victim}-1")],
+        return subprocess.run([str(paths_of(self.victim_home).bin_dir / f"{self.victim}-1")],
                               capture_output=True, text=True, timeout=120)
 
 
@@ -74,7 +75,7 @@ def site(tmp_path: Path, docker_client) -> Iterator[Site]:
     victim_home, exporter = tmp_path / "victim-home", tmp_path / "exporter"
     p = cli(victim_home, recipes, "install", f"{victim}@1")
     assert p.returncode == 0, p.stderr
-    rec = json.loads((victim_home / "state" / "installs" / f"{victim}@1.json").read_text())
+    rec = json.loads(record_file(victim_home, victim, "1").read_text())
     bundle = tmp_path / "slow.tar"
     p = cli(exporter, recipes, "export", f"{slow}@1", "-o", str(bundle))
     assert p.returncode == 0, p.stderr
@@ -164,7 +165,7 @@ def test_an_unlisted_tag_in_images_tar_is_not_loaded(site: Site) -> None:
     listed = cli(site.victim_home, site.recipes, "list", "--json")
     [row] = json.loads(listed.stdout)
     assert row["image_id"] == site.victim_id
-    got = subprocess.run([str(home / "bin" / f"{site.slow}-1")], capture_output=True, text=True)
+    got = subprocess.run([str(paths_of(home).bin_dir / f"{site.slow}-1")], capture_output=True, text=True)
     assert got.stdout == "slow from the bundle\n"
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import log_file, paths_of
 from ptyrun import run_on_pty
 
 TOOLS = ("h3sec-shadow", "h3sec-ctl", "h3sec-cmds", "h3sec-nosh")
@@ -45,7 +46,7 @@ def line_of(f: Path, needle: str) -> int:
 
 
 def log_text(home: Path) -> str:
-    return (home / "state" / "log" / "sandman.log").read_text(errors="replace")
+    return log_file(home).read_text(errors="replace")
 
 
 def images_of(tool: str) -> list[str]:
@@ -222,7 +223,7 @@ def test_recipes_check_reads_every_recipe_folder_of_a_dir(sandman, tmp_path: Pat
 
 # -- issue 10 §5: declared commands missing from the image --------------------------------------
 def shims_of(home: Path) -> list[str]:
-    return sorted(p.name for p in (home / "bin").iterdir()) if (home / "bin").is_dir() else []
+    return sorted(p.name for p in paths_of(home).bin_dir.iterdir()) if paths_of(home).bin_dir.is_dir() else []
 
 
 @pytest.mark.docker

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
@@ -75,8 +76,8 @@ def sec(kit: Kit) -> Iterator[Kit]:
     """A home of its own with rtsec@varrun, @up, @dot installed from $SANDMAN_HOME/recipes."""
     root = kit.scratch("sec")
     home = root / "home"
-    (home / "recipes" / "rtsec").mkdir(parents=True)
-    (home / "recipes" / "rtsec" / "recipe.toml").write_text(SEC_RECIPE)
+    (paths_of(home).user_recipes_dir / "rtsec").mkdir(parents=True)
+    (paths_of(home).user_recipes_dir / "rtsec" / "recipe.toml").write_text(SEC_RECIPE)
     mine = Kit(root=root, home=home, recipes=kit.recipes, data=kit.data, out=kit.out)
     p = sandman_cli("-q", "install", "rtsec@varrun", "rtsec@up", "rtsec@dot", env=mine.env(),
                     timeout=900)
@@ -208,7 +209,7 @@ def test_config_extra_mount_swapped_for_a_symlink_is_refused_at_run_time(sec: Ki
     swap = sec.root / "swap"
     swap.mkdir()
     (swap / "f.txt").write_text("plain\n")
-    cfg = sec.home / "config.toml"
+    cfg = paths_of(sec.home).config_file
     cfg.write_text(f'[tools."rtprobe@1"]\nextra_mounts = ["{swap}:/x:ro"]\n')
     try:
         p = sandman_cli("-q", "install", "rtprobe@1", env=sec.env())

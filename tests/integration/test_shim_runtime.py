@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import env_file, paths_of, record_file, runtime_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import ROOT, one_line_error, stop_reaper  # noqa: E402
@@ -40,8 +41,8 @@ run = ["echo sandman-shim-runtime-probe"]
 @pytest.fixture
 def home(docker_client, tmp_path: Path) -> Iterator[Path]:
     h = tmp_path / "home"
-    (h / "recipes" / "rtshim").mkdir(parents=True)
-    (h / "recipes" / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=""))
+    (paths_of(h).user_recipes_dir / "rtshim").mkdir(parents=True)
+    (paths_of(h).user_recipes_dir / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=""))
     yield h
     stop_reaper(h)
     ids = subprocess.run(["docker", "images", "-q", "--filter", "label=io.sandman.tool=rtshim"],
@@ -67,7 +68,7 @@ def newer(tmp_path: Path) -> Path:
 
 def env_for(home: Path, tree: Path | None = None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
-    e.update(SANDMAN_HOME=str(home), PATH=f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    e.update(SANDMAN_HOME=str(home), PATH=f"{paths_of(home).bin_dir}{os.pathsep}{os.environ['PATH']}")
     if tree is not None:
         e["PYTHONPATH"] = str(tree)
     return e
@@ -88,7 +89,7 @@ def state(home: Path, tree: Path | None = None) -> str:
 
 
 def shim_env(home: Path, cwd: Path) -> dict[str, str]:
-    p = subprocess.run([str(home / "bin" / "rtshim-1"), "env"], env=env_for(home), cwd=cwd,
+    p = subprocess.run([str(paths_of(home).bin_dir / "rtshim-1"), "env"], env=env_for(home), cwd=cwd,
                        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
@@ -97,16 +98,16 @@ def shim_env(home: Path, cwd: Path) -> dict[str, str]:
 def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
         home: Path, newer: Path, tmp_path: Path) -> None:
     assert cli(home, "-q", "install", "rtshim@1").returncode == 0
-    shim = home / "bin" / "rtshim-1"
+    shim = paths_of(home).bin_dir / "rtshim-1"
     assert state(home) == "current"
-    old_runtime = next((home / "data" / "runtime").glob("shim-*.bash"))
+    old_runtime = next(runtime_dir(home).glob("shim-*.bash"))
     assert f"SM_RUNTIME={old_runtime}" in shim.read_text()
     assert "RT_RUNTIME" not in shim_env(home, tmp_path)
 
     # a newer sandman: its runtime differs, every existing shim still runs the old one
     assert state(home, newer) == "shim-stale: runtime"
     # and the recipe gains an env var
-    (home / "recipes" / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=', RT_B = "two"'))
+    (paths_of(home).user_recipes_dir / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=', RT_B = "two"'))
     assert state(home, newer) == "shim-stale: runtime, env"
     assert state(home) == "shim-stale: env"
     human = cli(home, "list", tree=newer)
@@ -124,7 +125,7 @@ def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
     assert "upgraded rtshim@1 (shim-stale: runtime, env)" in up.stderr
     assert "Step 1/" not in up.stderr  # a rewrite, not a build
     assert state(home, newer) == "current"
-    new_runtime = next(p for p in (home / "data" / "runtime").glob("shim-*.bash") if p != old_runtime)
+    new_runtime = next(p for p in runtime_dir(home).glob("shim-*.bash") if p != old_runtime)
     assert f"SM_RUNTIME={new_runtime}" in shim.read_text()
     env = shim_env(home, tmp_path)
     assert (env.get("RT_A"), env.get("RT_B"), env.get("RT_RUNTIME")) == ("one", "two", "newer")
@@ -138,7 +139,7 @@ def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
     assert (env.get("RT_B"), "RT_RUNTIME" in env) == ("two", False)  # the recipe's env stays
 
     # a deleted runtime: the shim says so in one line with the fix, list and reshim agree
-    for f in (home / "data" / "runtime").glob("shim-*.bash"):
+    for f in runtime_dir(home).glob("shim-*.bash"):
         f.unlink()
     broken = subprocess.run([str(shim), "true"], env=env_for(home), cwd=tmp_path,
                             capture_output=True, timeout=60)
@@ -151,14 +152,14 @@ def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
 
 def test_config_env_values_stay_out_of_shims_and_reach_the_container(home: Path,
                                                                      tmp_path: Path) -> None:
-    cfg = home / "config.toml"
+    cfg = paths_of(home).config_file
     cfg.write_text('[tools.rtshim]\nenv = { RT_SECRET = "hunter2-sm" }\n')
     assert cli(home, "-q", "install", "rtshim@1").returncode == 0
-    for f in (home / "bin").iterdir():
+    for f in paths_of(home).bin_dir.iterdir():
         assert b"hunter2" not in f.read_bytes(), f
-    for f in (home / "data" / "runtime").iterdir():
+    for f in runtime_dir(home).iterdir():
         assert b"hunter2" not in f.read_bytes(), f
-    private = home / "state" / "env" / "rtshim@1.env"
+    private = env_file(home, "rtshim", "1")
     assert (private.stat().st_mode & 0o777) == 0o600
     assert (private.parent.stat().st_mode & 0o777) == 0o700
     assert shim_env(home, tmp_path)["RT_SECRET"] == "hunter2-sm"
@@ -169,7 +170,7 @@ def test_config_env_values_stay_out_of_shims_and_reach_the_container(home: Path,
     os.utime(cfg, (later, later))
     assert shim_env(home, tmp_path)["RT_SECRET"] == "changed-sm"
     assert state(home) == "current"
-    for f in (home / "bin").iterdir():
+    for f in paths_of(home).bin_dir.iterdir():
         assert b"changed-sm" not in f.read_bytes(), f
     # the private file edited behind sandman's back is reported as a config change
     private.write_bytes(b"RT_SECRET=other\0")
@@ -178,7 +179,7 @@ def test_config_env_values_stay_out_of_shims_and_reach_the_container(home: Path,
 
 def test_image_replaced_under_the_tag_is_listed_and_rebuilt(home: Path, tmp_path: Path) -> None:
     assert cli(home, "-q", "install", "rtshim@1").returncode == 0
-    rec = json.loads((home / "state" / "installs" / "rtshim@1.json").read_text())
+    rec = json.loads(record_file(home, "rtshim", "1").read_text())
     subprocess.run(["docker", "tag", "debian:bookworm-slim", rec["image_tag"]], check=True)
     assert state(home) == "image-replaced"
     doc = cli(home, "doctor")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, source_cache
 
 TOOLS = ("h7src", "h7src-bad")
 
@@ -125,7 +126,7 @@ def images_of(tool: str) -> list[str]:
 
 
 def cached_file(home: Path, sha: str = SHA) -> Path:
-    return home / "cache" / "sources" / "sha256" / sha
+    return source_cache(home) / sha
 
 
 def error_line(stderr: str) -> str:
@@ -147,7 +148,7 @@ def test_a_version_built_from_a_source_tarball_then_offline(
     assert f"downloaded {NAME}: 0.0 MiB, sha256 verified" in p.stderr
     assert server.hits == [f"/dl/{NAME}"]
     assert cached_file(home).read_bytes() == TARBALL  # content-addressed download cache
-    run = subprocess.run([str(home / "bin" / "h7hello-1.0"), "a b"], env=shim_env,
+    run = subprocess.run([str(paths_of(home).bin_dir / "h7hello-1.0"), "a b"], env=shim_env,
                          capture_output=True, text=True, timeout=120)
     assert (run.returncode, run.stdout) == (0, "hello from source: a b\n"), run.stderr
     [item] = json.loads(sandman("list", "--json", env=env).stdout)
@@ -186,7 +187,7 @@ def test_a_checksum_mismatch_stops_before_any_build(
     assert images_of("h7src-bad") == []
     assert not cached_file(home, wrong).exists() and not cached_file(home).exists()
     assert list(cached_file(home, wrong).parent.iterdir()) == []  # no temp file left behind
-    assert not (home / "bin" / "h7hello-1.0").exists()
+    assert not (paths_of(home).bin_dir / "h7hello-1.0").exists()
 
 
 @pytest.mark.docker
@@ -221,7 +222,7 @@ def test_a_mirror_folder_serves_an_offline_site(
     p = sandman("install", "--force", "h7src@1.0", env={**env, "SANDMAN_SOURCES_MIRROR": str(mirror)})
     assert p.returncode == 0, p.stderr
     assert cached_file(home).read_bytes() == TARBALL
-    run = subprocess.run([str(home / "bin" / "h7hello-1.0"), "x"], env=shim_env, capture_output=True,
+    run = subprocess.run([str(paths_of(home).bin_dir / "h7hello-1.0"), "x"], env=shim_env, capture_output=True,
                          text=True, timeout=120)
     assert run.stdout == "hello from source: x\n", run.stderr
 
@@ -239,7 +240,7 @@ def test_a_mirror_url_prefix_from_config_by_sha256(
     write_recipe(tmp_path / "recipes", f"http://127.0.0.1:9/dl/{NAME}")
     (server.root / "mirror" / "sha256").mkdir(parents=True)
     (server.root / "mirror" / "sha256" / SHA).write_bytes(TARBALL)
-    (home / "config.toml").write_text(f'sources_mirror = "{server.url}/mirror/"\n')
+    paths_of(home).config_file.write_text(f'sources_mirror = "{server.url}/mirror/"\n')
     p = sandman("install", "--force", "h7src@1.0", env=env)
     assert p.returncode == 0, p.stderr
     assert server.hits == [f"/mirror/{NAME}", f"/mirror/sha256/{SHA}"]  # by name, then by sha256

@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import log_file, paths_of, record_file, runtime_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import ECHO_RECIPE, docker_gid  # noqa: E402
-
-from sandman.paths import Paths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = "sandman-peer"  # a second real Unix user, made with useradd if missing
@@ -62,7 +61,7 @@ def cli(home: Path, *args: str, recipes: Path | None = None, cwd: Path | None = 
         extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
     env["SANDMAN_HOME"] = str(home)
-    env["PATH"] = f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{env.get('PATH', '')}"
     if recipes is not None:
         env["SANDMAN_RECIPE_PATH"] = str(recipes)
     env.update(extra or {})
@@ -147,9 +146,9 @@ def leftovers(home: Path) -> list[str]:
 
 
 def shim_works(home: Path) -> None:
-    env = {**os.environ, "PATH": f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{paths_of(home).bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("SANDMAN_HOME", None)
-    p = subprocess.run([str(home / "bin" / SHIM), "a b", "c"], capture_output=True, env=env,
+    p = subprocess.run([str(paths_of(home).bin_dir / SHIM), "a b", "c"], capture_output=True, env=env,
                        timeout=120)
     assert (p.returncode, p.stdout) == (0, b"a b\0c\0"), p.stderr
 
@@ -176,21 +175,21 @@ def test_state_and_log_are_private_to_their_owner() -> None:
     try:
         home = base / "home"
         home.mkdir(mode=0o755)
-        (home / "config.toml").write_text('[tools.rtecho.env]\nPGPASSWORD = "hunter2"\n')
+        paths = paths_of(home)
+        paths.config_file.write_text('[tools.rtecho.env]\nPGPASSWORD = "hunter2"\n')
         (home / "readme").write_text("a file the peer may read\n")
         cli(home, "recipes", "show", "PGPASSWORD=hunter2")
-        log = home / "state" / "log" / "sandman.log"
+        log = log_file(home)
         assert "PGPASSWORD=hunter2" in log.read_text()
-        for d, mode in ((home / "state", 0o700), (home / "state" / "log", 0o700),
-                        (home / "cache", 0o700)):
+        for d, mode in ((paths.state_dir, 0o700), (paths.log_dir, 0o700), (paths.cache_dir, 0o700)):
             assert stat.S_IMODE(d.stat().st_mode) == mode, d
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
-        assert stat.S_IMODE((home / "config.toml").stat().st_mode) == 0o600
+        assert stat.S_IMODE(paths.config_file.stat().st_mode) == 0o600
         assert peer_can_read(home / "readme")  # the peer does reach the home: a fair test
-        for secret in (log, home / "config.toml"):
+        for secret in (log, paths.config_file):
             p = as_peer(["cat", str(secret)])
             assert p.returncode != 0 and "Permission denied" in p.stderr, (secret, p.stdout)
-        assert as_peer(["ls", str(home / "state")]).returncode != 0
+        assert as_peer(["ls", str(paths.state_dir)]).returncode != 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -200,15 +199,15 @@ def test_an_older_home_is_made_private_when_sandman_runs() -> None:
     base = public_dir("sandman-h6-old-")
     try:
         home = base / "home"
-        paths = Paths.from_env({"SANDMAN_HOME": str(home)})
-        for d in (paths.log_dir, paths.installs_dir, paths.cache_dir / "facts", paths.repos_dir):
+        paths = paths_of(home)
+        for d in (paths.log_dir, paths.installs_dir, paths.facts_dir, paths.repos_dir):
             d.mkdir(parents=True)
         for d in (home, paths.state_dir, paths.log_dir, paths.installs_dir, paths.cache_dir,
-                  paths.cache_dir / "facts", paths.data_dir, paths.repos_dir):
+                  paths.facts_dir, paths.data_dir, paths.repos_dir):
             d.chmod(0o755)
-        log = paths.log_dir / "sandman.log"
+        log = log_file(home)
         log.write_text("--- sandman run pg@13 -- env PGPASSWORD=hunter2 psql\n")
-        record = paths.installs_dir / "x@1.json"
+        record = record_file(home, "x", "1")
         record.write_text("{}")
         for f in (log, record):
             f.chmod(0o644)
@@ -237,19 +236,19 @@ def test_another_user_runs_the_shims_but_reads_no_state(recipes: Path) -> None:
     try:
         p = cli(home, "install", KEY, recipes=recipes)
         assert p.returncode == 0, p.stderr
-        paths = Paths.from_env({"SANDMAN_HOME": str(home)})
-        record = paths.installs_dir / f"{KEY}.json"
+        paths = paths_of(home)
+        record = record_file(home, TOOL, "1")
         assert record.is_file() and stat.S_IMODE(record.stat().st_mode) == 0o600
         assert not peer_can_read(record)
-        assert not peer_can_read(paths.log_dir / "sandman.log")
-        assert peer_can_read(home / "bin" / SHIM)
-        runtime = sorted((paths.data_dir / "runtime").glob("*.bash"))
+        assert not peer_can_read(log_file(home))
+        assert peer_can_read(paths.bin_dir / SHIM)
+        runtime = sorted(runtime_dir(home).glob("*.bash"))
         assert runtime and all(peer_can_read(f) for f in runtime)
         work = public_dir("sandman-h6-work-")
         try:
-            env = {"PATH": f"{home / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            env = {"PATH": f"{paths.bin_dir}:/usr/local/bin:/usr/bin:/bin",
                    "HOME": pwd.getpwnam(PEER).pw_dir, "USER": PEER}
-            p = as_peer([str(home / "bin" / SHIM), "x y"], docker=True, env=env, cwd=work)
+            p = as_peer([str(paths.bin_dir / SHIM), "x y"], docker=True, env=env, cwd=work)
             assert (p.returncode, p.stdout) == (0, "x y\0"), p.stderr
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -267,7 +266,7 @@ def test_full_disk_is_122_with_the_path_and_loses_nothing(tmpfs: Tmpfs, recipes:
     line = one_line(p, 122, "no space left")
     assert str(tmpfs.home) in line
     assert not leftovers(tmpfs.home), leftovers(tmpfs.home)
-    assert not (tmpfs.home / "bin" / SHIM).exists()
+    assert not (paths_of(tmpfs.home).bin_dir / SHIM).exists()
     # a command that writes only its log still works on a full disk (the log is dropped)
     p = cli(tmpfs.home, "recipes", "list", recipes=recipes)
     assert p.returncode == 0 and TOOL in p.stdout, p.stderr
@@ -305,10 +304,10 @@ def test_a_corrupt_record_names_its_repair_and_uninstall_force_applies_it(
     home = tmp_path / "home"
     p = cli(home, "install", KEY, recipes=recipes)
     assert p.returncode == 0, p.stderr
-    paths = Paths.from_env({"SANDMAN_HOME": str(home)})
+    paths = paths_of(home)
     foreign = paths.bin_dir / "rtecho-1.mine"
     foreign.write_text("#!/bin/sh\n# for: rtecho@1 (a note of the user's, not a sandman header)\n")
-    record = paths.installs_dir / f"{KEY}.json"
+    record = record_file(home, TOOL, "1")
     record.write_text('{"schema": 1, "tool": "rtecho", "versi')  # a crash of an older sandman
     hint = f"sandman uninstall --force {KEY}"
     for args in (("install", KEY), ("uninstall", KEY), ("list",)):

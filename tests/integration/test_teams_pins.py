@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 from teams_helpers import (
     commit_recipe,
     fresh_home,
@@ -32,7 +33,7 @@ def cli(home: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
 def env_for(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     e["SANDMAN_HOME"] = str(home)
-    e["PATH"] = f"{home / 'bin'}{os.pathsep}{e.get('PATH', '')}"
+    e["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{e.get('PATH', '')}"
     e.update(extra or {})
     return e
 
@@ -61,7 +62,7 @@ def setup(tmp_path: Path, docker_client) -> Iterator[dict]:
 
 def test_pins_resolve_by_directory_and_env_wins(setup):
     tool, home, tmp = setup["tool"], setup["home"], setup["tmp"]
-    assert not (home / "bin" / tool).exists()  # no unversioned shim until asked for
+    assert not (paths_of(home).bin_dir / tool).exists()  # no unversioned shim until asked for
     p1, p2 = tmp / "proj1", tmp / "proj2"
     deep = p1 / "src" / "deep"
     deep.mkdir(parents=True)
@@ -79,7 +80,7 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     p = cli(home, "which", tool, "--json", cwd=deep)
     assert json.loads(p.stdout) == {
         "tool": tool, "version": "1.0", "origin": "project", "where": str(p1 / ".sandman.toml"),
-        "installed": True, "shim": str(home / "bin" / f"{tool}-1.0"), "plain_missing": []}
+        "installed": True, "shim": str(paths_of(home).bin_dir / f"{tool}-1.0"), "plain_missing": []}
     p = cli(home, "which", tool, cwd=deep, env={var: "2.0"})
     assert p.stdout.startswith(f"{tool} 2.0 (set by ${var})")
 
@@ -92,7 +93,7 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     host.mkdir()
     (host / tool).write_text("#!/bin/sh\necho host tool\n")
     (host / tool).chmod(0o755)
-    r = run_tool(home, tool, outside, {"PATH": f"{home / 'bin'}:{host}:/usr/bin:/bin"})
+    r = run_tool(home, tool, outside, {"PATH": f"{paths_of(home).bin_dir}:{host}:/usr/bin:/bin"})
     assert (r.returncode, r.stdout) == (0, "host tool\n")
     assert cli(home, "which", tool, cwd=outside).returncode == 111
 
@@ -118,7 +119,7 @@ def test_project_install_writes_and_checks_the_lock(setup):
         assert cli(mate, *args, cwd=tmp).returncode == 0
     p = cli(mate, "install", cwd=project)
     assert p.returncode == 0, p.stderr
-    rec = json.loads((mate / "state" / "installs" / f"{tool}@1.0.json").read_text())
+    rec = json.loads(record_file(mate, tool, "1.0").read_text())
     lock = (project / "sandman.lock").read_text()
     commit = json.loads(cli(mate, "repo", "list", "--json", cwd=tmp).stdout)[0]["commit"]
     assert f'[tools.{tool}]\nversion = "1.0"\nsource = "team"\ncommit = "{commit}"\n' \
@@ -192,7 +193,7 @@ def test_a_pin_is_never_silently_bypassed(setup):
     """The attack: with no plain shim, the plain command ran the host's tool while `which` said
     the pinned version and `doctor` said all was well."""
     tool, src, home, tmp = setup["tool"], setup["src"], setup["home"], setup["tmp"]
-    path = {"PATH": f"{home / 'bin'}:{host_tool(tmp, tool)}"}
+    path = {"PATH": f"{paths_of(home).bin_dir}:{host_tool(tmp, tool)}"}
     project = tmp / "cloned"
     project.mkdir()
     (project / ".sandman.toml").write_text(f'[tools]\n{tool} = "1.0"\n')  # a teammate's pin
@@ -202,7 +203,7 @@ def test_a_pin_is_never_silently_bypassed(setup):
     p = cli(home, "which", tool, cwd=project)
     assert p.returncode == 105, p.stderr
     assert p.stdout.startswith(f"{tool} 1.0 (set by {project / '.sandman.toml'})")
-    assert f"{tool} in {home / 'bin'} is missing" in p.stderr
+    assert f"{tool} in {paths_of(home).bin_dir} is missing" in p.stderr
     assert f"run: sandman use {tool} 1.0" in p.stderr and p.stderr.count("\n") == 1
     p = cli(home, "which", tool, "--json", cwd=project)
     assert p.returncode == 105 and json.loads(p.stdout)["plain_missing"] == [tool]
@@ -225,12 +226,12 @@ def test_a_pin_is_never_silently_bypassed(setup):
     # `use` that cannot write the plain shim leaves no pin behind
     other = tmp / "other"
     other.mkdir()
-    (home / "bin" / tool).unlink()
-    (home / "bin" / tool).write_text("#!/bin/sh\necho not sandman\n")
+    (paths_of(home).bin_dir / tool).unlink()
+    (paths_of(home).bin_dir / tool).write_text("#!/bin/sh\necho not sandman\n")
     p = cli(home, "use", tool, "2.0", cwd=other)
     assert p.returncode == 119, p.stderr
     assert not (other / ".sandman.toml").exists()
-    (home / "bin" / tool).unlink()
+    (paths_of(home).bin_dir / tool).unlink()
     p = cli(home, "use", tool, "2.0", cwd=other)
     assert p.returncode == 0, p.stderr
     assert run_tool(home, tool, other, path).stdout == f"{tool} 2.0 two\n"
@@ -241,7 +242,7 @@ def test_a_pin_is_never_silently_bypassed(setup):
 def test_a_broken_project_file_fails_the_plain_command(setup):
     """The attack: a broken .sandman.toml made the plain command silently run the host's tool."""
     tool, home, tmp = setup["tool"], setup["home"], setup["tmp"]
-    path = {"PATH": f"{home / 'bin'}:{host_tool(tmp, tool)}"}
+    path = {"PATH": f"{paths_of(home).bin_dir}:{host_tool(tmp, tool)}"}
     project = tmp / "proj"
     (project / "src").mkdir(parents=True)
     assert cli(home, "use", tool, "1.0", cwd=project).returncode == 0

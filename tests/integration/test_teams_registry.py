@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 from teams_helpers import (
     free_port,
     fresh_home,
@@ -29,14 +30,14 @@ def cli(home: Path, *args: str, env: dict[str, str] | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     e["SANDMAN_HOME"] = str(home)
-    e["PATH"] = f"{home / 'bin'}{os.pathsep}{e.get('PATH', '')}"
+    e["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{e.get('PATH', '')}"
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, cwd=cwd,
                           capture_output=True, text=True, timeout=900)
 
 
 def shim(home: Path, name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(home / "bin" / name), *args], capture_output=True, text=True,
+    return subprocess.run([str(paths_of(home).bin_dir / name), *args], capture_output=True, text=True,
                           timeout=120)
 
 
@@ -61,7 +62,7 @@ def team(tmp_path: Path, docker_client) -> Iterator[dict]:
 
 
 def record(home: Path, tool: str, version: str) -> dict:
-    return json.loads((home / "state" / "installs" / f"{tool}@{version}.json").read_text())
+    return json.loads(record_file(home, tool, version).read_text())
 
 
 def test_push_then_a_fresh_home_pulls_the_same_image_without_building(team, registry, docker_client):
@@ -111,7 +112,7 @@ def test_pull_without_install_and_a_registry_that_is_down(team, registry, docker
     p = cli(home_a, "pull", f"{tool}@2.0", "--registry", reg)
     assert p.returncode == 0, p.stderr
     assert image_id(docker_client, tag) == built
-    assert not (home_a / "state" / "installs" / f"{tool}@2.0.json").exists()  # pulled, not installed
+    assert not record_file(home_a, tool, "2.0").exists()  # pulled, not installed
     p = cli(home_a, "pull", f"{tool}@2.0", "--registry", reg)
     assert p.returncode == 0 and "already present" in p.stderr
 

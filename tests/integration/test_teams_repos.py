@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import base_env
+from helpers import base_env, paths_of, record_file
 from ptyrun import run_on_pty
 from teams_helpers import commit_recipe, git, make_repo, recipe_text, remove_images, unique_tool
 
@@ -42,15 +42,15 @@ def test_untrusted_repo_recipe_is_refused_until_trusted(tmp_path, sandman, home,
         assert p.returncode == 120, p.stderr
         assert "sandman repo trust team" in p.stderr and "Traceback" not in p.stderr
     assert docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}) == []
-    assert not (home / "bin" / f"{tool}-1.0").exists()
+    assert not (paths_of(home).bin_dir / f"{tool}-1.0").exists()
 
     assert sandman("repo", "trust", "team").returncode == 0
     assert repo_rows(sandman)[0]["trusted"] is True
     p = sandman("install", f"team/{tool}@1.0")
     assert p.returncode == 0, p.stderr
-    r = subprocess.run([str(home / "bin" / f"{tool}-1.0")], capture_output=True, text=True)
+    r = subprocess.run([str(paths_of(home).bin_dir / f"{tool}-1.0")], capture_output=True, text=True)
     assert (r.returncode, r.stdout) == (0, f"{tool} 1.0 hello\n")
-    rec = json.loads((home / "state" / "installs" / f"{tool}@1.0.json").read_text())
+    rec = json.loads(record_file(home, tool, "1.0").read_text())
     assert rec["source"] == "team"
 
 
@@ -94,7 +94,7 @@ def test_recipes_at_the_root_and_precedence(tmp_path, sandman, home):
     make_repo(sub_repo, tool, {"2.0": "sub"})
     assert sandman("repo", "add", "first", str(root_repo)).returncode == 0
     assert sandman("repo", "add", "second", str(sub_repo)).returncode == 0
-    user = home / "recipes" / tool
+    user = paths_of(home).user_recipes_dir / tool
     user.mkdir(parents=True)
     (user / "recipe.toml").write_text((root_repo / tool / "recipe.toml").read_text())
 
@@ -109,7 +109,7 @@ def test_recipes_at_the_root_and_precedence(tmp_path, sandman, home):
     assert p.returncode == 111 and "unknown recipe source 'nosuch'" in p.stderr
 
     assert sandman("repo", "remove", "first").returncode == 0
-    assert not (home / "data" / "repos" / "first").exists()
+    assert not (paths_of(home).repos_dir / "first").exists()
     assert [r["name"] for r in repo_rows(sandman)] == ["second"]
 
 

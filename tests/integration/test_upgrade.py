@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import log_file, paths_of, record_file
 
 pytestmark = pytest.mark.docker
 
@@ -60,17 +61,17 @@ def test_stale_then_upgrade(sandman, home: Path, recipes: Path, tmp_path: Path,
     human = sandman("list", env=env)
     assert "image-stale" in human.stdout and "sandman upgrade" in human.stderr
 
-    shim = home / "bin" / "sqlite3-3.34"
-    old_tag = json.loads((home / "state/installs/sqlite3@3.34.json").read_text())["image_tag"]
+    shim = paths_of(home).bin_dir / "sqlite3-3.34"
+    old_tag = json.loads(record_file(home, "sqlite3", "3.34").read_text())["image_tag"]
     up = sandman("upgrade", env=env)
     assert up.returncode == 0, up.stderr
     assert "upgraded sqlite3@3.34 (image-stale)" in up.stderr
     # off a terminal the build reports its steps as plain lines; the log has every line
     assert "Step 1/" in up.stderr and ": RUN echo upgraded" in up.stderr
-    log = (home / "state" / "log" / "sandman.log").read_text()
+    log = log_file(home).read_text()
     run_log = log[log.rindex("sandman upgrade"):]
     assert "Removing intermediate container" in run_log and run_log.rstrip().endswith("exit 0")
-    new_tag = json.loads((home / "state/installs/sqlite3@3.34.json").read_text())["image_tag"]
+    new_tag = json.loads(record_file(home, "sqlite3", "3.34").read_text())["image_tag"]
     assert new_tag != old_tag
     assert new_tag in shim.read_text() and old_tag not in shim.read_text()
     assert states(sandman, env) == {"sqlite3@3.34": "current"}
@@ -86,11 +87,11 @@ def test_stale_then_upgrade(sandman, home: Path, recipes: Path, tmp_path: Path,
 def test_shim_missing_is_listed_and_repaired(sandman, home: Path, recipes: Path) -> None:
     env = {"SANDMAN_RECIPE_PATH": str(recipes)}
     assert sandman("install", "sqlite3@3.34", env=env).returncode == 0
-    (home / "bin" / "sqlite3-3.34").unlink()
+    (paths_of(home).bin_dir / "sqlite3-3.34").unlink()
     assert states(sandman, env) == {"sqlite3@3.34": "shim-missing"}
     up = sandman("upgrade", "sqlite3@3.34", env=env)
     assert up.returncode == 0, up.stderr
-    assert (home / "bin" / "sqlite3-3.34").is_file()
+    assert (paths_of(home).bin_dir / "sqlite3-3.34").is_file()
     assert states(sandman, env) == {"sqlite3@3.34": "current"}
 
 

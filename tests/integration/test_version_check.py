@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, record_file
 
 TOOL = "h7vc"
 
@@ -88,8 +89,8 @@ def test_an_image_of_another_version_is_refused_and_a_good_one_is_proven(
         "'h7vc version 2.4.1\\e[2J', which does not match '^h7vc version (2\\.5\\.0)$'; the new image "
         "was discarded (is the recipe's base or package the version it names?)")
     assert images_of("2.5") == []
-    assert not (home / "bin" / "h7vc-2.5").exists()
-    assert not (home / "state" / "installs" / "h7vc@2.5.json").exists()
+    assert not (paths_of(home).bin_dir / "h7vc-2.5").exists()
+    assert not record_file(home, "h7vc", "2.5").exists()
 
     # 2.4 is what it says: installed, and the proven full version is recorded and shown
     p = sandman("install", "h7vc@2.4", env=env)
@@ -114,7 +115,7 @@ def test_an_image_of_another_version_is_refused_and_a_good_one_is_proven(
                            "nothing was installed (its image sandman/h7vc:2.4-")
     assert "Step 1/" not in p.stderr and images_of("2.4") == [image]
     [item] = json.loads(sandman("list", "--json", env=env).stdout)
-    assert item["full_version"] == "2.4.1" and (home / "bin" / "h7vc-2.4").exists()
+    assert item["full_version"] == "2.4.1" and (paths_of(home).bin_dir / "h7vc-2.4").exists()
     assert f.exists()
 
 

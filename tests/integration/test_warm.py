@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import paths_of, warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
@@ -37,7 +38,7 @@ class WarmHome:
 
     @property
     def shim(self) -> str:
-        return str(self.home / "bin" / "rtprobe-1")
+        return str(paths_of(self.home).bin_dir / "rtprobe-1")
 
     def run(self, *args: str, warm: str | None = "1", cwd: Path | None = None,
             input: bytes | None = None, **extra: str) -> subprocess.CompletedProcess:
@@ -55,17 +56,19 @@ class WarmHome:
         ids = subprocess.run(
             ["docker", "ps", *(["-a"] if all_states else []), "-q", "--no-trunc",
              "--filter", "label=io.sandman.role=warm",
-             "--filter", f"label=io.sandman.home={self.home / 'state' / 'warm'}"],
+             "--filter", f"label=io.sandman.home={warm_dir(self.home)}"],
             capture_output=True, text=True, check=True).stdout.split()
         if not ids:
             return []
-        out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True)
-        return json.loads(out.stdout)
+        # the reaper may remove one between the two calls: inspect reports the rest (and fails
+        # for the gone one), so its exit status says nothing here; its JSON is what exists
+        out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True)
+        return json.loads(out.stdout or "[]")
 
 
 def remove_warm(home: Path) -> None:
     ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sandman.role=warm",
-                          "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"],
+                          "--filter", f"label=io.sandman.home={warm_dir(home)}"],
                          capture_output=True, text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
@@ -78,7 +81,7 @@ def warm_home(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
     env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes),
-               PATH=f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+               PATH=f"{paths_of(home).bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
@@ -180,7 +183,7 @@ def test_signal_reaches_the_tool_in_warm_mode(wh: WarmHome) -> None:
 
 
 def test_sandman_warm_zero_forces_cold_and_config_bakes_warm(wh: WarmHome) -> None:
-    (wh.home / "config.toml").write_text("[tools.rtprobe]\nwarm = true\n")
+    paths_of(wh.home).config_file.write_text("[tools.rtprobe]\nwarm = true\n")
     r = wh.run("true", warm="0")  # the changed config makes the shim rewrite itself first
     assert r.returncode == 0, r.stderr
     assert "SM_WARM=1" in Path(wh.shim).read_text()
@@ -268,10 +271,10 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
         assert "pbtest@bad" in proc.stderr and "pbtest@nope" in proc.stderr
         assert "installed pbtest@ok1" in proc.stderr and "installed pbtest@ok2" in proc.stderr
         for v in ("ok1", "ok2"):
-            r = subprocess.run([str(home / "bin" / f"pbtest-{v}")], env=env, cwd=tmp_path,
+            r = subprocess.run([str(paths_of(home).bin_dir / f"pbtest-{v}")], env=env, cwd=tmp_path,
                                capture_output=True, text=True, timeout=120)
             assert r.returncode == 0 and r.stdout.strip(), r.stderr
-        assert not (home / "bin" / "pbtest-bad").exists()
+        assert not (paths_of(home).bin_dir / "pbtest-bad").exists()
     finally:
         ids = subprocess.run(["docker", "images", "-q", "--filter", "label=io.sandman.tool=pbtest"],
                              capture_output=True, text=True).stdout.split()
@@ -309,7 +312,7 @@ def test_cold_shim_forks_nothing_before_exec_docker(wh: WarmHome) -> None:
 
 def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
     assert wh.run("true").returncode == 0  # the warm container runs now
-    [wd] = [d for d in (wh.home / "state" / "warm").glob("sandman-warm-*") if d.is_dir()]
+    [wd] = [d for d in warm_dir(wh.home).glob("sandman-warm-*") if d.is_dir()]
     # A stand-in for `docker exec` that does what the wrapper in the container does first:
     # write the tool's pid into the call file (a warm call is trusted only when it is there).
     fake = wh.work / "fake-docker"
@@ -341,7 +344,7 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
     work.mkdir()
     os.chown(work, TEST_UID, TEST_GID)
     env = user_env(kit, "warm", user_home, SANDMAN_HOME=str(home))
-    env["PATH"] = f"{home / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+    env["PATH"] = f"{paths_of(home).bin_dir}:/usr/local/bin:/usr/bin:/bin"
     root_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     root_env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes))
     proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
@@ -351,8 +354,8 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
         for n in dirnames + filenames:
             p = Path(dirpath, n)
             p.chmod(p.stat().st_mode | (0o055 if p.is_dir() else 0o044))
-    os.chown(home / "state" / "warm", TEST_UID, TEST_GID)  # their own install, in effect
-    shim = str(home / "bin" / "rtprobe-1")
+    os.chown(warm_dir(home), TEST_UID, TEST_GID)  # their own install, in effect
+    shim = str(paths_of(home).bin_dir / "rtprobe-1")
     try:
         outs = []
         for name in ("first", "second"):
@@ -365,7 +368,7 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
             st = os.stat(work / f"{name}.txt")
             assert (st.st_uid, st.st_gid) == (TEST_UID, TEST_GID)
         ids = subprocess.run(["docker", "ps", "-q", "--filter", "label=io.sandman.role=warm",
-                              "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"],
+                              "--filter", f"label=io.sandman.home={warm_dir(home)}"],
                              capture_output=True, text=True, check=True).stdout.split()
         assert len(ids) == 1, "both calls go to one warm container"
         info = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True,
@@ -415,7 +418,7 @@ def on_duty(pidfile: Path) -> int | None:
 def test_garbage_in_the_reaper_pidfile_stops_costing_forks(wh: WarmHome) -> None:
     """`echo 1 > reaper.pid` (pid 1 is alive, and not a reaper): calls must not fork a reaper
     each, with a reaper on duty (it writes its pid back) or without one (the next one does)."""
-    pidfile = wh.home / "state" / "reaper.pid"
+    pidfile = paths_of(wh.home).reaper_pidfile
     assert wh.run("true", warm="0").returncode == 0
     assert wait_for(lambda: on_duty(pidfile), 20)
     for with_reaper in (True, False):
@@ -433,7 +436,7 @@ def test_garbage_in_the_reaper_pidfile_stops_costing_forks(wh: WarmHome) -> None
 
 def test_another_homes_reaper_in_the_pidfile_does_not_count(wh: WarmHome) -> None:
     """A recycled pid that now belongs to a reaper of another home is not this home's reaper."""
-    pidfile = wh.home / "state" / "reaper.pid"
+    pidfile = paths_of(wh.home).reaper_pidfile
     stop_reaper(wh.home)
     impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
                                  "sandman.reaper", "/elsewhere/state/reaper.pid",
@@ -456,8 +459,8 @@ def test_reaper_and_warm_containers_are_keyed_by_the_daemon(wh: WarmHome, tmp_pa
     link_dir.mkdir()
     (link_dir / "docker.sock").symlink_to("/var/run/docker.sock")
     other = f"unix://{link_dir}/docker.sock"
-    state = wh.home / "state"
-    default_pidfile = state / "reaper.pid"
+    state = paths_of(wh.home).state_dir
+    default_pidfile = paths_of(wh.home).reaper_pidfile
     key = "@" + other.replace("%", "%25").replace("/", "%2F")
     other_pidfile = state / f"reaper{key}.pid"
     try:
@@ -477,8 +480,8 @@ def test_reaper_and_warm_containers_are_keyed_by_the_daemon(wh: WarmHome, tmp_pa
                                capture_output=True, text=True, check=True).stdout.split()],
                            capture_output=True, text=True, check=True).stdout)
                        if c["Config"]["Labels"]["io.sandman.home"].startswith(str(state)))
-        assert homes == [str(state / "warm"), str(state / "warm" / key)]
-        assert list((state / "warm" / key).glob("sandman-warm-*/calls"))
+        assert homes == [str(warm_dir(wh.home)), str(warm_dir(wh.home) / key)]
+        assert list((warm_dir(wh.home) / key).glob("sandman-warm-*/calls"))
         # Each side lists and stops only its own.
         listed = json.loads(subprocess.run(
             [sys.executable, "-m", "sandman", "warm", "list", "--json"], env=dict(wh.env, DOCKER_HOST=other),

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, wait_for  # noqa: E402
@@ -51,7 +52,7 @@ def watch_starts(w: WarmHome) -> subprocess.Popen:
     """
     return subprocess.Popen(
         ["docker", "events", "--filter", "type=container", "--filter", "event=start",
-         "--filter", f"label=io.sandman.home={w.home / 'state' / 'warm'}",
+         "--filter", f"label=io.sandman.home={warm_dir(w.home)}",
          "--format", "{{.Actor.Attributes.name}}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
@@ -151,7 +152,7 @@ def test_deleting_the_warm_folders_under_a_running_container_recovers_by_itself(
     first = wh.run("expr", "1", "+", "1")
     assert (first.returncode, first.stdout, first.stderr) == (0, b"2\n", b"")
     [old] = wh.containers()
-    warm = wh.home / "state" / "warm"
+    warm = warm_dir(wh.home)
     for d in warm.glob("sandman-warm-*"):
         shutil.rmtree(d)
     for i in range(5):
@@ -174,7 +175,7 @@ def test_deleting_the_warm_folders_while_a_call_runs_recovers(wh: WarmHome) -> N
                             env=dict(wh.env, SANDMAN_WARM="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     time.sleep(0.5)
-    for d in (wh.home / "state" / "warm").glob("sandman-warm-*"):
+    for d in warm_dir(wh.home).glob("sandman-warm-*"):
         shutil.rmtree(d)
     r = wh.run("expr", "6", "*", "7")
     assert (r.returncode, r.stdout, r.stderr) == (0, b"42\n", b"")

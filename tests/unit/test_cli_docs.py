@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import log_file
 
 from sandman import installs
 from sandman.cli import click_command
@@ -91,7 +92,7 @@ def test_installed_completion_uses_the_records(home: Path) -> None:
     _record(paths, "python2", "2.7")
     assert sorted(installed_specs("", paths)) == ["python2@2.7", "sqlite3@3.34"]
     assert installed_specs("sq", paths) == ["sqlite3@3.34"]
-    (paths.installs_dir / "bad@1.json").write_text("{")  # unreadable state: no suggestions, no crash
+    installs.record_path(paths, "bad", "1").write_text("{")  # unreadable state: no suggestions, no crash
     assert installed_specs("", paths) == []
 
 
@@ -148,7 +149,7 @@ def test_usage_errors_are_one_line_exit_2(home: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "sandman", "install", "--no-such-option"], env=e,
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 2 and "No such option" in p.stderr and "internal error" not in p.stderr
-    log = (home / "state" / "log" / "sandman.log").read_text()
+    log = log_file(home).read_text()
     assert "sandman install --no-such-option" in log and "exit 2" in log
 
 
@@ -157,7 +158,7 @@ def test_errors_are_logged_with_their_exit_code(home: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "sandman", "uninstall", "nosuch@1"], env=e,
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 111 and p.stderr.count("\n") == 1
-    log = (home / "state" / "log" / "sandman.log").read_text()
+    log = log_file(home).read_text()
     assert "sandman uninstall nosuch@1" in log
     assert "Traceback" in log and "NotFoundError" in log and log.rstrip().endswith("exit 111")
     assert p.stdout == ""

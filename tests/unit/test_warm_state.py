@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import paths_of
 
 from sandman import warm
 from sandman.engine import ContainerInfo
@@ -100,7 +101,7 @@ def test_shim_values_make_the_state_folder(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     v = warm.shim_values(paths, True, 3)
     assert v["SM_WARM"] == "1" and v["SM_WARM_IDLE"] == "180"
-    assert (tmp_path / "state" / "warm").is_dir()
+    assert warm.warm_dir(paths).is_dir()
     assert warm.shim_values(paths, None, 10)["SM_WARM"] == "0"
 
 
@@ -278,7 +279,7 @@ def test_daemon_keys_differ_by_socket_and_default_keeps_the_plain_names(tmp_path
 def test_reaper_writes_its_pid_back_over_garbage(tmp_path: Path) -> None:
     from sandman import reaper
 
-    pidfile = tmp_path / "state" / "reaper.pid"
+    pidfile = paths_of(tmp_path).reaper_pidfile
     fd = reaper._open_pidfile(pidfile)
     try:
         pidfile.write_text("1\n")  # what an attacker or a bad script leaves
@@ -294,9 +295,9 @@ def test_reaper_makes_a_deleted_pidfile_again_or_leaves_when_another_holds_it(
 
     from sandman import reaper
 
-    pidfile = tmp_path / "state" / "reaper.pid"
+    pidfile = paths_of(tmp_path).reaper_pidfile
     fd = reaper._open_pidfile(pidfile)
-    shutil.rmtree(tmp_path / "state")
+    shutil.rmtree(paths_of(tmp_path).state_dir)
     fd = reaper.hold_pidfile(fd, pidfile)
     assert fd is not None and pidfile.read_text() == f"{os.getpid()}\n"
     pidfile.unlink()
