@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
 
     host = socket.gethostname()
     idle_since = time.monotonic()
+    # Another user's reaper for a shared home (its pidfile in that user's temp folder) cannot
+    # see into the owner's private warm folders: to it they would all look orphaned.
+    try:
+        own_warm = paths.state_dir.stat().st_uid == os.geteuid()
+    except OSError:
+        own_warm = False
     try:
         engine = Engine.connect()
     except SandmanError:
@@ -179,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             _, watched = sweep(engine, host, Path(label))
         except SandmanError:
             watched = 0
-        with contextlib.suppress(SandmanError):  # warm: stop idle ones, kill hard-killed calls
-            watched += warm.sweep(engine, paths, host, docker_host)
+        if own_warm:  # warm: stop idle ones, kill hard-killed calls
+            with contextlib.suppress(SandmanError):
+                watched += warm.sweep(engine, paths, host, docker_host)
         now = time.monotonic()
         if watched:
             idle_since = now

@@ -31,6 +31,7 @@ from sandman.config import ToolSettings
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
+from sandman.state import atomic_write
 
 MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -102,22 +103,8 @@ def write_runtime(paths: Paths) -> Path:
     with contextlib.suppress(OSError):
         if path.read_text(encoding="utf-8") == text:
             return path
-    _atomic_write(path, text.encode(), 0o644, dir_mode=0o755)
+    atomic_write(path, text.encode(), 0o644, dir_mode=0o755)
     return path
-
-
-def _atomic_write(path: Path, data: bytes, mode: int, *, dir_mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def unused_runtimes(paths: Paths, bin_dirs: Iterable[Path]) -> list[Path]:
@@ -168,7 +155,7 @@ def write_env_file(paths: Paths, tool: str, version: str, env: dict[str, str]) -
     with contextlib.suppress(OSError):
         if path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o600:
             return path
-    _atomic_write(path, data, 0o600, dir_mode=0o700)
+    atomic_write(path, data, 0o600, dir_mode=0o700)
     return path
 
 

@@ -13,8 +13,22 @@ fi
 # shim is gone. Start it if it is not running: a pidfile read and a /proc read, no fork when it
 # is. Its command line names its pidfile and daemon, so a recycled pid, another home's or
 # daemon's reaper, or garbage in the file does not count.
+# Another user running this home's shims cannot use its private state: their reaper keeps its
+# pidfile in their own temp folder (as their passwd files do), so their orphans are reaped too.
+sm_rpf=
 if [[ -n $SM_REAPER_PIDFILE ]]; then
   sm_rpf=${SM_REAPER_PIDFILE%.pid}$sm_dkey.pid
+  if [[ ! -O ${SM_REAPER_PIDFILE%/*} ]]; then
+    sm_rtmp=${TMPDIR:-/tmp}/sandman-$sm_uid
+    [[ -d $sm_rtmp ]] || mkdir -m 700 "$sm_rtmp" 2>/dev/null
+    if [[ -d $sm_rtmp && -O $sm_rtmp && ! -L $sm_rtmp ]]; then
+      sm_rpf=$sm_rtmp/reaper-${sm_rpf//[!A-Za-z0-9._-]/_}
+    else
+      sm_rpf=
+    fi
+  fi
+fi
+if [[ -n $sm_rpf ]]; then
   sm_rpid= sm_alive= sm_cl=()
   { read -r sm_rpid <"$sm_rpf"; } 2>/dev/null
   if [[ -n $sm_rpid && $sm_rpid != *[!0-9]* ]]; then
@@ -96,7 +110,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     if [[ -z $sm_wid ]]; then  # the first starter's id wins (ln does not replace)
       printf '%04x%04x%04x\n' "$RANDOM" "$RANDOM" "$RANDOM" >"$sm_wd/id.$$" 2>/dev/null &&
         ln "$sm_wd/id.$$" "$sm_wd/id" 2>/dev/null
-      rm -f "$sm_wd/id.$$"
+      rm -f "$sm_wd/id.$$" 2>/dev/null
       read -r sm_wid 2>/dev/null <"$sm_wd/id"
       [[ -n $sm_wid ]] || return 1
     fi

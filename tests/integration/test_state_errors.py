@@ -13,11 +13,13 @@ import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,12 +147,14 @@ def leftovers(home: Path) -> list[str]:
     return [str(p) for p in home.rglob("*.tmp")]
 
 
-def shim_works(home: Path) -> None:
+def shim_works(home: Path, *, warm: bool = False) -> None:
+    """The shim gives the tool's output and nothing else (warm: falls back quietly when it must)."""
     env = {**os.environ, "PATH": f"{paths_of(home).bin_dir}{os.pathsep}{os.environ['PATH']}"}
     env.pop("SANDMAN_HOME", None)
+    env["SANDMAN_WARM"] = "1" if warm else "0"
     p = subprocess.run([str(paths_of(home).bin_dir / SHIM), "a b", "c"], capture_output=True, env=env,
                        timeout=120)
-    assert (p.returncode, p.stdout) == (0, b"a b\0c\0"), p.stderr
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"a b\0c\0", b""), p.stderr
 
 
 # -- exit 1 is for bugs only ---------------------------------------------------------------------
@@ -257,6 +261,62 @@ def test_another_user_runs_the_shims_but_reads_no_state(recipes: Path) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.docker
+@as_root
+def test_another_users_calls_start_a_reaper_with_a_pidfile_of_their_own(recipes: Path) -> None:
+    """A user running a shared home's shims cannot write its private state: the shim starts
+    their reaper with a pidfile in their own temp folder, so their hard-killed calls are reaped.
+
+    The peer cannot run this test's Python (it lives under /root, 0700), so the shim's reaper
+    command is replaced by a stand-in that records its arguments, and docker by /bin/true.
+    """
+    base = public_dir("sandman-h6-reap-")
+    home = base / "home"
+    home.mkdir(mode=0o755)
+    try:
+        assert cli(home, "install", KEY, recipes=recipes).returncode == 0, "install"
+        uid, _ = peer()
+        seen = base / "reaper-args"
+        fake = base / "fake-reaper"
+        fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {seen}\n')
+        fake.chmod(0o755)
+        os.chmod(base, 0o1777)  # also the peer's TMPDIR
+        shim = base / SHIM
+        text = (paths_of(home).bin_dir / SHIM).read_text()
+        text = re.sub(r"(?m)^SM_REAPER=.*$", f"SM_REAPER=({fake})", text)
+        text = re.sub(r"(?m)^SM_DOCKER=.*$", "SM_DOCKER=/bin/true", text)
+        shim.write_text(text)
+        shim.chmod(0o755)
+        work = base / "work"
+        work.mkdir()
+        work.chmod(0o777)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": pwd.getpwnam(PEER).pw_dir,
+               "USER": PEER, "TMPDIR": str(base)}
+        p = as_peer([str(shim), "x"], docker=True, env=env, cwd=work)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        for _ in range(50):  # the reaper starts in the background
+            if seen.exists():
+                break
+            time.sleep(0.1)
+        pidfile, daemon = seen.read_text().splitlines()
+        assert pidfile.startswith(f"{base}/sandman-{uid}/reaper-") and pidfile.endswith(".pid")
+        folder = Path(pidfile).parent
+        assert folder.stat().st_uid == uid and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert daemon.startswith("unix://")
+        # the owner's own calls keep the home's pidfile
+        seen.unlink()
+        subprocess.run([str(shim), "x"], env={**env, "HOME": "/root"}, cwd=work, check=True,
+                       capture_output=True)
+        for _ in range(50):
+            if seen.exists():
+                break
+            time.sleep(0.1)
+        assert seen.read_text().splitlines()[0] == str(paths_of(home).reaper_pidfile)
+    finally:
+        cli(home, "uninstall", KEY, recipes=recipes)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 # -- full disk, read-only home ---------------------------------------------------------------------
 @pytest.mark.docker
 @as_root
@@ -291,6 +351,7 @@ def test_read_only_home_is_107_with_the_path_and_reads_still_work(tmpfs: Tmpfs, 
     assert p.returncode == 0, p.stderr
     assert [i["tool"] for i in json.loads(p.stdout)] == [TOOL]
     shim_works(tmpfs.home)
+    shim_works(tmpfs.home, warm=True)  # no warm folder can be made: cold, and no `rm:` noise
     tmpfs.remount("rw")  # nothing was lost
     p = cli(tmpfs.home, "list", "--json", recipes=recipes)
     assert [i["state"] for i in json.loads(p.stdout)] == ["current"], p.stdout
