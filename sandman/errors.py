@@ -3,8 +3,8 @@
 One root type; each subclass carries a user-facing one-line message and the exit code that
 scripts can rely on. The CLI maps them in one place (``cli.main``); the shim template uses the
 same numbers for the failures it detects itself (see docs/runtime.md for the table).
-The codes live in 100-124 so they stay clear of the common tool codes and of docker's own
-125 (engine failed), 126 (cannot invoke) and 127 (command not found). Exit 1 means a bug:
+The codes live in 95-124 so they stay clear of the common tool codes (and of sysexits' 64-78)
+and of docker's own 125 (engine failed), 126 (cannot invoke) and 127 (command not found). Exit 1 means a bug:
 every failure sandman reports on purpose raises a subclass here, never SandmanError itself
 (tests/integration/test_state_errors.py checks the source for it).
 """
@@ -166,12 +166,37 @@ class IntegrityError(SandmanError):
     exit_code = 109
 
 
+class SignatureError(SandmanError):
+    """An image or bundle is unsigned, or its signature is not from a key in the repository's
+    allowed_signers, under a `require` signature policy (nothing installed)."""
+
+    exit_code = 97
+
+
+class DeviceError(SandmanError):
+    """A device a recipe or config.toml passes to the container does not exist on this host."""
+
+    exit_code = 98
+
+
+class PlatformError(SandmanError):
+    """An image platform this host cannot run: unknown, or no QEMU user emulation (binfmt_misc)
+    registered for it."""
+
+    exit_code = 99
+
+
 # `sandman exit-codes` prints this; docs/runtime.md holds the same table, row for row
 # (tests/unit/test_cli_docs.py compares them).
 EXIT_CODES: dict[int, str] = {
     0: "success; for a shim or `sandman run`, the tool's own status, 0-255, is passed on",
     1: "unexpected internal error, a bug (run with `--debug` for the traceback)",
     USAGE: "bad command-line usage: unknown option, bad `TOOL@VERSION` syntax, a shim without a command",
+    SignatureError.exit_code: "an image or bundle is unsigned or not signed by a key in the repository's "
+                              "`allowed_signers`, and the signature policy requires it (nothing installed)",
+    DeviceError.exit_code: "a device the recipe or config.toml passes in (`devices`) does not exist on this host",
+    PlatformError.exit_code: "the recipe's `platform` is unknown, or this host cannot emulate it (no "
+                             "QEMU binfmt_misc entry)",
     EngineError.exit_code: "the Docker daemon refused or failed a request (its message follows)",
     MissingProgramError.exit_code: "a program sandman runs on the host is not installed (`mmdebstrap`)",
     CHECK_FAILED: "a check failed: `doctor` found a problem, or `matrix --fail-on-diff` saw the "
