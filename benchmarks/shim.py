@@ -1,4 +1,4 @@
-"""How much a shim costs: native, bare docker run, bare docker exec, cold shim, warm shim.
+"""How much a shim costs: native, bare docker run, bare docker exec, cold, warm and agent shims.
 
 The machine this runs on is shared and noisy, so the variants are measured in one run and
 alternating (round robin, the order rotating every round), and only medians and ratios of the
@@ -6,9 +6,15 @@ same run are reported. The bare `docker run` is the very command the cold shim w
 (taken from its dry run, with its own name and without sandman's labels, so the reaper leaves it
 alone); the bare `docker exec` goes into the warm container the warm shim uses, with the same
 user, working directory and environment. So each ratio is the shim's own overhead.
+The warm shim is measured twice: through `docker exec` (`SANDMAN_AGENT=0`) and through the warm
+agent (sandman/agent.py), both into the same warm container.
 
-    python -m benchmarks.shim            # 30 rounds, a 200-call warm loop
-    python -m benchmarks.shim --short    # 5 rounds, a 20-call loop (CI)
+After the round robin come two loops: warm calls through `docker exec`, and the user's loop
+over real sqlite3 files through the agent (`for f in dumps/*.db; do sqlite3-3.46 "$f" ...`),
+run by bash, checked for 0 failures, 0 bytes on stderr and no process left in the container.
+
+    python -m benchmarks.shim            # 30 rounds, a 200-call warm loop, 10,000 agent calls
+    python -m benchmarks.shim --short    # 5 rounds, a 20-call loop, 200 agent calls (CI)
     python -m benchmarks.shim --json     # the figures as JSON on stdout
 """
 
@@ -35,7 +41,10 @@ TARGETS = {  # ratio name -> (numerator, denominator, limit)
     "cold/bare-run": ("cold shim", "bare docker run", 1.10),
     "warm/exec": ("warm shim", "bare docker exec", 1.30),
     "warm/bare-run": ("warm shim", "bare docker run", 0.35),
+    "agent/exec": ("agent shim", "bare docker exec", 0.15),
 }
+AGENT_MAIN = "/run/sandman-agent/agent"
+DUMPS = 50  # sqlite3 files the agent loop goes over
 
 
 def machine() -> dict[str, str]:
@@ -110,7 +119,48 @@ def warm_container(home: Path) -> str:
     return out[0]
 
 
-def measure(rounds: int, loop: int, keep_home: bool = False) -> dict:
+def make_dumps(folder: Path) -> list[str]:
+    """DUMPS small sqlite3 files; returns what `select count(*), sum(v)` gives for each."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = []
+    for i in range(DUMPS):
+        db = sqlite3.connect(folder / f"c{i:02}.db")
+        db.execute("create table t (k text, v integer)")
+        db.executemany("insert into t values (?, ?)", [(f"k{j}", j) for j in range(i + 1)])
+        db.commit()
+        db.close()
+        expected.append(f"{i + 1}|{i * (i + 1) // 2}")
+    return expected
+
+
+def left_in(container: str) -> list[str]:
+    """Processes in a warm container besides its init and the agent."""
+    top = subprocess.run(["docker", "top", container, "-eo", "pid,args"], capture_output=True,
+                         text=True, timeout=60).stdout.splitlines()[1:]
+    return [ln for ln in top if "docker-init" not in ln and f"{AGENT_MAIN} serve" not in ln]
+
+
+def agent_loop(calls: int, env: dict[str, str], work: Path, container: str) -> dict:
+    """The user's loop through the agent: time per call, failures, stderr, what is left."""
+    expected = make_dumps(work / "dumps")
+    rounds = max(1, calls // DUMPS)
+    script = (f"for r in $(seq {rounds}); do for f in dumps/*.db; do "
+              f"{SHIM} \"$f\" 'select count(*), sum(v) from t;' || echo FAILED; done; done")
+    t = time.perf_counter()
+    proc = subprocess.run(["bash", "-c", script], env=env, cwd=work, capture_output=True,
+                          timeout=7200)
+    total = time.perf_counter() - t
+    lines = proc.stdout.decode(errors="replace").splitlines()
+    want = expected * rounds
+    failures = sum(1 for a, b in zip(lines, want, strict=False) if a != b) + abs(len(lines) - len(want))
+    time.sleep(0.5)
+    return {"calls": rounds * DUMPS, "total_s": total, "per_call_ms": total / (rounds * DUMPS) * 1000,
+            "failures": failures, "stderr_bytes": len(proc.stderr), "left": left_in(container)}
+
+
+def measure(rounds: int, loop: int, agent_calls: int = 10_000, keep_home: bool = False) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sandman-bench-"))
     home, work = tmp / "home", tmp / "work"
     work.mkdir(parents=True)
@@ -128,9 +178,21 @@ def measure(rounds: int, loop: int, keep_home: bool = False) -> dict:
             raise RuntimeError(f"sandman install {SPEC} (cache hit) failed: {proc.stderr.strip()}")
         shim = home / "bin" / SHIM
         cold_env = {**env, "SANDMAN_WARM": "0"}
-        warm_env = {**env, "SANDMAN_WARM": "1"}
-        timed([str(shim), *ARGS], warm_env, work)  # starts the warm container (not measured)
+        warm_env = {**env, "SANDMAN_WARM": "1", "SANDMAN_AGENT": "0"}
+        agent_env = {**env, "SANDMAN_WARM": "1"}
+        from sandman import agent
+        from sandman.engine import Engine
+        from sandman.paths import Paths
+
+        t = time.perf_counter()
+        agent.build(Engine.connect(), Paths.from_env(env))
+        result["agent_build_s"] = time.perf_counter() - t
+        timed([str(shim), *ARGS], agent_env, work)  # starts the warm container (not measured)
         ctr = warm_container(home)
+        main = subprocess.run(["docker", "inspect", "-f", "{{.Path}}", ctr], capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        if main != AGENT_MAIN:
+            raise RuntimeError(f"the warm container does not run the agent ({main})")
         uid, gid = os.geteuid(), os.getegid()
         native = shutil.which("sqlite3")
         variants: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -140,6 +202,7 @@ def measure(rounds: int, loop: int, keep_home: bool = False) -> dict:
                                   "-e", "HOME=/tmp", ctr, "sqlite3", *ARGS], env),
             "cold shim": ([str(shim), *ARGS], cold_env),
             "warm shim": ([str(shim), *ARGS], warm_env),
+            "agent shim": ([str(shim), *ARGS], agent_env),
         }
         result["native_command"] = "sqlite3 (host)" if native else "/bin/true (no host sqlite3)"
         samples: dict[str, list[float]] = {k: [] for k in variants}
@@ -164,7 +227,10 @@ def measure(rounds: int, loop: int, keep_home: bool = False) -> dict:
             timed([str(shim), *ARGS], warm_env, work)
         total = time.perf_counter() - t
         result["warm_loop"] = {"calls": loop, "total_s": total, "per_call_ms": total / loop * 1000}
-        result["pass"] = all(r["pass"] for r in result["ratios"].values())
+        result["agent_loop"] = agent_loop(agent_calls, agent_env, work, ctr)
+        al = result["agent_loop"]
+        result["pass"] = (all(r["pass"] for r in result["ratios"].values())
+                          and not al["failures"] and not al["stderr_bytes"] and not al["left"])
     finally:
         cleanup(home, env, work)
         if not keep_home:
@@ -204,6 +270,10 @@ def report(res: dict) -> str:
     w = res["warm_loop"]
     lines.append(f"warm loop: {w['calls']} calls in {w['total_s']:.2f} s "
                  f"({w['per_call_ms']:.1f} ms per call)")
+    a = res["agent_loop"]
+    lines.append(f"agent loop: {a['calls']} sqlite3 calls over {DUMPS} files in {a['total_s']:.2f} s "
+                 f"({a['per_call_ms']:.1f} ms per call), {a['failures']} failures, "
+                 f"{a['stderr_bytes']} bytes on stderr, {len(a['left'])} processes left")
     return "\n".join(lines)
 
 
@@ -213,11 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--rounds", type=int, help="rounds of the round robin (default 30, short 5)")
     ap.add_argument("--loop", type=int, help="warm calls in the loop (default 200, short 20)")
+    ap.add_argument("--agent-loop", type=int,
+                    help="sqlite3 calls through the agent (default 10000, short 200)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (5 if args.short else 30)
     loop = args.loop or (20 if args.short else 200)
+    agent_calls = args.agent_loop or (200 if args.short else 10_000)
     try:
-        res = measure(rounds, loop)
+        res = measure(rounds, loop, agent_calls)
     except RuntimeError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 1

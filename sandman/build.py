@@ -1,7 +1,11 @@
 """From a recipe version to an image: render the build, fingerprint it, build only when new.
 
-The fingerprint is the image's identity: the normalized build settings, the Dockerfile text,
-every file in the build context, the kit checksums and the id of each base image. The same
+The fingerprint is the image's portable identity: the normalized build settings, the Dockerfile
+text, every file in the build context, the kit checksums and the *reference* of each base image
+(`debian:bookworm-slim`), never a local image id, so two machines compute the same fingerprint
+and a teammate finds in the registry what a colleague pushed, with no base here at all. The base
+image ids a build really used are a local build fact: the `io.sandman.bases` label of the image
+(see images.moved_bases, `image-stale: base` in `sandman list`). The same
 fingerprint is never built twice (a file lock makes parallel installs wait for the first), and
 a new image only gets its tag once it has built *and* passed its smoke test, so a failed build
 never replaces a good one.
@@ -30,6 +34,7 @@ from sandman.errors import (
     ImageMissingError,
     KitError,
     MissingCommandError,
+    PlatformError,
     RecipeError,
     RemoteError,
     UnsafeInputError,
@@ -49,8 +54,9 @@ from sandman.recipes import (
 )
 from sandman.text import quoted, safe
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: base references, not local base ids (portable across machines)
 REPOSITORY = "sandman"
+BASES_LABEL = f"{LABEL}.bases"  # JSON {base ref: image id}: the bases an image was built on
 
 
 @dataclass(frozen=True)
@@ -61,13 +67,15 @@ class BuildPlan:
     dockerfile: str
     files: dict[str, Path]  # archive name -> real path of a regular file (recipe files, kits)
     buildargs: dict[str, str]
-    bases: dict[str, str]  # base image ref -> image id
+    bases: dict[str, str]  # base image ref -> local image id, for the refs present here
     fingerprint: str
     smoke: tuple[str, ...] = ()
     inputs: dict[str, str] = field(default_factory=dict)  # what went into the fingerprint
     commands: tuple[str, ...] = ()  # what the shims will exec: checked in the image after a build
     sources: tuple[Source, ...] = ()  # downloaded into the context (sources/<file>) only to build
     version_check: VersionCheck | None = None  # proves the image is the version it is named
+    base_refs: tuple[str, ...] = ()  # every base the Dockerfile starts from (in the fingerprint)
+    platform: str | None = None  # the recipe's `platform` (in the fingerprint when set)
 
     @property
     def tag(self) -> str:
@@ -80,6 +88,10 @@ class BuildPlan:
             f"{LABEL}.version": self.version,
             f"{LABEL}.fingerprint": self.fingerprint,
             f"{LABEL}.source": self.source,
+            BASES_LABEL: json.dumps(self.bases, sort_keys=True),  # what it was built on, here
+            f"{LABEL}.inputs": json.dumps({  # kits and sources by sha256, for `sandman sbom`
+                "kits": json.loads(self.inputs.get("build", "{}")).get("kits", []),
+                "sources": [[s.file, s.sha256, s.url] for s in self.sources]}, sort_keys=True),
         }
 
 
@@ -89,6 +101,7 @@ class BuildResult:
     tag: str
     fingerprint: str
     built: bool  # False: the cache had it
+    origin: str = ""  # built | registry | local (install.build says which); "" when unknown
     full_version: str | None = None  # what the version check matched in the image
 
 
@@ -200,6 +213,8 @@ def plan_build(
     recipe: Recipe, version: Version, *, source: str, kits_folder: Path, engine: Engine,
     pull_missing_bases: bool = True,
 ) -> BuildPlan:
+    """The plan and fingerprint of one version; it needs no base image here (pull_missing_bases
+    is accepted for older callers: planning never pulls, ensure_image does before a build)."""
     b = version.build
     files = check_kits(recipe, version, kits_folder)
     files.update(build_inputs(recipe, version))
@@ -208,20 +223,24 @@ def plan_build(
                 "kits": [[k.file, k.sha256] for k in b.kits], "smoke": version.runtime.smoke}
     if b.sources:  # by name and sha256: a mirror or a moved URL is the same input
         settings["sources"] = [[s.file, s.sha256] for s in b.sources]
+    if version.runtime.platform:  # only when set: the images of other recipes keep their ids
+        settings["platform"] = version.runtime.platform
     if b.dockerfile:
         dockerfile = _read_dockerfile(recipe, version, files[b.dockerfile])
         refs = base_refs(dockerfile, b.build_args)
     else:
         dockerfile = render_dockerfile(version)
         refs = [str(b.base)]
-    bases = {ref: resolve_base(engine, ref, pull=pull_missing_bases) for ref in refs}
+    # Planning needs no base: the fingerprint names bases by reference. The ids of those here
+    # are kept for the build (with_bases pulls or names the fix for the rest, only to build).
+    bases = {ref: info.id for ref in refs if (info := engine.image(ref)) is not None}
     inputs = {
         "fingerprint_version": str(FINGERPRINT_VERSION),
         "tool": recipe.tool,
         "version": version.version,
         "build": json.dumps(settings, sort_keys=True),
         "dockerfile": hashlib.sha256(dockerfile.encode()).hexdigest(),
-        "bases": json.dumps(bases, sort_keys=True),
+        "bases": json.dumps(refs),
     }
     for name, path in sorted(files.items()):
         if name.startswith("kits/"):
@@ -232,7 +251,8 @@ def plan_build(
         tool=recipe.tool, version=version.version, source=source, dockerfile=dockerfile,
         files=files, buildargs=dict(b.build_args), bases=bases, fingerprint=fingerprint,
         smoke=version.runtime.smoke, inputs=inputs, commands=declared_commands(version),
-        sources=b.sources, version_check=version.check,
+        sources=b.sources, version_check=version.check, base_refs=tuple(refs),
+        platform=version.runtime.platform,
     )
 
 
@@ -240,7 +260,7 @@ def declared_commands(version: Version) -> tuple[str, ...]:
     """What the shims of a version exec in its image: each command, and the entrypoint's."""
     rt = version.runtime
     out = [rt.entrypoint[0]] if rt.entrypoint else []
-    out += [c for c in rt.commands if c not in out]
+    out += [rt.run_name(c) for c in rt.commands if rt.run_name(c) not in out]
     return tuple(out)
 
 
@@ -275,6 +295,58 @@ def resolve_base(engine: Engine, ref: str, *, pull: bool) -> str:
         raise ImageMissingError(
             f"base image {ref} is not available locally and cannot be pulled ({e.message}); {fix}"
         ) from e
+
+
+def with_bases(engine: Engine, plan: BuildPlan) -> BuildPlan:
+    """plan with every base present here (pulled when missing, else ImageMissingError naming the
+    fix): only a build needs them; the image records their ids in its BASES_LABEL."""
+    bases = {ref: plan.bases.get(ref) or resolve_base(engine, ref, pull=True)
+             for ref in plan.base_refs}
+    return replace(plan, bases=bases)
+
+
+def require_platform(platform: str | None, what: str) -> None:
+    """PlatformError (with the fix) unless this host runs `platform`, natively or through QEMU
+    user emulation: checked before a build and before an install from the cache, since shims
+    of an image the kernel cannot run fail with an engine message nobody can act on."""
+    if platform is None:
+        return
+    from sandman import platforms
+
+    found = platforms.lookup(platform)
+    if found is None:  # the recipe loader refuses it first; an install record may not
+        raise PlatformError(f"{what}: unknown platform {quoted(platform)}; sandman knows "
+                            f"{platforms.known_names()}")
+    problem = platforms.emulation_problem(found, platforms.host_platform())
+    if problem:
+        raise PlatformError(f"{what}: {problem}")
+
+
+def check_base_platforms(engine: Engine, plan: BuildPlan, what: str) -> None:
+    """Each base is of the plan's platform (the host's when the recipe names none).
+
+    docker 20.10's builder keeps a base's platform whatever `--platform` says, so an arm64 base
+    would give an arm64 image named for amd64; and a shim of a foreign image that has no
+    `platform` makes `docker run` warn on the user's stderr.
+    """
+    from sandman import platforms
+
+    host = platforms.host_platform()
+    want = plan.platform or (host.name if host else None)
+    for ref, ident in plan.bases.items():
+        info = engine.image(ident)
+        if want is None or info is None or not info.platform or platforms.same(info.platform, want):
+            continue
+        if plan.platform:
+            found = platforms.lookup(plan.platform)
+            prefix = found.hub_prefix if found else "ARCH"
+            raise PlatformError(
+                f"{what}: base {ref} is {info.platform}, but the recipe's platform is {want}; "
+                f"name a {want} base in `base` (made with: sandman bootstrap {prefix}/debian:SUITE, "
+                "or sandman bootstrap --from-rootfs FILE NAME:TAG)")
+        raise PlatformError(
+            f"{what}: base {ref} is {info.platform}, not this host's {want}; add "
+            f"platform = \"{info.platform}\" to the recipe to run it through QEMU emulation")
 
 
 def mark_build_steps(dockerfile: str) -> str:
@@ -346,6 +418,7 @@ def ensure_image(
     lock = FileLock(str(paths.locks_dir / f"{plan.tool}@{plan.version}.lock"))
     with lock:
         what = f"{plan.tool}@{plan.version}"
+        require_platform(plan.platform, what)
         if not force:
             hit = cached(engine, plan)
             if not hit and fetch is not None:
@@ -357,6 +430,8 @@ def ensure_image(
                 full_version = check_existing(engine, paths, hit, plan)
                 return BuildResult(hit, plan.tag, plan.fingerprint, built=False,
                                    full_version=full_version)
+        plan = with_bases(engine, plan)
+        check_base_platforms(engine, plan, what)
         files = dict(plan.files)
         if plan.sources:
             from sandman import sources
@@ -367,7 +442,7 @@ def ensure_image(
             write_context(replace(plan, files=files), ctx)
             ctx.seek(0)
             image_id = engine.build(ctx, labels=plan.labels, buildargs=plan.buildargs,
-                                    on_line=on_line, what=what)
+                                    on_line=on_line, what=what, platform=plan.platform)
         try:
             full_version = verify_image(engine, plan, image_id, on_line)
         except BuildError:

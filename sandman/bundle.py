@@ -13,6 +13,11 @@ anything loads: each listed image's config must hash to the manifest's image id 
 manifest's fingerprint label, its tag must be the one that fingerprint gives, and no existing
 tag is ever moved to other content (other homes' shims run what those tags name). The images
 are loaded untagged (the save stream's own names are dropped) and tagged here, one by one.
+
+The source files of the exported versions (recipe `sources`) travel too, from the download
+cache as `sources/sha256/<hex>`, so a site with no network can rebuild a version (a new base,
+`--force`), not only install the exported image. Import puts each into the download cache
+only when its content hashes to its name, before any image loads.
 """
 
 from __future__ import annotations
@@ -35,15 +40,15 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from sandman import __version__, consent, repos
+from sandman import __version__, consent, repos, signing, sources
 from sandman import install as core
 from sandman.build import cached, image_ref, kits_dir, sha256_file
 from sandman.catalog import Spec
 from sandman.context import Context
-from sandman.errors import ConflictError, IntegrityError, StateError, UsageError
+from sandman.errors import ConflictError, IntegrityError, SourceError, StateError, UsageError
 from sandman.images import is_sandman_tag
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
-from sandman.recipes import NAME_RE, VERSION_RE
+from sandman.recipes import NAME_RE, VERSION_RE, Source
 from sandman.text import safe
 
 BUNDLE_SCHEMA = 1
@@ -61,6 +66,7 @@ class BundleTool:
     image_id: str
     image_tag: str
     bases: dict[str, str]  # base image ref -> id
+    signature: str = ""  # signing.Signed blob (`export --sign`), "" when unsigned
 
     @property
     def key(self) -> str:
@@ -98,11 +104,13 @@ def _source_commit(ctx: Context, source: str) -> str:
     return ""
 
 
-def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) -> Manifest:
+def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None, *,
+           sign: Path | None = None) -> Manifest:
     bname = bundle_name(out, name)
     tools: list[BundleTool] = []
     folders: dict[str, Path] = {}
     kits: dict[str, Path] = {}
+    wanted_sources: dict[str, tuple[str, Source]] = {}  # sha256 -> (tool@version, source)
     for spec in specs:
         r = core.resolve(ctx, spec)
         if r.recipe.tool in folders and folders[r.recipe.tool] != r.recipe.folder:
@@ -113,14 +121,20 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) 
         if image_id is None:
             image_id = core.build(ctx, r).image_id
         folders[r.recipe.tool] = r.recipe.folder
+        for s in plan.sources:
+            wanted_sources.setdefault(s.sha256, (f"{plan.tool}@{plan.version}", s))
         for kit in r.version.build.kits:
             kits[kit.file] = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env) / kit.file
         tools.append(BundleTool(
             tool=plan.tool, version=plan.version, source=r.entry.source.name,
             commit=_source_commit(ctx, r.entry.source.name), fingerprint=plan.fingerprint,
-            image_id=image_id, image_tag=plan.tag, bases=dict(plan.bases)))
+            image_id=image_id, image_tag=plan.tag, bases=dict(plan.bases),
+            signature=signing.bundle_signature(ctx, sign, source=r.entry.source.name, tool=plan.tool,
+                                               version=plan.version, fingerprint=plan.fingerprint,
+                                               image_id=image_id)))
     manifest = Manifest(name=bname, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                         sandman_version=__version__, tools=tuple(tools))
+    carried = _sources_to_carry(ctx, wanted_sources)
     refs = [t.image_tag for t in tools]
     refs += sorted({b for t in tools for b in t.bases} - set(refs))
     out = out.absolute()
@@ -142,6 +156,8 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) 
             for file, path in sorted(kits.items()):
                 if path.is_file():
                     tar.add(str(path), arcname=f"kits/{file}", recursive=False)
+            for sha, path in sorted(carried.items()):
+                tar.add(str(path), arcname=f"sources/sha256/{sha}", recursive=False)
             images.seek(0, io.SEEK_END)
             info = tarfile.TarInfo(IMAGES)
             info.size = images.tell()
@@ -155,6 +171,25 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None) 
             os.unlink(tmp)
         os.close(fd)
     return manifest
+
+
+def _sources_to_carry(ctx: Context, wanted: dict[str, tuple[str, Source]]) -> dict[str, Path]:
+    """sha256 -> cached file of every source the exported versions name, fetched (through the
+    sources mirror) when not cached yet. One that cannot be had is left out with a warning:
+    the image still travels, only a rebuild on the other side would need the file."""
+    from sandman.sources import configured_mirror
+
+    mirror = configured_mirror(ctx.config.sources_mirror, ctx.env) if wanted else None
+    carried: dict[str, Path] = {}
+    for sha, (key, source) in sorted(wanted.items()):
+        try:
+            carried[sha] = sources.fetch(source, ctx.paths, mirror=mirror, on_line=ctx.out.step, what=key)
+        except SourceError as e:
+            ctx.out.warn(f"{key}: source {source.file} is not in the bundle ({e.message}); the "
+                         "image travels, a rebuild there needs the file")
+    if carried:
+        ctx.out.info(f"carrying {len(carried)} source file(s) for offline rebuilds")
+    return carried
 
 
 EXPORT_SUFFIX = ".sandman-export.tmp"
@@ -248,9 +283,14 @@ def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = N
                                     f"(sandman repo remove {name})")
         wanted = _listed_images(manifest, file)
         _refuse_moved_bases(ctx, manifest, file)
+        for t in manifest.tools:  # the signature policy, before anything is placed or loaded
+            signing.check_bundle_tool(ctx, source=t.source, tool=t.tool, version=t.version,
+                                      fingerprint=t.fingerprint, image_id=t.image_id,
+                                      blob=t.signature, where=file)
         images = tar.extractfile(IMAGES) if IMAGES in tar.getnames() else None
         if images is None:
             raise StateError(f"{file}: not a sandman bundle (no {IMAGES})")
+        _place_sources(ctx, tar, file)
         ctx.out.info(f"loading images from {file}")
         _load_listed(ctx, images, wanted, manifest, file)
         _tag_listed(ctx, manifest, file)
@@ -471,6 +511,29 @@ def _place_recipes(ctx: Context, tar: tarfile.TarFile, name: str) -> None:
         os.replace(stage, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _place_sources(ctx: Context, tar: tarfile.TarFile, where: Path) -> None:
+    """Source files the bundle carries go to the download cache, each only when its content
+    hashes to its name; one that does not stops the import before any image loads."""
+    placed = 0
+    for m in tar.getmembers():
+        rel = _safe_rel(m.name, "sources")
+        if rel is None or not m.isfile() or len(rel.parts) != 2 or rel.parts[0] != "sha256":
+            continue
+        sha = rel.parts[1]
+        if not HEX64.match(sha):
+            raise IntegrityError(f"{where}: {safe(m.name)} is not named by a sha256; nothing imported")
+        src = tar.extractfile(m)
+        assert src is not None  # a regular member
+        digest = sources.put(ctx.paths, sha, src)  # type: ignore[arg-type]
+        if digest != sha:
+            raise IntegrityError(f"{where}: {m.name} hashes to {digest}; not placed in the download "
+                                 "cache, nothing imported")
+        placed += 1
+    if placed:
+        ctx.out.info(f"{placed} source file(s) verified (sha256) and placed in "
+                     f"{sources.cache_root(ctx.paths)}")
 
 
 def _place_kits(ctx: Context, tar: tarfile.TarFile) -> None:

@@ -332,7 +332,15 @@ def recipes_show(tool: Annotated[str, typer.Argument(help="Tool name, optionally
         print(f"  shims:      {', '.join(shim_names(recipe.tool, v.version, rt))}")
         if rt.entrypoint:
             print(f"  entrypoint: {safe(' '.join(rt.entrypoint))}")
-        print(f"  network:    {'yes' if rt.network else 'none'}")
+        print(f"  network:    {rt.network}")
+        if rt.platform:
+            print(f"  platform:   {rt.platform} (through QEMU user emulation on another CPU)")
+        for label, values in (("aliases", rt.aliases), ("home files", rt.home_files),
+                              ("devices", rt.devices), ("cap_add", rt.cap_add)):
+            if values:
+                print(f"  {label + ':':<11} {safe(', '.join(values))}")
+        for shim, run in rt.command_run.items():
+            print(f"  command:    {safe(shim)} runs {safe(run)} in the image")
         for m in rt.mounts:
             print(f"  mount:      {safe(m.name)}: {safe(m.source)} -> {safe(m.target)} ({m.mode}"
                   f"{', optional' if m.optional else ''})")
@@ -379,20 +387,61 @@ def recipes_check(
 def bootstrap(
     bases: Annotated[list[str], typer.Argument(help="Base images, e.g. debian:bookworm-slim.")],
     mirror: Annotated[str | None, typer.Option(
-        help="Debian mirror URL (default: config.toml `mirror`, else the host's apt sources).")] = None,
+        help="Debian mirror URL (default: config.toml `mirror`, else deb.debian.org; for archived "
+             "suites, buster and older: config.toml `archive_mirror`; no default).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the image exists.")] = False,
+    from_rootfs: Annotated[Path | None, typer.Option(
+        "--from-rootfs", metavar="FILE",
+        help="Make the one NAME:TAG base from this root filesystem tarball (a vendor OS: plain, "
+             "gz, bz2 or xz) instead of Debian's mirror.")] = None,
+    platform: Annotated[str | None, typer.Option(
+        help="With --from-rootfs: the tarball's platform (e.g. linux/arm/v7) when its /bin/sh "
+             "cannot tell; checked against it.")] = None,
 ) -> None:
-    """Make Debian base images locally with mmdebstrap (no registry needed)."""
+    """Make base images locally: Debian's with mmdebstrap (arm64v8/debian:SUITE and the like
+    for another CPU, run through QEMU), or a vendor OS's from its root filesystem tarball."""
     from sandman import bootstrap as bs
+    from sandman.errors import UsageError as SandmanUsage
 
     ctx = _ctx()
-    plans = [bs.plan(b, mirror or ctx.config.mirror) for b in bases]
+    if from_rootfs is not None or platform is not None:
+        if from_rootfs is None or len(bases) != 1:
+            raise SandmanUsage("--from-rootfs FILE takes exactly one NAME:TAG (e.g. "
+                             "sandman bootstrap --from-rootfs centos7.tar.xz vendor/centos:7); "
+                             "--platform goes with it")
+        ref = bases[0]
+        bs.check_rootfs_ref(ref)
+        bs.check_rootfs_file(from_rootfs)
+        if not force and ctx.engine.image(ref) is not None:
+            ctx.out.info(f"{ref}: already present (--force to replace it)")
+            return
+        image_id = bs.from_rootfs(from_rootfs, ref, ctx.engine, platform=platform,
+                                  tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
+        ctx.out.info(f"{ref}: made {image_id[:19]} from {from_rootfs}")
+        return
+    plans = [bs.plan(b, mirror or ctx.config.mirror, archive_mirror=mirror or ctx.config.archive_mirror)
+             for b in bases]
     for p in plans:
         if not force and ctx.engine.image(p.ref) is not None:
             ctx.out.info(f"{p.ref}: already present")
             continue
+        for note in p.notes():
+            ctx.out.info(f"{p.ref}: {note}")
         image_id = bs.bootstrap(p, ctx.engine, tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
         ctx.out.info(f"{p.ref}: imported {image_id[:19]}")
+    _build_agent(ctx)
+
+
+def _build_agent(ctx: "Context") -> None:
+    """The warm agent's binary (docs/performance.md) is built from the Debian base, once."""
+    from sandman import agent
+
+    if ctx.engine.image(agent.BUILD_BASE) is None:
+        return
+    try:
+        ctx.out.info(f"warm agent: {agent.build(ctx.engine, ctx.paths, on_line=ctx.out.step)}")
+    except SandmanError as e:  # warm calls then use `docker exec`: worth a warning, not a failure
+        ctx.out.warn(f"the warm agent could not be built (warm calls use docker exec): {e}")
 
 
 @app.command()
@@ -545,8 +594,9 @@ def list_cmd(
 
     STATE is `current`; `image-missing` when the image was removed; `image-replaced` when its
     tag now names another image than the one installed; `shim-missing` when a shim was deleted
-    or replaced; `image-stale` when the recipe, its files, its kits or its base image changed
-    since the image was built (or the recipe is gone or broken); `shim-stale: WHY` when
+    or replaced; `image-stale` when the recipe, its files, its kits or the base it names changed
+    since the image was built (or the recipe is gone or broken); `image-stale: base` when it was
+    built here on a base that was bootstrapped again since; `shim-stale: WHY` when
     something a shim bakes in changed, WHY naming it: runtime (a new sandman), config
     (config.toml), host (docker client, python, socket), or a recipe field (env, pass_env,
     path_env, path_args, mounts, network, entrypoint, commands). `sandman upgrade` rebuilds or
@@ -741,7 +791,7 @@ def upgrade(
         try:
             if item.state.startswith("image-"):
                 res = core.install(ctx, Spec(item.tool, item.version), approve=approve,
-                                   force=item.state == "image-replaced")
+                                   force=item.state in ("image-replaced", "image-stale: base"))
             else:
                 res = core.rewrite_shims(ctx, Spec(item.tool, item.version), approve=approve)
         except SandmanError as e:
@@ -764,6 +814,11 @@ def doctor(
 
     ctx = _ctx()
     checks = status.doctor(ctx)
+    from sandman import installs, platforms  # QEMU emulation for installs of another CPU
+
+    wanted = sorted({str(r.runtime.get("platform")) for r in installs.all_records(ctx.paths)
+                     if (r.runtime or {}).get("platform")})
+    checks += [status.Check(*c) for c in platforms.doctor_checks(wanted)]
     if as_json:
         _emit_json([asdict(c) for c in checks])
     else:
@@ -978,8 +1033,12 @@ def push(
     specs: Annotated[list[str], typer.Argument(help="TOOL@VERSION to push.",
                                                autocompletion=_complete_recipe)],
     registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
+    sign: Annotated[Path | None, typer.Option(
+        "--sign", help="SSH private key (or a public key held by ssh-agent) to sign each image "
+                       "with (`ssh-keygen -Y sign`, namespace sandman); pushed as TAG.sig.")] = None,
 ) -> None:
-    """Push images to the team registry under their fingerprint tag (building them if needed)."""
+    """Push images to the team registry under their fingerprint tag, with the bases they were
+    built on, by digest (building them if needed)."""
     from sandman import install as core
     from sandman import registry as reg
 
@@ -989,7 +1048,19 @@ def push(
     for spec in parsed:
         r = core.resolve(ctx, spec)
         b = core.build(ctx, r)
-        print(reg.push(ctx, r.recipe.tool, r.version.version, b.fingerprint, b.image_id, target).ref)
+        signed = None
+        if sign is not None:  # signed before anything is pushed: a bad key pushes nothing
+            from sandman import signing
+
+            signed = signing.sign_image(ctx, sign, source=r.entry.source.name, tool=r.recipe.tool,
+                                        version=r.version.version, fingerprint=b.fingerprint,
+                                        image_id=b.image_id)
+        t = reg.push(ctx, r.recipe.tool, r.version.version, b.fingerprint, b.image_id, target)
+        if signed is not None:
+            ctx.out.info(f"{spec}: signed, pushed {signing.push_signature(ctx, t.ref, signed)}")
+        print(t.ref)
+        for base, digest in sorted(t.bases.items()):
+            ctx.out.info(f"{spec}: its base {base} ({digest}) is in the registry too")
 
 
 @app.command()
@@ -1017,13 +1088,16 @@ def export_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle file to write (a tar).")],
     name: Annotated[str | None, typer.Option(
         "--name", help="Recipe source name on import (default: the file name without .tar).")] = None,
+    sign: Annotated[Path | None, typer.Option(
+        "--sign", help="SSH key to sign each image with, in the manifest (default: the "
+                       "signatures kept here from `push --sign` or a verified install).")] = None,
 ) -> None:
     """Write one offline bundle: the images (docker save), their recipes and a manifest."""
     from sandman import bundle
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
-    m = bundle.export(ctx, parsed, output, name)
+    m = bundle.export(ctx, parsed, output, name, sign=sign)
     ctx.out.info(f"wrote {output} (source '{m.name}'): {', '.join(t.key for t in m.tools)}")
 
 
@@ -1041,6 +1115,67 @@ def import_cmd(
     for r in res.results:
         ctx.out.info(f"installed {r.record.key} from bundle {res.manifest.name}: "
                      f"{', '.join(r.record.shims)} in {r.record.bin_dir}")
+
+
+@app.command()
+def verify(
+    spec: Annotated[str, typer.Argument(help="Installed TOOL@VERSION.",
+                                        autocompletion=_complete_installed)],
+    registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show who signed an installed image and when, checked now against allowed_signers.
+
+    The signature kept at install time is used, else the one next to the image in the
+    registry. Unsigned, or not by a key in allowed_signers: exit 97, whatever the policy.
+
+    \b
+    --json prints {"key", "image_id", "principal", "signing_key", "signed_at", "signers"}.
+    """
+    from sandman import install as core
+    from sandman import registry as reg
+    from sandman import signing
+
+    parsed = parse_spec(spec)
+    ctx = _ctx()
+    rec = core.installed(ctx, parsed)
+    target = reg.configured(ctx, registry)
+    remote = reg.remote_ref(target, rec.tool, rec.version, rec.fingerprint) if target else None
+    rep = signing.verify_installed(ctx, rec, remote)
+    if as_json:
+        _emit_json(rep.to_json())
+        return
+    print(f"{rep.key}: image {rep.image_id[:19]} signed by {rep.principal} ({rep.signing_key}) "
+          f"at {rep.signed_at}; allowed by {', '.join(rep.signers)}")
+
+
+@app.command()
+def sbom(
+    spec: Annotated[str, typer.Argument(help="Installed TOOL@VERSION.",
+                                        autocompletion=_complete_installed)],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="CycloneDX 1.6 JSON (made with cyclonedx-python-lib).")] = False,
+) -> None:
+    """List what is inside an installed image: Debian packages, sources and kits, base.
+
+    Read from the image itself (its dpkg database and its labels), not from the recipe.
+
+    \b
+    --json prints a CycloneDX 1.6 document: metadata.component is the image (hash: its id,
+      property sandman:fingerprint); components are the bases (type container, version: the
+      base image id), the Debian packages (purl pkg:deb/debian/NAME@VERSION?arch=...), the
+      sources and kits (type file, SHA-256 hash, property sandman:role = source | kit).
+    """
+    from sandman import install as core
+    from sandman import sbom as sb
+
+    parsed = parse_spec(spec)
+    ctx = _ctx()
+    bom = sb.read(ctx, core.installed(ctx, parsed))
+    if as_json:
+        print(sb.cyclonedx_json(bom))
+    else:
+        print(sb.text(bom), end="")
 
 
 @app.command()

@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from sandman.errors import StateError
-from sandman.recipes import ENV_NAME_RE, LineLocator, _kind, dotted, tomllib
+from sandman.recipes import (
+    ENV_NAME_RE,
+    LineLocator,
+    Runtime,
+    _kind,
+    capability_problem,
+    device_problem,
+    dotted,
+    network_value,
+    tomllib,
+)
 
-TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror"}
-TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm"}
+TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror",
+            "archive_mirror", "signatures"}
+TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm", "network", "devices", "cap_add"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,18 @@ class ToolSettings:
     extra_mounts: tuple[str, ...] = ()  # HOST:CONTAINER[:ro|rw]
     env: dict[str, str] = field(default_factory=dict)
     warm: bool | None = None
+    # this host's answer to the recipe's network, devices and cap_add (None: the recipe's)
+    network: str | None = None
+    devices: tuple[str, ...] | None = None
+    cap_add: tuple[str, ...] | None = None
+
+    def apply(self, rt: Runtime) -> Runtime:
+        """rt with this host's network, devices and cap_add: what the shim really grants."""
+        from dataclasses import replace
+
+        return replace(rt, network=self.network if self.network is not None else rt.network,
+                       devices=self.devices if self.devices is not None else rt.devices,
+                       cap_add=self.cap_add if self.cap_add is not None else rt.cap_add)
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,8 @@ class Config:
     warm_idle_minutes: int = 10
     tools: dict[str, ToolSettings] = field(default_factory=dict)
     sources_mirror: str | None = None  # a folder or URL prefix tried before a source's URL
+    archive_mirror: str | None = None  # the Debian mirror for archived suites (stretch and older)
+    signatures: str | None = None  # require | warn | off; None: the repo's word, else warn (signing.py)
 
     def for_tool(self, tool: str, version: str) -> ToolSettings:
         """Settings for tool@version: `[tools."tool@version"]` wins over `[tools.tool]`."""
@@ -47,6 +72,9 @@ class Config:
             extra_mounts=general.extra_mounts + specific.extra_mounts,
             env={**general.env, **specific.env},
             warm=specific.warm if specific.warm is not None else general.warm,
+            network=specific.network if specific.network is not None else general.network,
+            devices=specific.devices if specific.devices is not None else general.devices,
+            cap_add=specific.cap_add if specific.cap_add is not None else general.cap_add,
         )
 
 
@@ -88,6 +116,12 @@ def load_config(path: Path) -> Config:
 
         if problem := mirror_problem(sources_mirror):
             raise fail(("sources_mirror",), problem)
+    for key in ("mirror", "archive_mirror"):  # Debian mirrors for bootstrap, checked here so the
+        value = opt_str(key)                   # error names config.toml, not the bootstrap call
+        if value is not None and value.partition("://")[0] not in ("http", "https", "file"):
+            raise fail((key,), "expected an http://, https:// or file:// URL")
+    if opt_str("signatures") not in (None, "require", "warn", "off"):
+        raise fail(("signatures",), "expected \"require\", \"warn\" or \"off\"")
     idle = data.get("warm_idle_minutes", 10)
     if not isinstance(idle, int) or isinstance(idle, bool) or idle < 1:
         raise fail(("warm_idle_minutes",), "expected a whole number of minutes >= 1")
@@ -112,6 +146,8 @@ def load_config(path: Path) -> Config:
         warm_idle_minutes=idle,
         tools=tools,
         sources_mirror=sources_mirror,
+        archive_mirror=opt_str("archive_mirror"),
+        signatures=opt_str("signatures"),
     )
 
 
@@ -134,9 +170,34 @@ def _tool_settings(t: dict[str, Any], kp: tuple, fail: Any) -> ToolSettings:
     warm = t.get("warm")
     if warm is not None and not isinstance(warm, bool):
         raise fail((*kp, "warm"), "expected true or false")
+    network = None
+    if "network" in t:
+        network = network_value(t["network"])
+        if network is None:
+            raise fail((*kp, "network"), "expected \"none\", \"bridge\", \"host\", true or false")
+    devices = _names(t, "devices", kp, fail, device_problem)
+    caps = _names(t, "cap_add", kp, fail, capability_problem)
     return ToolSettings(
         mounts={k: os.path.expanduser(v) for k, v in mounts.items()},
         extra_mounts=tuple(extra),
         env=dict(env),
         warm=warm,
+        network=network,
+        devices=devices,
+        cap_add=tuple(dict.fromkeys(c.upper().removeprefix("CAP_") for c in caps))
+        if caps is not None else None,
     )
+
+
+def _names(t: dict[str, Any], key: str, kp: tuple, fail: Any,
+           problem: Any) -> tuple[str, ...] | None:
+    """A list of devices or capabilities replacing the recipe's on this host ([] turns them off)."""
+    if key not in t:
+        return None
+    val = t[key]
+    if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+        raise fail((*kp, key), f"expected a list of strings, got {_kind(val)}")
+    for v in val:
+        if why := problem(v):
+            raise fail((*kp, key), why)
+    return tuple(val)

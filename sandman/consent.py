@@ -2,19 +2,27 @@
 
 A recipe may come from someone else, and its runtime settings decide which host folders the
 tool can read or write, which environment variables cross into the container, and whether it
-has a network. Those are the user's permissions to give, so `install` shows them the first time
-and, when an updated recipe changes them, shows the difference and wants a yes before the new
-shims are written. Nothing else about a recipe (its build steps, its entrypoint) needs consent:
-those change what runs inside the container, not what the container can reach.
+has a network, which devices and capabilities it gets, which dotfiles of the home it reads.
+Those are the user's permissions to give, so `install` shows them the first time and, when an
+updated recipe changes them, shows the difference and wants a yes before the new shims are
+written. config.toml's `[tools.X] network / devices / cap_add` count the same way: the install
+record keeps what config.toml granted (shims.made_from), and a config that grants more is
+refused by the automatic refresh until `sandman install X --yes` accepts it. Nothing else about
+a recipe (its build steps, its entrypoint) needs consent: those change what runs inside the
+container, not what the container can reach.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from collections.abc import Callable
+from pathlib import Path
 
 from sandman.config import ToolSettings
-from sandman.errors import ConsentError
-from sandman.recipes import Mount, Runtime
+from sandman.errors import ConsentError, DeviceError
+from sandman.recipes import Mount, Runtime, locate
 from sandman.text import safe
 
 # decides about a list of changed permissions for tool@version: True to go on
@@ -55,9 +63,48 @@ def disclose(rt: Runtime, settings: ToolSettings | None = None) -> list[str]:
     for name, mode in rt.path_env.items():
         lines.append(f"env path ${safe(name)}: passed, and its path mounted "
                      f"{'read-write' if mode == 'rw' else 'read-only'}")
-    lines.append(f"network: {'yes (bridge)' if rt.network else 'none'}")
-    lines.append("devices: none; capabilities: all dropped; no new privileges")
+    if rt.home_files:
+        lines.append("home files (read-only, when they exist): "
+                     + ", ".join(f"~/{safe(f)}" for f in rt.home_files))
+    eff = settings.apply(rt) if settings else rt
+    lines.append("network: " + _network(eff.network)
+                 + _from_config(settings and settings.network is not None, _network(rt.network)))
+    lines.append("devices: " + (", ".join(safe(d) for d in eff.devices) or "none")
+                 + _from_config(settings and settings.devices is not None,
+                                ", ".join(safe(d) for d in rt.devices) or "none"))
+    caps = ", ".join(safe(c) for c in eff.cap_add)
+    lines.append(("capabilities: all dropped except " + caps if caps else "capabilities: all dropped")
+                 + _from_config(settings and settings.cap_add is not None,
+                                ", ".join(safe(c) for c in rt.cap_add) or "none")
+                 + "; no new privileges")
+    if rt.platform:  # not a permission, but the user should know the tool runs under QEMU
+        lines.append(f"platform: {safe(rt.platform)} (another CPU's image runs under QEMU user "
+                     "emulation when this host is not one)")
     return lines
+
+
+NETWORKS = {"none": "none", "bridge": "yes (bridge: the internet, not the host's 127.0.0.1)",
+            "host": "the host's (its 127.0.0.1 and every interface)"}
+
+
+def _network(mode: str) -> str:
+    return NETWORKS.get(mode, safe(mode))
+
+
+def _from_config(used: object, recipe_says: str) -> str:
+    return f" (config.toml; the recipe says {recipe_says})" if used else ""
+
+
+def granted(rt: Runtime, shim_inputs: dict) -> Runtime:
+    """What an install's shims grant: its recorded recipe runtime with what config.toml granted
+    then (recorded by shims.made_from; none before that key existed)."""
+    try:
+        network, devices, caps = json.loads(shim_inputs.get("grants", "[null, null, null]"))
+        settings = ToolSettings(network=network, devices=None if devices is None else tuple(devices),
+                                cap_add=None if caps is None else tuple(caps))
+    except (ValueError, TypeError):
+        return rt
+    return settings.apply(rt)
 
 
 def changes(old: Runtime, new: Runtime) -> list[str]:
@@ -91,18 +138,63 @@ def changes(old: Runtime, new: Runtime) -> list[str]:
         out.append(f"- absolute paths in arguments: {safe(old.path_args)}")
         out.append(f"+ absolute paths in arguments: {safe(new.path_args)}")
     if old.network != new.network:
-        out.append(f"{'+' if new.network else '-'} network")
+        out.append(f"- network: {_network(old.network)}")
+        out.append(f"+ network: {_network(new.network)}")
+    for what, a, b in (("home file ~/", old.home_files, new.home_files),
+                       ("device ", old.devices, new.devices),
+                       ("capability ", old.cap_add, new.cap_add)):
+        out += [f"- {what}{safe(x)}" for x in a if x not in b]
+        out += [f"+ {what}{safe(x)}" for x in b if x not in a]
     return out
 
 
-def check(key: str, old: Runtime | None, new: Runtime, approve: Approver | None) -> list[str]:
-    """Raise ConsentError unless the permission changes (if any) are approved; return them."""
+def check(key: str, old: Runtime | None, new: Runtime, approve: Approver | None, *,
+          cause: str = "the updated recipe") -> list[str]:
+    """Raise ConsentError unless the permission changes (if any) are approved; return them.
+
+    old and new are what the shims grant, config.toml applied (ToolSettings.apply, granted).
+    """
     if old is None:
         return []
     diff = changes(old, new)
     if diff and (approve is None or not approve(key, diff)):
+        how = ("rerun with --yes to accept it" if cause == "the updated recipe"
+               else f"run `sandman install {key} --yes` to accept it")
         raise ConsentError(
-            f"{key}: the updated recipe changes what the tool may access; nothing was changed. "
-            "Review the difference below, then rerun with --yes to accept it",
+            f"{key}: {cause} changes what the tool may access; nothing was changed. "
+            f"Review the difference below, then {how}",
             detail="\n".join("  " + d for d in diff))
     return diff
+
+
+def check_devices(recipe_file: Path, version: str, rt: Runtime, settings: ToolSettings,
+                  config_file: Path | None) -> None:
+    """Raise DeviceError (file:line first) when a device the shims would pass is not a device
+    on this host: docker would refuse every run, so the install stops before building."""
+    devices = settings.apply(rt).devices
+    for dev in devices:
+        host = dev.split(":", 1)[0]
+        try:
+            is_device = stat.S_ISCHR(os.stat(host).st_mode) or stat.S_ISBLK(os.stat(host).st_mode)
+        except OSError:
+            is_device = False
+        if is_device:
+            continue
+        if settings.devices is not None:
+            where = f"{safe(config_file or 'config.toml')}: tools: devices"
+        else:
+            where = f"{_devices_line(recipe_file, version)}: devices"
+        raise DeviceError(f"{where}: {safe(host)} does not exist on this host (or is not a device); "
+                          "set [tools.TOOL] devices in config.toml to this host's device")
+
+
+def _devices_line(recipe_file: Path, version: str) -> str:
+    """file:line of the `devices` key that applies to version: its own, else the top-level one."""
+    own = locate(recipe_file, ("versions", version, "devices"))
+    top = locate(recipe_file, ("devices",))
+    try:
+        n = int(own.rsplit(":", 1)[1])
+        line = recipe_file.read_text(encoding="utf-8").splitlines()[n - 1]
+    except (ValueError, IndexError, OSError, UnicodeDecodeError):
+        return top
+    return own if line.lstrip().startswith("devices") else top

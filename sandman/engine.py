@@ -52,6 +52,7 @@ class ImageInfo:
     size: int
     created: str
     env: tuple[str, ...] = ()  # the image's configured environment (NAME=value), PATH included
+    platform: str = ""  # os/architecture[/variant] from the image config: linux/arm64
 
 
 @dataclass(frozen=True)
@@ -218,8 +219,13 @@ class Engine:
         buildargs: dict[str, str],
         on_line: Callable[[str], None],
         what: str,
+        platform: str | None = None,
     ) -> str:
-        """Build from a tar context; return the new image id (untagged: callers tag on success)."""
+        """Build from a tar context; return the new image id (untagged: callers tag on success).
+
+        `platform` (linux/arm64) is what `FROM scratch` becomes; an image FROM a base keeps the
+        base's platform whatever it says (docker 20.10's builder), so callers check the base.
+        """
         tail: deque[str] = deque(maxlen=LOG_TAIL)
         step = "the build"
         image_id: str | None = None
@@ -235,6 +241,7 @@ class Engine:
                 labels=labels,
                 buildargs=buildargs,
                 decode=True,
+                platform=platform,
             )
             for chunk in stream:
                 if "stream" in chunk:
@@ -491,4 +498,5 @@ def _image_info(img: Any) -> ImageInfo:
         size=int(attrs.get("Size") or 0),
         created=str(attrs.get("Created", "")),
         env=tuple((attrs.get("Config") or {}).get("Env") or ()),
+        platform="/".join(x for x in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if x),
     )

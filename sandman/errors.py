@@ -192,9 +192,10 @@ EXIT_CODES: dict[int, str] = {
     0: "success; for a shim or `sandman run`, the tool's own status, 0-255, is passed on",
     1: "unexpected internal error, a bug (run with `--debug` for the traceback)",
     USAGE: "bad command-line usage: unknown option, bad `TOOL@VERSION` syntax, a shim without a command",
-    SignatureError.exit_code: "an image or bundle is unsigned or not signed by a key in the repository's "
-                              "`allowed_signers`, and the signature policy requires it (nothing installed)",
-    DeviceError.exit_code: "a device the recipe or config.toml passes in (`devices`) does not exist on this host",
+    SignatureError.exit_code: "an image or bundle is unsigned or not signed by a key in `allowed_signers`: "
+                              "refused by the `require` policy (nothing installed) or by `sandman verify`",
+    DeviceError.exit_code: "a device the recipe or config.toml passes in (`devices`) does not exist on "
+                           "this host",
     PlatformError.exit_code: "the recipe's `platform` is unknown, or this host cannot emulate it (no "
                              "QEMU binfmt_misc entry)",
     EngineError.exit_code: "the Docker daemon refused or failed a request (its message follows)",

@@ -223,6 +223,24 @@ def publish(engine: Engine, image_id: str, ref: str, fingerprint: str, *, replac
     return image_id
 
 
+def moved_bases(engine: Engine, rec: InstallRecord) -> list[str]:
+    """The bases of rec's image whose name here now holds another image: a locally built
+    image whose base was bootstrapped again (a rebuild would start from the new one).
+
+    An image from the registry is exempt: it is a teammate's build, the same by digest on every
+    machine, whatever this machine's own base is (the lock, not the local base, says which
+    image the team uses). A base name that is not here says nothing either way.
+    """
+    if rec.origin == "registry":
+        return []
+    moved = []
+    for ref, digest in sorted(rec.bases.items()):
+        info = engine.image(ref)
+        if info is not None and info.id != digest:
+            moved.append(ref)
+    return moved
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What gc does with one sandman image, and why (printed by `gc --dry-run`)."""

@@ -21,6 +21,7 @@ from sandman.context import Context
 from sandman.errors import ImageMissingError, NotFoundError, SandmanError, UntrustedError
 from sandman.installs import InstallRecord
 from sandman.recipes import Mount, Recipe, Runtime, Version
+from sandman.registry import built_on
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,33 @@ def plan(ctx: Context, r: Resolved) -> BuildPlan:
 
 
 def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
+    """The image for r: this daemon's cache, else the registry (by the portable fingerprint:
+    no base needed here), else a build. The result says which (origin)."""
+    from dataclasses import replace
+
     p = plan(ctx, r)
     ctx.out.info(f"{r.key}: fingerprint {p.fingerprint[:12]}")
     from sandman import registry  # a configured registry is tried before building
 
     reg = registry.configured(ctx)
-    fetch = registry.fetcher(ctx, reg) if reg else None
+    pulled: list[str] = []
+    fetch = None
+    if reg:
+        fetch_one = registry.fetcher(ctx, reg)
+
+        def fetch(plan: BuildPlan) -> str | None:
+            got = fetch_one(plan)
+            if got:
+                pulled.append(got)
+            return got
     from sandman.sources import configured_mirror
 
     result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch,
                           mirror=configured_mirror(ctx.config.sources_mirror, ctx.env))
-    ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
-    return result
+    origin = "built" if result.built else "registry" if pulled else "local"
+    if origin != "registry":  # a pull said its own line ("pulled <registry ref>")
+        ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
+    return replace(result, origin=origin)
 
 
 def runtime_to_dict(rt: Runtime) -> dict:
@@ -113,11 +129,14 @@ def prepare(ctx: Context, spec: Spec, approve: consent.Approver | None = None) -
     names = shims.shim_names(r.recipe.tool, r.version.version, rt)
     shims.check_targets(ctx.paths.bin_dir, names, r.key)  # fail before building
     previous = installs.load(ctx.paths, r.recipe.tool, r.version.version)
-    old_rt = runtime_from_dict(previous.runtime) if previous and previous.runtime else None
+    old_rt = (consent.granted(runtime_from_dict(previous.runtime), previous.shim_inputs)
+              if previous and previous.runtime else None)
+    settings = ctx.config.for_tool(r.recipe.tool, r.version.version)
+    consent.check_devices(r.recipe.path, r.version.version, rt, settings, ctx.config.path)
     if previous is None:
-        lines = consent.disclose(rt, ctx.config.for_tool(r.recipe.tool, r.version.version))
+        lines = consent.disclose(rt, settings)
         ctx.out.info(f"{r.key} will be able to reach:\n" + "\n".join("  " + x for x in lines))
-    consent.check(r.key, old_rt, rt, approve)  # before building: a refusal changes nothing
+    consent.check(r.key, old_rt, settings.apply(rt), approve)  # before building: a refusal changes nothing
     return r
 
 
@@ -190,13 +209,20 @@ def finish(ctx: Context, r: Resolved, result: BuildResult) -> InstallResult:
     if previous:
         stale = [n for n in previous.shims if n not in names]
         shims.remove_shims(Path(previous.bin_dir), stale, r.key)
+    info = ctx.engine.image(result.image_id)
+    bases = built_on(info.labels) if info is not None else {}
+    origin = result.origin
+    if previous is not None and previous.image_id == result.image_id:
+        bases = bases or previous.bases  # an image from before the bases label
+        if origin in ("", "local"):
+            origin = previous.origin or origin  # reinstalling a pulled image keeps "registry"
     record = InstallRecord(
         tool=r.recipe.tool, version=r.version.version, source=r.entry.source.name,
         recipe_file=str(r.entry.recipe_file), fingerprint=result.fingerprint,
         image_id=result.image_id, image_tag=result.tag, shims=tuple(names),
         bin_dir=str(ctx.paths.bin_dir), installed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         runtime=runtime_to_dict(rt), shim_inputs=shims.made_from(sctx.settings, sctx.warm_idle_minutes),
-        full_version=result.full_version,
+        full_version=result.full_version, bases=bases, origin=origin,
     )
     images.add_root(ctx.engine, ctx.paths, record)  # this home holds the image: no gc takes it
     installs.write_record(ctx.paths, record)
@@ -217,11 +243,14 @@ def rewrite_shims(ctx: Context, spec: Spec, approve: consent.Approver | None = N
     r = prepare(ctx, spec, approve)
     return finish(ctx, r, BuildResult(image_id=rec.image_id, tag=rec.image_tag,
                                       fingerprint=rec.fingerprint, built=False,
-                                      full_version=rec.full_version))
+                                      full_version=rec.full_version, origin=rec.origin))
 
 
 def installed(ctx: Context, spec: Spec) -> InstallRecord:
     rec = installs.load(ctx.paths, spec.tool, spec.version or "")
+    if rec is None and spec.version:  # an alias of an installed version (recipes.Recipe.version)
+        with contextlib.suppress(SandmanError):
+            rec = installs.load(ctx.paths, spec.tool, ctx.catalog.resolve(spec)[2].version)
     if rec is None:
         have = ", ".join(r.key for r in installs.all_records(ctx.paths)) or "none"
         raise NotFoundError(f"{spec.tool}@{spec.version} is not installed; installed: {have}")
@@ -256,6 +285,8 @@ def reshim(ctx: Context, spec: Spec) -> list[Path]:
     images.add_root(ctx.engine, ctx.paths, rec)  # claims an install made before roots existed
     rt = runtime_from_dict(rec.runtime)
     sctx = shim_context(ctx, rec.tool, rec.version, rec.image_tag, rec.image_id, rt)
+    consent.check(rec.key, consent.granted(rt, rec.shim_inputs), sctx.settings.apply(rt), None,
+                  cause=str(ctx.paths.config_file))  # config.toml granting more needs a yes
     written = shims.write_shims(ctx.paths.bin_dir, {n: shims.render(sctx, n) for n in rec.shims},
                                 rec.key)
     inputs = shims.made_from(sctx.settings, sctx.warm_idle_minutes)

@@ -33,6 +33,11 @@ class InstallRecord:
     runtime: dict = field(default_factory=dict)  # the runtime settings the shims were made with
     shim_inputs: dict = field(default_factory=dict)  # digests of the rest a shim bakes in (shims.made_from)
     full_version: str | None = None  # what the recipe's version_check proved the image is
+    # The local build facts beside the portable fingerprint: the bases the image was built on
+    # ({ref: digest}, from its io.sandman.bases label) and where this install got it: built
+    # (here), registry (pulled: a teammate's build), local (already in this daemon's cache).
+    bases: dict = field(default_factory=dict)
+    origin: str = ""  # "" in records written before origins were kept
     schema: int = RECORD_SCHEMA
 
     @property

@@ -44,6 +44,7 @@ EXIT_CODES: dict[str, int] = {
     "IMAGE_MISSING": errors.ImageMissingError.exit_code,
     "MOUNT": errors.MountError.exit_code,
     "STATE": errors.StateError.exit_code,
+    "DEVICE": errors.DeviceError.exit_code,
 }
 
 

@@ -11,8 +11,11 @@ parses the file as TOML and refuses one where TOML would see something else, so
 `sandman which` never disagrees with the shim.
 
 `sandman.lock` beside the project file records, per tool, the recipe source, the repository
-commit and the fingerprint an install produced, so a teammate's install can tell when it would
-get a different image.
+commit, the portable fingerprint (the same on every machine: no local id goes into it), and the
+image and its bases by digest (the config digest, which a registry push and pull keep). A
+teammate's install checks the fingerprint before anything is built or pulled (exit 110 when it
+would get another recipe), then compares the digests of what it got: the same image when it came
+from the registry, or a warning naming each digest that differs when it had to be built here.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from sandman.text import safe
 
 PROJECT_FILE = ".sandman.toml"
 LOCK_FILE = "sandman.lock"
-LOCK_SCHEMA = 1
+LOCK_SCHEMA = 2  # 2: portable fingerprints, image and base digests
 # The shim's regular expressions (shims/default.bash), in Python's spelling.
 PIN_RE = re.compile(r"""^(?:([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'([A-Za-z0-9._-]+)')"""
                     r"""[ \t\r\v\f]*=[ \t\r\v\f]*(?:"([^"]*)"|'([^']*)')[ \t\r\v\f]*(?:#.*)?\Z""")
@@ -302,7 +305,7 @@ class UseResult:
 def use(ctx: Context, tool: str, version: str, *, global_: bool, cwd: Path) -> UseResult:
     """Pin tool@version and write its plain shims: the shims first, so a pin never exists
     without them (a plain command whose shim is missing would run the host's tool instead)."""
-    ctx.catalog.resolve(Spec(tool, version))  # a tool and version that exist
+    version = ctx.catalog.resolve(Spec(tool, version))[2].version  # exists; an alias pins its version
     file = global_file(ctx.paths) if global_ else (find_project(cwd) or cwd / PROJECT_FILE)
     if file.exists():
         read_pins(file)  # a broken pin file stops here, before any shim is written
@@ -376,18 +379,28 @@ class Locked:
     version: str
     source: str
     commit: str  # the repository's pinned commit, "" for other sources
-    fingerprint: str
+    fingerprint: str  # portable: recipe content, inputs and base references
+    image: str = ""  # the image's digest (its id, the config digest): "" in a schema-1 lock
+    bases: dict = field(default_factory=dict)  # base ref -> digest the image was built on
+    schema: int = LOCK_SCHEMA  # 1: an older sandman's, whose fingerprints held local base ids
 
 
 def read_lock(file: Path) -> dict[str, Locked]:
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
-        if data.get("schema") != LOCK_SCHEMA:
-            raise StateError(f"{file}: lock schema {data.get('schema')}; this sandman reads "
-                             f"schema {LOCK_SCHEMA}")
-        return {tool: Locked(tool=tool, version=t["version"], source=t["source"],
-                             commit=t.get("commit", ""), fingerprint=t["fingerprint"])
-                for tool, t in data.get("tools", {}).items()}
+        schema = data.get("schema")
+        if schema not in (1, LOCK_SCHEMA):
+            raise StateError(f"{file}: lock schema {schema}; this sandman reads schemas 1 and "
+                             f"{LOCK_SCHEMA}")
+        out = {}
+        for tool, t in data.get("tools", {}).items():
+            bases = t.get("bases", {})
+            if not isinstance(bases, dict) or not all(isinstance(v, str) for v in bases.values()):
+                raise TypeError(f"tools.{tool}.bases is not a table of digests")
+            out[tool] = Locked(tool=tool, version=t["version"], source=t["source"],
+                               commit=t.get("commit", ""), fingerprint=t["fingerprint"],
+                               image=str(t.get("image", "")), bases=dict(bases), schema=schema)
+        return out
     except OSError as e:
         raise StateError(f"{file}: cannot read: {e.strerror}") from e
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
@@ -401,8 +414,28 @@ def render_lock(entries: dict[str, Locked]) -> str:
         key = tool if BARE_KEY_RE.match(tool) else json.dumps(tool)
         out += ["", f"[tools.{key}]"]
         out += [f"{k} = {json.dumps(getattr(e, k))}" for k in ("version", "source", "commit",
-                                                              "fingerprint")]
+                                                              "fingerprint", "image")]
+        pairs = ", ".join(f"{json.dumps(r)} = {json.dumps(d)}" for r, d in sorted(e.bases.items()))
+        out.append(f"bases = {{ {pairs} }}" if pairs else "bases = {}")
     return "\n".join(out) + "\n"
+
+
+def differences(locked: Locked, rec: installs.InstallRecord, lock_file: Path) -> str | None:
+    """What differs between the lock's image and bases and an install's, by digest; None when
+    the install is exactly the locked image (or the lock names none)."""
+    if not locked.image or locked.image == rec.image_id:
+        return None
+
+    def on(bases: dict) -> str:
+        return ", ".join(f"{r} {d[:19]}" for r, d in sorted(bases.items())) or "unknown bases"
+    why = {"built": "built here: the registry had no image of that fingerprint (push it from "
+                    "where the lock was made)",
+           "registry": "the registry holds another build of that fingerprint (pushed again "
+                       "since the lock was made?)"}.get(
+        rec.origin, "this daemon already had another build of that fingerprint")
+    return (f"{rec.key}: image {rec.image_id[:19]} on {on(rec.bases)} here, {lock_file} has "
+            f"{locked.image[:19]} on {on(locked.bases)}; {why}; the lock keeps its digests "
+            "(sandman install --update-lock takes these)")
 
 
 def _commit_of(paths: Paths, source: str) -> str:
@@ -431,6 +464,10 @@ def install_project(ctx: Context, cwd: Path, *, update_lock: bool = False,
         raise UsageError(f"{project} pins no tools; add one with: sandman use TOOL VERSION")
     lock_file = project.parent / LOCK_FILE
     lock = read_lock(lock_file) if lock_file.exists() else {}
+    if not update_lock and any(e.schema == 1 for e in lock.values()):
+        raise LockError(f"{lock_file} was written by an older sandman (schema 1: its fingerprints "
+                        "held this machine's base image ids, so they match nowhere else); run "
+                        "`sandman install --update-lock` to rewrite it with portable ones")
     planned = []
     problems = []
     for tool, version in pins.items():
@@ -464,11 +501,19 @@ def install_project(ctx: Context, cwd: Path, *, update_lock: bool = False,
         res = core.install(ctx, spec, force=force, approve=approve)
         results.append(res)
         write_defaults(ctx, res.record.tool, res.record.version)  # the commands it has now
-        new = Locked(res.record.tool, res.record.version, source, commit, res.record.fingerprint)
+        new = Locked(res.record.tool, res.record.version, source, commit, res.record.fingerprint,
+                     res.record.image_id, dict(res.record.bases))
         prev = entries.get(new.tool)
-        if prev is None or (prev.version, prev.source, prev.fingerprint) != (
+        if prev is None or not prev.image or (prev.version, prev.source, prev.fingerprint) != (
                 new.version, new.source, new.fingerprint):
-            entries[new.tool] = new  # else the same install: the lock keeps its commit
+            entries[new.tool] = new
+        elif prev.image != new.image:  # the same recipe, another build of it
+            if update_lock:
+                entries[new.tool] = Locked(**{**prev.__dict__, "image": new.image,
+                                              "bases": new.bases})
+            else:
+                ctx.out.warn(differences(prev, res.record, lock_file) or "")
+        # else the same install: the lock keeps its commit
     entries = {t: e for t, e in entries.items() if t in pins}
     text = render_lock(entries)
     old = lock_file.read_text(encoding="utf-8") if lock_file.exists() else None

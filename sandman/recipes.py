@@ -40,6 +40,19 @@ MAX_RECIPE_BYTES = 1 << 20
 MAX_DOCKERFILE_BYTES = 1 << 20
 MODES = ("ro", "rw")
 PATH_ARG_MODES = ("ro", "rw", "off")
+NETWORK_MODES = ("none", "bridge", "host")
+# A device as docker takes it: HOST[:CONTAINER][:PERMS], both paths under /dev, PERMS of r, w, m.
+DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9._/+-]+(:/dev/[A-Za-z0-9._/+-]+)?(:[rwm]{1,3})?\Z")
+# The Linux capabilities (capabilities(7)); a recipe names them without the CAP_ prefix.
+CAPABILITIES = frozenset({
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
+    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
+    "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE",
+    "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG",
+    "WAKE_ALARM"
+})
 
 
 @dataclass(frozen=True)
@@ -85,9 +98,32 @@ class Runtime:
     pass_env: tuple[str, ...] = ()
     path_env: dict[str, str] = field(default_factory=dict)
     path_args: str = "ro"
-    network: bool = False
+    network: str = "none"  # none | bridge | host
     smoke: tuple[str, ...] = ()
     mounts: tuple[Mount, ...] = ()
+    # commands whose name in the image differs from the shim's: shim name -> name in the image
+    command_run: dict[str, str] = field(default_factory=dict)
+    home_files: tuple[str, ...] = ()  # relative to HOME, mounted read-only when they exist
+    devices: tuple[str, ...] = ()  # HOST[:CONTAINER][:PERMS], as docker's --device
+    cap_add: tuple[str, ...] = ()  # capability names without CAP_
+    aliases: tuple[str, ...] = ()  # other names of this version (tool@alias resolves to it)
+    alias_shims: bool = False  # also write a shim per alias (jq-1.7.1 next to jq-1.7)
+    platform: str | None = None  # linux/amd64...: images of another CPU, run through QEMU
+
+    def __post_init__(self) -> None:
+        """Install records written before these keys existed (or by JSON) come back equal:
+        lists become tuples, and the old boolean network means none or bridge."""
+        for name in ("entrypoint", "commands", "pass_env", "smoke", "home_files", "devices",
+                     "cap_add", "aliases"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.network, bool):
+            object.__setattr__(self, "network", "bridge" if self.network else "none")
+
+    def run_name(self, command: str) -> str:
+        """What the shim `command` runs in the image."""
+        return self.command_run.get(command, command)
 
 
 @dataclass(frozen=True)
@@ -124,7 +160,9 @@ class Recipe:
         return self.path.parent
 
     def version(self, name: str) -> Version | None:
-        return next((v for v in self.versions if v.version == name), None)
+        """The version named `name`, or the one that has it among its aliases."""
+        exact = next((v for v in self.versions if v.version == name), None)
+        return exact or next((v for v in self.versions if name in v.runtime.aliases), None)
 
     @property
     def version_names(self) -> list[str]:
@@ -133,15 +171,18 @@ class Recipe:
 
 RUNTIME_KEYS = {
     "entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "network", "smoke",
-    "mounts",
+    "mounts", "home_files", "devices", "cap_add", "alias_shims", "platform",
 }
 BUILD_KEYS = {"base", "packages", "run", "dockerfile", "build_args", "files", "kits", "sources"}
 TOP_KEYS = {"schema", "tool", "description", "homepage", "versions", "version_check"} | RUNTIME_KEYS
-VERSION_KEYS = RUNTIME_KEYS | BUILD_KEYS | {"version_check", "full_version"}
+VERSION_KEYS = RUNTIME_KEYS | BUILD_KEYS | {"version_check", "full_version", "aliases"}
 MOUNT_KEYS = {"name", "source", "target", "mode", "optional"}
 KIT_KEYS = {"file", "sha256"}
 SOURCE_KEYS = {"url", "sha256", "file"}
 CHECK_KEYS = {"command", "expect"}
+COMMAND_KEYS = {"shim", "run"}
+# what a shim may run in the image: a command name, or an absolute path
+RUN_RE = re.compile(r"^(/[A-Za-z0-9._+-]+)*/?[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 
 
 class NotRegularError(Exception):
@@ -422,6 +463,7 @@ class _Validator:
         elif not isinstance(versions_raw, dict) or not versions_raw:
             self.err(("versions",), "expected a table with one table per version")
         else:
+            taken = {name: "a version" for name in versions_raw}
             for name, vdata in versions_raw.items():
                 kp = ("versions", name)
                 if not VERSION_RE.match(name):
@@ -432,6 +474,9 @@ class _Validator:
                 self.unknown(vdata, VERSION_KEYS, kp)
                 build = self.build(vdata, kp)
                 runtime = self.runtime(vdata, kp, defaults)
+                if "aliases" in vdata:
+                    runtime = Runtime(**{**runtime.__dict__, "aliases": self.aliases(
+                        vdata["aliases"], (*kp, "aliases"), taken, name)})
                 full = self.string(vdata, "full_version", (*kp, "full_version"))
                 if full is not None and not VERSION_RE.match(full):
                     self.err((*kp, "full_version"), f"{quoted(full)} is not a valid version "
@@ -454,11 +499,7 @@ class _Validator:
         if "entrypoint" in d:
             values["entrypoint"] = self.strlist(d, "entrypoint", (*kp, "entrypoint"), allow_str=True)
         if "commands" in d:
-            cmds = self.strlist(d, "commands", (*kp, "commands"))
-            for c in cmds:
-                if not COMMAND_RE.match(c):
-                    self.err((*kp, "commands"), f"{quoted(c)} is not a valid command name for a shim")
-            values["commands"] = cmds
+            values["commands"], values["command_run"] = self.commands(d["commands"], (*kp, "commands"))
         if "env" in d:
             env = self.strtable(d, "env", (*kp, "env"))
             for k in env:
@@ -486,15 +527,110 @@ class _Validator:
             else:
                 values["path_args"] = pa
         if "network" in d:
-            if not isinstance(d["network"], bool):
-                self.err((*kp, "network"), f"expected true or false, got {_kind(d['network'])}")
+            net = network_value(d["network"])
+            if net is None:
+                self.err((*kp, "network"), f"expected \"none\", \"bridge\", \"host\", true or false, "
+                         f"got {safe(repr(d['network']))}")
             else:
-                values["network"] = d["network"]
+                values["network"] = net
+        if "home_files" in d:
+            values["home_files"] = self.home_files(d, (*kp, "home_files"))
+        if "devices" in d:
+            devices = self.strlist(d, "devices", (*kp, "devices"))
+            for dev in devices:
+                if problem := device_problem(dev):
+                    self.err((*kp, "devices"), problem)
+            values["devices"] = devices
+        if "cap_add" in d:
+            caps = self.strlist(d, "cap_add", (*kp, "cap_add"))
+            values["cap_add"] = tuple(dict.fromkeys(c.upper().removeprefix("CAP_") for c in caps))
+            for c in caps:
+                if problem := capability_problem(c):
+                    self.err((*kp, "cap_add"), problem)
+        if "alias_shims" in d:
+            if not isinstance(d["alias_shims"], bool):
+                self.err((*kp, "alias_shims"), f"expected true or false, got {_kind(d['alias_shims'])}")
+            else:
+                values["alias_shims"] = d["alias_shims"]
+        if "platform" in d:
+            from sandman.platforms import known_names, lookup
+
+            found = lookup(d["platform"]) if isinstance(d["platform"], str) else None
+            if found is None:
+                self.err((*kp, "platform"), f"unknown platform {safe(repr(d['platform']))}; "
+                         f"sandman knows {known_names()}")
+            else:
+                values["platform"] = found.name
         if "smoke" in d:
             values["smoke"] = self.strlist(d, "smoke", (*kp, "smoke"), allow_str=True)
         if "mounts" in d:
             values["mounts"] = self.mounts(d["mounts"], (*kp, "mounts"))
         return Runtime(**{**base.__dict__, **values})
+
+    def commands(self, raw: Any, kp: tuple) -> tuple[tuple[str, ...], dict[str, str]]:
+        """`["jq", { shim = "db_dump", run = "db5.3_dump" }]`: shim names, and the run names
+        that differ from them."""
+        if not isinstance(raw, list):
+            self.err(kp, f"expected an array of names or {{ shim, run }} tables, got {_kind(raw)}")
+            return (), {}
+        names: list[str] = []
+        run: dict[str, str] = {}
+        for i, entry in enumerate(raw):
+            if isinstance(entry, dict):
+                self.unknown(entry, COMMAND_KEYS, (*kp, i))
+                shim = self.string(entry, "shim", (*kp, i, "shim"), required=True)
+                target = self.string(entry, "run", (*kp, i, "run"), required=True)
+                if target is not None and not RUN_RE.match(target):
+                    self.err((*kp, i, "run"), f"{quoted(target)} is not a command name or an absolute "
+                             "path in the image")
+                    target = None
+            elif isinstance(entry, str):
+                shim, target = entry, entry
+            else:
+                self.err((*kp, i), f"expected a name or a {{ shim, run }} table, got {_kind(entry)}")
+                continue
+            if shim is None:
+                continue
+            if not COMMAND_RE.match(shim):
+                self.err((*kp, i) if isinstance(entry, dict) else kp,
+                         f"{quoted(shim)} is not a valid command name for a shim")
+                continue
+            if shim in names:
+                self.err(kp, f"{quoted(shim)} is listed twice")
+                continue
+            names.append(shim)
+            if target is not None and target != shim:
+                run[shim] = target
+        return tuple(names), run
+
+    def home_files(self, d: dict, kp: tuple) -> tuple[str, ...]:
+        """Paths relative to HOME (`.my.cnf`, `.symapi/config`): never absolute, never `..`,
+        never the home itself."""
+        out: list[str] = []
+        for rel in self.strlist(d, "home_files", kp):
+            if problem := home_file_problem(rel):
+                self.err(kp, problem)
+            elif rel.rstrip("/") not in out:
+                out.append(rel.rstrip("/"))
+        return tuple(out)
+
+    def aliases(self, raw: Any, kp: tuple, taken: dict[str, str], version: str) -> tuple[str, ...]:
+        """Other names of `version`; `taken` (name -> what holds it) spans the whole recipe."""
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            self.err(kp, f"expected a list of strings, got {_kind(raw)}")
+            return ()
+        out: list[str] = []
+        for name in raw:
+            if not VERSION_RE.match(name):
+                self.err(kp, f"{quoted(name)} is not a valid version (letters, digits, . _ + -)")
+            elif name in taken and taken[name] != version:
+                self.err(kp, f"{quoted(name)} is already {taken[name]}")
+            elif name == version or name in out:
+                self.err(kp, f"{quoted(name)} is listed twice (or is the version itself)")
+            else:
+                taken[name] = f"an alias of {quoted(version)}"
+                out.append(name)
+        return tuple(out)
 
     def version_check(self, raw: Any, kp: tuple) -> tuple[tuple[str, ...], str] | None:
         """`{ command = [...], expect = "regex" }` as written (placeholders not yet replaced)."""
@@ -644,6 +780,42 @@ class _Validator:
                 kits.append(Kit(f, sha))
         sources = self.sources(d["sources"], (*kp, "sources")) if "sources" in d else ()
         return BuildSpec(base, packages, run, dockerfile, build_args, files, tuple(kits), sources)
+
+
+def network_value(raw: Any) -> str | None:
+    """A recipe's or config.toml's `network` as a mode: the boolean stays none/bridge."""
+    if isinstance(raw, bool):
+        return "bridge" if raw else "none"
+    return raw if raw in NETWORK_MODES else None
+
+
+def device_problem(dev: str) -> str | None:
+    """Why `dev` cannot be a `devices` entry, or None (existence is checked on the host that runs it)."""
+    if not DEVICE_RE.match(dev) or "/../" in dev + "/" or "/./" in dev + "/":
+        return (f"{quoted(dev)} is not a device: expected /dev/NAME, /dev/NAME:/dev/NAME or "
+                "either with :PERMS (r, w, m)")
+    return None
+
+
+def capability_problem(cap: str) -> str | None:
+    """Why `cap` is not a Linux capability name (SYS_RAWIO or CAP_SYS_RAWIO), or None."""
+    if cap.upper().removeprefix("CAP_") in CAPABILITIES:
+        return None
+    close = difflib.get_close_matches(cap.upper().removeprefix("CAP_"), sorted(CAPABILITIES), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{quoted(cap)} is not a Linux capability{hint}; see capabilities(7)"
+
+
+def home_file_problem(rel: str) -> str | None:
+    """Why `rel` cannot be a `home_files` entry, or None."""
+    parts = rel.rstrip("/").split("/")
+    if rel.startswith("/") or rel.startswith("~"):
+        return f"{quoted(rel)} must be a path relative to your home (like \".my.cnf\"), not absolute"
+    if any(p in ("", ".", "..") for p in parts):
+        return f"{quoted(rel)} must name a file or folder inside your home, without . or .. or //"
+    if has_control(rel):
+        return f"{quoted(rel)} has a control character"
+    return None
 
 
 def url_problem(url: str) -> str | None:

@@ -1,10 +1,18 @@
 """A team's image cache in an ordinary OCI registry (Docker Distribution or any other).
 
-An image is pushed under a tag derived from its fingerprint, so a pull asks for exactly the
-image a build would make here; after the pull the image's fingerprint label is checked before it
-is used. Docker keeps the image id (the config digest) across push and pull, so an install from
-the registry is the same image as the build that was pushed. Credentials are Docker's own
-(~/.docker/config.json, read by the SDK); sandman stores none.
+An image is pushed under a tag derived from its fingerprint, which is portable (recipe content,
+inputs and base *references*, no local id: see build.py), so a teammate on another machine asks
+for exactly the image a build would make there, without any base image of their own; after the
+pull the image's fingerprint label is checked before it is used. Docker keeps the image id (the
+config digest) across push and pull, so an install from the registry is the same image, by
+digest, as the build that was pushed.
+
+Each image's bases travel with it: `push` also pushes every base named in the image's
+`io.sandman.bases` label under `<registry>/sandman-base/<name>:sha256-<digest>` (the full config
+digest in the tag), and a pull fetches them and checks each digest exactly. A teammate so gets
+the very base the image was built on, tagged under its usual name when that name is free here
+(never moved when it is not), for later builds, `export` or an SBOM. Credentials are Docker's
+own (~/.docker/config.json, read by the SDK); sandman stores none.
 
 This module sits below install (which tries `fetcher` before building): it takes build plans
 and image ids, and never resolves or builds a recipe itself.
@@ -12,13 +20,14 @@ and image ids, and never resolves or builds a recipe itself.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sandman.build import BuildPlan, cached
+from sandman.build import BASES_LABEL, BuildPlan, cached
 from sandman.context import Context
-from sandman.errors import RemoteError, UsageError
+from sandman.errors import ImageMissingError, RemoteError, UsageError
 from sandman.names import LABEL_FINGERPRINT
 
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
@@ -50,11 +59,54 @@ def remote_ref(registry: str, tool: str, version: str, fingerprint: str) -> str:
     return f"{registry}/{tool}:{safe}-{fingerprint[:12]}"
 
 
+BASE_REPO = "sandman-base"
+
+
+def base_remote_ref(registry: str, ref: str, image_id: str) -> str:
+    """`<registry>/sandman-base/<name>:sha256-<hex>`: one base by its full digest (its image id).
+
+    The name is the base reference made safe for a repository path (`debian:bookworm-slim` ->
+    `debian-bookworm-slim`); the tag, not the name, identifies the content.
+    """
+    return f"{registry}/{local_base_ref(ref, image_id)}"
+
+
+def local_base_ref(ref: str, image_id: str) -> str:
+    """`sandman-base/<name>:sha256-<hex>`: the registry's name for a base, without the registry."""
+    name = re.sub(r"[^a-z0-9]+", "-", ref.lower()).strip("-") or "base"
+    return f"{BASE_REPO}/{name}:{image_id.replace(':', '-')}"
+
+
+BASE_REF_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]{0,254}$")  # name[:tag], no digest, no spaces
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def built_on(labels: dict[str, str]) -> dict[str, str]:
+    """The bases an image says it was built on ({ref: image id}); {} for older images.
+
+    The label comes from the image (a registry's, perhaps), so only a plain image name with a
+    full digest counts: never a sandman name (`sandman/...`, a root, a claim), which a pull
+    would otherwise tag onto whatever image the label points at.
+    """
+    from sandman.images import is_sandman_tag
+
+    try:
+        data = json.loads(labels.get(BASES_LABEL) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)
+            and BASE_REF_RE.match(k) and DIGEST_RE.match(v) and not is_sandman_tag(k)
+            and not k.startswith(f"{BASE_REPO}/")}
+
+
 @dataclass(frozen=True)
 class Transfer:
     ref: str  # the registry reference
     image_id: str
     fingerprint: str
+    bases: dict[str, str] = field(default_factory=dict)  # base ref -> digest moved with it
 
 
 def pull_missing(ctx: Context, plan: BuildPlan, registry: str) -> Transfer | None:
@@ -66,8 +118,23 @@ def pull_missing(ctx: Context, plan: BuildPlan, registry: str) -> Transfer | Non
 
 def push(ctx: Context, tool: str, version: str, fingerprint: str, image_id: str,
          registry: str) -> Transfer:
-    """Push one local image; the registry tag is only a name, removed locally after."""
+    """Push one local image and the bases it was built on (by digest); the registry tags are
+    only names, removed locally after. The bases go first: a teammate who finds the image
+    finds its bases."""
+    info = ctx.engine.image(image_id)
+    bases = built_on(info.labels) if info is not None else {}
+    for base, base_id in sorted(bases.items()):
+        if ctx.engine.image(base_id) is None:
+            raise ImageMissingError(f"{tool}@{version} was built on {base} {base_id[:19]}, which "
+                                    "is not here any more; nothing was pushed; rebuild it "
+                                    f"(sandman install --force {tool}@{version}) or pull it again")
+        _push_one(ctx, base_id, base_remote_ref(registry, base, base_id), registry)
     ref = remote_ref(registry, tool, version, fingerprint)
+    _push_one(ctx, image_id, ref, registry)
+    return Transfer(ref, image_id, fingerprint, bases)
+
+
+def _push_one(ctx: Context, image_id: str, ref: str, registry: str) -> None:
     ctx.engine.tag(image_id, ref)
     try:
         ctx.engine.push(ref, ctx.out.step)
@@ -75,7 +142,6 @@ def push(ctx: Context, tool: str, version: str, fingerprint: str, image_id: str,
         raise RemoteError(f"registry {registry}: {_short(e.message)}") from e
     finally:
         ctx.engine.remove_image(ref)
-    return Transfer(ref, image_id, fingerprint)
 
 
 def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
@@ -93,7 +159,52 @@ def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
         ctx.engine.tag(info.id, plan.tag)
     finally:
         ctx.engine.remove_image(ref)  # the remote name; the image stays under plan.tag
-    return Transfer(ref, info.id, plan.fingerprint)
+    from sandman import signing  # the signature policy, before anything uses the image
+
+    signing.check_pulled(ctx, ref, source=plan.source, tool=plan.tool, version=plan.version,
+                         fingerprint=plan.fingerprint, image_id=info.id, local_tag=plan.tag)
+    bases = built_on(info.labels)
+    for base, base_id in sorted(bases.items()):
+        pull_base(ctx, registry, base, base_id)
+    return Transfer(ref, info.id, plan.fingerprint, bases)
+
+
+def pull_base(ctx: Context, registry: str, base: str, base_id: str) -> bool:
+    """The base an image was built on, by digest: here already, or pulled and checked. Tagged
+    as `base` when that name is free here; a name that holds another image is never moved
+    (your builds keep your base). A base the registry lacks is a warning, not a failure: the
+    image holds all its layers and runs without it. Returns whether the base is here."""
+    if ctx.engine.image(base_id) is None:
+        ref = base_remote_ref(registry, base, base_id)
+        try:
+            info = ctx.engine.pull(ref)
+        except RemoteError as e:
+            ctx.out.warn(f"registry {registry}: no base {base} {base_id[:19]} "
+                         f"({_short(e.message)}); the image runs without it")
+            return False
+        try:
+            if info.id != base_id:
+                ctx.out.warn(f"registry {registry}: {ref} is {info.id[:19]}, not {base_id[:19]}; "
+                             "not using it")
+                return False
+            _name_base(ctx, base, base_id)  # before the remote name goes: it holds the image
+        finally:
+            ctx.engine.remove_image(ref)
+        ctx.out.step(f"pulled base {base} {base_id[:19]}")
+    else:
+        _name_base(ctx, base, base_id)
+    return True
+
+
+def _name_base(ctx: Context, base: str, base_id: str) -> None:
+    """`base` when that name is free here, else `sandman-base/<name>:sha256-<hex>` (a name
+    that holds another image is never moved; gc leaves both alone: they are not sandman's)."""
+    name = base if ":" in base.rsplit("/", 1)[-1] else f"{base}:latest"
+    held = ctx.engine.image(name)
+    if held is None:
+        ctx.engine.tag(base_id, name)
+    elif held.id != base_id:
+        ctx.engine.tag(base_id, local_base_ref(base, base_id))
 
 
 def fetcher(ctx: Context, registry: str) -> Callable[[BuildPlan], str | None]:

@@ -37,7 +37,8 @@ MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see
 DOCKER_SOCKET = "/var/run/docker.sock"
 # the recipe's runtime fields a shim bakes in (smoke is only run by install)
 RECIPE_FIELDS = ("entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "mounts",
-                 "network")
+                 "network", "command_run", "home_files", "devices", "cap_add", "aliases",
+                 "alias_shims", "platform")
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,22 @@ def env_prefix(tool: str) -> str:
     return "SANDMAN_" + tool.upper().replace("-", "_").replace(".", "_")
 
 
+def shim_plan(tool: str, version: str, runtime: Runtime) -> dict[str, str | None]:
+    """Shim name -> the command it stands for (None: the tool's own shim, `tool-version`).
+
+    A version's aliases get shims too when the recipe asks (`alias_shims = true`): `jq-1.7.1`
+    next to `jq-1.7`, the same tool in the same image.
+    """
+    plan: dict[str, str | None] = {}
+    for v in (version, *(runtime.aliases if runtime.alias_shims else ())):
+        plan.setdefault(f"{tool}-{v}", None)
+        for cmd in runtime.commands:
+            plan.setdefault(f"{cmd}-{v}", cmd)
+    return plan
+
+
 def shim_names(tool: str, version: str, runtime: Runtime) -> list[str]:
-    names = [f"{tool}-{version}"]
-    for cmd in runtime.commands:
-        name = f"{cmd}-{version}"
-        if name not in names:
-            names.append(name)
-    return names
+    return list(shim_plan(tool, version, runtime))
 
 
 # -- the shared runtime ----------------------------------------------------------------------
@@ -238,9 +248,13 @@ def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
     """
     config = {"mounts": settings.mounts, "extra_mounts": list(settings.extra_mounts),
               "env": sorted(settings.env), "warm": settings.warm, "idle": warm_idle_minutes}
+    if (settings.network, settings.devices, settings.cap_add) != (None, None, None):
+        config["grants"] = [settings.network, settings.devices, settings.cap_add]
     host = {"docker": shutil.which("docker") or "docker", "python": sys.executable,
             "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
-    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host)}
+    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host),
+            # what config.toml grants beyond the recipe, kept as is: consent.granted reads it
+            "grants": json.dumps([settings.network, settings.devices, settings.cap_add])}
 
 
 def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths,
@@ -253,7 +267,10 @@ def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths
         out.append("runtime")
     if current_runtime is not None:
         now = asdict(current_runtime)
-        then = recorded_runtime or {}
+        # a record from before a key existed holds its default; the old boolean network, none/bridge
+        then = asdict(Runtime(**{k: v for k, v in (recorded_runtime or {}).items() if k in now
+                                 and k != "mounts"}))
+        then["mounts"] = (recorded_runtime or {}).get("mounts", [])
         out += [f for f in RECIPE_FIELDS if _digest(then.get(f)) != _digest(now.get(f))]
     config_ok = recorded.get("config") == current["config"]
     if config_ok and env:
@@ -270,7 +287,8 @@ def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths
 
 # -- rendering ---------------------------------------------------------------------------------
 def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str:
-    rt, st = ctx.runtime, ctx.settings
+    st = ctx.settings
+    rt = st.apply(ctx.runtime)  # this host's network, devices and cap_add (config.toml)
     mounts = []
     for m in rt.mounts:
         src = st.mounts.get(m.name, m.source)
@@ -299,7 +317,12 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_PREFIX": _arr(prefix),
         "SM_NEEDCMD": "1" if needcmd else "0",
         "SM_COMMANDS": _arr(rt.commands),
-        "SM_NETWORK": "bridge" if rt.network else "none",
+        "SM_NETWORK": shlex.quote(rt.network),
+        "SM_PLATFORM": shlex.quote(rt.platform or ""),
+        "SM_RUN_AS": _arr(f"{k}={v}" for k, v in rt.command_run.items()),
+        "SM_HOME_FILES": _arr(rt.home_files),
+        "SM_DEVICES": _arr(rt.devices),
+        "SM_CAP_ADD": _arr(rt.cap_add),
         "SM_PATH_ARGS": rt.path_args,
         "SM_ENV": _arr(f"{k}={v}" for k, v in env.items()),
         "SM_ENV_FILE": shlex.quote(str(envf or "")),
@@ -335,10 +358,11 @@ def render(ctx: ShimContext, name: str) -> str:
     runtime = write_runtime(ctx.paths)
     write_env_file(ctx.paths, ctx.tool, ctx.version, ctx.settings.env)
     rt = ctx.runtime
-    if name == f"{ctx.tool}-{ctx.version}":
+    cmd = shim_plan(ctx.tool, ctx.version, rt).get(name, name[: -len(ctx.version) - 1])
+    if cmd is None:  # the tool's own shim (of the version or an alias)
         prefix, needcmd = list(rt.entrypoint), not rt.entrypoint
     else:
-        prefix, needcmd = [name[: -len(ctx.version) - 1]], False
+        prefix, needcmd = [rt.run_name(cmd)], False
     key = f"{ctx.tool}@{ctx.version}"
     return "\n".join([
         "#!/bin/bash",

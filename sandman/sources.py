@@ -134,6 +134,43 @@ def fetch(source: Source, paths: Paths, *, mirror: str | None, on_line: Callable
         detail="tried:\n" + "\n".join("  " + t for t in tried))
 
 
+def cached(paths: Paths, sha256: str) -> Path | None:
+    """The cached file with this sha256 when it is there and matches (hashed again), else None."""
+    target = cache_path(paths, sha256)
+    return target if _cached_digest(target) == sha256 else None
+
+
+def put(paths: Paths, sha256: str, stream: BinaryIO) -> str:
+    """Copy stream into the cache as `sha256`, only when its content hashes to it; its sha256.
+
+    For files that arrive by another road than a download (an offline bundle): the cache holds
+    only verified files, whoever brings them. A file already there and right is kept.
+    """
+    if cached(paths, sha256) is not None:
+        return sha256
+    target = cache_path(paths, sha256)
+    state.private_dir(target.parent)
+    with state.writing(target), contextlib.ExitStack() as stack:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{sha256}.", suffix=".tmp")
+        stack.callback(lambda: Path(tmp).unlink(missing_ok=True))
+        h = hashlib.sha256()
+        done = 0
+        with os.fdopen(fd, "wb") as out:
+            for block in iter(lambda: stream.read(CHUNK), b""):
+                done += len(block)
+                if done > MAX_BYTES:
+                    break
+                h.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = h.hexdigest() if done <= MAX_BYTES else "(larger than the limit)"
+        if digest == sha256:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+    return digest
+
+
 def _cached_digest(path: Path) -> str | None:
     """The sha256 of a cached (or hand-dropped) file, None when there is none.
 

@@ -34,8 +34,9 @@ def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStat
 
     image-missing (the tag is gone), image-replaced (the tag names another image than the one
     installed), shim-missing, image-stale (the recipe, its inputs or its base changed: a
-    rebuild), shim-stale (something a shim bakes in changed: the runtime, config.toml, the
-    host's docker, or a recipe runtime field such as env or mounts: a rewrite, no build).
+    rebuild; `image-stale: base` when built here on a base bootstrapped again since),
+    shim-stale (something a shim bakes in changed: the runtime, config.toml, the host's docker,
+    or a recipe runtime field such as env or mounts: a rewrite, no build).
     """
     from sandman.catalog import Spec
     from sandman.install import plan, resolve
@@ -59,6 +60,8 @@ def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStat
                     recipe_rt = r.version.runtime
                     if plan(ctx, r).fingerprint != rec.fingerprint:
                         state = "image-stale"
+                    elif images.moved_bases(ctx.engine, rec):  # built here on an older base
+                        state = "image-stale: base"
                 except SandmanError:
                     state = "image-stale"  # the recipe or its inputs are gone or broken: not current
             if state == "current":
@@ -134,6 +137,7 @@ def doctor(ctx: Context) -> list[Check]:
         if daemon and ctx.engine.image(rec.image_tag) is None:
             checks.append(Check(False, f"{rec.key} image",
                                 f"{rec.image_tag} is missing; run: sandman install {rec.key}"))
+        checks += _device_checks(ctx, rec)
     if daemon:  # what `list` calls image-replaced, image-stale or shim-stale (missing: above)
         for item in list_installs(ctx):
             if item.state not in ("current", "image-missing", "shim-missing"):
@@ -150,6 +154,31 @@ def doctor(ctx: Context) -> list[Check]:
                                     f"remove {f} or reinstall {owner}"))
     checks += [Check(*c) for c in pins.doctor_checks(ctx.paths, pins.cwd_of(ctx.env), ctx.env)]
     return checks
+
+
+def _device_checks(ctx: Context, rec: installs.InstallRecord) -> list[Check]:
+    """A device an install's shims pass in that is not a device here: every run would stop
+    (exit 98), so doctor says it first."""
+    import stat
+
+    from sandman import consent
+    from sandman.install import runtime_from_dict
+
+    try:
+        rt = consent.granted(runtime_from_dict(rec.runtime), rec.shim_inputs)
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for dev in rt.devices:
+        host = dev.split(":", 1)[0]
+        try:
+            mode = os.stat(host).st_mode
+            ok = stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        except OSError:
+            ok = False
+        out.append(Check(ok, f"{rec.key} device {host}", "present" if ok else
+                         f"not a device on this host; set [tools.{rec.tool}] devices in config.toml"))
+    return out
 
 
 def gc(ctx: Context, *, dry_run: bool, unclaimed: bool = False,

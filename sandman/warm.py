@@ -17,6 +17,7 @@ container has a folder `<daemon folder>/<folder name>/`, mounted in the containe
 - `pid`      the host pid of its init, which the shim checks in /proc instead of asking docker
 - `used`     touched by every call: its mtime is the last use
 - `signals`  a FIFO read by the container's main loop: a line `SIG PID` becomes `kill -s SIG PID`
+- `sock/agent.sock`  the warm agent's socket, when the container runs the agent (sandman/agent.py)
 - `nap`      a FIFO nobody writes to; `read -t` on it is how bash sleeps without a fork
 - `calls/<shim pid>-<shim start time>`  one per call: empty until the tool starts, then the
   tool's pid in the container, then `done`
@@ -99,6 +100,8 @@ def shim_values(paths: Paths, warm: bool | None, idle_minutes: int) -> dict[str,
     """The bash values a shim needs for warm mode (already quoted for the shim template)."""
     import shlex
 
+    from sandman import agent
+
     base = warm_dir(paths)
     with contextlib.suppress(OSError):
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -107,6 +110,7 @@ def shim_values(paths: Paths, warm: bool | None, idle_minutes: int) -> dict[str,
         "SM_WARM_DIR": shlex.quote(str(base)),
         "SM_WARM_IDLE": str(int(idle_minutes) * 60),
         "SM_DAEMON_DEFAULT": shlex.quote(DEFAULT_DOCKER_HOST),
+        **agent.shim_values(paths),
     }
 
 

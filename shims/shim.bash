@@ -88,6 +88,17 @@ sm_args=(
   --network "$SM_NETWORK"
   --entrypoint ""
 )
+# An image of another CPU (the recipe's platform) is named so: docker runs it through QEMU
+# user emulation without printing a platform warning on the user's stderr.
+[[ -n ${SM_PLATFORM-} ]] && sm_args+=(--platform "$SM_PLATFORM")
+# Capabilities and devices only when the recipe (or config.toml) asks; a device must exist
+# here, as a device, or nothing runs.
+for sm_v in "${SM_CAP_ADD[@]}"; do sm_args+=(--cap-add "$sm_v"); done
+for sm_v in "${SM_DEVICES[@]}"; do
+  sm_src=${sm_v%%:*}
+  [[ -c $sm_src || -b $sm_src ]] || sm_die "${SM_TOOL}@${SM_VERSION}: device $sm_src does not exist on this host (it is in the recipe's devices; set [tools.$SM_TOOL] devices in config.toml to use another)" "$SM_EXIT_DEVICE"
+  sm_args+=(--device "$sm_v")
+done
 # Supplementary groups go along, except any group that owns the Docker socket (recorded at
 # install time): a container never gets the right to talk to the daemon.
 for sm_g in "${sm_groups[@]}"; do
@@ -188,6 +199,15 @@ for sm_m in "${SM_MOUNTS[@]}"; do
   sm_refused "$sm_rp" && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount data directory '$sm_name' $sm_src (really $sm_rp): $sm_why" "$SM_EXIT_MOUNT"
   sm_bind "$sm_rp" "$sm_dst" "$sm_mode"
 done
+# Dotfiles the recipe names (~/.my.cnf, ~/.pgpass): each one that exists, read-only, at the same
+# place under the container's HOME (/tmp); never the home itself (the recipe cannot name it).
+for sm_f in "${SM_HOME_FILES[@]}"; do
+  sm_p=$sm_home/$sm_f
+  [[ -e $sm_p ]] || continue
+  sm_real "$sm_p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve home file ~/$sm_f" "$SM_EXIT_MOUNT"
+  sm_refused "$sm_rp" && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount home file ~/$sm_f (really $sm_rp): $sm_why" "$SM_EXIT_MOUNT"
+  sm_bind "$sm_rp" "/tmp/$sm_f" ro
+done
 for sm_m in "${SM_EXTRA_MOUNTS[@]}"; do
   IFS='|' read -r sm_src sm_dst sm_mode <<<"$sm_m"
   sm_expand "$sm_src"
@@ -285,6 +305,11 @@ if [[ $SM_PATH_ARGS != off ]]; then
   done
 fi
 
+if [[ $SM_NEEDCMD == 1 && $# -gt 0 ]]; then  # a command whose name differs in the image
+  for sm_m in "${SM_RUN_AS[@]}"; do
+    [[ $1 == "${sm_m%%=*}" ]] && { set -- "${sm_m#*=}" "${@:2}"; break; }
+  done
+fi
 if [[ $SM_NEEDCMD == 1 && $# -eq 0 ]]; then
   sm_die "${SM_TOOL}-${SM_VERSION} needs a command to run, for example: ${SM_TOOL}-${SM_VERSION} ${SM_COMMANDS[0]:-COMMAND} ARGS (commands: ${SM_COMMANDS[*]:-none declared})" "$SM_EXIT_USAGE"
 fi
@@ -303,6 +328,9 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
       --user) sm_sum+=("  user:     $sm_v (your uid:gid)") ;;
       --group-add) sm_sum+=("  group:    $sm_v") ;;
       --network) sm_sum+=("  network:  $sm_v") ;;
+      --platform) sm_sum+=("  platform: $sm_v (QEMU user emulation)") ;;
+      --device) sm_sum+=("  device:   $sm_v") ;;
+      --cap-add) sm_priv+=("capability added: $sm_v") ;;
       -e) sm_envs+=("${sm_v%%=*}") ;;
       --cap-drop) sm_priv+=("capabilities dropped: $sm_v") ;;
       --security-opt) sm_priv+=("$sm_v") ;;
@@ -317,7 +345,8 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     printf '%s\n' "${sm_sum[@]}"
     printf '  env:      %s\n' "${sm_envs[*]}"
     sm_v=; for sm_a in "${sm_priv[@]}"; do sm_v+="${sm_v:+, }$sm_a"; done
-    printf '  limits:   %s; no devices\n' "$sm_v"
+    (( ${#SM_DEVICES[@]} )) && sm_a= || sm_a="; no devices"
+    printf '  limits:   %s%s\n' "$sm_v" "$sm_a"
     printf '  command: '; printf ' %q' "${SM_PREFIX[@]}" "$@"; printf '\n'
   } >&2
   # Run by hand, the command has no shim behind it: without the shim's pid label the reaper

@@ -71,7 +71,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
         --user) sm_cargs+=(--user "$v") sm_xargs+=(-u "$v") ;;
         --workdir) sm_xargs+=(-w "$v") ;;
         -e) sm_xargs+=(-e "$v") ;;
-        --mount|--group-add|--network|--security-opt|--cap-drop|--cap-add|--tmpfs|--ulimit|--device) sm_cargs+=("$a" "$v") ;;
+        --mount|--group-add|--network|--security-opt|--cap-drop|--cap-add|--tmpfs|--ulimit|--device|--platform) sm_cargs+=("$a" "$v") ;;
         *) return 1 ;;
       esac
       (( i += 2 ))
@@ -100,7 +100,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     local h p
     read -r h _ < <(printf '%s\n%s' "$sm_wdir" "$sm_key" | sha256sum)
     sm_wd=$sm_wdir/sandman-warm-$sm_uid-$SM_NAME-${h:0:12}
-    [[ -d $sm_wd/calls ]] || mkdir -p -m 700 "$sm_wd" "$sm_wd/calls" 2>/dev/null || return 1
+    [[ -d $sm_wd/calls && -d $sm_wd/sock ]] || mkdir -p -m 700 "$sm_wd" "$sm_wd/calls" "$sm_wd/sock" 2>/dev/null || return 1
     for p in signals nap; do
       [[ -p $sm_wd/$p ]] || mkfifo -m 600 "$sm_wd/$p" 2>/dev/null || [[ -p $sm_wd/$p ]] || return 1
     done
@@ -124,28 +124,49 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     [[ $id != "$sm_wid" ]]
   }
   sm_warm_start() {  # start the warm container for sm_key, or join the one being started
-    local out p i
+    local out p i main
+    if [[ -n $sm_agent ]]; then  # the agent is a binary for one platform: the image's?
+      p=$("$SM_DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$SM_IMAGE" 2>/dev/null)
+      [[ $p == "$SM_AGENT_PLATFORM" ]] || sm_agent=
+    fi
     sm_wmounts=()
     for (( i = 0; i < ${#sm_cargs[@]}; i++ )); do
       [[ ${sm_cargs[i]} == --mount ]] && sm_wmounts+=("${sm_cargs[++i]}")
     done
     for (( i = 0; i < 50; i++ )); do
       sm_warm_prepare || return 1
+      # Its main process: the agent (serving calls on sock/, and the signal FIFO), or a
+      # shell loop reading the signal FIFO when there is no agent for it.
+      if [[ -n $sm_agent ]]; then
+        main=(--mount "type=bind,\"source=${sm_agent//\"/\"\"}\",target=/run/sandman-agent/agent,readonly"
+              --mount "type=bind,\"source=${sm_wd//\"/\"\"}/sock\",target=/run/sandman-warm/sock"
+              --workdir / --entrypoint /run/sandman-agent/agent "$SM_IMAGE"
+              serve /run/sandman-warm/sock/agent.sock /run/sandman-warm/signals "$sm_wname")
+      else
+        main=(--workdir / --entrypoint /bin/sh "$SM_IMAGE"
+              -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done'
+              "$sm_wname")
+      fi
       out=$("$SM_DOCKER" run -d --rm --init --name "$sm_wname" --log-driver none --pull never \
         --label "$SM_LABEL_ROLE=warm" --label "$SM_LABEL_TOOL=$SM_TOOL" --label "$SM_LABEL_VERSION=$SM_VERSION" \
         --label "$SM_LABEL_UID=$sm_uid" --label "$SM_LABEL_HOST=$SM_HOST" --label "$SM_LABEL_HOME=$sm_wdir" \
         --label "$SM_LABEL_IDLE=${SANDMAN_WARM_IDLE_SECONDS:-$SM_WARM_IDLE}" \
         "${sm_cargs[@]}" --mount "type=bind,\"source=${sm_wd//\"/\"\"}/calls\",target=/run/sandman-warm/calls" \
         --mount "type=bind,\"source=${sm_wd//\"/\"\"}/signals\",target=/run/sandman-warm/signals" \
-        --workdir / --entrypoint /bin/sh "$SM_IMAGE" \
-        -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done' \
-        "$sm_wname" 2>&1 >/dev/null)
+        "${main[@]}" 2>&1 >/dev/null)
       if [[ $? == 0 || $out == *"already in use"* ]]; then
         p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
         if [[ -n $p && $p != 0 ]]; then
           { printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"; } 2>/dev/null
+          # the agent listens a moment after its start: wait for it (up to 2 s) rather than
+          # sending this first call down the slower path
+          for (( i = 0; i < 200; i++ )); do
+            [[ -z $sm_agent || -S $sm_wd/sock/agent.sock ]] && break
+            read -r -t 0.01 -u "$sm_napfd" _
+          done
           return 0
         fi
+        [[ -n $sm_agent ]] && sm_agent= && continue  # the agent could not run there
       elif [[ $out != *"is already in progress"* && $out != *"is not running"* ]] && ! sm_warm_moved; then
         printf 'sandman: warning: %s@%s: no warm container, running cold: %s\n' "$SM_TOOL" "$SM_VERSION" "${out%%$'\n'*}" >&2
         return 1
@@ -180,6 +201,13 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       return 1
     fi
     : 2>/dev/null >"$sm_wd/used"
+    # The agent's client takes the call from here (no docker client at all); it marks the
+    # call done, and when the agent turns out not to be there it runs this shim again with
+    # SANDMAN_AGENT_SKIP=1 (nothing has run yet): the `docker exec` path below, or cold.
+    if [[ -n $sm_agent && -n $sm_agent_call && -S $sm_wd/sock/agent.sock ]]; then
+      exec "$sm_agent" call "$sm_wd/sock/agent.sock" "$sm_cfd" "$SM_SELF" "${#SM_PREFIX[@]}" \
+        "${sm_xargs[@]}" -- "${SM_PREFIX[@]}" "$@" {sm_napfd}<&-
+    fi
     sm_pending=()
     trap '' TERM HUP
     "$SM_DOCKER" exec -i "${sm_xargs[@]}" "$sm_wname" /bin/sh -c '{ echo "$$" >"$0"; } 2>/dev/null || exit 125; exec "$@"' \
@@ -201,6 +229,24 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
   }
   if sm_warm_split; then
     printf -v sm_key '%q ' "$SM_IMAGE" "${sm_cargs[@]}"
+    # The agent (sandman/agent.py): containers started from now on run it when its binary is
+    # there; calls go through it unless SANDMAN_AGENT=0 (or this is a call it handed back).
+    # The first warm call without the binary starts its build in the background (once: the
+    # `.try` file) and goes on.
+    sm_agent= sm_agent_call=
+    if [[ -n ${SM_AGENT-} ]]; then
+      case ${SANDMAN_AGENT-} in
+        0|no|false|off) [[ -x $SM_AGENT ]] && sm_agent=$SM_AGENT ;;
+        *)
+          if [[ -x $SM_AGENT ]]; then
+            sm_agent=$SM_AGENT  # a call is handed back by running SM_SELF again: needs one
+            [[ -z ${SANDMAN_AGENT_SKIP-} && -n ${SM_SELF-} ]] && sm_agent_call=1
+          elif [[ ! -e $SM_AGENT.try && -O ${SM_AGENT%/*} ]] && { : >"$SM_AGENT.try"; } 2>/dev/null; then
+            sm_ab=("${SM_REAPER[@]}"); sm_ab[-1]=sandman.agent  # the reaper's command, another module
+            (cd / || exit; setsid "${sm_ab[@]}" build </dev/null >/dev/null 2>&1 &)
+          fi ;;
+      esac
+    fi
     sm_napfd= sm_cfd=
     for sm_try in 1 2 3; do
       sm_warm_find || sm_warm_start || break

@@ -14,16 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import warm_dir
 
 # Rewritten asserts in the kit's checks (one_line_error...), as when it was a pytest plugin.
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
+    AGENT_PATH,
     TEST_GID,
     TEST_UID,
     Kit,
     build_kit,
+    docker,
+    ensure_agent,
     remove_test_containers,
     stop_reaper,
+    warm_mains,
 )
 
 
@@ -39,9 +44,25 @@ def kit(docker_client) -> Iterator[Kit]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["cold", "warm"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return request.param
+@pytest.fixture(params=["cold", "warm", "agent"])
+def mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """cold: `docker run`; warm: `docker exec` into a warm container; agent: the warm agent.
+
+    Warm containers run the agent whenever its binary is there, and both warm modes share
+    them, so the binary is made before either runs (a container started without it would
+    take the agent's calls through `docker exec`, silently: checked after an agent test).
+    """
+    if request.param == "cold":
+        yield request.param
+        return
+    kit = request.getfixturevalue("kit")
+    ensure_agent(kit.home)
+    yield request.param
+    mains = warm_mains(kit.home)
+    assert all(m == AGENT_PATH for m in mains), (
+        f"warm containers without the agent: {mains}\n"
+        + docker("ps", "--filter", f"label=io.sandman.home={warm_dir(kit.home)}",
+                 "--format", "{{.Names}} {{.CreatedAt}} {{.Command}}"))
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ run its shims) with small test tools installed from recipes written here:
 - ``rtprobe@net``: the same tool with ``network = true``.
 - ``rtecho@1``: prints its argv NUL-separated (``path_args = "off"``), for the argv property test.
 
-Every fidelity test takes the ``mode`` fixture, so it runs once through the cold path
-(``docker run``) and once with ``SANDMAN_WARM=1`` (``docker exec`` into a warm container, when
-that mode exists; until then the warm variant exercises the cold path too).
+Every fidelity test takes the ``mode`` fixture, so it runs three times: through the cold path
+(``docker run``), in warm mode through ``docker exec`` (``SANDMAN_WARM=1 SANDMAN_AGENT=0``) and
+in warm mode through the warm agent (``SANDMAN_WARM=1``, the agent's binary built first: the
+fixture checks afterwards that the home's warm containers really ran the agent).
 
 The fixtures (``kit``, ``mode``, ``work``, ``user_home``) live in tests/integration/conftest.py;
 this module keeps the plain functions and constants the tests import.
@@ -100,8 +101,10 @@ class Kit:
              if not k.startswith(("SANDMAN_", "DOCKER_", "LC_", "LANG"))}
         e.update(SANDMAN_HOME=str(self.home), SANDMAN_RECIPE_PATH=str(self.recipes),
                  PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
-        if mode == "warm":
+        if mode in ("warm", "agent"):
             e["SANDMAN_WARM"] = "1"
+        if mode == "warm":
+            e["SANDMAN_AGENT"] = "0"  # the `docker exec` path, even where an agent is built
         e.update(extra)
         return e
 
@@ -239,6 +242,33 @@ def build_kit(root: Path) -> Kit:
             if not p.is_symlink():
                 p.chmod(p.stat().st_mode | 0o055 if p.is_dir() else p.stat().st_mode | 0o044)
     return kit
+
+
+AGENT_PATH = "/run/sandman-agent/agent"  # where a warm container runs the agent (shims/warm.bash)
+_agents_built: set[Path] = set()
+
+
+def ensure_agent(home: Path) -> Path:
+    """The warm agent's binary for this home (built once; quick when the toolchain is cached)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+    env["SANDMAN_HOME"] = str(home)
+    if home not in _agents_built:
+        proc = subprocess.run([sys.executable, "-m", "sandman.agent", "build"], env=env,
+                              capture_output=True, timeout=900, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr.decode()
+        _agents_built.add(home)
+    from sandman import agent
+
+    binary = agent.binary_path(paths_of(home))
+    assert binary.is_file(), binary
+    return binary
+
+
+def warm_mains(home: Path) -> list[str]:
+    """The main program of each warm container of this home (the agent's, or /bin/sh)."""
+    out = docker("ps", "--no-trunc", "--filter", f"label=io.sandman.home={warm_dir(home)}",
+                 "--format", "{{.Command}}")  # one call: the reaper may remove one meanwhile
+    return [line.strip('"').split()[0] for line in out.splitlines() if line.strip('"')]
 
 
 def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS) -> None:

@@ -134,3 +134,90 @@ def fresh_home(tmp: Path, name: str) -> Path:
         shutil.rmtree(h)
     h.mkdir()
     return h
+
+
+# -- a second machine: another dockerd on this host ----------------------------------------------
+MACHINE_B_ROOT = Path("/tmp/sandman-machine-b")  # fixed: a run that died is found and cleaned
+MACHINE_B_BRIDGE = "smmachineb0"
+MACHINE_B_NET = "10.213.77.1/24"
+
+
+def _alive_under(pidfile: Path, root: Path) -> int | None:
+    """The pid in pidfile when that process is alive and was started with root in its argv."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return None
+    return pid if str(root).encode() in argv else None
+
+
+def _stop_pid(pid: int, timeout: float = 30) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+def _clean_machine_b(root: Path) -> None:
+    """Stop what a previous run left (its dockerd, its containerd), unmount, remove its data."""
+    for pidfile in (root / "docker.pid", root / "exec" / "containerd" / "containerd.pid"):
+        pid = _alive_under(pidfile, root)
+        if pid is not None:
+            _stop_pid(pid)
+    with contextlib.suppress(OSError):
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for m in sorted((m for m in mounts if m.startswith(str(root) + "/")), reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _bridge(name: str, addr: str) -> None:
+    """The second daemon's own bridge (never `--bridge none`: that took docker0 down here)."""
+    if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode != 0:
+        subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "replace", addr, "dev", name], check=True)
+    subprocess.run(["ip", "link", "set", name, "up"], check=True)
+
+
+@contextmanager
+def second_engine() -> Iterator[str]:
+    """Machine B: a dockerd with its own data, exec root, pidfile, socket and bridge, sharing
+    nothing with the daemon of this host but the kernel; yields its DOCKER_HOST. Stopped by its
+    pid at the end, its bridge deleted. Needs root (CI runs as root); skipped otherwise."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        msg = "a second dockerd needs root and dockerd"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg + " (CI=true: never skipped)")
+        pytest.skip(msg)
+    root = MACHINE_B_ROOT
+    _clean_machine_b(root)
+    root.mkdir(parents=True)
+    _bridge(MACHINE_B_BRIDGE, MACHINE_B_NET)
+    sock = root / "docker.sock"
+    log = (root / "dockerd.log").open("wb")
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+         "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}", "-b", MACHINE_B_BRIDGE,
+         "--iptables=false", "--ip-masq=false"],
+        stdout=log, stderr=log, start_new_session=True)
+    host = f"unix://{sock}"
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "-H", host, "version"], capture_output=True).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the second dockerd did not start: "
+                            + (root / "dockerd.log").read_text()[-2000:])
+            time.sleep(0.3)
+        yield host
+    finally:
+        _stop_pid(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        log.close()
+        subprocess.run(["ip", "link", "del", MACHINE_B_BRIDGE], capture_output=True)
+        _clean_machine_b(root)

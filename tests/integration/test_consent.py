@@ -80,14 +80,14 @@ def test_first_install_discloses_then_a_change_needs_consent(
     assert "changes what the tool may access" in refused.stderr and "--yes" in refused.stderr
     assert f"- mount data: {tmp_path / 'data'} -> /data (read-only)" in refused.stderr
     assert f"+ mount data: {tmp_path / 'data'} -> /data (read-write)" in refused.stderr
-    assert "+ network" in refused.stderr
+    assert "+ network: yes (bridge" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert shim.read_bytes() == before  # nothing changed
-    assert record(home)["runtime"]["network"] is False
+    assert record(home)["runtime"]["network"] == "none"
 
     yes = sandman("install", "--yes", "sqlite3@3.34", env=env)
     assert yes.returncode == 0, yes.stderr
-    assert record(home)["runtime"]["network"] is True
+    assert record(home)["runtime"]["network"] == "bridge"
     assert record(home)["runtime"]["mounts"][0]["mode"] == "rw"
     assert "SM_NETWORK=bridge" in shim.read_text()
     run = subprocess.run(["sqlite3-3.34", ":memory:", "select 5"], env=shim_env, cwd=tmp_path,
@@ -110,11 +110,11 @@ def test_terminal_prompt(home: Path, recipes: Path, tmp_path: Path, sandman,
     full = {**shim_env, **env}
     code, text = _on_tty(["install", "sqlite3@3.34"], full, b"n\n")
     assert code == 124, text
-    assert "+ network" in text and "Accept these changes?" in text
-    assert record(home)["runtime"]["network"] is False
+    assert "+ network: yes (bridge" in text and "Accept these changes?" in text
+    assert record(home)["runtime"]["network"] == "none"
     code, text = _on_tty(["install", "sqlite3@3.34"], full, b"y\n")
     assert code == 0, text
-    assert record(home)["runtime"]["network"] is True
+    assert record(home)["runtime"]["network"] == "bridge"
 
 
 def test_consent_changes_unit() -> None:
@@ -129,8 +129,9 @@ def test_consent_changes_unit() -> None:
     diff = changes(a, b)
     assert "- env set A=1" in diff and "+ env set A=2" in diff
     assert "- env passed from your shell: X" in diff and "+ env passed from your shell: Y" in diff
-    assert "+ env path $P (rw)" in diff and "+ network" in diff
+    assert "+ env path $P (rw)" in diff and "+ network: yes (bridge: the internet, not the host's 127.0.0.1)" in diff
     assert "+ mount db: /a -> /db (read-write)" in diff
-    assert changes(b, a)[-1] == "- network"
+    assert changes(b, a)[-2:] == ["- network: yes (bridge: the internet, not the host's 127.0.0.1)",
+                                  "+ network: none"]
     # commands and entrypoint change what runs inside, not what it can reach
     assert changes(a, Runtime(**{**a.__dict__, "commands": ("x",), "entrypoint": ("y",)})) == []

@@ -255,7 +255,7 @@ def test_bad_input_one_line(tmp_path: Path, sandman) -> None:
         (["install", "broken@1"], 112, f"sandman: {rdir / 'broken' / 'recipe.toml'}:6: versions.1.packages: "
                                         "expected a list of strings, got string"),
         (["install", "sqlite@3.34"], 111, "sandman: unknown tool 'sqlite'; known tools: broken, openssl, "
-                                          "postgresql-client, python2, sqlite3, symcli"),
+                                          "postgresql-client, python2, sqlite3, sqlite3-legacy, symcli"),
         (["install", "sqlite3@3.99"], 111, "sandman: unknown version '3.99' of sqlite3; versions: 3.34, 3.40, 3.46"),
         (["install", "sqlite3"], 2, "sandman: 'sqlite3' is not TOOL@VERSION (for example sqlite3@3.34 or "
                                     "myrepo/sqlite3@3.34)"),

@@ -25,7 +25,7 @@ import pytest
 from helpers import paths_of, warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+from runtime_helpers import Kit, ensure_agent, stop_reaper, token, tool_processes, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -74,17 +74,24 @@ def remove_warm(home: Path) -> None:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
-def warm_home(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
-    """A fresh SANDMAN_HOME with rtprobe@1 installed; its warm containers and reaper end after."""
+def warm_home(kit: Kit, tmp_path: Path, agent: bool = False) -> Iterator[WarmHome]:
+    """A fresh SANDMAN_HOME with rtprobe@1 installed; its warm containers and reaper end after.
+
+    Warm calls go through `docker exec`, or with agent=True through the warm agent (its binary
+    built first, so that every warm container of the home runs it)."""
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
     env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes),
-               PATH=f"{paths_of(home).bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+               PATH=f"{paths_of(home).bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               SANDMAN_AGENT="0")  # the `docker exec` path; the agent's: test_agent.py
     proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
+    if agent:
+        del env["SANDMAN_AGENT"]
+        ensure_agent(home)
     w = WarmHome(home, env, work)
     try:
         yield w

@@ -30,9 +30,9 @@ CALLS = 2000
 IDLE = "1"  # seconds: the reaper stops a warm container idle this long (it looks every 2 s)
 
 
-@pytest.fixture
-def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
-    yield from warm_home(kit, tmp_path)
+@pytest.fixture(params=["exec", "agent"])
+def wh(kit: Kit, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WarmHome]:
+    yield from warm_home(kit, tmp_path, agent=request.param == "agent")
 
 
 def call(w: WarmHome, i: int, cwd: Path) -> str | None:

@@ -24,6 +24,7 @@ from sandman.build import (
     plan_build,
     render_dockerfile,
     verify_image,
+    with_bases,
     write_context,
 )
 from sandman.engine import Engine, ImageInfo
@@ -119,7 +120,12 @@ def test_fingerprint_stable_and_sensitive(recipe_dir: Path, kits: Path) -> None:
     b = fp(recipe_dir, kits)
     assert b != a  # a context file changed
     other_base = FakeEngine({"debian:bookworm-slim": "sha256:ccc", "debian:trixie-slim": "sha256:bbb"})
-    assert fp(recipe_dir, kits, engine=other_base) != b  # the base image changed
+    # portable: another machine's base (another local id), or none at all, gives the same
+    # fingerprint; another base *reference* does not
+    assert fp(recipe_dir, kits, engine=other_base) == b
+    assert fp(recipe_dir, kits, engine=FakeEngine({})) == b
+    assert fp(recipe_dir, kits, text=RECIPE.replace('base = "debian:bookworm-slim"',
+                                                    'base = "debian:trixie-slim"')) != b
     # runtime-only settings (how the shim runs) do not rebuild the image
     assert fp(recipe_dir, kits, text=RECIPE.replace('smoke = ["true"]', 'smoke = ["true"]\nnetwork = true')) == b
     # another version's settings do not touch this version's identity
@@ -155,8 +161,10 @@ def test_missing_kit_says_where(recipe_dir: Path, kits: Path) -> None:
 def test_missing_base_names_the_fix(recipe_dir: Path, kits: Path) -> None:
     engine = FakeEngine({})
     r = load(recipe_dir)
+    plan = plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=engine)
+    assert (plan.bases, plan.base_refs, engine.pulled) == ({}, ("debian:bookworm-slim",), [])
     with pytest.raises(ImageMissingError, match="sandman bootstrap debian:bookworm-slim"):
-        plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=engine)
+        with_bases(engine, plan)  # only a build needs the base
     assert engine.pulled == ["debian:bookworm-slim"]  # it tried to pull first
 
 

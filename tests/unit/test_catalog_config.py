@@ -91,6 +91,8 @@ def test_config(tmp_path: Path) -> None:
         ("[tools.a]\nwarm = 'yes'\n", "tools.a.warm: expected true or false"),
         ("warm_idle_minutes = 0\n", "warm_idle_minutes"),
         ("x = [\n", "invalid TOML"),
+        ("archive_mirror = 'archive.debian.org/debian'\n", ":1: archive_mirror: expected an http://, https:// or file:// URL"),
+        ("\nmirror = 'ftp://m/debian'\n", ":2: mirror: expected an http"),
     ],
 )
 def test_config_errors(tmp_path: Path, text: str, words: str) -> None:

@@ -113,14 +113,21 @@ def test_choose_precedence(tmp_path, paths):
 
 
 def test_lock_round_trip(tmp_path):
-    entries = {"sqlite3": pins.Locked("sqlite3", "3.34", "team", "a" * 40, "f" * 64),
+    entries = {"sqlite3": pins.Locked("sqlite3", "3.34", "team", "a" * 40, "f" * 64,
+                                      "sha256:" + "1" * 64,
+                                      {"debian:bookworm-slim": "sha256:" + "2" * 64}),
                "my.tool": pins.Locked("my.tool", "1", "builtin", "", "e" * 64)}
     f = tmp_path / "sandman.lock"
     f.write_text(pins.render_lock(entries))
     assert pins.read_lock(f) == entries
-    f.write_text("schema = 2\n")
-    with pytest.raises(StateError, match="lock schema 2"):
+    assert 'bases = { "debian:bookworm-slim" = "sha256:222' in f.read_text()
+    f.write_text("schema = 3\n")
+    with pytest.raises(StateError, match="lock schema 3"):
         pins.read_lock(f)
+    # an older sandman's lock still reads, marked as such (install_project refuses its
+    # fingerprints, which held local base ids, unless --update-lock)
+    f.write_text('schema = 1\n[tools.x]\nversion = "1"\nsource = "team"\nfingerprint = "ab"\n')
+    assert pins.read_lock(f)["x"].schema == 1 and pins.read_lock(f)["x"].image == ""
 
 
 # -- the bash shim ---------------------------------------------------------------------------

@@ -87,11 +87,11 @@ def test_good_recipe_model(tmp_path: Path) -> None:
     v1, v2 = r.versions
     assert v1.runtime.entrypoint == ("demo",)
     assert v1.runtime.commands == ("demo", "demo-admin")
-    assert v1.runtime.network is False
+    assert v1.runtime.network == "none"
     assert v1.runtime.mounts[0].mode == "rw"
     assert v1.runtime.path_env == {"DEMO_DB": "rw"}
     # a version's value replaces the top-level one
-    assert v2.runtime.network is True
+    assert v2.runtime.network == "bridge"  # the boolean stays none/bridge
     assert v2.runtime.commands == ("demo",)
     assert v2.runtime.env == {"A": "1"}
     assert v2.build.base == "debian:trixie-slim"

@@ -1,0 +1,526 @@
+/* sandman-agent: the warm agent and its client in one static binary (docs/performance.md).
+ *
+ *   sandman-agent serve SOCK SIGFIFO NAME
+ *       The main process of a warm container (under docker-init). Listens on the unix socket
+ *       SOCK; each connection is one call, served by its own forked process. Only a peer with
+ *       this process's uid may call (SO_PEERCRED). It also reads SIGFIFO, where lines "SIG PID"
+ *       ask it to signal a tool started by `docker exec` (the exec path, shims/warm.bash).
+ *       NAME is only there so that the shim can recognise the container's init in /proc.
+ *
+ *   sandman-agent call SOCK CALLFD SHIM NPREFIX [-e VAR[=VAL]]... [-w DIR] [-u U] [-t] -- CMD...
+ *       Exec'd by a shim in warm mode. Sends the call (argv, cwd, env, umask) and its own
+ *       fds 0/1/2 (SCM_RIGHTS) to the agent, forwards signals, and exits as the tool did (its
+ *       status, or 128+N when signal N killed it, as the other paths report it). Writes "done" to the call file CALLFD when the
+ *       call ends (sandman/warm.py waits for it). When the agent cannot be reached or never
+ *       says "started", nothing has run: it execs SHIM again with SANDMAN_AGENT_SKIP=1 and
+ *       the call's own arguments (argv after the NPREFIX command words), which takes the
+ *       `docker exec` / cold path instead: the same result, a little slower.
+ *
+ * Wire format, client -> agent: a 4-byte length (host order) sent with the fds and a 1-byte
+ * mask of which of 0/1/2 are open, then that many bytes of NUL-terminated strings, each
+ * starting with a tag: 'U' umask (octal), 'C' cwd, 'E' NAME=value, 'A' one argv word. Then
+ * lines "sig N". Agent -> client: "started PID", then "exit N" or "signal N".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_REQUEST (16 << 20)
+#define FALLBACK_ENV "SANDMAN_AGENT_SKIP"
+
+extern char **environ;
+
+static int self_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(self_pipe[1], &b, 1) < 0) { /* full: a signal is pending anyway */ }
+    errno = saved;
+}
+
+static int write_all(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *buf, size_t n) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void send_line(int fd, const char *word, long n) {
+    char line[64];
+    int len = snprintf(line, sizeof line, "%s %ld\n", word, n);
+    (void)write_all(fd, line, (size_t)len);
+}
+
+static void make_self_pipe(void) {
+    if (pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) < 0) _exit(125);
+}
+
+static void handle(int sig) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
+}
+
+/* ---------------------------------------------------------------------------------- agent */
+
+/* The tool of one call: its own session (and so process group), the caller's fds, umask, cwd
+ * and environment on top of the container's, then exec. */
+static void run_tool(int fds[3], int mask, mode_t um, const char *cwd, char **env, char **argv) {
+    for (int i = 0; i < 3; i++) {
+        if (mask & (1 << i)) {
+            if (fds[i] != i && dup2(fds[i], i) < 0) _exit(125);
+        } else {
+            close(i);
+        }
+    }
+    for (int fd = 3; fd < 1024; fd++) close(fd);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    umask(um);
+    if (chdir(cwd) < 0) {
+        dprintf(2, "sandman: cannot enter %s in the container: %s\n", cwd, strerror(errno));
+        _exit(126);
+    }
+    for (char **e = env; *e; e++) putenv(*e);
+    execvp(argv[0], argv);
+    int err = errno;
+    dprintf(2, "sandman: %s: %s\n", argv[0], strerror(err));
+    _exit(err == ENOENT ? 127 : 126);
+}
+
+/* One connection: read the call, start the tool, relay signals, report how it ended. The tool
+ * dies with its caller: a connection that drops (the client was killed) kills its process
+ * group, and so does the end of the tool (what it left behind, as a cold container would). */
+static void serve_call(int conn) {
+    uint32_t len = 0;
+    char cbuf[CMSG_SPACE(3 * sizeof(int))];
+    unsigned char mask = 0;
+    struct iovec iov[2] = {{&len, sizeof len}, {&mask, 1}};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    ssize_t got;
+    do got = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC); while (got < 0 && errno == EINTR);
+    if (got != (ssize_t)(sizeof len + 1) || len == 0 || len > MAX_REQUEST) _exit(0);
+    int fds[3] = {-1, -1, -1}, nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            if (nfds > 3) _exit(0);
+            int got_fds[3];
+            memcpy(got_fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
+            for (int i = 0, k = 0; i < 3; i++)
+                if (mask & (1 << i)) fds[i] = k < nfds ? got_fds[k++] : -1;
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        if ((mask & (1 << i)) && fds[i] < 0) _exit(0);
+    char *req = malloc(len + 1);
+    if (!req || read_all(conn, req, len) < 0) _exit(0);
+    req[len] = '\0';
+    size_t n_words = 0;
+    for (uint32_t i = 0; i < len; i++) n_words += req[i] == '\0';
+    char **env = calloc(n_words + 1, sizeof *env), **argv = calloc(n_words + 1, sizeof *argv);
+    if (!env || !argv) _exit(0);
+    size_t ne = 0, na = 0;
+    mode_t um = 022;
+    const char *cwd = "/";
+    for (char *p = req; p < req + len; p += strlen(p) + 1) {
+        switch (p[0]) {
+        case 'U': um = (mode_t)strtol(p + 1, NULL, 8) & 0777; break;
+        case 'C': cwd = p + 1; break;
+        case 'E': if (strchr(p + 1, '=')) env[ne++] = p + 1; break;
+        case 'A': argv[na++] = p + 1; break;
+        default: _exit(0);
+        }
+    }
+    if (na == 0) _exit(0);
+
+    make_self_pipe();
+    handle(SIGCHLD);
+    pid_t pid = fork();
+    if (pid < 0) _exit(0);  /* the client sees no "started": it falls back */
+    if (pid == 0) {
+        close(conn);
+        run_tool(fds, mask, um, cwd, env, argv);
+    }
+    setpgid(pid, pid);  /* the child's setsid makes it so too; whichever runs first */
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    send_line(conn, "started", (long)pid);
+
+    char buf[256];
+    size_t have = 0;
+    int conn_open = 1;
+    for (;;) {
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) {
+            kill(-pid, SIGKILL);  /* before the reap: the group's id cannot be reused yet */
+            int status = 0;
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+            if (WIFSIGNALED(status))
+                send_line(conn, "signal", WTERMSIG(status));
+            else
+                send_line(conn, "exit", WEXITSTATUS(status));
+            _exit(0);
+        }
+        struct pollfd p[2] = {{self_pipe[0], POLLIN, 0}, {conn, POLLIN, 0}};
+        if (poll(p, conn_open ? 2 : 1, -1) < 0 && errno != EINTR) _exit(0);
+        if (p[0].revents) {
+            char drain[64];
+            while (read(self_pipe[0], drain, sizeof drain) > 0) {}
+        }
+        if (conn_open && p[1].revents) {
+            ssize_t r = read(conn, buf + have, sizeof buf - 1 - have);
+            if (r <= 0) {  /* the client is gone: so is its tool */
+                kill(-pid, SIGKILL);
+                kill(pid, SIGKILL);
+                conn_open = 0;
+                continue;
+            }
+            have += (size_t)r;
+            buf[have] = '\0';
+            char *line = buf, *nl;
+            while ((nl = strchr(line, '\n'))) {
+                *nl = '\0';
+                int sig = 0;
+                if (sscanf(line, "sig %d", &sig) == 1 && sig > 0 && sig < 65) {
+                    if (kill(-pid, sig) < 0) kill(pid, sig);
+                }
+                line = nl + 1;
+            }
+            have = strlen(line);
+            memmove(buf, line, have);
+            if (have >= sizeof buf - 1) have = 0;
+        }
+    }
+}
+
+static int signal_number(const char *name) {
+    static const struct { const char *n; int s; } table[] = {
+        {"HUP", SIGHUP}, {"INT", SIGINT}, {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"TERM", SIGTERM},
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"PIPE", SIGPIPE}, {"ALRM", SIGALRM},
+        {"CONT", SIGCONT}, {"STOP", SIGSTOP}, {"TSTP", SIGTSTP}, {"WINCH", SIGWINCH},
+    };
+    if (!strncmp(name, "SIG", 3)) name += 3;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(name, table[i].n)) return table[i].s;
+    return atoi(name);
+}
+
+/* "SIG PID" lines from the signal FIFO (the `docker exec` path and the reaper). */
+static void relay_fifo(int fd, char *buf, size_t *have, size_t cap) {
+    ssize_t r = read(fd, buf + *have, cap - 1 - *have);
+    if (r <= 0) return;
+    *have += (size_t)r;
+    buf[*have] = '\0';
+    char *line = buf, *nl;
+    while ((nl = strchr(line, '\n'))) {
+        *nl = '\0';
+        char name[16];
+        long pid = 0;
+        if (sscanf(line, "%15s %ld", name, &pid) == 2 && pid > 1) kill((pid_t)pid, signal_number(name));
+        line = nl + 1;
+    }
+    *have = strlen(line);
+    memmove(buf, line, *have);
+    if (*have >= cap - 1) *have = 0;
+}
+
+static int serve(const char *path, const char *fifo) {
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr.sun_path) {
+        fprintf(stderr, "sandman-agent: socket path too long: %s\n", path);
+        return 2;
+    }
+    strcpy(addr.sun_path, path);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_IGN);  /* the calls' processes reap themselves */
+    umask(077);
+    int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    unlink(path);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(ls, 128) < 0) {
+        perror("sandman-agent: listen");
+        return 2;
+    }
+    int ff = fifo[0] ? open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+    char fbuf[512];
+    size_t fhave = 0;
+    uid_t me = getuid();
+    for (;;) {
+        struct pollfd p[2] = {{ls, POLLIN, 0}, {ff, POLLIN, 0}};
+        if (poll(p, ff >= 0 ? 2 : 1, -1) < 0) continue;
+        if (ff >= 0 && p[1].revents) relay_fifo(ff, fbuf, &fhave, sizeof fbuf);
+        if (!p[0].revents) continue;
+        int conn = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != me) {
+            close(conn);  /* only the owner may run things here */
+            continue;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(ls);
+            if (ff >= 0) close(ff);
+            signal(SIGCHLD, SIG_DFL);
+            serve_call(conn);
+            _exit(0);
+        }
+        close(conn);
+    }
+}
+
+/* --------------------------------------------------------------------------------- client */
+
+static char **fallback_argv;  /* SHIM and the call's own arguments: the path when no agent */
+
+/* Nothing has run: hand the call back to the shim's other paths. The call file is left as
+ * it is (empty): the shim run again has the same pid and start time, so the same call file,
+ * which must not look finished (the reaper removes finished ones) while it is being reused.
+ * With SANDMAN_AGENT_LOG set, the reason is appended to that file (tests count fallbacks). */
+static void fall_back(int callfd, const char *why) {
+    int err = errno;
+    const char *log = getenv("SANDMAN_AGENT_LOG");
+    if (log && *log) {
+        int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            dprintf(fd, "fallback: %s: %s\n", why, strerror(err));
+            close(fd);
+        }
+    }
+    if (callfd >= 0) close(callfd);
+    signal(SIGPIPE, SIG_DFL);
+    setenv(FALLBACK_ENV, "1", 1);
+    execv(fallback_argv[0], fallback_argv);
+    dprintf(2, "sandman: cannot run %s: %s\n", fallback_argv[0], strerror(errno));
+    _exit(125);
+}
+
+static void add(char **buf, size_t *len, size_t *cap, char tag, const char *s) {
+    size_t n = strlen(s) + 2;
+    if (*len + n > *cap) {
+        *cap = (*len + n) * 2;
+        *buf = realloc(*buf, *cap);
+        if (!*buf) _exit(125);
+    }
+    (*buf)[*len] = tag;
+    memcpy(*buf + *len + 1, s, n - 1);
+    *len += n;
+}
+
+static int call(int argc, char **argv) {
+    if (argc < 6) return 125;
+    const char *path = argv[2];
+    int callfd = atoi(argv[3]);
+    int nprefix = atoi(argv[5]);
+    int i = 6;
+    char *req = NULL;
+    size_t len = 0, cap = 0;
+    const char *cwd = NULL;
+    for (; i < argc && strcmp(argv[i], "--"); i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-t")) continue;
+        if (i + 1 >= argc) return 125;
+        const char *v = argv[++i];
+        if (!strcmp(a, "-e")) {
+            if (strchr(v, '=')) {
+                add(&req, &len, &cap, 'E', v);
+            } else {
+                const char *val = getenv(v);  /* `docker exec -e NAME`: only when it is set */
+                if (!val) continue;
+                char *kv = malloc(strlen(v) + strlen(val) + 2);
+                if (!kv) return 125;
+                sprintf(kv, "%s=%s", v, val);
+                add(&req, &len, &cap, 'E', kv);
+                free(kv);
+            }
+        } else if (!strcmp(a, "-w")) {
+            cwd = v;
+        } /* -u: the agent already runs as the user the container was made for */
+    }
+    if (i >= argc) return 125;
+    i++;
+    int nargs = argc - i;
+    if (nargs <= nprefix && nargs == 0) return 125;
+    /* the fallback: SHIM, then the words after the prefix */
+    fallback_argv = calloc((size_t)(nargs - nprefix) + 2, sizeof *fallback_argv);
+    if (!fallback_argv) return 125;
+    fallback_argv[0] = argv[4];
+    for (int k = i + nprefix, j = 1; k < argc; k++, j++) fallback_argv[j] = argv[k];
+
+    mode_t um = umask(0);
+    umask(um);
+    char ubuf[16];
+    snprintf(ubuf, sizeof ubuf, "%o", (unsigned)um);
+    add(&req, &len, &cap, 'U', ubuf);
+    char here[4096];
+    if (!cwd) cwd = getcwd(here, sizeof here) ? here : "/";
+    add(&req, &len, &cap, 'C', cwd);
+    for (int k = i; k < argc; k++) add(&req, &len, &cap, 'A', argv[k]);
+
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr.sun_path) {  /* too long for a socket address: reach it */
+        char dir[4096];                          /* through its folder's fd instead */
+        const char *slash = strrchr(path, '/');
+        if (!slash || (size_t)(slash - path) >= sizeof dir) fall_back(callfd, "socket path");
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+        int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) fall_back(callfd, "socket folder");
+        snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dfd, slash + 1);
+    } else {
+        strcpy(addr.sun_path, path);
+    }
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) fall_back(callfd, "connect");
+
+    /* Signals are caught before anything can start, and relayed from then on. */
+    make_self_pipe();
+    static const int relayed[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1, SIGUSR2,
+                                  SIGALRM, SIGTSTP, SIGCONT, SIGTTIN, SIGTTOU};
+    for (size_t k = 0; k < sizeof relayed / sizeof relayed[0]; k++) handle(relayed[k]);
+    signal(SIGPIPE, SIG_IGN);
+
+    uint32_t len32 = (uint32_t)len;
+    unsigned char mask = 0;
+    int fds[3], nfds = 0;
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0) {
+            mask |= (unsigned char)(1 << fd);
+            fds[nfds++] = fd;
+        }
+    }
+    char cbuf[CMSG_SPACE(3 * sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct iovec iov[2] = {{&len32, sizeof len32}, {&mask, 1}};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 2;
+    if (nfds) {
+        msg.msg_control = cbuf;
+        msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+    }
+    ssize_t sent;
+    do sent = sendmsg(s, &msg, MSG_NOSIGNAL); while (sent < 0 && errno == EINTR);
+    if (sent != (ssize_t)(sizeof len32 + 1) || write_all(s, req, len) < 0) fall_back(callfd, "send");
+
+    char buf[256];
+    size_t have = 0;
+    long pid = 0;
+    int started = 0;
+    for (;;) {
+        struct pollfd p[2] = {{s, POLLIN, 0}, {self_pipe[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR) break;
+        if (p[1].revents) {
+            unsigned char sigs[32];
+            ssize_t n = read(self_pipe[0], sigs, sizeof sigs);
+            for (ssize_t k = 0; k < n; k++) {
+                int sig = sigs[k];
+                if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+                    /* the tool's group has no terminal to stop it: stop it, then ourselves */
+                    send_line(s, "sig", SIGSTOP);
+                    raise(SIGSTOP);
+                    continue;
+                }
+                send_line(s, "sig", sig);
+            }
+        }
+        if (!p[0].revents) continue;
+        ssize_t r = read(s, buf + have, sizeof buf - 1 - have);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        have += (size_t)r;
+        buf[have] = '\0';
+        char *line = buf, *nl;
+        while ((nl = strchr(line, '\n'))) {
+            *nl = '\0';
+            long v;
+            if (sscanf(line, "started %ld", &v) == 1) {
+                started = 1;
+                pid = v;
+                if (callfd >= 0) {  /* the call file says the tool runs (sandman/warm.py), */
+                    char pb[40];      /* not as a bare pid: the agent, not the reaper, kills it */
+                    int pl = snprintf(pb, sizeof pb, "agent %ld\n", pid);
+                    (void)!pwrite(callfd, pb, (size_t)pl, 0);
+                }
+            } else if (sscanf(line, "exit %ld", &v) == 1 || sscanf(line, "signal %ld", &v) == 1) {
+                if (callfd >= 0 && ftruncate(callfd, 0) == 0) (void)!pwrite(callfd, "done\n", 5, 0);
+                /* killed by signal N: 128+N, as `docker run` and `docker exec` report it */
+                return line[0] == 's' ? 128 + (int)v : (int)v;
+            }
+            line = nl + 1;
+        }
+        have = strlen(line);
+        memmove(buf, line, have);
+        if (have >= sizeof buf - 1) have = 0;
+    }
+    if (!started) fall_back(callfd, "no start");  /* nothing ran: the other path runs it */
+    /* the agent went away under a running tool (its container was removed) */
+    if (callfd >= 0 && ftruncate(callfd, 0) == 0) (void)!pwrite(callfd, "done\n", 5, 0);
+    return 128 + SIGKILL;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && !strcmp(argv[1], "serve")) return serve(argv[2], argc >= 4 ? argv[3] : "");
+    if (argc >= 2 && !strcmp(argv[1], "call")) return call(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "version")) {
+        puts("sandman-agent 1");
+        return 0;
+    }
+    fprintf(stderr, "usage: sandman-agent serve SOCK FIFO NAME | call SOCK CALLFD SHIM NPREFIX [OPTS] -- CMD...\n");
+    return 2;
+}
