@@ -10,8 +10,8 @@
  *   sandman-agent call SOCK CALLFD SHIM NPREFIX [-e VAR[=VAL]]... [-w DIR] [-u U] [-t] -- CMD...
  *       Exec'd by a shim in warm mode. Sends the call (argv, cwd, env, umask) and its own
  *       fds 0/1/2 (SCM_RIGHTS) to the agent, forwards signals, and exits as the tool did (its
- *       status, or 128+N when signal N killed it, as the other paths report it). Writes "done" to the call file CALLFD when the
- *       call ends (sandman/warm.py waits for it). When the agent cannot be reached or never
+ *       status, or 128+N when signal N killed it, as the other paths report it). Writes
+ *       "done" to the call file CALLFD when the call ends (sandman/warm.py waits for it). When the agent cannot be reached or never
  *       says "started", nothing has run: it execs SHIM again with SANDMAN_AGENT_SKIP=1 and
  *       the call's own arguments (argv after the NPREFIX command words), which takes the
  *       `docker exec` / cold path instead: the same result, a little slower.
