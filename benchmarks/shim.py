@@ -1,21 +1,28 @@
-"""How much a shim costs: native, bare docker run, bare docker exec, cold, warm and agent shims.
+"""How much a shim costs, per engine: native, bare run, bare exec, cold, warm and agent shims.
 
-The machine this runs on is shared and noisy, so the variants are measured in one run and
-alternating (round robin, the order rotating every round), and only medians and ratios of the
-same run are reported. The bare `docker run` is the very command the cold shim would exec
-(taken from its dry run, with its own name and without sandman's labels, so the reaper leaves it
-alone); the bare `docker exec` goes into the warm container the warm shim uses, with the same
-user, working directory and environment. So each ratio is the shim's own overhead.
-The warm shim is measured twice: through `docker exec` (`SANDMAN_AGENT=0`) and through the warm
-agent (sandman/agent.py), both into the same warm container.
+The machine this runs on is shared and noisy, so every variant of every engine is measured in
+one run and alternating (round robin, the order rotating every round), and only medians and
+ratios of the same run are reported. Each engine's ratios are against that engine's own bare
+commands: the bare `run` is the very command the cold shim would exec (taken from its dry run,
+with its own name and without sandman's labels, so the reaper leaves it alone); the bare `exec`
+goes into the warm container the warm shim uses, with the same user, working directory and
+environment. So each ratio is the shim's own overhead on that engine.
+The warm shim is measured twice: through `exec` (`SANDMAN_AGENT=0`) and through the warm agent
+(sandman/agent.py), both into the same warm container.
 
-After the round robin come two loops: warm calls through `docker exec`, and the user's loop
-over real sqlite3 files through the agent (`for f in dumps/*.db; do sqlite3-3.46 "$f" ...`),
+Engines: Docker as the current user, and rootless Podman. Run as root, the Podman commands run
+as the ordinary user `sandman-podman` (made if missing, with subordinate uid ranges; no docker
+group) through `setpriv`, with its own SANDMAN_HOME, image store and API service: its bare
+commands and its shims alike, so `setpriv`'s exec is on both sides of its ratios.
+
+After the round robin come, per engine, two loops: warm calls through `exec`, and the user's
+loop over real sqlite3 files through the agent (`for f in dumps/*.db; do sqlite3-3.46 "$f" ...`),
 run by bash, checked for 0 failures, 0 bytes on stderr and no process left in the container.
 
     python -m benchmarks.shim            # 30 rounds, a 200-call warm loop, 10,000 agent calls
     python -m benchmarks.shim --short    # 5 rounds, a 20-call loop, 200 agent calls (CI)
     python -m benchmarks.shim --json     # the figures as JSON on stdout
+    python -m benchmarks.shim --engines podman   # one engine (default: every one that works)
 """
 
 from __future__ import annotations
@@ -32,19 +39,35 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.rootless import Runner, ensure_bases, podman_runner
 
 SPEC = "sqlite3@3.46"
 SHIM = "sqlite3-3.46"
+SPEC_BASE = "debian:trixie-slim"  # recipes/sqlite3: the base of 3.46
 ARGS = ["-version"]
-TARGETS = {  # ratio name -> (numerator, denominator, limit)
-    "cold/bare-run": ("cold shim", "bare docker run", 1.10),
-    "warm/exec": ("warm shim", "bare docker exec", 1.30),
-    "warm/bare-run": ("warm shim", "bare docker run", 0.35),
-    "agent/exec": ("agent shim", "bare docker exec", 0.15),
+ENGINES = ("docker", "podman")
+VARIANTS = ("bare run", "bare exec", "cold shim", "warm shim", "agent shim")
+TARGETS = {  # ratio name -> (numerator, denominator, limit), within one engine
+    "cold/bare-run": ("cold shim", "bare run", 1.10),
+    "warm/exec": ("warm shim", "bare exec", 1.30),
+    "warm/bare-run": ("warm shim", "bare run", 0.35),
+    "agent/exec": ("agent shim", "bare exec", 0.15),
 }
 AGENT_MAIN = "/run/sandman-agent/agent"
 DUMPS = 50  # sqlite3 files the agent loop goes over
+BUILD_AGENT = ("import os\nfrom sandman import agent\nfrom sandman.engine import Engine\n"
+               "from sandman.paths import Paths\n"
+               "print(agent.build(Engine.connect(), Paths.from_env(dict(os.environ))))")
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def machine() -> dict[str, str]:
@@ -56,18 +79,22 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def available() -> list[str]:
+    """The engines that work here: a Docker daemon this user reaches, a Podman to run rootless."""
+    out = []
     try:
-        docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                                capture_output=True, text=True, timeout=30).stdout.strip()
+        if subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                          capture_output=True, timeout=30).returncode == 0:
+            out.append("docker")
     except (OSError, subprocess.TimeoutExpired):
-        docker = "unknown"
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "docker": docker or "unknown",
-            "kernel": platform.release(), "python": platform.python_version()}
-
-
-def sandman(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=1800)
+        pass
+    if shutil.which("podman") and (os.geteuid() != 0 or shutil.which("setpriv")):
+        out.append("podman")
+    return out
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -76,32 +103,50 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(argv[:3])}... exited {proc.returncode}: "
+        shown = [a for a in argv if not a.startswith("--re") and a not in ("setpriv", "--clear-groups")]
+        raise RuntimeError(f"{shlex.join(shown[:3])}... exited {proc.returncode}: "
                            f"{proc.stderr.decode(errors='replace').strip()[:300]}")
     return elapsed
 
 
-def bare_run_argv(shim: Path, env: dict[str, str], cwd: Path) -> list[str]:
-    """The docker run the cold shim would exec, renamed and without sandman's labels."""
-    proc = subprocess.run([str(shim), *ARGS], env={**env, "SANDMAN_DRY_RUN": "1"}, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+@dataclass(frozen=True)
+class Setup:
+    """One engine, ready: its runner, folders, environments and the commands to time."""
+
+    runner: Runner
+    home: Path
+    work: Path
+    env: dict[str, str]
+    container: str
+    variants: dict[str, tuple[list[str], dict[str, str]]]
+    info: dict
+
+
+def sandman(r: Runner, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return r.run([r.python, "-m", "sandman", *args], env=env, cwd=cwd)
+
+
+def bare_run_argv(r: Runner, shim: Path, env: dict[str, str], cwd: Path) -> list[str]:
+    """The run the cold shim would exec, renamed and without sandman's labels."""
+    proc = r.run([str(shim), *ARGS], env={**env, "SANDMAN_DRY_RUN": "1"}, cwd=cwd, timeout=60)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"dry run of {shim} failed: {proc.stderr.strip()}")
     argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    if Path(argv[0]).name != r.engine:
+        raise RuntimeError(f"the {r.engine} shim would run {argv[0]}, not {r.engine}")
     out: list[str] = []
     i = 0
     while i < len(argv):
-        a = argv[i]
-        if a in ("--label", "--name"):
+        if argv[i] in ("--label", "--name"):
             i += 2
             continue
-        out.append(a)
+        out.append(argv[i])
         i += 1
     return out
 
 
-def run_variant(name: str, argv: list[str], env: dict[str, str], cwd: Path, n: list[int]) -> float:
-    if name == "bare docker run":
+def run_variant(variant: str, argv: list[str], env: dict[str, str], cwd: Path, n: list[int]) -> float:
+    if variant == "bare run":
         n[0] += 1
         i = argv.index("run") + 1
         argv = [*argv[:i], "--name", f"sandman-bench-{os.getpid()}-{n[0]}",
@@ -109,14 +154,16 @@ def run_variant(name: str, argv: list[str], env: dict[str, str], cwd: Path, n: l
     return timed(argv, env, cwd)
 
 
-def warm_container(home: Path) -> str:
-    out = subprocess.run(
-        ["docker", "ps", "-q", "--no-trunc", "--filter", "label=io.sandman.role=warm",
-         "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"],
-        capture_output=True, text=True, timeout=30).stdout.split()
-    if not out:
-        raise RuntimeError("the warm shim started no warm container")
-    return out[0]
+def warm_container(r: Runner, home: Path) -> str:
+    """This home's running warm container (its io.sandman.home label is under state/warm)."""
+    ids = r.run([r.engine, "ps", "-q", "--no-trunc", "--filter", "label=io.sandman.role=warm"],
+                timeout=60).stdout.split()
+    for cid in ids:
+        label = r.run([r.engine, "inspect", "-f", '{{index .Config.Labels "io.sandman.home"}}',
+                       cid], timeout=60).stdout.strip()
+        if label == str(home / "state" / "warm") or label.startswith(f"{home / 'state' / 'warm'}/"):
+            return cid
+    raise RuntimeError(f"the warm shim started no warm container ({r.engine})")
 
 
 def make_dumps(folder: Path) -> list[str]:
@@ -135,145 +182,263 @@ def make_dumps(folder: Path) -> list[str]:
     return expected
 
 
-def left_in(container: str) -> list[str]:
+def left_in(r: Runner, container: str) -> list[str]:
     """Processes in a warm container besides its init and the agent."""
-    top = subprocess.run(["docker", "top", container, "-eo", "pid,args"], capture_output=True,
-                         text=True, timeout=60).stdout.splitlines()[1:]
-    return [ln for ln in top if "docker-init" not in ln and f"{AGENT_MAIN} serve" not in ln]
+    top = r.run([r.engine, "top", container, *(["-eo", "pid,args"] if r.engine == "docker"
+                                                  else ["pid", "args"])], timeout=60)
+    return [ln for ln in top.stdout.splitlines()[1:]
+            if ln.strip() and "-init" not in ln and f"{AGENT_MAIN} serve" not in ln]
 
 
-def agent_loop(calls: int, env: dict[str, str], work: Path, container: str) -> dict:
+def agent_loop(s: Setup, calls: int, env: dict[str, str]) -> dict:
     """The user's loop through the agent: time per call, failures, stderr, what is left."""
-    expected = make_dumps(work / "dumps")
+    expected = make_dumps(s.work / "dumps")
+    s.runner.give(s.work / "dumps")
     rounds = max(1, calls // DUMPS)
     script = (f"for r in $(seq {rounds}); do for f in dumps/*.db; do "
               f"{SHIM} \"$f\" 'select count(*), sum(v) from t;' || echo FAILED; done; done")
     t = time.perf_counter()
-    proc = subprocess.run(["bash", "-c", script], env=env, cwd=work, capture_output=True,
-                          timeout=7200)
+    proc = subprocess.run(s.runner.argv(["bash", "-c", script]), env=env, cwd=s.work,
+                          capture_output=True, timeout=7200)
     total = time.perf_counter() - t
     lines = proc.stdout.decode(errors="replace").splitlines()
     want = expected * rounds
     failures = sum(1 for a, b in zip(lines, want, strict=False) if a != b) + abs(len(lines) - len(want))
     time.sleep(0.5)
     return {"calls": rounds * DUMPS, "total_s": total, "per_call_ms": total / (rounds * DUMPS) * 1000,
-            "failures": failures, "stderr_bytes": len(proc.stderr), "left": left_in(container)}
+            "failures": failures, "stderr_bytes": len(proc.stderr),
+            "left": left_in(s.runner, s.container)}
 
 
-def measure(rounds: int, loop: int, agent_calls: int = 10_000, keep_home: bool = False) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="sandman-bench-"))
-    home, work = tmp / "home", tmp / "work"
+def engine_info(r: Runner) -> dict:
+    if r.engine == "docker":
+        v = r.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=60).stdout
+        return {"version": v.strip() or "unknown", "as": "root" if os.geteuid() == 0 else "user"}
+    fmt = ("{{.Version.Version}} {{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}} "
+           "{{.Host.Security.Rootless}}")
+    out = r.run(["podman", "info", "--format", fmt], timeout=120).stdout.split()
+    if len(out) != 4:
+        raise RuntimeError(f"podman info failed for {r.env.get('USER', 'this user')}")
+    return {"version": out[0], "runtime": out[1], "storage": out[2], "rootless": out[3] == "true",
+            "as": r.env.get("USER") or str(os.geteuid())}
+
+
+def agent_binary(r: Runner, env: dict[str, str], cwd: Path, docker_home: Path | None) -> str:
+    """Build the warm agent with this engine; how it was got (rootless Podman: see below)."""
+    from sandman import agent
+    from sandman.paths import Paths
+
+    proc = r.run([r.python, "-c", BUILD_AGENT], env=env, cwd=cwd)
+    if proc.returncode == 0:
+        return "built"
+    err = (proc.stderr.strip().splitlines() or ["?"])[-1][:300]
+    # The toolchain step needs a network; rootless Podman's (slirp4netns) needs /dev/net/tun,
+    # which some hosts keep root-only. The binary is static and named by its source's hash,
+    # so the one Docker built is the very same file.
+    if docker_home is None and "docker" in available():  # Podman alone: build it with Docker
+        docker_home = cwd.parents[1] / "agent-docker"
+        build = subprocess.run([sys.executable, "-c", BUILD_AGENT], capture_output=True, text=True,
+                               env={**os.environ, "SANDMAN_HOME": str(docker_home),
+                                    "SANDMAN_ENGINE": "docker"}, cwd=cwd.parents[1], timeout=1800)
+        if build.returncode != 0:
+            docker_home = None
+    if docker_home is None:
+        raise RuntimeError(f"building the warm agent with {r.engine} failed: {err}")
+    src = agent.binary_path(Paths.from_env({"SANDMAN_HOME": str(docker_home)}))
+    dst = agent.binary_path(Paths.from_env({"SANDMAN_HOME": env["SANDMAN_HOME"]}))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+    r.give(dst.parents[1])
+    return f"copied from the Docker build (the {r.engine} build failed: {err})"
+
+
+def prepare(r: Runner, tmp: Path, docker_home: Path | None) -> Setup:
+    base = tmp / r.engine
+    home, work = base / "home", base / "work"
     work.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-    env.update(SANDMAN_HOME=str(home), PATH=f"{home / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    result: dict = {"machine": machine(), "rounds": rounds, "spec": SPEC, "command": [SHIM, *ARGS]}
-    try:
-        proc = sandman("-q", "install", SPEC, env=env, cwd=work)
-        if proc.returncode != 0:
-            raise RuntimeError(f"sandman install {SPEC} failed: {proc.stderr.strip()}")
-        t = time.perf_counter()
-        proc = sandman("-q", "install", SPEC, env=env, cwd=work)
-        result["install_cache_hit_s"] = time.perf_counter() - t
-        if proc.returncode != 0:
-            raise RuntimeError(f"sandman install {SPEC} (cache hit) failed: {proc.stderr.strip()}")
-        shim = home / "bin" / SHIM
-        cold_env = {**env, "SANDMAN_WARM": "0"}
-        warm_env = {**env, "SANDMAN_WARM": "1", "SANDMAN_AGENT": "0"}
-        agent_env = {**env, "SANDMAN_WARM": "1"}
-        from sandman import agent
-        from sandman.engine import Engine
-        from sandman.paths import Paths
+    r.give(base)
+    env = {**r.env, "SANDMAN_HOME": str(home), "PATH": f"{home / 'bin'}{os.pathsep}{r.env.get('PATH', '')}"}
+    info = engine_info(r)
+    if r.engine == "podman" and r.owner is not None:
+        from sandman.agent import BUILD_BASE
 
-        t = time.perf_counter()
-        agent.build(Engine.connect(), Paths.from_env(env))
-        result["agent_build_s"] = time.perf_counter() - t
-        timed([str(shim), *ARGS], agent_env, work)  # starts the warm container (not measured)
-        ctr = warm_container(home)
-        main = subprocess.run(["docker", "inspect", "-f", "{{.Path}}", ctr], capture_output=True,
-                              text=True, timeout=30).stdout.strip()
-        if main != AGENT_MAIN:
-            raise RuntimeError(f"the warm container does not run the agent ({main})")
-        uid, gid = os.geteuid(), os.getegid()
+        ensure_bases(r, (SPEC_BASE, BUILD_BASE))
+    proc = sandman(r, "-q", "install", SPEC, env=env, cwd=work)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sandman install {SPEC} ({r.engine}) failed: {proc.stderr.strip()}")
+    t = time.perf_counter()
+    proc = sandman(r, "-q", "install", SPEC, env=env, cwd=work)
+    info["install_cache_hit_s"] = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"sandman install {SPEC} ({r.engine}, cache hit) failed: {proc.stderr.strip()}")
+    shim = home / "bin" / SHIM
+    cold_env = {**env, "SANDMAN_WARM": "0"}
+    warm_env = {**env, "SANDMAN_WARM": "1", "SANDMAN_AGENT": "0"}
+    agent_env = {**env, "SANDMAN_WARM": "1"}
+    t = time.perf_counter()
+    info["agent_binary"] = agent_binary(r, env, work, docker_home)
+    info["agent_build_s"] = time.perf_counter() - t
+    timed(r.argv([str(shim), *ARGS]), agent_env, work)  # starts the warm container (not measured)
+    ctr = warm_container(r, home)
+    main = r.run([r.engine, "inspect", "-f", "{{.Path}}{{range .Args}} {{.}}{{end}}", ctr],
+                 timeout=60).stdout.strip()  # Podman names its init here, Docker does not
+    if f"{AGENT_MAIN} serve" not in main:
+        raise RuntimeError(f"the {r.engine} warm container does not run the agent ({main})")
+    uid, gid = r.owner or (os.geteuid(), os.getegid())
+    info["bare_run"] = bare_run_argv(r, shim, cold_env, work)
+    info["bare_exec"] = [r.engine, "exec", "-i", "-u", f"{uid}:{gid}", "-w", str(work),
+                         "-e", "HOME=/tmp", ctr, "sqlite3", *ARGS]
+    variants = {
+        "bare run": (r.argv(info["bare_run"]), env),
+        "bare exec": (r.argv(info["bare_exec"]), env),
+        "cold shim": (r.argv([str(shim), *ARGS]), cold_env),
+        "warm shim": (r.argv([str(shim), *ARGS]), warm_env),
+        "agent shim": (r.argv([str(shim), *ARGS]), agent_env),
+    }
+    return Setup(r, home, work, env, ctr, variants, info)
+
+
+def runners(engines: list[str], tmp: Path) -> list[Runner]:
+    out = []
+    for e in engines:
+        if e == "docker":
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+            env["SANDMAN_ENGINE"] = "docker"
+            out.append(Runner("docker", (), env, sys.executable, None, False))
+        else:  # rootless; the engine is auto's choice for that user (no docker socket)
+            out.append(podman_runner(tmp / "site"))
+    return out
+
+
+def measure(rounds: int, loop: int, agent_calls: int = 10_000, engines: list[str] | None = None,
+            keep_home: bool = False) -> dict:
+    engines = [e for e in ENGINES if e in (engines or available())]  # Docker's agent first
+    if not engines:
+        raise RuntimeError("no engine works here (no Docker daemon reachable, no podman)")
+    # not "sandman-...": test sessions on this machine remove warm containers of such homes
+    tmp = Path(tempfile.mkdtemp(prefix="sm-bench-"))
+    tmp.chmod(0o755)  # the rootless user's folders are in it
+    result: dict = {"machine": machine(), "load_before": load(), "rounds": rounds, "spec": SPEC,
+                    "command": [SHIM, *ARGS], "engines": {}}
+    setups: list[Setup] = []
+    try:
+        docker_home = None
+        for r in runners(engines, tmp):
+            s = prepare(r, tmp, docker_home)
+            setups.append(s)
+            result["engines"][r.engine] = s.info
+            if r.engine == "docker":
+                docker_home = s.home
         native = shutil.which("sqlite3")
-        variants: dict[str, tuple[list[str], dict[str, str]]] = {
-            "native": ([native, *ARGS] if native else ["/bin/true"], env),
-            "bare docker run": (bare_run_argv(shim, cold_env, work), env),
-            "bare docker exec": (["docker", "exec", "-i", "-u", f"{uid}:{gid}", "-w", str(work),
-                                  "-e", "HOME=/tmp", ctr, "sqlite3", *ARGS], env),
-            "cold shim": ([str(shim), *ARGS], cold_env),
-            "warm shim": ([str(shim), *ARGS], warm_env),
-            "agent shim": ([str(shim), *ARGS], agent_env),
-        }
         result["native_command"] = "sqlite3 (host)" if native else "/bin/true (no host sqlite3)"
-        samples: dict[str, list[float]] = {k: [] for k in variants}
+        work0 = setups[0].work
+        host_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+        variants: dict[tuple[str, str], tuple[list[str], dict[str, str], Path]] = {
+            ("host", "native"): ([native, *ARGS] if native else ["/bin/true"], host_env, work0)}
+        for s in setups:
+            for v, (argv, env) in s.variants.items():
+                variants[(s.runner.engine, v)] = (argv, env, s.work)
+        samples: dict[tuple[str, str], list[float]] = {k: [] for k in variants}
         names = list(variants)
         counter = [0]
         for k in names:  # one unmeasured call each: page cache, daemon caches
-            run_variant(k, variants[k][0], variants[k][1], work, counter)
-        for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
+            argv, env, cwd = variants[k]
+            run_variant(k[1], argv, env, cwd, counter)
+        for rnd in range(rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
             for k in order:
-                argv, e = variants[k]
-                samples[k].append(run_variant(k, argv, e, work, counter))
-        result["median_ms"] = {k: statistics.median(v) * 1000 for k, v in samples.items()}
-        result["min_ms"] = {k: min(v) * 1000 for k, v in samples.items()}
-        med = result["median_ms"]
-        result["ratios"] = {}
-        for name, (num, den, limit) in TARGETS.items():
-            ratio = med[num] / med[den]
-            result["ratios"][name] = {"value": ratio, "limit": limit, "pass": ratio <= limit}
-        t = time.perf_counter()
-        for _ in range(loop):
-            timed([str(shim), *ARGS], warm_env, work)
-        total = time.perf_counter() - t
-        result["warm_loop"] = {"calls": loop, "total_s": total, "per_call_ms": total / loop * 1000}
-        result["agent_loop"] = agent_loop(agent_calls, agent_env, work, ctr)
-        al = result["agent_loop"]
-        result["pass"] = (all(r["pass"] for r in result["ratios"].values())
-                          and not al["failures"] and not al["stderr_bytes"] and not al["left"])
+                argv, env, cwd = variants[k]
+                samples[k].append(run_variant(k[1], argv, env, cwd, counter))
+        result["load_after_rounds"] = load()
+        result["native"] = {"median_ms": statistics.median(samples[("host", "native")]) * 1000,
+                            "min_ms": min(samples[("host", "native")]) * 1000}
+        ok = True
+        for s in setups:
+            e = s.runner.engine
+            res = result["engines"][e]
+            res["median_ms"] = {v: statistics.median(samples[(e, v)]) * 1000 for v in VARIANTS}
+            res["min_ms"] = {v: min(samples[(e, v)]) * 1000 for v in VARIANTS}
+            med = res["median_ms"]
+            res["ratios"] = {}
+            for name, (num, den, limit) in TARGETS.items():
+                ratio = med[num] / med[den]
+                res["ratios"][name] = {"value": ratio, "limit": limit, "pass": ratio <= limit}
+        for s in setups:  # the loops, one engine after the other
+            res = result["engines"][s.runner.engine]
+            argv, warm_env = s.variants["warm shim"]
+            t = time.perf_counter()
+            for _ in range(loop):
+                timed(argv, warm_env, s.work)
+            total = time.perf_counter() - t
+            res["warm_loop"] = {"calls": loop, "total_s": total, "per_call_ms": total / loop * 1000}
+            res["agent_loop"] = agent_loop(s, agent_calls, s.variants["agent shim"][1])
+            al = res["agent_loop"]
+            res["pass"] = (all(r["pass"] for r in res["ratios"].values())
+                           and not al["failures"] and not al["stderr_bytes"] and not al["left"])
+            ok = ok and res["pass"]
+        result["load_after"] = load()
+        result["pass"] = ok
     finally:
-        cleanup(home, env, work)
+        for s in setups:
+            cleanup(s)
         if not keep_home:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
-def cleanup(home: Path, env: dict[str, str], work: Path) -> None:
-    if home.exists():
-        sandman("-q", "warm", "stop", env=env, cwd=work)
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sandman.role=bench"],
-                         capture_output=True, text=True).stdout.split()
+def cleanup(s: Setup) -> None:
+    r = s.runner
+    if s.home.exists():
+        sandman(r, "-q", "warm", "stop", env=s.env, cwd=s.work)
+    ids = r.run([r.engine, "ps", "-aq", "--filter", "label=io.sandman.role=bench"],
+                timeout=120).stdout.split()
     if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    try:  # the reaper this home's shims started: by its pid, checked against its command line
-        pid = int((home / "state" / "reaper.pid").read_text().strip())
-        if b"sandman.reaper" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):
-        pass
+        r.run([r.engine, "rm", "-f", *ids], timeout=300)
+    # the reapers this home's shims started (one per daemon: reaper.pid, reaper@<socket>.pid):
+    # by their pid, checked against their command line
+    for pidfile in (s.home / "state").glob("reaper*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            if b"sandman.reaper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
+def engine_title(e: str, info: dict) -> str:
+    if e == "docker":
+        return f"docker {info['version']} (as {info['as']})"
+    mode = "rootless" if info.get("rootless") else "rootful"
+    return (f"podman {info['version']} {mode} (as {info['as']}, runtime {info['runtime']}, "
+            f"storage {info['storage']})")
 
 
 def report(res: dict) -> str:
     m = res["machine"]
-    lines = [f"machine: {m['cpu']}, {m['cores']} cores, docker {m['docker']}, kernel {m['kernel']}",
-             f"command: {' '.join(res['command'])}   rounds: {res['rounds']} (round robin)   "
-             f"native: {res['native_command']}",
-             "", f"{'variant':<18} {'median ms':>10} {'min ms':>8}"]
-    for k, v in res["median_ms"].items():
-        lines.append(f"{k:<18} {v:>10.1f} {res['min_ms'][k]:>8.1f}")
-    lines.append("")
-    for name, r in res["ratios"].items():
-        lines.append(f"{name:<14} {r['value']:.3f}  (target <= {r['limit']:.2f})  "
-                     f"{'PASS' if r['pass'] else 'FAIL'}")
-    lines.append("")
-    lines.append(f"install {res['spec']} (cache hit): {res['install_cache_hit_s'] * 1000:.0f} ms")
-    w = res["warm_loop"]
-    lines.append(f"warm loop: {w['calls']} calls in {w['total_s']:.2f} s "
-                 f"({w['per_call_ms']:.1f} ms per call)")
-    a = res["agent_loop"]
-    lines.append(f"agent loop: {a['calls']} sqlite3 calls over {DUMPS} files in {a['total_s']:.2f} s "
-                 f"({a['per_call_ms']:.1f} ms per call), {a['failures']} failures, "
-                 f"{a['stderr_bytes']} bytes on stderr, {len(a['left'])} processes left")
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, kernel {m['kernel']}",
+             f"load average: {res['load_before']} before, {res['load_after_rounds']} after the "
+             f"rounds, {res['load_after']} at the end",
+             f"command: {' '.join(res['command'])}   rounds: {res['rounds']} (round robin over "
+             f"{', '.join(res['engines'])})   native: {res['native_command']}",
+             "", f"{'variant':<18} {'median ms':>10} {'min ms':>8}",
+             f"{'native':<18} {res['native']['median_ms']:>10.1f} {res['native']['min_ms']:>8.1f}"]
+    for e, info in res["engines"].items():
+        lines += ["", engine_title(e, info)]
+        for v in VARIANTS:
+            name = v.replace("bare ", f"bare {e} ")
+            lines.append(f"{name:<18} {info['median_ms'][v]:>10.1f} {info['min_ms'][v]:>8.1f}")
+        for name, r in info["ratios"].items():
+            lines.append(f"{e} {name:<14} {r['value']:.3f}  (target <= {r['limit']:.2f})  "
+                         f"{'PASS' if r['pass'] else 'FAIL'}")
+        lines.append(f"{e} install {res['spec']} (cache hit): {info['install_cache_hit_s'] * 1000:.0f} ms")
+        lines.append(f"{e} agent: {info['agent_binary']}")
+        w = info["warm_loop"]
+        lines.append(f"{e} warm loop: {w['calls']} calls in {w['total_s']:.2f} s "
+                     f"({w['per_call_ms']:.1f} ms per call)")
+        a = info["agent_loop"]
+        lines.append(f"{e} agent loop: {a['calls']} sqlite3 calls over {DUMPS} files in "
+                     f"{a['total_s']:.2f} s ({a['per_call_ms']:.1f} ms per call), {a['failures']} "
+                     f"failures, {a['stderr_bytes']} bytes on stderr, {len(a['left'])} processes left")
     return "\n".join(lines)
 
 
@@ -285,12 +450,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop", type=int, help="warm calls in the loop (default 200, short 20)")
     ap.add_argument("--agent-loop", type=int,
                     help="sqlite3 calls through the agent (default 10000, short 200)")
+    ap.add_argument("--engines", help="comma-separated: docker,podman (default: every engine "
+                                      "that works here; Podman is rootless)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (5 if args.short else 30)
     loop = args.loop or (20 if args.short else 200)
     agent_calls = args.agent_loop or (200 if args.short else 10_000)
+    engines = None
+    if args.engines:
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        bad = [e for e in engines if e not in ENGINES]
+        if bad or not engines or len(set(engines)) != len(engines):
+            print(f"benchmark: --engines {args.engines}: name each of docker, podman at most once",
+                  file=sys.stderr)
+            return 2
     try:
-        res = measure(rounds, loop, agent_calls)
+        res = measure(rounds, loop, agent_calls, engines)
     except RuntimeError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 1

@@ -90,7 +90,8 @@ def _toolchain(engine: Engine, on_line: Callable[[str], None]) -> str:
     on_line(f"agent: installing gcc and musl in {BUILD_BASE}")
     with translate("making the agent's build image"):
         c = engine.client.containers.run(BUILD_BASE, ["sh", "-c", TOOLCHAIN_STEP], detach=True,
-                                         labels={LABEL_ROLE: "agent-build"})
+                                         labels={LABEL_ROLE: "agent-build"},
+                                         network_mode=engine.network_mode(True))
         try:
             code = int(c.wait(timeout=900).get("StatusCode", 1))
             if code != 0:

@@ -1,7 +1,9 @@
 """Making a Debian base image from an apt mirror, for sites (and CI) that cannot pull one.
 
 mmdebstrap writes a minimal root filesystem as a tarball, `docker import` turns it into an
-image. It runs on the host as the user (root or with unshare), never inside a recipe, and only
+image in the engine in use: Docker, root's Podman, or a rootless user's own Podman store (the
+same import, through Podman's Docker-compatible API). It runs on the host as the user (root, or
+--mode=unshare on the user's subordinate uid ranges), never inside a recipe, and only
 with the suite name the user asked for; the mirror is mmdebstrap's default (deb.debian.org)
 unless `--mirror` or `mirror` in config.toml says otherwise.
 
@@ -42,7 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandman.errors import BuildError, EngineError, MissingProgramError, PlatformError, UsageError
+from sandman.errors import (
+    BuildError,
+    EngineError,
+    MissingProgramError,
+    PlatformError,
+    SubidError,
+    UsageError,
+)
 from sandman.names import LABEL
 from sandman.platforms import (
     PLATFORMS,
@@ -177,6 +186,8 @@ def bootstrap(
 ) -> str:
     if shutil.which("mmdebstrap") is None:
         raise MissingProgramError("mmdebstrap is not installed; install it (apt-get install mmdebstrap)")
+    if os.geteuid() != 0:
+        require_unshare(p.ref)
     foreign = p.platform if p.platform and not native(p.platform, host_platform()) else None
     if foreign:  # mmdebstrap runs the new system's maintainer scripts through QEMU
         require_emulation(foreign, p.ref)
@@ -203,6 +214,29 @@ def bootstrap(
                                      labels={}, tmp_dir=tmp_dir, on_line=on_line)
         on_line(f"importing {out.name} as {p.ref}")
         return engine.import_tarball(out, p.ref, changes=['CMD ["bash"]'])
+
+
+def require_unshare(ref: str) -> None:
+    """As a non-root user (rootless Podman, or Docker through its group) mmdebstrap runs with
+    --mode=unshare: newuidmap maps the new system's users onto the user's subordinate ranges.
+    Without them it fails deep in its setup; this says what to do before anything runs."""
+    import pwd
+
+    from sandman.engines import subid_problem
+
+    uid = os.geteuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    if shutil.which("newuidmap") is None:
+        raise MissingProgramError(f"cannot bootstrap {ref} as {user}: mmdebstrap --mode=unshare "
+                                  "needs newuidmap; install it (apt-get install uidmap), or run "
+                                  "sandman bootstrap as root")
+    if problem := subid_problem(user, uid):
+        raise SubidError(f"cannot bootstrap {ref} as {user}: mmdebstrap --mode=unshare maps users "
+                         f"as rootless Podman does, and {problem.removeprefix('rootless Podman ')}"
+                         "; or run sandman bootstrap as root")
 
 
 # -- another CPU, and bases from a vendor's root filesystem --------------------------------------

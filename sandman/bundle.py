@@ -45,6 +45,7 @@ from sandman import install as core
 from sandman.build import cached, image_ref, kits_dir, sha256_file
 from sandman.catalog import Spec
 from sandman.context import Context
+from sandman.engine import short_tag
 from sandman.errors import ConflictError, IntegrityError, SourceError, StateError, UsageError
 from sandman.images import is_sandman_tag
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
@@ -388,7 +389,8 @@ def _load_listed(ctx: Context, images: IO[bytes], wanted: dict[str, str], manife
                 kept[digest] = {"Config": config, "RepoTags": [],
                                 "Layers": list(entry.get("Layers") or [])}
                 _check_labels(data, digest, manifest, where)
-                unlisted += [t for t in entry.get("RepoTags") or [] if t != wanted[digest]]
+                # Podman writes names in full (docker.io/sandman/..., localhost/debian:...)
+                unlisted += [t for t in entry.get("RepoTags") or [] if short_tag(t) != wanted[digest]]
             else:
                 unlisted += list(entry.get("RepoTags") or []) or [digest[:19]]
         missing = [f"{safe(ref)} ({safe(i[:19])})" for i, ref in wanted.items() if i not in kept]

@@ -178,9 +178,19 @@ def _reporter(verbosity: int) -> CliReporter:
     return CliReporter(verbosity, paths.log_dir / "sandman.log")
 
 
+# Commands that work, or report, without a usable engine: the others check it first (_ctx).
+_NO_ENGINE_COMMANDS = frozenset({"doctor", "recipes", "repo", "exit-codes"})
+
+
 def _ctx() -> "Context":
     from sandman.context import Context
 
+    if _state.get("command") not in _NO_ENGINE_COMMANDS:  # refused before anything is made
+        from sandman import status
+        from sandman.config import load_config
+        from sandman.paths import Paths
+
+        status.preflight(load_config(Paths.from_env().config_file).engine)
     out = _reporter(_state["verbosity"])
     _state["reporter"] = out
     return Context.from_env(out=out)
@@ -261,14 +271,22 @@ def _approver(yes: bool) -> Callable[[str, list[str]], bool] | None:
 
 @app.callback()
 def main_options(
+    cli_ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose",
                                           help="Print every build line.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version_cb, is_eager=True,
                                           help="Print sandman's version and exit.")] = False,
+    engine: Annotated[str | None, typer.Option(
+        "--engine", metavar="docker|podman|auto",
+        help="The container engine for this command (default: config.toml `engine`, else auto: "
+             "a reachable Docker socket, else Podman). Same as SANDMAN_ENGINE.")] = None,
 ) -> None:
     """Run several versions of a legacy command-line tool side by side, each in its own container."""
+    if engine is not None:  # an environment variable, so the processes sandman starts follow it
+        os.environ["SANDMAN_ENGINE"] = engine
+    _state["command"] = cli_ctx.invoked_subcommand
     _state["debug"] = debug or bool(os.environ.get("SANDMAN_DEBUG"))
     _state["verbosity"] = 0 if quiet else 2 if verbose else 1
 
@@ -1303,6 +1321,11 @@ def _log_end(code: int, error: BaseException | None) -> None:
     rep = _state.get("reporter")
     if rep is None and error is None:  # --version, --help, a Tab: no command ran, nothing to log
         return
+    from sandman.errors import EngineNotInstalledError, NoEngineError, StaleSocketError, SubidError
+
+    if rep is None and isinstance(error, (NoEngineError, EngineNotInstalledError, SubidError,
+                                          StaleSocketError)):
+        return  # refused by _ctx's engine check, before anything was made: not even the log
     if rep is None:  # failed before any command started (bad usage): log it all the same
         with contextlib.suppress(Exception):
             rep = _state["reporter"] = _reporter(0)

@@ -26,7 +26,7 @@ from sandman.recipes import (
 )
 
 TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror",
-            "archive_mirror", "signatures"}
+            "archive_mirror", "signatures", "engine"}
 TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm", "network", "devices", "cap_add"}
 
 
@@ -62,6 +62,7 @@ class Config:
     sources_mirror: str | None = None  # a folder or URL prefix tried before a source's URL
     archive_mirror: str | None = None  # the Debian mirror for archived suites (stretch and older)
     signatures: str | None = None  # require | warn | off; None: the repo's word, else warn (signing.py)
+    engine: str | None = None  # docker | podman | auto (sandman/engines.py); None: auto
 
     def for_tool(self, tool: str, version: str) -> ToolSettings:
         """Settings for tool@version: `[tools."tool@version"]` wins over `[tools.tool]`."""
@@ -122,6 +123,8 @@ def load_config(path: Path) -> Config:
             raise fail((key,), "expected an http://, https:// or file:// URL")
     if opt_str("signatures") not in (None, "require", "warn", "off"):
         raise fail(("signatures",), "expected \"require\", \"warn\" or \"off\"")
+    if opt_str("engine") not in (None, "docker", "podman", "auto"):
+        raise fail(("engine",), "expected \"docker\", \"podman\" or \"auto\"")
     idle = data.get("warm_idle_minutes", 10)
     if not isinstance(idle, int) or isinstance(idle, bool) or idle < 1:
         raise fail(("warm_idle_minutes",), "expected a whole number of minutes >= 1")
@@ -148,6 +151,7 @@ def load_config(path: Path) -> Config:
         sources_mirror=sources_mirror,
         archive_mirror=opt_str("archive_mirror"),
         signatures=opt_str("signatures"),
+        engine=opt_str("engine"),
     )
 
 

@@ -59,7 +59,8 @@ class Context:
     def engine(self) -> Engine:
         from sandman.engine import Engine
 
-        return Engine.connect()
+        return Engine.connect(self.config.engine, service_log=self.paths.state_dir / "podman-service.log",
+                              say=self.out.info)
 
     @cached_property
     def catalog(self) -> Catalog:

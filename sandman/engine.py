@@ -23,11 +23,14 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+from sandman.engines import DOCKER, EngineChoice, choose, ensure_service, setup_fix
+from sandman.engines import check_usable as _check_usable
 from sandman.errors import (
     BuildError,
     DaemonPermissionError,
     DaemonUnavailableError,
     EngineError,
+    EngineSetupError,
     ImageMissingError,
     NoSpaceError,
     RemoteError,
@@ -76,10 +79,17 @@ def translate(action: str) -> Iterator[None]:
         raise
     except docker.errors.ImageNotFound as e:
         raise ImageMissingError(f"{action}: {e.explanation or e}") from e
+    except docker.errors.NotFound as e:
+        text = str(e.explanation or e)
+        if "image not known" in text:  # Podman's word for a missing image
+            raise ImageMissingError(f"{action}: {text}") from e
+        raise EngineError(f"{action}: the engine said: {text}") from e
     except docker.errors.APIError as e:
         text = str(e.explanation or e)
         if _is_no_space(text):
             raise NoSpaceError(f"{action}: no space left on device (docker: {text})") from e
+        if fix := setup_fix(text):
+            raise EngineSetupError(f"{action}: {fix} (the engine said: {text.splitlines()[0]})") from e
         raise EngineError(f"{action}: docker said: {text}") from e
     except docker.errors.DockerException as e:
         raise _connection_error(e) from e
@@ -114,16 +124,40 @@ def _connection_error(e: BaseException) -> SandmanError:
 
 
 class Engine:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, choice: EngineChoice | None = None) -> None:
         self.client = client
         self.api = client.api
+        self.choice = choice or EngineChoice(
+            DOCKER, "docker", str(getattr(self.api, "base_url", "")), False, "")
 
     @classmethod
-    def connect(cls) -> Engine:
-        with translate("connecting to Docker"):
-            client = docker.from_env(version="auto", timeout=600)
+    def connect(cls, config_engine: str | None = None, *, service_log: Path | None = None,
+                say: Callable[[str], None] | None = None) -> Engine:
+        """The engine chosen by engines.choose; Podman's API service is started when needed."""
+        choice = choose(config_engine=config_engine)
+        _check_usable(choice)
+        ensure_service(choice, service_log, say)
+        with translate(f"connecting to {choice.label}"):
+            if choice.kind == DOCKER:
+                client = docker.from_env(version="auto", timeout=600)
+            else:
+                client = docker.DockerClient(base_url=choice.base_url, version="auto", timeout=600)
             client.ping()
-        return cls(client)
+        return cls(client, choice)
+
+    @property
+    def podman(self) -> bool:
+        return self.choice.kind != DOCKER
+
+    def network_mode(self, network: bool) -> str | None:
+        """The network of a container sandman starts itself (None: the engine's default).
+
+        Rootless Podman's "bridge" is a CNI network that needs a logind run-time folder (no
+        XDG_RUNTIME_DIR: it fails); its own default for rootless, slirp4netns, always works.
+        """
+        if not network:
+            return "none"
+        return "slirp4netns" if self.podman and self.choice.rootless else None
 
     # -- facts about the daemon -----------------------------------------------------------
     def version(self) -> dict[str, Any]:
@@ -156,7 +190,7 @@ class Engine:
             found = self.api.images(filters={"label": [label]})
         out = []
         for i in found:
-            tags = tuple(t for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
+            tags = tuple(short_tag(t) for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
             created = datetime.fromtimestamp(int(i.get("Created") or 0), UTC)
             out.append(ImageInfo(id=str(i["Id"]), tags=tags, labels=dict(i.get("Labels") or {}),
                                  size=int(i.get("Size") or 0),
@@ -193,7 +227,17 @@ class Engine:
         repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
         try:
             with translate(f"pulling {ref}"):
-                self.api.pull(repo, tag=tag)
+                if self.podman and _loopback(repo):
+                    # Podman's compat pull has no TLS switch: its own API has
+                    res = self.api._post(f"{self.api.base_url}/v4.0.0/libpod/images/pull",
+                                         stream=True, params={"reference": f"{repo}:{tag}",
+                                                              "tlsVerify": "false"})
+                    self.api._raise_for_status(res)
+                    for chunk in self.api._stream_helper(res, decode=True):
+                        if "error" in chunk:
+                            raise RemoteError(f"cannot pull {ref}: {chunk['error']}")
+                else:
+                    self.api.pull(repo, tag=tag)
         except SandmanError as e:
             raise RemoteError(f"cannot pull {ref}: {e.message}") from e
         info = self.image(ref)
@@ -202,14 +246,16 @@ class Engine:
         return info
 
     def import_tarball(self, tarball: Path, ref: str, changes: list[str]) -> str:
-        repo, _, tag = ref.rpartition(":")
+        """Imported untagged, then tagged: Podman 4's compat import ignores the tag (it would
+        name the image <repo>:latest, moving whatever had that name)."""
         with translate(f"importing {tarball} as {ref}"), tarball.open("rb") as f:
-            out = self.api.import_image_from_data(f, repository=repo, tag=tag, changes=changes)
+            out = self.api.import_image_from_data(f, changes=changes)
         m = re.search(r"sha256:[0-9a-f]{64}", str(out))
-        info = self.image(ref)
+        info = self.image(m.group(0)) if m else None
         if info is None:
             raise EngineError(f"importing {ref}: docker did not create the image ({out!r})")
-        return m.group(0) if m else info.id
+        self.tag(info.id, ref)
+        return info.id
 
     def build(
         self,
@@ -311,7 +357,7 @@ class Engine:
         with translate(f"running {' '.join(command)} in {image}"):
             container = self.client.containers.create(
                 image, command=command, entrypoint=entrypoint, user=user,
-                network_mode=None if network else "none",
+                network_mode=self.network_mode(network),
                 labels={f"{LABEL}.role": "probe"},
                 security_opt=["no-new-privileges"], cap_drop=["ALL"],
             )
@@ -390,7 +436,14 @@ class Engine:
     def push(self, ref: str, on_line: Callable[[str], None]) -> None:
         repo, _, tag = ref.rpartition(":")
         with translate(f"pushing {ref}"):
-            for chunk in self.api.push(repo, tag=tag, stream=True, decode=True):
+            if self.podman and _loopback(repo):
+                res = self.api._post(self.api._url("/images/{0}/push", repo),
+                                     params={"tag": tag, "tlsVerify": "false"}, stream=True)
+                self.api._raise_for_status(res)
+                chunks = self.api._stream_helper(res, decode=True)
+            else:
+                chunks = self.api.push(repo, tag=tag, stream=True, decode=True)
+            for chunk in chunks:
                 if "error" in chunk:
                     raise RemoteError(f"pushing {ref}: {chunk['error']}")
                 if chunk.get("status"):
@@ -489,11 +542,30 @@ def _epoch(stamp: str, *, default: float) -> float:
         return default
 
 
+# Podman names every image in full (localhost/sandman/x:1, docker.io/library/debian:...), Docker
+# the way it was tagged: sandman compares names as Docker writes them.
+_DEFAULT_PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
+
+
+def _loopback(repo: str) -> bool:
+    """A registry on this machine: plain HTTP is fine there (Docker's own default, which Podman
+    does not share: it asks for TLS unless told per call)."""
+    host = repo.split("/", 1)[0].rpartition(":")[0] or repo.split("/", 1)[0]
+    return "/" in repo and (host in ("localhost", "[::1]") or host.startswith("127."))
+
+
+def short_tag(tag: str) -> str:
+    for prefix in _DEFAULT_PREFIXES:
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return tag
+
+
 def _image_info(img: Any) -> ImageInfo:
     attrs = img.attrs
     return ImageInfo(
         id=img.id,
-        tags=tuple(img.tags),
+        tags=tuple(short_tag(t) for t in img.tags),
         labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
         size=int(attrs.get("Size") or 0),
         created=str(attrs.get("Created", "")),

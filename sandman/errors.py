@@ -3,7 +3,7 @@
 One root type; each subclass carries a user-facing one-line message and the exit code that
 scripts can rely on. The CLI maps them in one place (``cli.main``); the shim template uses the
 same numbers for the failures it detects itself (see docs/runtime.md for the table).
-The codes live in 95-124 so they stay clear of the common tool codes (and of sysexits' 64-78)
+The codes live in 92-124 so they stay clear of the common tool codes (and of sysexits' 64-78)
 and of docker's own 125 (engine failed), 126 (cannot invoke) and 127 (command not found). Exit 1 means a bug:
 every failure sandman reports on purpose raises a subclass here, never SandmanError itself
 (tests/integration/test_state_errors.py checks the source for it).
@@ -186,12 +186,50 @@ class PlatformError(SandmanError):
     exit_code = 99
 
 
+class NoEngineError(SandmanError):
+    """Neither Docker nor Podman is installed (engine "auto" found nothing)."""
+
+    exit_code = 92
+
+
+class EngineNotInstalledError(SandmanError):
+    """The engine named by --engine, SANDMAN_ENGINE or config.toml is not installed (or unknown)."""
+
+    exit_code = 93
+
+
+class SubidError(SandmanError):
+    """Rootless Podman without subordinate uid/gid ranges for the user: nothing can run."""
+
+    exit_code = 94
+
+
+class StaleSocketError(SandmanError):
+    """The Podman API socket is a file nothing listens on, and not one sandman can replace."""
+
+    exit_code = 95
+
+
+class EngineSetupError(SandmanError):
+    """The engine fails for a reason of this host's set-up that sandman recognises (the fix follows)."""
+
+    exit_code = 96
+
+
 # `sandman exit-codes` prints this; docs/runtime.md holds the same table, row for row
 # (tests/unit/test_cli_docs.py compares them).
 EXIT_CODES: dict[int, str] = {
     0: "success; for a shim or `sandman run`, the tool's own status, 0-255, is passed on",
     1: "unexpected internal error, a bug (run with `--debug` for the traceback)",
     USAGE: "bad command-line usage: unknown option, bad `TOOL@VERSION` syntax, a shim without a command",
+    NoEngineError.exit_code: "no container engine: neither Docker nor Podman is installed",
+    EngineNotInstalledError.exit_code: "the engine named by `--engine`, `SANDMAN_ENGINE` or config.toml's "
+                                       "`engine` is not installed, or not docker/podman/auto",
+    SubidError.exit_code: "rootless Podman: no subordinate uid/gid ranges for the user in /etc/subuid, "
+                          "/etc/subgid (nothing was started)",
+    StaleSocketError.exit_code: "the Podman API socket is stale: a file nothing listens on (remove it)",
+    EngineSetupError.exit_code: "the engine fails for a host set-up reason sandman recognises (OCI "
+                                "runtime, ulimits, cgroups); the message gives the fix",
     SignatureError.exit_code: "an image or bundle is unsigned or not signed by a key in `allowed_signers`: "
                               "refused by the `require` policy (nothing installed) or by `sandman verify`",
     DeviceError.exit_code: "a device the recipe or config.toml passes in (`devices`) does not exist on "

@@ -16,6 +16,7 @@ See docs/guide.md, "Images, ownership and gc".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -95,11 +96,35 @@ def passwd_dir(paths: Paths, image_id: str, f: ImageFacts, uid: int, gid: int) -
     group_lines = f.group.splitlines()
     if not any(ln.split(":")[2:3] == [str(gid)] for ln in group_lines):
         group_lines.append(f"{name}:x:{gid}:")
-    atomic_write(d / "passwd.base", f.passwd.encode())
-    atomic_write(d / "group.base", f.group.encode())
-    atomic_write(d / "passwd", ("\n".join(passwd_lines) + "\n").encode())
-    atomic_write(d / "group", ("\n".join(group_lines) + "\n").encode())
+    for name_, data in (("passwd.base", f.passwd.encode()), ("group.base", f.group.encode()),
+                        ("passwd", ("\n".join(passwd_lines) + "\n").encode()),
+                        ("group", ("\n".join(group_lines) + "\n").encode())):
+        _write_if_changed(d / name_, data)
     return d
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write path only when its content changes, and a first copy with link (never replacing).
+
+    A shim's engine may be about to bind-mount this very path (runc resolves it late): a
+    parallel `sandman run` of the same image must not swap the file under it, even for an
+    identical one, even when both are the first to write it.
+    """
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    atomic_write(tmp, data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                return
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def current_ids() -> tuple[int, int]:

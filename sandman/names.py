@@ -45,6 +45,8 @@ EXIT_CODES: dict[str, int] = {
     "MOUNT": errors.MountError.exit_code,
     "STATE": errors.StateError.exit_code,
     "DEVICE": errors.DeviceError.exit_code,
+    "ENGINE_MISSING": errors.EngineNotInstalledError.exit_code,
+    "SUBID": errors.SubidError.exit_code,
 }
 
 

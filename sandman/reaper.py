@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.from_env()
     docker_host = args[1] if len(args) > 1 and args[1] else (
         os.environ.get("DOCKER_HOST") or warm.DEFAULT_DOCKER_HOST)
-    os.environ["DOCKER_HOST"] = docker_host  # the engine talks to the daemon it was started for
+    # the engine talks to the daemon it was started for (a shim of Podman passes its API socket)
+    if os.environ.get("SANDMAN_ENGINE") == "podman" and docker_host.startswith("unix://"):
+        os.environ["SANDMAN_PODMAN_SOCKET"] = docker_host[len("unix://"):]
+    else:
+        os.environ["DOCKER_HOST"] = docker_host
     pidfile = Path(args[0]) if args and args[0] else warm.reaper_pidfile(paths, docker_host)
     label = str(paths.reaper_pidfile)  # what shims put in io.sandman.reaper (one per home)
     try:

@@ -58,6 +58,7 @@ class ShimContext:
     extra_mounts: tuple[str, ...] = ()  # HOST:CONTAINER[:ro|rw] from `sandman run --mount`
     refresh: bool = True  # shims on PATH refresh when config.toml changes; `sandman run` does not
     warm_idle_minutes: int = 10  # config.toml `warm_idle_minutes`: warm containers stop after this
+    engine: str = "docker"  # docker | podman: whose client the shim execs (sandman/engines.py)
 
 
 def env_prefix(tool: str) -> str:
@@ -176,6 +177,16 @@ def socket_paths() -> list[str]:
     return [DOCKER_SOCKET] + ([real] if real != DOCKER_SOCKET else [])
 
 
+def podman_socket_paths() -> list[str]:
+    """Podman's API sockets this user could reach: rootful, and this user's own (rootless)."""
+    from sandman.engines import PODMAN_ROOTFUL_SOCKET, podman_socket
+
+    found = {PODMAN_ROOTFUL_SOCKET}
+    if os.geteuid():
+        found.add(podman_socket())
+    return sorted(found)
+
+
 def socket_gids() -> list[int]:
     """Groups that may use the Docker socket: its owning group and the `docker` group."""
     gids: list[int] = []
@@ -196,6 +207,9 @@ def refusal(real: str) -> str | None:
     for s in socket_paths():
         if s == real or s.startswith(real.rstrip("/") + "/"):
             return f"it would expose the Docker socket {s}"
+    for s in podman_socket_paths():
+        if s == real or s.startswith(real.rstrip("/") + "/"):
+            return f"it would expose the Podman socket {s}"
     return None
 
 
@@ -250,7 +264,8 @@ def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
               "env": sorted(settings.env), "warm": settings.warm, "idle": warm_idle_minutes}
     if (settings.network, settings.devices, settings.cap_add) != (None, None, None):
         config["grants"] = [settings.network, settings.devices, settings.cap_add]
-    host = {"docker": shutil.which("docker") or "docker", "python": sys.executable,
+    host = {"docker": shutil.which("docker") or "docker", "podman": shutil.which("podman") or "",
+            "python": sys.executable,
             "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
     return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host),
             # what config.toml grants beyond the recipe, kept as is: consent.granted reads it
@@ -335,7 +350,10 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_UTF8_LOCALE": shlex.quote(ctx.utf8_locale),
         "SM_PASSWD_UID": str(ctx.passwd_uid if ctx.passwd_uid is not None else -1),
         "SM_PASSWD_DIR": shlex.quote(str(ctx.passwd_dir or "")),
-        "SM_DOCKER": shlex.quote(shutil.which("docker") or "docker"),
+        "SM_ENGINE": shlex.quote(ctx.engine),
+        "SM_DOCKER": shlex.quote(shutil.which(ctx.engine) or ctx.engine),
+        "SM_DOCKER_CLI": shlex.quote(shutil.which("docker") or "docker"),
+        "SM_PODMAN_CLI": shlex.quote(shutil.which("podman") or ""),
         "SM_SOCKET": shlex.quote(DOCKER_SOCKET),
         "SM_SOCKET_REAL": _arr(sockets[1:]),
         "SM_SOCKET_GIDS": _arr(str(g) for g in socket_gids()),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import pwd
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import images, installs, pins, shims
+from sandman import engines, images, installs, pins, shims
 from sandman.context import Context
-from sandman.errors import SandmanError
+from sandman.errors import SandmanError, StaleSocketError
+from sandman.names import LABEL
 
 
 @dataclass(frozen=True)
@@ -108,17 +113,36 @@ class Check:
 
 def doctor(ctx: Context) -> list[Check]:
     checks: list[Check] = []
-    docker_cli = shutil.which("docker")
-    checks.append(Check(bool(docker_cli), "docker client", docker_cli or
-                        "not on PATH: shims exec `docker run`; install the docker CLI"))
+    daemon = False
     try:
-        v = ctx.engine.version()
-        checks.append(Check(True, "docker daemon",
-                            f"engine {v.get('Version')}, API {v.get('ApiVersion')}"))
-        daemon = True
-    except SandmanError as e:
-        checks.append(Check(False, "docker daemon", e.message))
-        daemon = False
+        choice: engines.EngineChoice | None = engines.choose(ctx.env, ctx.config.engine)
+    except SandmanError as e:  # neither engine, or the one named is not here: one line, the fix
+        checks.append(Check(False, "engine", e.message))
+        choice = None
+    if choice is not None:
+        checks.append(Check(True, "engine", f"{choice.label} at {choice.base_url} ({choice.why})"))
+    if choice is not None and choice.kind == engines.DOCKER:
+        docker_cli = shutil.which("docker")
+        checks.append(Check(bool(docker_cli), "docker client", docker_cli or
+                            "not on PATH: shims exec `docker run`; install the docker CLI"))
+        try:
+            v = ctx.engine.version()
+            checks.append(Check(True, "docker daemon",
+                                f"engine {v.get('Version')}, API {v.get('ApiVersion')}"))
+            daemon = True
+        except SandmanError as e:
+            checks.append(Check(False, "docker daemon", e.message))
+    elif choice is not None:
+        podman = podman_checks(ctx, choice)
+        checks += podman
+        if all(c.ok for c in podman if c.what in ("subordinate ids", "podman API socket")):
+            try:  # starts the service when it is not running (and says so), as any command would
+                v = ctx.engine.version()
+                checks.append(Check(True, "podman API service",
+                                    f"Podman {v.get('Version')}, Docker API {v.get('ApiVersion')}"))
+                daemon = True
+            except SandmanError as e:
+                checks.append(Check(False, "podman API service", e.message))
     bin_dir = ctx.paths.bin_dir
     on_path = any(Path(d).resolve() == bin_dir.resolve()
                   for d in os.environ.get("PATH", "").split(os.pathsep) if d)
@@ -154,6 +178,148 @@ def doctor(ctx: Context) -> list[Check]:
                                     f"remove {f} or reinstall {owner}"))
     checks += [Check(*c) for c in pins.doctor_checks(ctx.paths, pins.cwd_of(ctx.env), ctx.env)]
     return checks
+
+
+def socket_state(choice: engines.EngineChoice) -> str:
+    """Podman's API socket: "answers", "absent", "restartable" (left by sandman's service,
+    which is gone: sandman starts it again) or "stale" (a file nothing listens on, not
+    sandman's: the user's to look at). The same rule as engines.ensure_service."""
+    sock = choice.socket_path
+    if not sock or engines._answers(sock):
+        return "answers"
+    if not os.path.lexists(sock):
+        return "absent"
+    pid = ""
+    with contextlib.suppress(OSError):
+        pid = engines._pidfile(sock).read_text().strip()
+    return "restartable" if pid.isdigit() and not engines._alive(pid) else "stale"
+
+
+def stale_message(sock: str) -> str:
+    return (f"the Podman socket {sock} is stale (nothing listens on it): remove it (rm {sock}) "
+            "or restart the service (podman system service), then try again")
+
+
+def preflight(config_engine: str | None) -> engines.EngineChoice:
+    """The engine of a command that needs one, refused before the command creates anything.
+
+    Only the cheap checks (a PATH lookup, a socket connect, /etc/subuid): no engine (92), the
+    named one not installed (93), rootless Podman without subordinate ids (94), a stale
+    Podman socket (95). The SDK connection, and starting Podman's service, come later.
+    """
+    choice = engines.choose(config_engine=config_engine)
+    engines.check_usable(choice)
+    if choice.kind == engines.PODMAN and socket_state(choice) == "stale":
+        raise StaleSocketError(stale_message(choice.socket_path))
+    return choice
+
+
+# local bases doctor may start a container from (the first one in the store is used)
+PROBE_IMAGES = ("debian:bookworm-slim", "debian:bullseye-slim", "debian:trixie-slim")
+
+
+def _podman(cli: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([cli, *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, cwd="/")
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error")]  # podman's own error, not a warning
+    return (errors or lines or ["(no output)"])[-1]
+
+
+def _subid_ranges(user: str, uid: int, path: str) -> str:
+    with contextlib.suppress(OSError):
+        for ln in Path(path).read_text().splitlines():
+            parts = ln.split(":")
+            if len(parts) == 3 and parts[0] in (user, str(uid)):
+                return f"{parts[1]}+{parts[2]}"
+    return ""
+
+
+def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
+    """Podman as this user will meet it: version and mode, subordinate ids, the API socket,
+    the OCI runtime, and a real container (the host problems sandman knows come with their
+    fix, engines.setup_fix: crun on hybrid cgroups, ulimits above the hard limit...)."""
+    out: list[Check] = []
+    uid = os.geteuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        ver = _podman(choice.cli, "--version").stdout.strip().rpartition(" ")[2] or "unknown"
+    except (OSError, subprocess.SubprocessError) as e:
+        return [Check(False, "podman", f"{choice.cli} does not run: {e}")]
+    mode = (f"rootless as {user}: a private image store, shims run with --userns keep-id"
+            if choice.rootless else "rootful: root's image store (/var/lib/containers)")
+    out.append(Check(True, "podman", f"{choice.cli}, version {ver}, {mode}"))
+    subids_ok = True
+    if choice.rootless:
+        problem = engines.subid_problem(user, uid)
+        subids_ok = not problem
+        out.append(Check(subids_ok, "subordinate ids", problem or
+                         f"subuid {_subid_ranges(user, uid, '/etc/subuid')}, "
+                         f"subgid {_subid_ranges(user, uid, '/etc/subgid')}"))
+    state = socket_state(choice)
+    sock = choice.socket_path
+    out.append(Check(state != "stale", "podman API socket", {
+        "answers": f"{sock} answers",
+        "absent": f"{sock} not running: sandman starts `podman system service` there when a "
+                  f"command needs it (it stops after {engines.SERVICE_IDLE_SECONDS // 60} idle minutes)",
+        "restartable": f"{sock} was left by sandman's service, which has exited: sandman starts "
+                       "it again when a command needs it",
+        "stale": stale_message(sock),
+    }[state]))
+    if not subids_ok:
+        return out  # nothing can start a container: the line above says why and what to do
+    try:
+        info = _podman(choice.cli, "info", "--format", "json")
+    except (OSError, subprocess.SubprocessError) as e:
+        out.append(Check(False, "OCI runtime", f"podman info did not answer: {e}"))
+        return out
+    if info.returncode != 0:
+        line = _first_line(info.stderr)
+        fix = engines.setup_fix(info.stderr)
+        out.append(Check(False, "OCI runtime", f"{fix} (podman said: {line})" if fix
+                         else f"podman info failed: {line}"))
+        return out
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        host = json.loads(info.stdout)["host"]
+        rt = host.get("ociRuntime") or {}
+        rt_version = (str(rt.get("version") or "").splitlines() or [""])[0]
+        out.append(Check(True, "OCI runtime",
+                         f"{rt.get('name')} ({rt.get('path')}, {rt_version}), cgroups "
+                         f"{host.get('cgroupVersion')} via {host.get('cgroupManager')}"))
+    out.append(_container_check(choice))
+    return out
+
+
+def _container_check(choice: engines.EngineChoice) -> Check:
+    """Start one tiny container from a local base, as the shims would (keep-id rootless)."""
+    image = ""
+    for ref in PROBE_IMAGES:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            if _podman(choice.cli, "image", "exists", ref).returncode == 0:
+                image = ref
+                break
+    if not image:
+        return Check(True, "podman run", "not tried: no Debian base in this store yet "
+                     "(sandman bootstrap debian:bookworm-slim)")
+    argv = ["run", "--rm", "--network", "none", "--label", f"{LABEL}.role=doctor"]
+    if choice.rootless:
+        argv += ["--userns", "keep-id"]
+    try:
+        run = _podman(choice.cli, *argv, image, "true", timeout=120)
+    except (OSError, subprocess.SubprocessError) as e:
+        return Check(False, "podman run", f"podman run {image} true did not finish: {e}")
+    if run.returncode == 0:
+        return Check(True, "podman run", f"a container from {image} ran")
+    line = _first_line(run.stderr)
+    if fix := engines.setup_fix(run.stderr):
+        return Check(False, "podman run", f"{fix} (podman said: {line})")
+    return Check(False, "podman run", f"podman run {image} true failed (exit {run.returncode}): {line}")
 
 
 def _device_checks(ctx: Context, rec: installs.InstallRecord) -> list[Check]:

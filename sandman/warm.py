@@ -74,6 +74,12 @@ def _docker_host(docker_host: str | None) -> str:
     return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
+def _engine_host(engine: Engine) -> str | None:
+    """Podman's containers are keyed by its API socket (as shims/warm.bash does), Docker's by
+    DOCKER_HOST."""
+    return engine.choice.base_url if getattr(engine, "podman", False) else None
+
+
 def warm_dir(paths: Paths) -> Path:
     """The home's warm folder (the default daemon's containers live right in it)."""
     return paths.state_dir / "warm"
@@ -249,7 +255,7 @@ def tend_calls(wd: Path, now: float | None = None) -> tuple[int, float]:
 def list_warm(engine: Engine, paths: Paths, host: str | None = None,
               docker_host: str | None = None) -> list[WarmContainer]:
     """This home's warm containers on the engine's daemon (docker_host: the one it talks to)."""
-    base = daemon_dir(paths, docker_host)
+    base = daemon_dir(paths, docker_host or _engine_host(engine))
     now = time.time()
     out = []
     for c in engine.containers(role="warm"):
@@ -331,7 +337,7 @@ def stop(engine: Engine, paths: Paths, keys: list[str] | None = None,
     New calls go elsewhere at once; calls already running may end first, for up to `wait`
     seconds, then the containers are removed.
     """
-    base = daemon_dir(paths)
+    base = daemon_dir(paths, _engine_host(engine))
     chosen = [w for w in list_warm(engine, paths)
               if not keys or w.key in keys or w.tool in keys]
     pending = {w.name: (w, begin_retire(base, w.name)) for w in chosen}
@@ -352,6 +358,7 @@ def sweep(engine: Engine, paths: Paths, host: str, docker_host: str | None = Non
 
     Never waits: a stopping container whose calls still run is looked at again next pass.
     """
+    docker_host = docker_host or _engine_host(engine)
     base = daemon_dir(paths, docker_host)
     graves: list[Path] = []
     with contextlib.suppress(OSError):  # listed before the containers: see below

@@ -14,12 +14,57 @@ if [[ -n $SM_CONFIG && -n $SM_SELF && $SM_CONFIG -nt $SM_SELF && -z ${SANDMAN_NO
   SANDMAN_NO_REFRESH=1 exec "$SM_SELF" "$@"
 fi
 
-# A local socket is checked with builtins (a tcp:// or ssh:// DOCKER_HOST is left to docker).
-sm_sock=$SM_SOCKET
-[[ ${DOCKER_HOST-} == unix://* ]] && sm_sock=${DOCKER_HOST#unix://}
-if [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]]; then
-  [[ -S $sm_sock ]] || sm_die "cannot reach the Docker daemon: no socket at $sm_sock; start it (systemctl start docker, or dockerd) or set DOCKER_HOST" "$SM_EXIT_DAEMON_UNAVAILABLE"
-  [[ -r $sm_sock && -w $sm_sock ]] || sm_die "permission denied on the Docker socket $sm_sock; add yourself to the 'docker' group (then log in again)" "$SM_EXIT_DAEMON_PERMISSION"
+# The engine: Docker, or Podman (rootless as any user but root: its own store, no daemon, no
+# group that is root in disguise). SANDMAN_ENGINE picks the other one for this call.
+sm_engine=$SM_ENGINE
+if [[ ${SANDMAN_ENGINE-} == docker || ${SANDMAN_ENGINE-} == podman ]] && [[ $SANDMAN_ENGINE != "$SM_ENGINE" ]]; then
+  sm_engine=$SANDMAN_ENGINE
+  [[ $sm_engine == podman ]] && SM_DOCKER=$SM_PODMAN_CLI || SM_DOCKER=$SM_DOCKER_CLI
+fi
+# Podman's API sockets (rootful, and this user's by Podman's own rule) are never mounted,
+# whichever engine runs the call.
+if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
+  sm_prun=$XDG_RUNTIME_DIR
+elif [[ -d /run/user/$EUID && -O /run/user/$EUID && -w /run/user/$EUID ]]; then
+  sm_prun=/run/user/$EUID
+else
+  sm_prun=/tmp/podman-run-$EUID
+fi
+(( EUID )) || sm_prun=/run
+sm_psocks=(/run/podman/podman.sock "$sm_prun/podman/podman.sock")
+sm_rootless=
+if [[ $sm_engine == podman ]]; then
+  [[ -n $SM_DOCKER && -x $SM_DOCKER ]] || sm_die "${SM_TOOL}@${SM_VERSION}: this shim runs Podman, which is not installed here (install podman, or set engine = \"docker\" in config.toml and run sandman reshim --all)" "$SM_EXIT_ENGINE_MISSING"
+  if (( EUID )); then
+    sm_rootless=1
+    # rootless Podman maps the user's subordinate ids: without a range nothing can start
+    sm_uname=
+    while IFS=: read -r sm_n _ sm_u _; do [[ $sm_u == "$EUID" ]] && { sm_uname=$sm_n; break; }; done </etc/passwd
+    for sm_f in /etc/subuid /etc/subgid; do
+      sm_ok=
+      { while IFS=: read -r sm_n _; do [[ -n $sm_n && ( $sm_n == "$sm_uname" || $sm_n == "$EUID" ) ]] && { sm_ok=1; break; }; done <"$sm_f"; } 2>/dev/null
+      [[ -n $sm_ok ]] || sm_die "rootless Podman needs subordinate uid and gid ranges for ${sm_uname:-uid $EUID} ($sm_f has none): an admin runs usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${sm_uname:-USER}, then podman system migrate" "$SM_EXIT_SUBID"
+    done
+    # Podman keeps its run-time state (which containers run, their exit files) in this folder;
+    # without XDG_RUNTIME_DIR it would follow $TMPDIR, and a call with another TMPDIR would
+    # take every running container of this user for stale. One folder for every call.
+    if [[ -z ${XDG_RUNTIME_DIR-} ]]; then
+      [[ -d $sm_prun ]] || mkdir -m 700 "$sm_prun" 2>/dev/null
+      export XDG_RUNTIME_DIR=$sm_prun
+    fi
+  fi
+  sm_sock=$sm_prun/podman/podman.sock
+  (( EUID )) || sm_sock=/run/podman/podman.sock
+  # CONTAINER_HOST makes podman a client of that socket (as DOCKER_HOST does docker)
+  [[ ${CONTAINER_HOST-} != unix://* || -S ${CONTAINER_HOST#unix://} ]] || sm_die "cannot reach Podman: no socket at ${CONTAINER_HOST#unix://} (CONTAINER_HOST); start it (podman system service) or unset CONTAINER_HOST" "$SM_EXIT_DAEMON_UNAVAILABLE"
+else
+  # A local socket is checked with builtins (a tcp:// or ssh:// DOCKER_HOST is left to docker).
+  sm_sock=$SM_SOCKET
+  [[ ${DOCKER_HOST-} == unix://* ]] && sm_sock=${DOCKER_HOST#unix://}
+  if [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]]; then
+    [[ -S $sm_sock ]] || sm_die "cannot reach the Docker daemon: no socket at $sm_sock; start it (systemctl start docker, or dockerd) or set DOCKER_HOST" "$SM_EXIT_DAEMON_UNAVAILABLE"
+    [[ -r $sm_sock && -w $sm_sock ]] || sm_die "permission denied on the Docker socket $sm_sock; add yourself to the 'docker' group (then log in again) or set DOCKER_HOST" "$SM_EXIT_DAEMON_PERMISSION"
+  fi
 fi
 
 sm_uid=$EUID sm_gid= sm_groups=()
@@ -72,11 +117,13 @@ sm_norm() {  # sm_np: the absolute $1 without //, . and .. (lexically: where the
 sm_home=${HOME:-/nonexistent}
 [[ $sm_home == /* && -d $sm_home ]] && sm_real "$sm_home" && sm_home=$sm_rp
 sm_socks=("$SM_SOCKET" "${SM_SOCKET_REAL[@]}")
-if [[ $sm_sock != "$SM_SOCKET" && $sm_sock == /* ]]; then
+if [[ $sm_engine == docker && $sm_sock != "$SM_SOCKET" && $sm_sock == /* ]]; then
   sm_socks+=("$sm_sock")
   sm_real "$sm_sock" && sm_socks+=("$sm_rp")
 fi
 
+sm_net=$SM_NETWORK
+[[ -n $sm_rootless && $sm_net == bridge ]] && sm_net=slirp4netns  # see --userns below
 sm_args=(
   --rm -i --init --log-driver none --pull never
   --name "sandman-${SM_NAME}-$$-${RANDOM}"
@@ -85,9 +132,14 @@ sm_args=(
   --label "$SM_LABEL_REAPER=$SM_REAPER_PIDFILE"
   --user "$sm_uid:$sm_gid"
   --security-opt no-new-privileges --cap-drop ALL
-  --network "$SM_NETWORK"
+  --network "$sm_net"
   --entrypoint ""
 )
+# Rootless Podman: the caller's uid and gid are the same numbers inside (files made in the
+# current directory are theirs); only they are mapped, so no supplementary group goes along.
+# Its "bridge" is a CNI network that needs a logind session's run-time folder; slirp4netns,
+# rootless Podman's own default, gives the same outbound-only network everywhere.
+[[ -n $sm_rootless ]] && sm_args+=(--userns keep-id)
 # An image of another CPU (the recipe's platform) is named so: docker runs it through QEMU
 # user emulation without printing a platform warning on the user's stderr.
 [[ -n ${SM_PLATFORM-} ]] && sm_args+=(--platform "$SM_PLATFORM")
@@ -101,6 +153,7 @@ for sm_v in "${SM_DEVICES[@]}"; do
 done
 # Supplementary groups go along, except any group that owns the Docker socket (recorded at
 # install time): a container never gets the right to talk to the daemon.
+[[ -n $sm_rootless ]] && sm_groups=()
 for sm_g in "${sm_groups[@]}"; do
   [[ $sm_g == "$sm_gid" || " ${SM_SOCKET_GIDS[*]} " == *" $sm_g "* ]] || sm_args+=(--group-add "$sm_g")
 done
@@ -119,6 +172,9 @@ sm_refused() {  # sets sm_why to the reason a (real) host path may not be mounte
   else
     for s in "${sm_socks[@]}"; do
       [[ $s == "$p" || $s == "${p%/}"/* ]] && sm_why="it would expose the Docker socket $s"
+    done
+    for s in "${sm_psocks[@]}"; do
+      [[ -z $sm_why && ( $s == "$p" || $s == "${p%/}"/* ) ]] && sm_why="it would expose the Podman socket $s"
     done
   fi
   [[ -n $sm_why ]]
@@ -334,6 +390,7 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
       -e) sm_envs+=("${sm_v%%=*}") ;;
       --cap-drop) sm_priv+=("capabilities dropped: $sm_v") ;;
       --security-opt) sm_priv+=("$sm_v") ;;
+      --userns) sm_sum+=("  userns:   $sm_v (rootless Podman: your uid:gid inside)") ;;
       --workdir) sm_sum+=("  workdir:  $sm_v") ;;
       *) (( sm_i-- )) ;;
     esac

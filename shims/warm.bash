@@ -4,6 +4,7 @@
 # keep the plain names (state/reaper.pid, state/warm/); another one's get "@<DOCKER_HOST with %
 # and / escaped>" (sandman/warm.py: daemon_key, which must give the same string).
 sm_dhost=${DOCKER_HOST:-$SM_DAEMON_DEFAULT}
+[[ $sm_engine == podman ]] && sm_dhost=unix://$sm_sock  # Podman's: this user's API socket
 sm_dkey=
 if [[ $sm_dhost != "$SM_DAEMON_DEFAULT" ]]; then
   sm_dkey=${sm_dhost//"%"/%25}; sm_dkey=@${sm_dkey//\//%2F}
@@ -35,7 +36,7 @@ if [[ -n $sm_rpf ]]; then
     { mapfile -d '' sm_cl <"/proc/$sm_rpid/cmdline"; } 2>/dev/null
     [[ " ${sm_cl[*]} " == *" sandman.reaper $sm_rpf $sm_dhost "* ]] && sm_alive=1
   fi
-  [[ -n $sm_alive ]] || (cd / || exit; setsid "${SM_REAPER[@]}" "$sm_rpf" "$sm_dhost" </dev/null >/dev/null 2>&1 &)
+  [[ -n $sm_alive ]] || (cd / || exit; SANDMAN_ENGINE=$sm_engine setsid "${SM_REAPER[@]}" "$sm_rpf" "$sm_dhost" </dev/null >/dev/null 2>&1 &)
 fi
 
 # Warm mode (docs/performance.md): `docker exec` into a long-lived container of this tool@version
@@ -56,7 +57,7 @@ case ${SANDMAN_WARM-} in
 esac
 sm_wdir=$SM_WARM_DIR${sm_dkey:+/$sm_dkey}
 if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR ]] \
-   && [[ -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]] \
+   && [[ $sm_engine == podman || -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]] \
    && { [[ -d $sm_wdir ]] || mkdir -m 700 "$sm_wdir" 2>/dev/null; } && [[ -O $sm_wdir ]]; then
   sm_warm_split() {  # sm_args -> sm_cargs (what the container is made of) + sm_xargs (per call)
     local i=0 n=${#sm_args[@]} a v
@@ -71,7 +72,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
         --user) sm_cargs+=(--user "$v") sm_xargs+=(-u "$v") ;;
         --workdir) sm_xargs+=(-w "$v") ;;
         -e) sm_xargs+=(-e "$v") ;;
-        --mount|--group-add|--network|--security-opt|--cap-drop|--cap-add|--tmpfs|--ulimit|--device|--platform) sm_cargs+=("$a" "$v") ;;
+        --mount|--group-add|--network|--security-opt|--cap-drop|--cap-add|--tmpfs|--ulimit|--device|--platform|--userns) sm_cargs+=("$a" "$v") ;;
         *) return 1 ;;
       esac
       (( i += 2 ))
@@ -243,7 +244,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
             [[ -z ${SANDMAN_AGENT_SKIP-} && -n ${SM_SELF-} ]] && sm_agent_call=1
           elif [[ ! -e $SM_AGENT.try && -O ${SM_AGENT%/*} ]] && { : >"$SM_AGENT.try"; } 2>/dev/null; then
             sm_ab=("${SM_REAPER[@]}"); sm_ab[-1]=sandman.agent  # the reaper's command, another module
-            (cd / || exit; setsid "${sm_ab[@]}" build </dev/null >/dev/null 2>&1 &)
+            (cd / || exit; SANDMAN_ENGINE=$sm_engine setsid "${sm_ab[@]}" build </dev/null >/dev/null 2>&1 &)
           fi ;;
       esac
     fi

@@ -14,6 +14,12 @@ Every fidelity test takes the ``mode`` fixture, so it runs three times: through 
 in warm mode through the warm agent (``SANDMAN_WARM=1``, the agent's binary built first: the
 fixture checks afterwards that the home's warm containers really ran the agent).
 
+And each runs once per engine (the ``kit`` fixture is parametrized in test_runtime_*.py):
+``docker`` (root, the Docker daemon) and ``podman`` (rootless Podman: the ``sandman-podman``
+user of podman_helpers.py, no docker group, its own image store). A Kit knows its engine: the
+test runs shims through ``kit.run``/``kit.popen`` (as the Podman user for the podman kit),
+sandman through ``kit.sandman`` and the engine's CLI through ``kit.cli``.
+
 The fixtures (``kit``, ``mode``, ``work``, ``user_home``) live in tests/integration/conftest.py;
 this module keeps the plain functions and constants the tests import.
 """
@@ -21,6 +27,7 @@ this module keeps the plain functions and constants the tests import.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import subprocess
 import sys
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import paths_of, warm_dir
+from podman_helpers import PodmanUser
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_UID = 54321  # a user with no passwd entry on the host, like a fresh LDAP account
@@ -87,20 +95,71 @@ class Kit:
     recipes: Path  # SANDMAN_RECIPE_PATH
     data: Path  # source of the probe's read-only `data` mount
     out: Path  # source of the probe's read-write `out` mount
+    engine: str = "docker"  # "docker": as root; "podman": rootless as `user`, or rootful
+    user: PodmanUser | None = None  # the rootless Podman user (None: root)
 
     @property
     def bin(self) -> Path:
         return paths_of(self.home).bin_dir
 
+    @property
+    def podman(self) -> bool:
+        return self.engine == "podman"
+
+    @property
+    def invoker(self) -> tuple[int, int]:
+        """uid:gid of a `user=True` run: TEST_UID for Docker; rootless, the Podman user itself
+        (each rootless user has a private store: another uid would not see this kit's images)."""
+        if self.user is not None:
+            return self.user.uid, self.user.gid
+        return TEST_UID, TEST_GID
+
+    @property
+    def invoker_name(self) -> str:
+        return self.user.name if self.user is not None else "rtuser"
+
+    @property
+    def runner(self) -> tuple[int, int]:
+        """uid:gid the shims of a plain (not `user=True`) run have: root, or the Podman user."""
+        return self.invoker if self.user is not None else (0, 0)
+
     def shim(self, name: str) -> str:
         return str(self.bin / name)
 
+    @property
+    def engine_host(self) -> str | None:
+        """Podman: the user's API socket (shims/shim.bash's rule, no XDG_RUNTIME_DIR, no
+        /run/user here), or root's; warm containers and the reaper's pidfile are keyed by it."""
+        if not self.podman:
+            return None
+        if self.user is None:
+            return "unix:///run/podman/podman.sock"
+        return f"unix:///tmp/podman-run-{self.user.uid}/podman/podman.sock"
+
+    def warm_label(self, home: Path | None = None) -> str:
+        """The `io.sandman.home` label of the warm containers of home (default: the kit's)."""
+        from sandman import warm
+
+        return str(warm.daemon_dir(paths_of(home or self.home), self.engine_host))
+
+    def reaper_pidfile(self, home: Path | None = None) -> Path:
+        from sandman import warm
+
+        return warm.reaper_pidfile(paths_of(home or self.home), self.engine_host)
+
     def env(self, mode: str = "cold", **extra: str) -> dict[str, str]:
         """What a user's shell gives a shim: bin dir on PATH, no stray SANDMAN_* settings."""
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith(("SANDMAN_", "DOCKER_", "LC_", "LANG"))}
-        e.update(SANDMAN_HOME=str(self.home), SANDMAN_RECIPE_PATH=str(self.recipes),
-                 PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
+        if self.user is not None:
+            e = self.user.env(SANDMAN_ENGINE="podman")
+            e.update(SANDMAN_HOME=str(self.home), SANDMAN_RECIPE_PATH=str(self.recipes),
+                     PATH=f"{self.bin}{os.pathsep}{e['PATH']}")
+        else:
+            e = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("SANDMAN_", "DOCKER_", "LC_", "LANG"))}
+            e.update(SANDMAN_HOME=str(self.home), SANDMAN_RECIPE_PATH=str(self.recipes),
+                     PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
+            if self.podman:  # rootful Podman
+                e["SANDMAN_ENGINE"] = "podman"
         if mode in ("warm", "agent"):
             e["SANDMAN_WARM"] = "1"
         if mode == "warm":
@@ -108,11 +167,66 @@ class Kit:
         e.update(extra)
         return e
 
+    def argv(self, argv: list[str], *, user: bool = False, docker_group: bool = True) -> list[str]:
+        """argv as the kit's invoker: the Podman user always; for Docker root, or with user
+        the test user (with or without the docker group)."""
+        if self.user is not None:
+            return self.user.argv(argv)
+        return as_test_user(argv, docker_group=docker_group) if user else argv
+
+    def run(self, argv: list[str], *, env: dict[str, str], cwd: Path | str | None = None,
+            input: bytes | None = None, timeout: float = 120, user: bool = False,
+            docker_group: bool = True) -> subprocess.CompletedProcess:
+        """Run argv (a shim and its arguments) in a subprocess as the kit's invoker."""
+        return subprocess.run(self.argv(argv, user=user, docker_group=docker_group), env=env,
+                              cwd=cwd, input=input, capture_output=True, timeout=timeout)
+
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        """Popen of argv as the kit's invoker (setpriv execs: the pid is the shim's own)."""
+        return subprocess.Popen(self.argv(argv), **kw)
+
+    def sandman(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                timeout: float = 600, input: bytes | None = None) -> subprocess.CompletedProcess:
+        """The sandman CLI as the kit's invoker (env: the kit's own by default)."""
+        env = self.env() if env is None else env
+        if self.user is not None:
+            return self.user.sandman(*args, env=env, cwd=cwd, timeout=timeout, input=input)
+        return sandman_cli(*args, env=env, cwd=cwd, timeout=timeout, input=input)
+
+    def cli(self, *args: str, timeout: float = 60, check: bool = True) -> str:
+        """The engine's CLI (`docker ...`, or `podman ...` as the Podman user); its stdout."""
+        if self.user is not None:
+            return self.user.podman(*args, timeout=timeout, check=check)
+        p = subprocess.run([self.engine, *args], capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{self.engine} {' '.join(args)}: {p.stderr}")
+        return p.stdout
+
+    def own(self, *paths: Path, user: bool = True) -> None:
+        """chown paths to the invoker of a `user=True` run (or of a plain one: user=False)."""
+        uid, gid = self.invoker if user else self.runner
+        for p in paths:
+            os.chown(p, uid, gid)
+
     def scratch(self, name: str = "t") -> Path:
-        """A fresh world-accessible folder for one test."""
+        """A fresh world-accessible folder for one test (the Podman user's, for Podman)."""
         d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
         d.chmod(0o755)
+        if self.user is not None:
+            os.chown(d, self.user.uid, self.user.gid)
         return d
+
+    def mkdirs(self, path: Path) -> Path:
+        """mkdir -p, each new folder the runner's (a rootless shim may write in it)."""
+        missing = []
+        p = path
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self.own(d, user=False)
+        return path
 
 
 def sandman_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600,
@@ -145,7 +259,13 @@ def as_test_user(argv: list[str], *, docker_group: bool = True) -> list[str]:
 
 
 def user_env(kit: Kit, mode: str, home: Path, **extra: str) -> dict[str, str]:
-    """A shim environment for the test user: its own HOME and TMPDIR, a name, no root paths."""
+    """A shim environment for the test user: its own HOME and TMPDIR, a name, no root paths.
+
+    For the podman kit the invoker is the Podman user with its own login environment: rootless
+    Podman finds its store from HOME (and its runtime folder from TMPDIR), so they stay.
+    """
+    if kit.user is not None:
+        return kit.env(mode, **extra)
     tmp = home / "tmp"
     tmp.mkdir(exist_ok=True)
     os.chown(tmp, TEST_UID, TEST_GID)
@@ -160,45 +280,58 @@ def docker(*args: str, timeout: float = 60) -> str:
                           timeout=timeout).stdout
 
 
-def run_containers(pid: int | None = None, tool: str | None = None) -> list[str]:
+def _cli(kit: Kit | None, *args: str, check: bool = True) -> str:
+    return docker(*args) if kit is None else kit.cli(*args, check=check)
+
+
+def _warm_label(home: Path, kit: Kit | None) -> str:
+    return str(warm_dir(home)) if kit is None else kit.warm_label(home)
+
+
+def run_containers(pid: int | None = None, tool: str | None = None, *,
+                   kit: Kit | None = None) -> list[str]:
     """Ids of shim containers (role=run), optionally of one shim pid or one tool."""
     filters = ["--filter", "label=io.sandman.role=run"]
     if pid is not None:
         filters += ["--filter", f"label=io.sandman.pid={pid}"]
     if tool is not None:
         filters += ["--filter", f"label=io.sandman.tool={tool}"]
-    return docker("ps", "-aq", "--no-trunc", *filters).split()
+    return _cli(kit, "ps", "-aq", "--no-trunc", *filters).split()
 
 
 def tool_processes(tok: str, tool: str = "rtprobe", *, pid: int | None = None,
-                   home: Path | None = None) -> list[str]:
+                   home: Path | None = None, kit: Kit | None = None) -> list[str]:
     """Processes whose command line holds tok, in running containers of tool (cold or warm).
 
     With pid and/or home, only that shim's own container and that home's warm containers are
-    looked at (cheaper, and blind to other sessions on the same daemon).
+    looked at (cheaper, and blind to other sessions on the same daemon). kit: its engine's
+    containers (Docker's when None).
     """
     if pid is None and home is None:
-        cids = docker("ps", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
+        cids = _cli(kit, "ps", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
     else:
         cids = []
         if pid is not None:
-            cids += docker("ps", "-q", "--filter", f"label=io.sandman.pid={pid}").split()
+            cids += _cli(kit, "ps", "-q", "--filter", f"label=io.sandman.pid={pid}").split()
         if home is not None:
-            cids += docker("ps", "-q", "--filter",
-                           f"label=io.sandman.home={warm_dir(home)}").split()
+            cids += _cli(kit, "ps", "-q", "--filter",
+                         f"label=io.sandman.home={_warm_label(home, kit)}").split()
     found = []
     for cid in cids:
-        top = subprocess.run(["docker", "top", cid, "-eo", "pid,args"], capture_output=True,
-                             text=True)
-        found += [f"{cid[:12]}: {ln}" for ln in top.stdout.splitlines() if tok in ln]
+        # Podman's own descriptors (`-eo` would run ps in the image, which has none)
+        args = ["pid", "args"] if kit is not None and kit.podman else ["-eo", "pid,args"]
+        top = _cli(kit, "top", cid, *args, check=False) if kit is not None else \
+            subprocess.run(["docker", "top", cid, *args], capture_output=True, text=True).stdout
+        found += [f"{cid[:12]}: {ln}" for ln in top.splitlines() if tok in ln]
     return found
 
 
-def leftovers(pid: int, tok: str, home: Path | None = None) -> list[str]:
+def leftovers(pid: int, tok: str, home: Path | None = None, *,
+              kit: Kit | None = None) -> list[str]:
     """What a finished shim left behind: its own container, or its tool still running."""
     if home is None:
-        return run_containers(pid=pid) + tool_processes(tok)
-    return run_containers(pid=pid) + tool_processes(tok, pid=pid, home=home)
+        return run_containers(pid=pid, kit=kit) + tool_processes(tok, kit=kit)
+    return run_containers(pid=pid, kit=kit) + tool_processes(tok, pid=pid, home=home, kit=kit)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
@@ -222,7 +355,8 @@ def one_line_error(stderr: bytes, code_text: str | None = None) -> str:
     return lines[0]
 
 
-def build_kit(root: Path) -> Kit:
+def build_kit(root: Path, engine: str = "docker", user: PodmanUser | None = None) -> Kit:
+    """The kit's folders, recipes and installed tools; for Podman, all the Podman user's."""
     recipes = root / "recipes"
     data, out = root / "data", root / "out"
     for d in (recipes / "rtprobe", recipes / "rtecho", data / "nested", out):
@@ -232,9 +366,13 @@ def build_kit(root: Path) -> Kit:
     out.chmod(0o777)
     (recipes / "rtprobe" / "recipe.toml").write_text(PROBE_RECIPE.format(data=data, out=out))
     (recipes / "rtecho" / "recipe.toml").write_text(ECHO_RECIPE)
-    kit = Kit(root=root, home=root / "home", recipes=recipes, data=data, out=out)
-    proc = sandman_cli("install", "rtprobe@1", "rtprobe@net", "rtecho@1", env=kit.env(),
-                       timeout=900)
+    kit = Kit(root=root, home=root / "home", recipes=recipes, data=data, out=out, engine=engine,
+              user=user)
+    if user is not None:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in [".", *dirnames, *filenames]:
+                os.chown(Path(dirpath, n), user.uid, user.gid)
+    proc = kit.sandman("install", "rtprobe@1", "rtprobe@net", "rtecho@1", timeout=900)
     assert proc.returncode == 0, proc.stderr.decode()
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
@@ -248,14 +386,23 @@ AGENT_PATH = "/run/sandman-agent/agent"  # where a warm container runs the agent
 _agents_built: set[Path] = set()
 
 
-def ensure_agent(home: Path) -> Path:
-    """The warm agent's binary for this home (built once; quick when the toolchain is cached)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-    env["SANDMAN_HOME"] = str(home)
+def ensure_agent(home: Path, kit: Kit | None = None) -> Path:
+    """The warm agent's binary for this home (built once; quick when the toolchain is cached).
+
+    For the podman kit it is built as the Podman user, in its own store (its toolchain image).
+    """
     if home not in _agents_built:
-        proc = subprocess.run([sys.executable, "-m", "sandman.agent", "build"], env=env,
-                              capture_output=True, timeout=900, cwd=ROOT)
+        if kit is not None and kit.user is not None:
+            argv = kit.user.argv([kit.user.python, "-m", "sandman.agent", "build"])
+            env = kit.env()
+        else:
+            argv = [sys.executable, "-m", "sandman.agent", "build"]
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+            env["SANDMAN_HOME"] = str(home)
+        t0 = time.monotonic()
+        proc = subprocess.run(argv, env=env, capture_output=True, timeout=900, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr.decode()
+        print(f"agent for {home} built in {time.monotonic() - t0:.1f} s")
         _agents_built.add(home)
     from sandman import agent
 
@@ -264,46 +411,67 @@ def ensure_agent(home: Path) -> Path:
     return binary
 
 
-def warm_mains(home: Path) -> list[str]:
+def warm_mains(home: Path, kit: Kit | None = None) -> list[str]:
     """The main program of each warm container of this home (the agent's, or /bin/sh)."""
-    out = docker("ps", "--no-trunc", "--filter", f"label=io.sandman.home={warm_dir(home)}",
+    label = f"label=io.sandman.home={_warm_label(home, kit)}"
+    if kit is not None and kit.podman:
+        # Podman's ps shows the command without the entrypoint: inspect's Path and Args do
+        # (after its init, `/run/podman-init -- MAIN ...`)
+        mains = []
+        for cid in kit.cli("ps", "-q", "--no-trunc", "--filter", label).split():
+            out = kit.cli("inspect", "--format", "{{json .Path}} {{json .Args}}", cid,
+                          check=False)  # the reaper may remove one meanwhile
+            if not out.strip():
+                continue
+            path, args = out.split(" ", 1)
+            argv = [json.loads(path), *json.loads(args)]
+            if argv[0].endswith("podman-init") and "--" in argv:
+                argv = argv[argv.index("--") + 1:]
+            mains.append(argv[0])
+        return mains
+    out = docker("ps", "--no-trunc", "--filter", label,
                  "--format", "{{.Command}}")  # one call: the reaper may remove one meanwhile
     return [line.strip('"').split()[0] for line in out.splitlines() if line.strip('"')]
 
 
-def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS) -> None:
+def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS, *,
+                           kit: Kit | None = None) -> None:
     """Warm containers of this home, and shim containers of these tools whose shim is gone.
 
     Another session may be running these tests at the same time: its containers stay.
     """
-    ids = docker("ps", "-aq", "--filter", f"label=io.sandman.home={warm_dir(home)}").split()
+    ids = _cli(kit, "ps", "-aq", "--filter", f"label=io.sandman.home={_warm_label(home, kit)}").split()
+    podman = kit is not None and kit.podman
+    pid_of = '{{index .Labels "io.sandman.pid"}}' if podman else '{{.Label "io.sandman.pid"}}'
     for tool in tools:
-        out = docker("ps", "-a", "--filter", f"label=io.sandman.tool={tool}",
-                     "--filter", "label=io.sandman.role=run",
-                     "--format", '{{.ID}} {{.Label "io.sandman.pid"}}')
+        out = _cli(kit, "ps", "-a", "--filter", f"label=io.sandman.tool={tool}",
+                   "--filter", "label=io.sandman.role=run", "--format", f"{{{{.ID}}}} {pid_of}")
         for line in out.splitlines():
             cid, _, pid = line.partition(" ")
             if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
                 ids.append(cid)
     if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        _cli(kit, "rm", "-f", *ids, check=False)
 
 
-def remove_images(tool: str) -> None:
-    ids = docker("images", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
+def remove_images(tool: str, kit: Kit | None = None) -> None:
+    ids = _cli(kit, "images", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
     if ids:
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
+        _cli(kit, "rmi", "-f", *sorted(set(ids)), check=False)
 
 
 def stop_reaper(home: Path) -> None:
-    """End the reaper this home's shims started (by its pid, read from its pidfile)."""
-    try:
-        pid = int(paths_of(home).reaper_pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"sandman.reaper" in cmdline:
-        os.kill(pid, 15)
+    """End the reapers this home's shims started (by pid, read from their pidfiles: one per
+    engine socket, as the Podman kit's is keyed by its socket)."""
+    base = paths_of(home).reaper_pidfile
+    for pidfile in base.parent.glob(f"{base.stem}*{base.suffix}"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"sandman.reaper" in cmdline:
+            os.kill(pid, 15)
 
 
 def token() -> str:

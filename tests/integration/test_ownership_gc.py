@@ -12,18 +12,14 @@ user cannot read: gc cannot lean on reading another home's records.
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
 import pwd
-import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -35,6 +31,7 @@ from pathlib import Path
 
 import pytest
 from helpers import paths_of, record_file
+from podman_helpers import python_for
 
 pytestmark = pytest.mark.docker
 
@@ -64,65 +61,11 @@ def _setpriv(uid: int, gid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={docker_gid()}"]
 
 
-def _dists(name: str, seen: set[str]) -> None:
-    """name and every distribution it requires (extras left out), into seen."""
-    key = re.sub(r"[-_.]+", "-", name).lower()
-    if key in seen:
-        return
-    try:
-        requires = importlib.metadata.requires(name) or []
-    except importlib.metadata.PackageNotFoundError:
-        return  # not installed here (a requirement for another platform)
-    seen.add(key)
-    for req in requires:
-        m = re.match(r"[A-Za-z0-9._-]+", req)
-        if m and "extra ==" not in req:
-            _dists(m.group(0), seen)
-
-
 @pytest.fixture(scope="session")
-def user_python() -> Iterator[tuple[str, str]]:
-    """(interpreter, PYTHONPATH) with which another user runs this checkout's sandman.
-
-    In CI sandman is installed into a system python everyone can run. On a machine where the
-    test's python lives in a private folder (pyenv under /root), the same python version from
-    /usr/bin runs a world-readable copy of sandman's dependencies.
-    """
+def user_python() -> tuple[str, str]:
+    """(interpreter, PYTHONPATH) with which another user runs this checkout's sandman."""
     uid, gid = ensure_user(USERS[0])
-    probe = [sys.executable, "-c", "import sandman.cli, docker"]
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/"}
-    if subprocess.run([*_setpriv(uid, gid), *probe], env=env, capture_output=True).returncode == 0:
-        yield sys.executable, str(ROOT)
-        return
-    site = Path(tempfile.mkdtemp(prefix="sandman-user-site-"))
-    site.chmod(0o755)
-    names: set[str] = set()
-    _dists("sandman", names)
-    names.discard("sandman")
-    for name in sorted(names):
-        dist = importlib.metadata.distribution(name)
-        for f in dist.files or []:
-            if ".." in f.parts:
-                continue
-            dst = site / f
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                shutil.copy2(f.locate(), dst)
-    for dirpath, dirnames, filenames in os.walk(site):
-        for n in dirnames:
-            os.chmod(Path(dirpath, n), 0o755)
-        for n in filenames:
-            os.chmod(Path(dirpath, n), 0o644)
-    interp = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    path = f"{ROOT}{os.pathsep}{site}"
-    env["PYTHONPATH"] = path
-    p = subprocess.run([*_setpriv(uid, gid), interp, *probe[1:]], env=env, capture_output=True,
-                       text=True)
-    assert p.returncode == 0, f"no python another user can run sandman with: {p.stderr}"
-    try:
-        yield interp, path
-    finally:
-        shutil.rmtree(site, ignore_errors=True)
+    return python_for(uid, gid)
 
 
 @dataclass(frozen=True)

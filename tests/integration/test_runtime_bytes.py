@@ -10,7 +10,7 @@ import pytest
 from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, run  # noqa: E402
+from runtime_helpers import Kit  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -20,7 +20,7 @@ TTY_PROBE = ('[ -t 0 ] && echo stdin-tty; [ -t 1 ] && echo stdout-tty; [ -t 2 ] 
 
 def test_16_mib_of_random_bytes_round_trip(kit: Kit, mode: str, work: Path) -> None:
     blob = os.urandom(16 * 1024 * 1024)
-    p = run([kit.shim("rtprobe-1"), "cat"], env=kit.env(mode), cwd=work, input=blob, timeout=180)
+    p = kit.run([kit.shim("rtprobe-1"), "cat"], env=kit.env(mode), cwd=work, input=blob, timeout=180)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout) == len(blob)
     assert hashlib.sha256(p.stdout).digest() == hashlib.sha256(blob).digest()
@@ -29,21 +29,21 @@ def test_16_mib_of_random_bytes_round_trip(kit: Kit, mode: str, work: Path) -> N
 def test_every_byte_value_and_no_cr_on_pipes(kit: Kit, mode: str, work: Path) -> None:
     env = kit.env(mode)
     every = bytes(range(256)) * 4
-    p = run([kit.shim("rtprobe-1"), "cat"], env=env, cwd=work, input=every)
+    p = kit.run([kit.shim("rtprobe-1"), "cat"], env=env, cwd=work, input=every)
     assert p.stdout == every
-    lines = run([kit.shim("rtprobe-1"), "printf", "one\\ntwo\\n"], env=env, cwd=work)
+    lines = kit.run([kit.shim("rtprobe-1"), "printf", "one\\ntwo\\n"], env=env, cwd=work)
     assert lines.stdout == b"one\ntwo\n"
-    empty = run([kit.shim("rtprobe-1"), "wc", "-c"], env=env, cwd=work, input=b"")
+    empty = kit.run([kit.shim("rtprobe-1"), "wc", "-c"], env=env, cwd=work, input=b"")
     assert empty.stdout.strip() == b"0"  # stdin EOF reaches the tool
 
 
 def test_stdout_and_stderr_stay_separate(kit: Kit, mode: str, work: Path) -> None:
     script = 'for i in 1 2 3 4 5; do echo "out $i"; echo "err $i" >&2; done'
-    p = run([kit.shim("rtprobe-1"), "sh", "-c", script], env=kit.env(mode), cwd=work)
+    p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", script], env=kit.env(mode), cwd=work)
     assert p.returncode == 0
     assert p.stdout == b"".join(f"out {i}\n".encode() for i in range(1, 6))
     assert p.stderr == b"".join(f"err {i}\n".encode() for i in range(1, 6))
-    p2 = run([kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE], env=kit.env(mode), cwd=work)
+    p2 = kit.run([kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE], env=kit.env(mode), cwd=work)
     assert p2.stdout == b"a\nb\n"  # no terminal anywhere: no TTY inside
 
 
@@ -54,7 +54,7 @@ def on_pty(argv: list[str], env: dict[str, str], cwd: Path, stdin_tty: bool) -> 
 
 def test_tty_only_when_stdin_and_stdout_are_terminals(kit: Kit, mode: str, work: Path) -> None:
     env = {**kit.env(mode), "TERM": "xterm-256color"}
-    shim = [kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE + '; echo "TERM=$TERM"']
+    shim = kit.argv([kit.shim("rtprobe-1"), "sh", "-c", TTY_PROBE + '; echo "TERM=$TERM"'])
     code, out = on_pty(shim, env, work, stdin_tty=True)
     assert code == 0
     assert b"stdin-tty\r\nstdout-tty\r\nstderr-tty\r\n" in out, out

@@ -4,7 +4,6 @@ builds keep the last good image and leave no containers or images behind."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from helpers import paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, docker, remove_images, sandman_cli, token, wait_for  # noqa: E402
+from runtime_helpers import Kit, remove_images, token, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -38,106 +37,132 @@ class Scene:
     """A private home and recipe folder for a tool name used nowhere else."""
 
     def __init__(self, kit: Kit) -> None:
+        self.kit = kit
         self.tool = f"rtc{token()}"
         self.root = kit.scratch("conc")
         self.home = self.root / "home"
         self.recipe = self.root / "recipes" / self.tool / "recipe.toml"
-        self.recipe.parent.mkdir(parents=True)
-        self.env = {**kit.env(), "SANDMAN_HOME": str(self.home),
-                    "SANDMAN_RECIPE_PATH": str(self.recipe.parent.parent),
-                    "PATH": f"{paths_of(self.home).bin_dir}:{os.environ['PATH']}"}
+        kit.mkdirs(self.recipe.parent)
+        self.env = kit.env(SANDMAN_HOME=str(self.home),
+                           SANDMAN_RECIPE_PATH=str(self.recipe.parent.parent))
+        self.env["PATH"] = f"{paths_of(self.home).bin_dir}:{self.env['PATH']}"
+
+    def sandman(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.kit.sandman(*args, env=self.env, **kw)
 
     def write(self, steps: list[str], smoke: list[str] | None = None) -> None:
         self.recipe.write_text(RECIPE.format(tool=self.tool, steps=", ".join(json.dumps(s) for s in steps),
                                              smoke=json.dumps(smoke or ["true"])))
 
     def images(self) -> set[str]:
-        return set(docker("images", "-q", "--no-trunc", "--filter",
-                          f"label=io.sandman.tool={self.tool}").split())
+        return set(self.kit.cli("images", "-q", "--no-trunc", "--filter",
+                                f"label=io.sandman.tool={self.tool}").split())
 
     def tagged(self) -> set[str]:
-        return set(docker("images", "--filter", f"label=io.sandman.tool={self.tool}", "--format",
-                          "{{.Repository}}:{{.Tag}}").split())
+        return set(self.kit.cli("images", "--filter", f"label=io.sandman.tool={self.tool}",
+                                "--format", "{{.Repository}}:{{.Tag}}").split())
 
     def traces(self, mark: str) -> list[str]:
-        """Containers (any state) whose command mentions mark: build steps, smoke tests."""
-        out = docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}")
-        return [ln for ln in out.splitlines() if mark in ln]
+        """Containers (any state) whose command mentions mark: build steps, smoke tests.
+
+        Podman: its build containers are Buildah's (`ps --external`), and a build step runs
+        as a plain process of the user, seen in /proc (Podman has no daemon holding it).
+        """
+        if not self.kit.podman:
+            out = self.kit.cli("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Command}}")
+            return [ln for ln in out.splitlines() if mark in ln]
+        out = self.kit.cli("ps", "-a", "--external", "--no-trunc", "--format",
+                           "{{.ID}} {{.Command}}")
+        found = [ln for ln in out.splitlines() if mark in ln]
+        for proc in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                cmd = proc.read_bytes()
+            except OSError:
+                continue
+            if mark.encode() in cmd and b"pytest" not in cmd:
+                found.append(f"pid {proc.parent.name}: {cmd.decode(errors='replace')}")
+        return found
 
 
 @pytest.fixture
 def scene(kit: Kit) -> Iterator[Scene]:
     s = Scene(kit)
     yield s
-    remove_images(s.tool)
+    remove_images(s.tool, kit)
     shutil.rmtree(s.root, ignore_errors=True)
 
 
-def dangling() -> set[str]:
-    return set(docker("images", "-q", "--no-trunc", "--filter", "dangling=true").split())
+def dangling(kit: Kit) -> set[str]:
+    return set(kit.cli("images", "-q", "--no-trunc", "--filter", "dangling=true").split())
 
 
-def ours(images: set[str], mark: str) -> list[str]:
+def ours(kit: Kit, images: set[str], mark: str) -> list[str]:
     """Those of images whose history mentions mark (other builds may run on this daemon)."""
     found = []
     for i in images:
-        hist = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", i],
-                              capture_output=True, text=True).stdout
+        hist = kit.cli("history", "--no-trunc", "--format", "{{.CreatedBy}}", i, check=False)
         if mark in hist:
             found.append(i)
     return found
 
 
-def test_eight_parallel_first_runs_build_once(scene: Scene, work: Path) -> None:
+def test_eight_parallel_first_runs_build_once(scene: Scene, work: Path,
+                                              request: pytest.FixtureRequest) -> None:
     scene.write([f"echo {scene.tool} && sleep 2"])
 
     def first_run(i: int) -> subprocess.CompletedProcess:
-        return sandman_cli("-q", "run", f"{scene.tool}@1", "--", "sh", "-c", f"echo run-{i}",
-                           env=scene.env, cwd=work, timeout=600)
+        return scene.sandman("-q", "run", f"{scene.tool}@1", "--", "sh", "-c", f"echo run-{i}",
+                             cwd=work, timeout=600)
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(first_run, range(8)))
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     assert [r.stdout for r in results] == [f"run-{i}\n".encode() for i in range(8)]
     assert len(scene.images()) == 1  # one build, one image with that fingerprint
-    fps = {json.loads(docker("inspect", i))[0]["Config"]["Labels"]["io.sandman.fingerprint"]
+    fps = {json.loads(scene.kit.cli("image", "inspect", i))[0]["Config"]["Labels"]["io.sandman.fingerprint"]
            for i in scene.images()}
     assert len(fps) == 1
 
 
 def test_failed_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work: Path) -> None:
     scene.write([f"echo {scene.tool}-good"])
-    assert sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env).returncode == 0
+    assert scene.sandman("-q", "install", f"{scene.tool}@1").returncode == 0
     good_images, good_tags = scene.images(), scene.tagged()
     shim = str(paths_of(scene.home).bin_dir / f"{scene.tool}-1")
-    dangling_before = dangling()
+    dangling_before = dangling(scene.kit)
     # a failing step
     mark = f"{scene.tool}-fails"
     scene.write([f"echo {mark}; exit 3"])
-    p = sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env)
+    p = scene.sandman("-q", "install", f"{scene.tool}@1")
     assert p.returncode == 114
     # a build that succeeds but whose smoke test fails: the new image is discarded
     smoke_mark = f"{scene.tool}-smoke"
     scene.write([f"echo {smoke_mark}"], smoke=["sh", "-c", f"exit 4 # {smoke_mark}"])
-    p = sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env)
+    p = scene.sandman("-q", "install", f"{scene.tool}@1")
     assert p.returncode == 114 and b"smoke test" in p.stderr
     assert scene.images() == good_images and scene.tagged() == good_tags
     assert scene.traces(mark) == [] and scene.traces(smoke_mark) == []
-    assert ours(dangling() - dangling_before, mark) == []
-    assert ours(dangling() - dangling_before, smoke_mark) == []
-    ok = subprocess.run([shim, "echo", "still here"], env=scene.env, cwd=work, capture_output=True)
+    assert ours(scene.kit, dangling(scene.kit) - dangling_before, mark) == []
+    assert ours(scene.kit, dangling(scene.kit) - dangling_before, smoke_mark) == []
+    ok = scene.kit.run([shim, "echo", "still here"], env=scene.env, cwd=work)
     assert (ok.returncode, ok.stdout) == (0, b"still here\n")
 
 
-def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work: Path) -> None:
+def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work: Path,
+                                                                   request: pytest.FixtureRequest) -> None:
+    if scene.kit.podman:
+        # sandman exits 130 at once, but Podman's API service goes on with the build: the
+        # step (`sleep 120`) still runs 30 s later. Reported; strict: once fixed, this fails.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="podman build not cancelled"))
     scene.write([f"echo {scene.tool}-good"])
-    assert sandman_cli("-q", "install", f"{scene.tool}@1", env=scene.env).returncode == 0
+    assert scene.sandman("-q", "install", f"{scene.tool}@1").returncode == 0
     good_images, good_tags = scene.images(), scene.tagged()
-    dangling_before = dangling()
+    dangling_before = dangling(scene.kit)
     mark = f"{scene.tool}-slow"
     scene.write([f"echo {mark}; sleep 120"])
-    p = subprocess.Popen([sys.executable, "-m", "sandman", "-q", "install", f"{scene.tool}@1"],
-                         env=scene.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    python = scene.kit.user.python if scene.kit.user is not None else sys.executable
+    p = scene.kit.popen([python, "-m", "sandman", "-q", "install", f"{scene.tool}@1"],
+                        env=scene.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert wait_for(lambda: scene.traces(mark), 120, interval=0.5), "the build never started"
         p.send_signal(signal.SIGINT)
@@ -149,6 +174,7 @@ def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene,
     assert wait_for(lambda: not scene.traces(mark), 30), scene.traces(mark)
     time.sleep(1)
     assert scene.images() == good_images and scene.tagged() == good_tags
-    assert ours(dangling() - dangling_before, mark) == []
-    ok = subprocess.run([str(paths_of(scene.home).bin_dir / f"{scene.tool}-1"), "true"], env=scene.env, cwd=work)
+    assert ours(scene.kit, dangling(scene.kit) - dangling_before, mark) == []
+    ok = scene.kit.run([str(paths_of(scene.home).bin_dir / f"{scene.tool}-1"), "true"], env=scene.env,
+                       cwd=work)
     assert ok.returncode == 0

@@ -3,6 +3,7 @@ shims already on PATH pick a change up by themselves; `sandman run --mount` for 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -13,7 +14,7 @@ import pytest
 from helpers import paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, one_line_error, run, sandman_cli, stop_reaper  # noqa: E402
+from runtime_helpers import Kit, one_line_error, stop_reaper  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.docker
 def own(kit: Kit) -> Iterator[Kit]:
     """A private home with rtprobe@1 installed (a cache hit), so config.toml is ours to change."""
     root = kit.scratch("cfg")
-    mine = Kit(root=root, home=root / "home", recipes=kit.recipes, data=kit.data, out=kit.out)
-    p = sandman_cli("-q", "install", "rtprobe@1", env=mine.env())
+    mine = dataclasses.replace(kit, root=root, home=root / "home")
+    p = mine.sandman("-q", "install", "rtprobe@1")
     assert p.returncode == 0, p.stderr
     yield mine
     stop_reaper(mine.home)
@@ -41,35 +42,35 @@ def test_config_moves_mounts_adds_mounts_and_env(own: Kit, mode: str, work: Path
     alt, extra = own.scratch("alt-data"), own.scratch("extra")
     (alt / "hello.txt").write_text("from the config\n")
     (extra / "x.txt").write_text("extra\n")
-    before = run([own.shim("rtprobe-1"), "cat", "/data/hello.txt"], env=own.env(mode), cwd=work)
+    before = own.run([own.shim("rtprobe-1"), "cat", "/data/hello.txt"], env=own.env(mode), cwd=work)
     assert before.stdout == b"hello from data\n"
     write_config(own, f'[tools.rtprobe.mounts]\ndata = "{alt}"\n\n'
                       f'[tools.rtprobe]\nextra_mounts = ["{extra}:/extra:ro"]\n'
                       f'env = {{ FROM_CONFIG = "yes" }}\n')
     script = 'cat /data/hello.txt /extra/x.txt; echo "$FROM_CONFIG"; touch /extra/no 2>/dev/null || echo ro'
-    p = run([own.shim("rtprobe-1"), "sh", "-c", script], env=own.env(mode), cwd=work)
+    p = own.run([own.shim("rtprobe-1"), "sh", "-c", script], env=own.env(mode), cwd=work)
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"from the config\nextra\nyes\nro\n"
     # a per-version table wins over the per-tool one
     write_config(own, f'[tools."rtprobe@1".mounts]\ndata = "{extra}"\n'
                       f'[tools.rtprobe.mounts]\ndata = "{alt}"\n')
-    p = run([own.shim("rtprobe-1"), "ls", "/data"], env=own.env(mode), cwd=work)
+    p = own.run([own.shim("rtprobe-1"), "ls", "/data"], env=own.env(mode), cwd=work)
     assert p.stdout == b"x.txt\n", p.stderr
     # the environment variable wins for one command
-    p = run([own.shim("rtprobe-1"), "ls", "/data"], env=own.env(mode, SANDMAN_RTPROBE_DATA=str(alt)),
+    p = own.run([own.shim("rtprobe-1"), "ls", "/data"], env=own.env(mode, SANDMAN_RTPROBE_DATA=str(alt)),
             cwd=work)
     assert p.stdout == b"hello.txt\n", p.stderr
 
 
 def test_broken_config_stops_the_shim_with_one_line(own: Kit, mode: str, work: Path) -> None:
     write_config(own, "[tools.rtprobe\n")
-    p = run([own.shim("rtprobe-1"), "true"], env=own.env(mode), cwd=work)
+    p = own.run([own.shim("rtprobe-1"), "true"], env=own.env(mode), cwd=work)
     assert p.returncode == 123
     lines = [ln for ln in p.stderr.decode().splitlines() if ln.strip()]
     assert all(ln.startswith("sandman: ") for ln in lines) and "Traceback" not in p.stderr.decode()
     assert any("config.toml" in ln for ln in lines)
     write_config(own, "")  # fixed: the shim runs again
-    assert run([own.shim("rtprobe-1"), "true"], env=own.env(mode), cwd=work).returncode == 0
+    assert own.run([own.shim("rtprobe-1"), "true"], env=own.env(mode), cwd=work).returncode == 0
 
 
 def test_sandman_run_with_extra_mounts(own: Kit, work: Path) -> None:
@@ -77,17 +78,17 @@ def test_sandman_run_with_extra_mounts(own: Kit, work: Path) -> None:
     (src / "f.txt").write_text("mounted\n")
     src.chmod(0o777)
     env = own.env()
-    ro = sandman_cli("-q", "run", "rtprobe@1", "--mount", f"{src}:/m:ro", "--", "sh", "-c",
+    ro = own.sandman("-q", "run", "rtprobe@1", "--mount", f"{src}:/m:ro", "--", "sh", "-c",
                      "cat /m/f.txt; touch /m/new 2>/dev/null || echo ro", env=env, cwd=work)
     assert (ro.returncode, ro.stdout) == (0, b"mounted\nro\n"), ro.stderr
-    rw = sandman_cli("-q", "run", "--mount", f"{src}:/m", "rtprobe@1", "touch", "/m/new", env=env,
+    rw = own.sandman("-q", "run", "--mount", f"{src}:/m", "rtprobe@1", "touch", "/m/new", env=env,
                      cwd=work)
     assert rw.returncode == 0, rw.stderr
     assert (src / "new").exists()
-    bad = sandman_cli("-q", "run", "rtprobe@1", "--mount", "relative", "--", "true", env=env, cwd=work)
+    bad = own.sandman("-q", "run", "rtprobe@1", "--mount", "relative", "--", "true", env=env, cwd=work)
     assert bad.returncode == 118
     one_line_error(bad.stderr, "relative")
-    missing = sandman_cli("-q", "run", "rtprobe@1", "--mount", f"{own.root}/nope:/m", "--", "true",
+    missing = own.sandman("-q", "run", "rtprobe@1", "--mount", f"{own.root}/nope:/m", "--", "true",
                           env=env, cwd=work)
     assert missing.returncode == 118
     one_line_error(missing.stderr, f"{own.root}/nope")

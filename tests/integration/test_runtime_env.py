@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, run  # noqa: E402
+from runtime_helpers import Kit  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -23,25 +23,29 @@ def container_env(p: subprocess.CompletedProcess) -> dict[str, str]:
 
 
 def test_nothing_but_the_list_leaks_in(kit: Kit, mode: str, work: Path) -> None:
+    # rootless Podman looks the user's subordinate ids up by $USER: it must be the account's
+    user = kit.user.name if kit.user is not None else "alice"
     env = kit.env(mode, SECRET="hunter2", AWS_SECRET_ACCESS_KEY="nope", SSH_AUTH_SOCK="/tmp/agent",
-                  RT_PASS="passed", TERM="xterm-256color", USER="alice")
-    got = container_env(run([kit.shim("rtprobe-1"), "env", "-0"], env=env, cwd=work))
-    assert set(got) <= ALLOWED, set(got) - ALLOWED
+                  RT_PASS="passed", TERM="xterm-256color", USER=user)
+    got = container_env(kit.run([kit.shim("rtprobe-1"), "env", "-0"], env=env, cwd=work))
+    # Podman adds `container=podman` to every container (systemd's convention), nothing else
+    allowed = ALLOWED | {"container"} if kit.podman else ALLOWED
+    assert set(got) <= allowed, set(got) - allowed
     assert "hunter2" not in "".join(got.values())
     assert got["RT_PASS"] == "passed"  # the recipe's pass_env
     assert got["RT_FIXED"] == "fixed value"  # the recipe's env
     assert got["TERM"] == "xterm-256color"
-    assert got["USER"] == "alice"
+    assert got["USER"] == user
     assert got["HOME"] == "/tmp"
-    unset = container_env(run([kit.shim("rtprobe-1"), "env", "-0"], env=kit.env(mode), cwd=work))
+    unset = container_env(kit.run([kit.shim("rtprobe-1"), "env", "-0"], env=kit.env(mode), cwd=work))
     assert "RT_PASS" not in unset  # pass_env only when set on the host
 
 
 def test_timezone_follows_the_host(kit: Kit, mode: str, work: Path) -> None:
-    tokyo = run([kit.shim("rtprobe-1"), "date", "+%Z %z"], env=kit.env(mode, TZ="Asia/Tokyo"), cwd=work)
+    tokyo = kit.run([kit.shim("rtprobe-1"), "date", "+%Z %z"], env=kit.env(mode, TZ="Asia/Tokyo"), cwd=work)
     assert tokyo.stdout == b"JST +0900\n", tokyo.stderr
     host = subprocess.run(["date", "+%z"], capture_output=True, env={"PATH": "/usr/bin:/bin"}).stdout
-    same = run([kit.shim("rtprobe-1"), "date", "+%z"], env=kit.env(mode), cwd=work)
+    same = kit.run([kit.shim("rtprobe-1"), "date", "+%z"], env=kit.env(mode), cwd=work)
     assert same.stdout == host
 
 
@@ -65,15 +69,15 @@ def shim_stderr(stderr: bytes, env: dict[str, str]) -> bytes:
 def test_missing_host_locale_falls_back_without_warnings(kit: Kit, mode: str, work: Path,
                                                          var: str) -> None:
     env = kit.env(mode, **{var: "de_DE.UTF-8"})
-    p = run([kit.shim("rtprobe-1"), "bash", "-c", f'echo "${var}"; printf "%s\\n" "é"'], env=env,
+    p = kit.run([kit.shim("rtprobe-1"), "bash", "-c", f'echo "${var}"; printf "%s\\n" "é"'], env=env,
             cwd=work)
     assert p.returncode == 0
     assert shim_stderr(p.stderr, env) == b""  # bash in the image would warn for a missing locale
     assert p.stdout == "C.UTF-8\né\n".encode()
-    latin = run([kit.shim("rtprobe-1"), "sh", "-c", f'echo "${var}"'],
+    latin = kit.run([kit.shim("rtprobe-1"), "sh", "-c", f'echo "${var}"'],
                 env=kit.env(mode, **{var: "de_DE.ISO-8859-1"}), cwd=work)
     assert latin.stdout == b"C\n"
-    same = run([kit.shim("rtprobe-1"), "sh", "-c", f'echo "${var}"'],
+    same = kit.run([kit.shim("rtprobe-1"), "sh", "-c", f'echo "${var}"'],
                env=kit.env(mode, **{var: "C.UTF-8"}), cwd=work)
     assert same.stdout == b"C.UTF-8\n"  # a locale the image has passes unchanged
 

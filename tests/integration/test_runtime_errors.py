@@ -6,7 +6,6 @@ Each case also checks that nothing was lost: the install that worked before stil
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,8 +17,7 @@ pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
     Kit,
     one_line_error,
-    run,
-    sandman_cli,
+    remove_images,
     token,
     user_env,
 )
@@ -29,36 +27,57 @@ from sandman.errors import EXIT_CODES  # noqa: E402
 pytestmark = pytest.mark.docker
 
 
-def quiet(*args: str, **kw) -> subprocess.CompletedProcess:
+def quiet(kit: Kit, *args: str, **kw) -> subprocess.CompletedProcess:
     """The CLI with -q: no progress lines, so stderr holds only what went wrong."""
-    return sandman_cli("-q", *args, **kw)
+    return kit.sandman("-q", *args, **kw)
 
 
 def still_works(kit: Kit, work: Path) -> None:
-    p = run([kit.shim("rtprobe-1"), "echo", "ok"], env=kit.env(), cwd=work)
+    p = kit.run([kit.shim("rtprobe-1"), "echo", "ok"], env=kit.env(), cwd=work)
     assert (p.returncode, p.stdout) == (0, b"ok\n"), p.stderr
 
 
 def test_shim_daemon_unreachable_is_115(kit: Kit, mode: str, work: Path) -> None:
+    """Docker: DOCKER_HOST names a socket that is not there. Podman needs no daemon for a
+    run, but CONTAINER_HOST makes it a client of that socket: the same promise holds."""
     gone = kit.root / "no-such.sock"
-    p = run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode, DOCKER_HOST=f"unix://{gone}"), cwd=work)
-    assert p.returncode == 115
+    var = "CONTAINER_HOST" if kit.podman else "DOCKER_HOST"
+    p = kit.run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode, **{var: f"unix://{gone}"}), cwd=work)
+    assert p.returncode == 115, p.stderr
     assert str(gone) in one_line_error(p.stderr)
 
 
 def test_cli_daemon_unreachable_is_115(kit: Kit, work: Path) -> None:
-    env = kit.env(DOCKER_HOST=f"unix://{kit.root / 'no-such.sock'}")
+    """Docker: no daemon at DOCKER_HOST (115). Podman's service is started on demand, so its
+    counterpart is an engine that is not there at all: no podman on PATH (93)."""
+    if kit.podman:
+        bare = kit.scratch("no-podman")  # setpriv for the run as the user, and no podman
+        (bare / "setpriv").symlink_to(shutil.which("setpriv") or "/usr/bin/setpriv")
+        env, code, text = kit.env(PATH=str(bare)), 93, "engine \"podman\""
+    else:
+        env, code, text = kit.env(DOCKER_HOST=f"unix://{kit.root / 'no-such.sock'}"), 115, \
+            "Docker daemon"
     for args in (["run", "rtprobe@1", "--", "true"], ["install", "rtprobe@1"], ["build", "rtprobe@1"]):
-        p = quiet(*args, env=env, cwd=work)
-        assert p.returncode == 115, (args, p.stderr)
-        one_line_error(p.stderr, "Docker daemon")
+        p = quiet(kit, *args, env=env, cwd=work)
+        assert p.returncode == code, (args, p.stderr)
+        one_line_error(p.stderr, text)
 
 
 def test_socket_permission_denied_is_116(kit: Kit, mode: str, work: Path, user_home: Path) -> None:
+    """A user without the docker group asks Docker: 116, one line. Rootless Podman is the way
+    such a user runs (no group at all): the same shim asked for Docker says so, and runs
+    under Podman."""
     env = user_env(kit, mode, user_home)
-    p = run([kit.shim("rtprobe-1"), "true"], env=env, cwd=work, user=True, docker_group=False)
+    if kit.podman:
+        p = kit.run([kit.shim("rtprobe-1"), "true"], env={**env, "SANDMAN_ENGINE": "docker"},
+                    cwd=work, user=True, docker_group=False)
+    else:
+        p = kit.run([kit.shim("rtprobe-1"), "true"], env=env, cwd=work, user=True, docker_group=False)
     assert p.returncode == 116
     assert "/var/run/docker.sock" in one_line_error(p.stderr, "permission denied")
+    if kit.podman:
+        ok = kit.run([kit.shim("rtprobe-1"), "echo", "ok"], env=env, cwd=work, user=True)
+        assert (ok.returncode, ok.stdout) == (0, b"ok\n"), ok.stderr
 
 
 def test_missing_image(kit: Kit, work: Path) -> None:
@@ -71,30 +90,26 @@ def test_missing_image(kit: Kit, work: Path) -> None:
     (rdir / "recipe.toml").write_text(
         f'schema = 1\ntool = "{tool}"\ndescription = "x"\n[versions."1"]\n'
         f'base = "debian:bookworm-slim"\nrun = ["echo {tool}"]\n')
-    env = {**kit.env(), "SANDMAN_HOME": str(home), "SANDMAN_RECIPE_PATH": str(rdir.parent),
-           "PATH": f"{paths_of(home).bin_dir}:{os.environ['PATH']}"}
+    env = kit.env(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(rdir.parent))
+    env["PATH"] = f"{paths_of(home).bin_dir}:{env['PATH']}"
     try:
-        assert quiet("install", f"{tool}@1", env=env).returncode == 0
+        assert quiet(kit, "install", f"{tool}@1", env=env).returncode == 0
         # the image with every tag it has (its own, this home's root): gone behind sandman's back
-        image_id = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
-                                   f"label=io.sandman.tool={tool}"], capture_output=True,
-                                  text=True).stdout.split()[0]
+        image_id = kit.cli("images", "-q", "--no-trunc", "--filter",
+                           f"label=io.sandman.tool={tool}").split()[0]
         record = record_file(home, tool, "1")
         tag = json.loads(record.read_text())["image_tag"]
-        subprocess.run(["docker", "rmi", "-f", image_id], check=True, capture_output=True)
-        shim = run([str(paths_of(home).bin_dir / f"{tool}-1"), "true"], env=env, cwd=work)
+        kit.cli("rmi", "-f", image_id)
+        shim = kit.run([str(paths_of(home).bin_dir / f"{tool}-1"), "true"], env=env, cwd=work)
         assert shim.returncode == 125
         assert tag.encode() in shim.stderr
-        reshim = quiet("reshim", f"{tool}@1", env=env)
+        reshim = quiet(kit, "reshim", f"{tool}@1", env=env)
         assert reshim.returncode == 117
         one_line_error(reshim.stderr, tag)
-        again = quiet("run", f"{tool}@1", "--", "echo", "rebuilt", env=env, cwd=work)
+        again = quiet(kit, "run", f"{tool}@1", "--", "echo", "rebuilt", env=env, cwd=work)
         assert (again.returncode, again.stdout) == (0, b"rebuilt\n"), again.stderr
     finally:
-        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rmi", "-f", *set(ids)], capture_output=True)
+        remove_images(tool, kit)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -120,11 +135,11 @@ def test_malformed_recipes_are_112_with_file_and_line(kit: Kit, work: Path, case
     (rdir / "recipe.toml").write_bytes(data)
     env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}")
     for args in (["run", f"{tool}@1", "--", "true"], ["install", f"{tool}@1"]):
-        p = quiet(*args, env=env, cwd=work)
+        p = quiet(kit, *args, env=env, cwd=work)
         assert p.returncode == 112, (args, p.stderr)
         line = one_line_error(p.stderr, expect) if case != "toml" else one_line_error(p.stderr)
         assert str(rdir / "recipe.toml") in line
-    dbg = quiet("--debug", "install", f"{tool}@1", env=env, cwd=work)
+    dbg = quiet(kit, "--debug", "install", f"{tool}@1", env=env, cwd=work)
     assert dbg.returncode == 112 and b"Traceback" in dbg.stderr
     still_works(kit, work)
 
@@ -141,7 +156,7 @@ def test_malformed_recipes_are_112_with_file_and_line(kit: Kit, work: Path, case
 ])
 def test_bad_names_and_specs(kit: Kit, work: Path, spec: str, code: int, text: str) -> None:
     for args in (["run", spec, "--", "true"], ["install", spec]):
-        p = quiet(*args, env=kit.env(), cwd=work)
+        p = quiet(kit, *args, env=kit.env(), cwd=work)
         assert p.returncode == code, (args, p.stderr)
         one_line_error(p.stderr, text)
     still_works(kit, work)
@@ -159,35 +174,37 @@ def test_build_failure_is_114_and_unreadable_kits_113(kit: Kit, work: Path) -> N
         f'kits = [{{ file = "kit.tar", sha256 = "{"0" * 64}" }}]\n')
     env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}", SANDMAN_KITS_DIR=str(kits))
     try:
-        p = quiet("install", f"{tool}@1", env=env, cwd=work)
+        p = quiet(kit, "install", f"{tool}@1", env=env, cwd=work)
         assert p.returncode == 114
         err = p.stderr.decode()
         ours = [ln for ln in err.splitlines() if ln.startswith("sandman: ")]
         assert len(ours) == 1 and "Traceback" not in err  # one line, then the build log tail
-        assert ours[0].startswith(f"sandman: building {tool}@1 failed at Step")
-        assert "non-zero code: 3" in ours[0] and f"echo {tool}" in ours[0]
-        missing = quiet("install", f"{tool}@2", env=env, cwd=work)
+        # the step and its status, in each builder's words (Docker's; Podman's is Buildah's)
+        if kit.podman:
+            assert ours[0].startswith(f"sandman: building {tool}@1 failed at "), ours[0]
+            assert "exit status 3" in ours[0] and f"echo {tool}" in ours[0], ours[0]
+        else:
+            assert ours[0].startswith(f"sandman: building {tool}@1 failed at Step")
+            assert "non-zero code: 3" in ours[0] and f"echo {tool}" in ours[0]
+        missing = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
         assert missing.returncode == 113
         one_line_error(missing.stderr, str(kits / "kit.tar"))
         (kits / "kit.tar").mkdir()  # a directory where the kit file should be
-        as_dir = quiet("install", f"{tool}@2", env=env, cwd=work)
+        as_dir = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
         assert as_dir.returncode == 113
         one_line_error(as_dir.stderr, "kit.tar")
         (kits / "kit.tar").rmdir()
         (kits / "kit.tar").write_bytes(b"not the kit")
-        wrong = quiet("install", f"{tool}@2", env=env, cwd=work)
+        wrong = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
         assert wrong.returncode == 113
         one_line_error(wrong.stderr, "sha256")
     finally:
-        ids = subprocess.run(["docker", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rmi", "-f", *set(ids)], capture_output=True)
+        remove_images(tool, kit)
     still_works(kit, work)
 
 
 def test_exit_code_table_is_printed_and_distinct(kit: Kit) -> None:
-    p = quiet("exit-codes", env=kit.env())
+    p = quiet(kit, "exit-codes", env=kit.env())
     assert p.returncode == 0
     printed = {int(line.split()[0]) for line in p.stdout.decode().splitlines() if line.strip()}
     assert printed == set(EXIT_CODES)

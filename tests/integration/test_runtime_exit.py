@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, run  # noqa: E402
+from runtime_helpers import Kit  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -22,9 +22,9 @@ def test_tool_exit_status_passes_through(kit: Kit, mode: str, work: Path) -> Non
     env = kit.env(mode)
     got = {}
     for code in CODES:
-        p = run([kit.shim("rtprobe-1"), "sh", "-c", f"echo out; exit {code}"], env=env, cwd=work)
+        p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", f"echo out; exit {code}"], env=env, cwd=work)
         got[code] = p.returncode
-        assert p.stdout == b"out\n"
+        assert p.stdout == b"out\n", (code, p.stderr)
         assert p.stderr == b"", p.stderr  # codes in sandman's range come from the tool, silently
     assert got == {c: c for c in CODES}
 
@@ -32,18 +32,24 @@ def test_tool_exit_status_passes_through(kit: Kit, mode: str, work: Path) -> Non
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT, signal.SIGKILL, signal.SIGSEGV,
                                  signal.SIGTERM, signal.SIGUSR1])
 def test_death_by_signal_is_128_plus_n(kit: Kit, mode: str, work: Path, sig: signal.Signals) -> None:
-    p = run([kit.shim("rtprobe-1"), "sh", "-c", f"kill -{sig.name[3:]} $$"], env=kit.env(mode),
+    p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", f"kill -{sig.name[3:]} $$"], env=kit.env(mode),
             cwd=work)
     assert p.returncode == 128 + sig.value, p.stderr
 
 
-def test_docker_codes_for_commands_that_cannot_run(kit: Kit, mode: str, work: Path) -> None:
+def test_docker_codes_for_commands_that_cannot_run(kit: Kit, mode: str, work: Path,
+                                                   request: pytest.FixtureRequest) -> None:
     """127: no such command in the image; 126: not executable, as a shell would say."""
+    if kit.podman and mode == "cold":
+        # Podman's --init is catatonit: a command it cannot exec ends it with status 1
+        # ("ERROR (catatonit:6): failed to exec pid1: No such file or directory"), where
+        # Docker's tini gives 127/126. A product gap, reported; strict: fixed, this fails.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="catatonit exits 1, not 127"))
     env = kit.env(mode)
-    missing = run([kit.shim("rtprobe-1"), "no-such-command-here"], env=env, cwd=work)
+    missing = kit.run([kit.shim("rtprobe-1"), "no-such-command-here"], env=env, cwd=work)
     assert missing.returncode == 127
     assert b"no-such-command-here" in missing.stderr
     (work / "notexec.sh").write_text("#!/bin/sh\necho hi\n")
     (work / "notexec.sh").chmod(0o644)
-    noexec = run([kit.shim("rtprobe-1"), "./notexec.sh"], env=env, cwd=work)
+    noexec = kit.run([kit.shim("rtprobe-1"), "./notexec.sh"], env=env, cwd=work)
     assert noexec.returncode == 126

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import TEST_GID, TEST_UID, Kit, run, user_env  # noqa: E402
+from runtime_helpers import Kit, user_env  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -46,7 +46,7 @@ def manifest(root: Path) -> dict[str, str]:
 def attempt_all(kit: Kit, env: dict[str, str], cwd: Path, d: str, user: bool) -> dict[str, int]:
     script = "; ".join(f'( {cmd.format(d=d)} ) 2>/dev/null; echo "{name} $?"'
                        for name, cmd in ATTEMPTS.items())
-    p = run([kit.shim("rtprobe-1"), "sh", "-c", script], env=env, cwd=cwd, user=user)
+    p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", script], env=env, cwd=cwd, user=user)
     assert p.returncode == 0, p.stderr
     got = dict(line.rsplit(" ", 1) for line in p.stdout.decode().splitlines())
     return {k: int(v) for k, v in got.items()}
@@ -58,7 +58,7 @@ def test_declared_read_only_mount_stays_untouched(kit: Kit, mode: str, work: Pat
     assert set(codes) == set(ATTEMPTS)
     assert [k for k, v in codes.items() if v == 0] == []  # even root in the container fails
     assert manifest(kit.data) == before
-    read = run([kit.shim("rtprobe-1"), "cat", "/data/hello.txt", "/data/nested/deep.txt"],
+    read = kit.run([kit.shim("rtprobe-1"), "cat", "/data/hello.txt", "/data/nested/deep.txt"],
                env=kit.env(mode), cwd=work)
     assert read.stdout == b"hello from data\ndeep\n"
 
@@ -69,9 +69,8 @@ def test_read_only_path_argument_stays_untouched_for_another_user(kit: Kit, mode
     (tree / "nested").mkdir()
     (tree / "hello.txt").write_text("hi\n")
     (tree / "nested" / "deep.txt").write_text("deep\n")
-    for p in (tree, tree / "nested", tree / "hello.txt", tree / "nested" / "deep.txt"):
-        os.chown(p, TEST_UID, TEST_GID)  # the user owns it: only the mount stops the writes
-    os.chown(work, TEST_UID, TEST_GID)
+    # the user owns it: only the mount stops the writes (rootless: the Podman user is the user)
+    kit.own(tree, tree / "nested", tree / "hello.txt", tree / "nested" / "deep.txt", work)
     before = manifest(tree)
     env = user_env(kit, mode, user_home, RT_DATA=str(tree))  # path_env RT_DATA is "ro"
     codes = attempt_all(kit, env, work, str(tree), user=True)

@@ -7,17 +7,16 @@ and when the shim itself is SIGKILLed the reaper removes its orphaned container.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
 from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
@@ -30,9 +29,8 @@ TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; echo rea
 
 
 def start(kit: Kit, mode: str, work: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([kit.shim("rtprobe-1"), *args], env=kit.env(mode), cwd=work,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return kit.popen([kit.shim("rtprobe-1"), *args], env=kit.env(mode), cwd=work,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def read_until(p: subprocess.Popen, marker: bytes, timeout: float = 60) -> bytes:
@@ -51,22 +49,25 @@ def read_until(p: subprocess.Popen, marker: bytes, timeout: float = 60) -> bytes
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Signals) -> None:
+def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Signals,
+                                 request: pytest.FixtureRequest) -> None:
     tok = token()
     p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok))
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok, pid=p.pid, home=kit.home), "the tool should be running now"
+        assert tool_processes(tok, pid=p.pid, home=kit.home, kit=kit), "the tool should be running now"
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
     finally:
         p.kill()
     assert p.returncode == 7, err
     assert out.endswith(f"got-{sig.name[3:]}\n".encode()), out
-    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 10), leftovers(p.pid, tok, kit.home)
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home, kit=kit), 10), \
+        leftovers(p.pid, tok, kit.home, kit=kit)
 
 
-def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path) -> None:
+def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path,
+                                                request: pytest.FixtureRequest) -> None:
     tok = token()
     p = start(kit, mode, work, "sh", "-c", f"echo ready; exec sleep 60 # {tok}")
     try:
@@ -76,13 +77,20 @@ def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path)
     finally:
         p.kill()
     assert p.returncode == 143
-    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 10), leftovers(p.pid, tok, kit.home)
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home, kit=kit), 10), \
+        leftovers(p.pid, tok, kit.home, kit=kit)
 
 
-def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path) -> None:
+def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path,
+                                               request: pytest.FixtureRequest) -> None:
     """With a TTY, ^C typed at the terminal becomes SIGINT for the tool (not for docker)."""
-    code, buf, _ = run_on_pty([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())],
-                              env=kit.env(mode), cwd=work, replies={b"ready": b"\x03"}, timeout=60)
+    if kit.podman and mode == "agent":
+        # on a terminal, through the agent in a rootless Podman container, ^C reaches nothing
+        # and the shim is still there 60 s later (cold and warm exec pass). Reported; strict.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="agent + pty + podman hangs"))
+    wait = 15 if kit.podman and mode == "agent" else 60
+    code, buf, _ = run_on_pty(kit.argv([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())]),
+                              env=kit.env(mode), cwd=work, replies={b"ready": b"\x03"}, timeout=wait)
     assert b"got-INT" in buf, buf
     assert code == 7
 
@@ -93,14 +101,14 @@ def test_sigkilled_shim_leaves_no_container_within_30s(kit: Kit, mode: str, work
     p = start(kit, mode, work, "sh", "-c", f"echo ready; sleep 300; : {tok}")
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok, pid=p.pid, home=kit.home)
+        assert tool_processes(tok, pid=p.pid, home=kit.home, kit=kit)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
     finally:
         p.kill()
     t0 = time.monotonic()
-    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home), 30, interval=0.5), \
-        f"still there 30 s after the shim was killed: {leftovers(p.pid, tok, kit.home)}"
+    assert wait_for(lambda: not leftovers(p.pid, tok, kit.home, kit=kit), 30, interval=0.5), \
+        f"still there 30 s after the shim was killed: {leftovers(p.pid, tok, kit.home, kit=kit)}"
     print(f"orphan removed after {time.monotonic() - t0:.1f} s")
 
 
@@ -108,27 +116,27 @@ def test_reaper_leaves_when_idle_and_the_next_shim_starts_another(kit: Kit, work
     """The reaper is started on demand, exits by itself, and is back for the next shim."""
     root = kit.scratch("reaper")
     home = root / "home"
-    mine = Kit(root=root, home=home, recipes=kit.recipes, data=kit.data, out=kit.out)
-    assert subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
-                          env=mine.env(), capture_output=True).returncode == 0
-    pidfile = paths_of(home).reaper_pidfile
+    mine = dataclasses.replace(kit, root=root, home=home)
+    assert mine.sandman("-q", "install", "rtprobe@1").returncode == 0
+    pidfile = mine.reaper_pidfile()
     env = mine.env(SANDMAN_REAPER_IDLE_SECONDS="1")  # the reaper inherits the shim's environment
     try:
-        assert subprocess.run([mine.shim("rtprobe-1"), "true"], env=env, cwd=work).returncode == 0
+        assert mine.run([mine.shim("rtprobe-1"), "true"], env=env, cwd=work).returncode == 0
         assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20)
         first = int(pidfile.read_text())
         assert wait_for(lambda: not Path(f"/proc/{first}").exists(), 60), "the idle reaper stayed"
         assert pidfile.read_text().strip() == ""
         tok = token()
-        p = subprocess.Popen([mine.shim("rtprobe-1"), "sh", "-c", f"echo ready; sleep 300; : {tok}"],
-                             env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        p = mine.popen([mine.shim("rtprobe-1"), "sh", "-c", f"echo ready; sleep 300; : {tok}"],
+                       env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         try:
             read_until(p, b"ready")
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=10)
         finally:
             p.kill()
-        assert wait_for(lambda: not leftovers(p.pid, tok, home), 30), leftovers(p.pid, tok, home)
+        assert wait_for(lambda: not leftovers(p.pid, tok, home, kit=mine), 30), \
+            leftovers(p.pid, tok, home, kit=mine)
         second = int(pidfile.read_text() or 0)
         assert second not in (0, first)
     finally:

@@ -1,0 +1,309 @@
+"""Which container engine sandman uses, Docker or Podman, and how it reaches it.
+
+Image work (build, inspect, tag, push, save, load, events) always goes through the Docker SDK:
+to dockerd, or to Podman's Docker-compatible API socket (`podman system service`), which sandman
+starts for the user when it is not running. Shims exec the engine's own client (`docker run`,
+`podman run`): Podman's client needs no service at all, so the hot path never waits for one.
+
+Rootless Podman is the point: an ordinary user with no `docker` group (which is root on that
+host) gets every feature, each user with a private image store. The choice is made here, once,
+from the first of `--engine` (the CLI sets SANDMAN_ENGINE), SANDMAN_ENGINE, config.toml's
+`engine`, and "auto": a reachable Docker socket, else Podman. Nothing here imports the SDK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandman.errors import (
+    DaemonUnavailableError,
+    EngineNotInstalledError,
+    NoEngineError,
+    StaleSocketError,
+    SubidError,
+)
+
+DOCKER, PODMAN, AUTO = "docker", "podman", "auto"
+ENGINES = (DOCKER, PODMAN, AUTO)
+DOCKER_SOCKET = "/var/run/docker.sock"
+PODMAN_ROOTFUL_SOCKET = "/run/podman/podman.sock"
+SERVICE_IDLE_SECONDS = 600  # a service sandman started exits after this long without requests
+SERVICE_START_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    kind: str  # "docker" or "podman"
+    cli: str  # the client shims exec (absolute path), "" when it is not installed
+    base_url: str  # what the SDK connects to: unix:///..., tcp://... (Docker's DOCKER_HOST)
+    rootless: bool  # Podman as a non-root user: its own store, --userns=keep-id in shims
+    why: str  # how it was chosen, for doctor and --debug
+
+    @property
+    def socket_path(self) -> str:
+        return self.base_url[len("unix://"):] if self.base_url.startswith("unix://") else ""
+
+    @property
+    def label(self) -> str:
+        """"Docker", "Podman (rootless)", "Podman (rootful)": for messages."""
+        if self.kind == DOCKER:
+            return "Docker"
+        return f"Podman ({'rootless' if self.rootless else 'rootful'})"
+
+
+def requested(env: dict[str, str] | None = None, config_engine: str | None = None) -> tuple[str, str]:
+    """(engine name, where it was said): SANDMAN_ENGINE (--engine sets it) > config.toml > auto."""
+    env = os.environ if env is None else env
+    if value := env.get("SANDMAN_ENGINE", "").strip():
+        return value, "SANDMAN_ENGINE"
+    if config_engine:
+        return config_engine, "config.toml engine"
+    return AUTO, "auto"
+
+
+def podman_runtime_dir(uid: int | None = None, env: dict[str, str] | None = None) -> str:
+    """Podman's run-time folder for this user, by Podman's own rule (its socket lives there)."""
+    env = os.environ if env is None else env
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return "/run"
+    if xdg := env.get("XDG_RUNTIME_DIR"):
+        return xdg
+    run_user = f"/run/user/{uid}"
+    with contextlib.suppress(OSError):
+        st = os.stat(run_user)
+        if st.st_uid == uid and os.access(run_user, os.W_OK):
+            return run_user
+    # Podman itself would follow $TMPDIR here; sandman pins the folder (and exports it as
+    # XDG_RUNTIME_DIR to the Podman it runs) so that no call's TMPDIR splits the state.
+    return f"/tmp/podman-run-{uid}"
+
+
+def podman_socket(uid: int | None = None, env: dict[str, str] | None = None) -> str:
+    """The API socket of this user's Podman (rootful: /run/podman/podman.sock)."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
+        return PODMAN_ROOTFUL_SOCKET
+    return f"{podman_runtime_dir(uid, env)}/podman/podman.sock"
+
+
+def _answers(path: str) -> bool:
+    """Is something listening on the unix socket at path (not just a file left behind)?"""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2.0)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _docker_reachable(path: str) -> bool:
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    return os.access(path, os.R_OK | os.W_OK) and _answers(path)
+
+
+def choose(env: dict[str, str] | None = None, config_engine: str | None = None) -> EngineChoice:
+    """The engine for this process; raises when the one asked for cannot be had.
+
+    Only cheap checks (a PATH lookup, a socket connect): the SDK connection, and starting
+    Podman's service, come later (`ensure_service`).
+    """
+    env = os.environ if env is None else env
+    name, origin = requested(env, config_engine)
+    uid = os.geteuid()
+    docker_cli = shutil.which("docker", path=env.get("PATH")) or ""
+    podman_cli = shutil.which("podman", path=env.get("PATH")) or ""
+    docker_host = env.get("DOCKER_HOST", "")
+    if name not in ENGINES:
+        raise EngineNotInstalledError(
+            f"unknown engine {name!r} (from {origin}): use \"docker\", \"podman\" or \"auto\"")
+
+    def docker_choice(why: str) -> EngineChoice:
+        return EngineChoice(DOCKER, docker_cli, docker_host or f"unix://{DOCKER_SOCKET}", False, why)
+
+    def podman_choice(why: str) -> EngineChoice:
+        sock = env.get("SANDMAN_PODMAN_SOCKET") or podman_socket(uid, env)
+        if uid and not env.get("XDG_RUNTIME_DIR") and env is os.environ:
+            run_dir = podman_runtime_dir(uid, env)
+            with contextlib.suppress(OSError):
+                os.makedirs(run_dir, mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = run_dir  # as the shims do
+        return EngineChoice(PODMAN, podman_cli, f"unix://{sock}", uid != 0, why)
+
+    if name == DOCKER:
+        if not docker_cli and not docker_host and not os.path.exists(DOCKER_SOCKET):
+            raise EngineNotInstalledError(
+                f"engine \"docker\" ({origin}) is not installed here: install Docker (the "
+                "docker.io or docker-ce package), or use Podman (engine = \"podman\")")
+        return docker_choice(f"{origin} says docker")
+    if name == PODMAN:
+        if not podman_cli:
+            raise EngineNotInstalledError(
+                f"engine \"podman\" ({origin}) is not installed here: install Podman (apt-get "
+                "install podman uidmap, or dnf install podman), or use engine = \"docker\"")
+        return podman_choice(f"{origin} says podman")
+    # auto
+    if docker_host:
+        return docker_choice("auto: DOCKER_HOST is set")
+    if _docker_reachable(DOCKER_SOCKET):
+        return docker_choice(f"auto: the Docker socket {DOCKER_SOCKET} answers")
+    if podman_cli:
+        return podman_choice(f"auto: no usable Docker socket at {DOCKER_SOCKET}, Podman is installed")
+    if os.path.exists(DOCKER_SOCKET) and not os.access(DOCKER_SOCKET, os.R_OK | os.W_OK):
+        raise NoEngineError(
+            f"no container engine this user can use: the Docker socket {DOCKER_SOCKET} is not "
+            "open to them and Podman is not installed; install Podman (apt-get/dnf install "
+            "podman uidmap: rootless, no group needed, see docs/guide.md) or join the docker "
+            "group (root on this host)")
+    if docker_cli or os.path.exists(DOCKER_SOCKET):
+        return docker_choice("auto: Docker is installed (its daemon does not answer)")
+    raise NoEngineError(
+        "no container engine: neither Docker nor Podman is installed; install one (Podman "
+        "works without root: apt-get/dnf install podman uidmap), see docs/guide.md")
+
+
+def subid_problem(user: str, uid: int, files: tuple[str, str] = ("/etc/subuid", "/etc/subgid")) -> str:
+    """Why rootless Podman cannot map users for this account, or "" when it can."""
+    for path in files:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            lines = []
+        if not any(ln.split(":")[0] in (user, str(uid)) for ln in lines if ln.count(":") == 2):
+            return (f"rootless Podman needs subordinate uid and gid ranges for {user} ({path} has "
+                    f"none): an admin runs `usermod --add-subuids 100000-165535 --add-subgids "
+                    f"100000-165535 {user}`, then `podman system migrate`")
+    return ""
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def check_usable(choice: EngineChoice) -> None:
+    """Refuse, before anything is created, an engine this user cannot run containers with."""
+    if choice.kind == PODMAN and choice.rootless:
+        uid = os.geteuid()
+        if problem := subid_problem(_user_name(uid), uid):
+            raise SubidError(problem)
+
+
+def _pidfile(sock: str) -> Path:
+    return Path(sock).with_name("sandman-service.pid")
+
+
+def _alive(pid: str) -> bool:
+    """Does process pid still run? A zombie does not: where PID 1 never reaps (some VMs and
+    containers), a killed service stays one, and its socket is still sandman's to replace."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def ensure_service(choice: EngineChoice, log: Path | None = None, say=None) -> bool:
+    """Podman's API socket answers when this returns; True when sandman had to start it.
+
+    A socket file nothing listens on is only replaced when sandman's own service made it (its
+    pidfile names a process that is gone); any other is the user's to look at.
+    """
+    sock = choice.socket_path
+    if choice.kind != PODMAN or not sock or _answers(sock):
+        return False
+    if os.path.lexists(sock):
+        pid = ""
+        with contextlib.suppress(OSError):
+            pid = _pidfile(sock).read_text().strip()
+        if not (pid.isdigit() and not _alive(pid)):
+            raise StaleSocketError(
+                f"the Podman socket {sock} is stale (nothing listens on it): remove it "
+                f"(rm {sock}) or restart the service (podman system service), then try again")
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
+    check_usable(choice)
+    Path(sock).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if say is not None:
+        say(f"starting Podman's API service on {sock} (it stops after "
+            f"{SERVICE_IDLE_SECONDS // 60} idle minutes)")
+    if log is not None:
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = open(log, "ab")  # noqa: SIM115
+        except OSError:
+            log = None
+    if log is None:
+        out = subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            [choice.cli, "system", "service", f"--time={SERVICE_IDLE_SECONDS}", f"unix://{sock}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd="/")
+    finally:
+        if log is not None:
+            out.close()
+    with contextlib.suppress(OSError):
+        _pidfile(sock).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + SERVICE_START_SECONDS
+    while time.monotonic() < deadline:
+        if _answers(sock):
+            return True
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = ""
+    if log is not None:
+        with contextlib.suppress(OSError):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:][0]
+    raise DaemonUnavailableError(
+        f"Podman's API service did not start on {sock}{': ' + tail if tail else ''} "
+        "(run `sandman doctor`)")
+
+
+# Podman failures that are this host's configuration, with the fix (doctor and the engine)
+SETUP_PROBLEMS = (
+    ("cgroups in hybrid mode not supported",
+     "crun cannot run containers on this host's hybrid cgroup layout: set runtime = \"runc\" "
+     "under [engine] in containers.conf (/etc/containers/ or ~/.config/containers/)"),
+    ("error setting rlimit",
+     "Podman's default ulimits exceed this host's hard limits: set default_ulimits = [] under "
+     "[containers] in containers.conf"),
+    ("RLIMIT_NOFILE",
+     "Podman's default nofile ulimit exceeds this host's hard limit: set default_ulimits = [] "
+     "under [containers] in containers.conf"),
+    ("cannot find UID/GID for user",
+     "no subordinate uid/gid ranges for this user: usermod --add-subuids 100000-165535 "
+     "--add-subgids 100000-165535 $USER, then podman system migrate"),
+    ("/dev/net/tun",
+     "rootless Podman's network (slirp4netns) cannot open /dev/net/tun: an admin makes it "
+     "usable by users (chmod 0666 /dev/net/tun, the mode Debian's and RHEL's udev rules give)"),
+    ("systemd cgroup",
+     "no systemd session here: set cgroup_manager = \"cgroupfs\" under [engine] in containers.conf"),
+)
+
+
+def setup_fix(text: str) -> str:
+    """The fix for a Podman failure caused by this host's setup, or ""."""
+    low = text.lower()
+    for needle, fix in SETUP_PROBLEMS:
+        if needle.lower() in low:
+            return fix
+    return ""

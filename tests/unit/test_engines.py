@@ -1,0 +1,276 @@
+"""engines.py without a daemon: which engine a process gets and why, where Podman's socket is,
+the subordinate-id check, and the host problems sandman recognises with their fix.
+
+The PATH, the environment and the Docker socket are all fakes in tmp_path: a fake `docker` or
+`podman` is an executable file (choose only looks it up), a Docker socket that answers is a
+real unix socket bound and listening in tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandman import engines, status
+from sandman.errors import EngineNotInstalledError, NoEngineError, StaleSocketError
+
+
+def fake_bin(tmp_path: Path, *names: str) -> str:
+    d = tmp_path / ("bin-" + "-".join(names or ("empty",)))
+    d.mkdir(exist_ok=True)
+    for n in names:
+        f = d / n
+        f.write_text("#!/bin/sh\nexit 0\n")
+        f.chmod(0o755)
+    return str(d)
+
+
+@pytest.fixture
+def listening(tmp_path: Path) -> Iterator[str]:
+    """A unix socket something listens on (what a running daemon looks like to choose)."""
+    path = str(tmp_path / "d.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.listen(4)
+    yield path
+    s.close()
+
+
+@pytest.fixture
+def dead_socket(tmp_path: Path) -> str:
+    """A socket file nothing listens on (a daemon that died, a stale podman.sock)."""
+    path = str(tmp_path / "dead.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_docker_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts on a host without a Docker socket (this machine has a real one)."""
+    monkeypatch.setattr(engines, "DOCKER_SOCKET", str(tmp_path / "no-docker.sock"))
+
+
+# -- choose -------------------------------------------------------------------------------------
+def test_auto_prefers_a_docker_socket_that_answers(tmp_path, listening, monkeypatch) -> None:
+    monkeypatch.setattr(engines, "DOCKER_SOCKET", listening)
+    c = engines.choose({"PATH": fake_bin(tmp_path, "docker", "podman")})
+    assert (c.kind, c.base_url, c.rootless) == ("docker", f"unix://{listening}", False)
+    assert c.cli == f"{fake_bin(tmp_path, 'docker', 'podman')}/docker"
+    assert c.why == f"auto: the Docker socket {listening} answers"
+    assert c.label == "Docker" and c.socket_path == listening
+
+
+def test_auto_takes_podman_when_the_docker_socket_is_dead(tmp_path, dead_socket, monkeypatch) -> None:
+    monkeypatch.setattr(engines, "DOCKER_SOCKET", dead_socket)
+    path = fake_bin(tmp_path, "docker", "podman")
+    c = engines.choose({"PATH": path, "XDG_RUNTIME_DIR": "/xdg"})
+    assert c.kind == "podman" and c.cli == f"{path}/podman"
+    assert c.why == f"auto: no usable Docker socket at {dead_socket}, Podman is installed"
+    if os.geteuid() == 0:
+        assert (c.base_url, c.rootless, c.label) == (
+            "unix:///run/podman/podman.sock", False, "Podman (rootful)")
+    else:
+        assert (c.base_url, c.rootless, c.label) == (
+            "unix:///xdg/podman/podman.sock", True, "Podman (rootless)")
+
+
+def test_auto_docker_host_wins_over_everything(tmp_path) -> None:
+    c = engines.choose({"PATH": fake_bin(tmp_path, "podman"), "DOCKER_HOST": "tcp://10.0.0.1:2375"})
+    assert (c.kind, c.base_url, c.why) == ("docker", "tcp://10.0.0.1:2375", "auto: DOCKER_HOST is set")
+
+
+def test_auto_docker_installed_but_down_stays_docker(tmp_path) -> None:
+    """No daemon yet (dockerd not started): Docker's own error (115) says what to start."""
+    c = engines.choose({"PATH": fake_bin(tmp_path, "docker")})
+    assert (c.kind, c.why) == ("docker", "auto: Docker is installed (its daemon does not answer)")
+
+
+def test_auto_nothing_installed_is_92(tmp_path) -> None:
+    with pytest.raises(NoEngineError) as e:
+        engines.choose({"PATH": fake_bin(tmp_path)})
+    assert e.value.exit_code == 92
+    assert "neither Docker nor Podman is installed" in e.value.message
+    assert "podman uidmap" in e.value.message
+
+
+def test_auto_a_docker_socket_this_user_cannot_open_and_no_podman_is_92(tmp_path, monkeypatch) -> None:
+    sock = tmp_path / "closed.sock"
+    sock.write_text("")
+    monkeypatch.setattr(engines, "DOCKER_SOCKET", str(sock))
+    monkeypatch.setattr(engines.os, "access", lambda p, mode: p != str(sock))
+    with pytest.raises(NoEngineError) as e:
+        engines.choose({"PATH": fake_bin(tmp_path, "docker")})
+    assert f"the Docker socket {sock} is not open to them" in e.value.message
+    assert "install Podman" in e.value.message and "docker group" in e.value.message
+
+
+@pytest.mark.parametrize(("env", "config", "origin"), [
+    ({"SANDMAN_ENGINE": "podman"}, None, "SANDMAN_ENGINE"),
+    ({}, "podman", "config.toml engine"),
+    ({"SANDMAN_ENGINE": "podman"}, "docker", "SANDMAN_ENGINE"),  # the environment wins
+])
+def test_named_podman_not_installed_is_93(tmp_path, env, config, origin) -> None:
+    with pytest.raises(EngineNotInstalledError) as e:
+        engines.choose({"PATH": fake_bin(tmp_path, "docker"), **env}, config)
+    assert e.value.exit_code == 93
+    assert e.value.message.startswith(f'engine "podman" ({origin}) is not installed here')
+
+
+def test_named_docker_not_installed_is_93(tmp_path) -> None:
+    with pytest.raises(EngineNotInstalledError) as e:
+        engines.choose({"PATH": fake_bin(tmp_path, "podman")}, "docker")
+    assert e.value.message.startswith('engine "docker" (config.toml engine) is not installed here')
+
+
+def test_unknown_engine_name_is_93(tmp_path) -> None:
+    with pytest.raises(EngineNotInstalledError) as e:
+        engines.choose({"PATH": fake_bin(tmp_path, "docker", "podman"), "SANDMAN_ENGINE": "nosuch"})
+    assert e.value.message == "unknown engine 'nosuch' (from SANDMAN_ENGINE): use \"docker\", \"podman\" or \"auto\""
+
+
+def test_named_engines_are_taken_as_said(tmp_path, listening, monkeypatch) -> None:
+    monkeypatch.setattr(engines, "DOCKER_SOCKET", listening)
+    path = fake_bin(tmp_path, "docker", "podman")
+    c = engines.choose({"PATH": path, "SANDMAN_PODMAN_SOCKET": "/tmp/x.sock"}, "podman")
+    assert (c.kind, c.base_url, c.why) == ("podman", "unix:///tmp/x.sock", "config.toml engine says podman")
+    c = engines.choose({"PATH": path, "SANDMAN_ENGINE": " docker "}, "podman")
+    assert (c.kind, c.why) == ("docker", "SANDMAN_ENGINE says docker")
+    assert engines.choose({"PATH": path, "SANDMAN_ENGINE": "auto"}, "podman").kind == "docker"
+
+
+def test_requested_order() -> None:
+    assert engines.requested({"SANDMAN_ENGINE": "podman"}, "docker") == ("podman", "SANDMAN_ENGINE")
+    assert engines.requested({"SANDMAN_ENGINE": "  "}, "docker") == ("docker", "config.toml engine")
+    assert engines.requested({}, None) == ("auto", "auto")
+
+
+# -- where Podman's socket is --------------------------------------------------------------------
+def test_podman_runtime_dir_rules(tmp_path) -> None:
+    assert engines.podman_runtime_dir(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run"
+    assert engines.podman_runtime_dir(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg"
+    # no XDG_RUNTIME_DIR, no /run/user/<uid> of theirs: /tmp, never TMPDIR (it would split state)
+    assert engines.podman_runtime_dir(4242, {"TMPDIR": str(tmp_path)}) == "/tmp/podman-run-4242"
+    assert engines.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
+
+
+def test_podman_runtime_dir_uses_run_user_only_when_it_is_theirs(tmp_path, monkeypatch) -> None:
+    """/run/user/<uid> (systemd-logind's) counts only when that user owns it and may write."""
+    owner = {"uid": 4242}
+    real_stat = os.stat
+
+    def fake_stat(path, *a, **k):
+        if str(path) == "/run/user/4242":
+            return os.stat_result((0o40700, 0, 0, 2, owner["uid"], 0, 0, 0, 0, 0))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(engines.os, "stat", fake_stat)
+    monkeypatch.setattr(engines.os, "access", lambda p, mode: str(p) == "/run/user/4242")
+    assert engines.podman_runtime_dir(4242, {}) == "/run/user/4242"
+    owner["uid"] = 0  # someone else's folder: Podman's fallback
+    assert engines.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
+
+
+def test_podman_socket_rules() -> None:
+    assert engines.podman_socket(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run/podman/podman.sock"
+    assert engines.podman_socket(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg/podman/podman.sock"
+    assert engines.podman_socket(4242, {"TMPDIR": "/t"}) == "/tmp/podman-run-4242/podman/podman.sock"
+
+
+# -- subordinate ids -----------------------------------------------------------------------------
+def test_subid_problem(tmp_path) -> None:
+    uid_f, gid_f = tmp_path / "subuid", tmp_path / "subgid"
+    uid_f.write_text("alice:100000:65536\n4243:200000:65536\n")
+    gid_f.write_text("alice:100000:65536\n")
+    files = (str(uid_f), str(gid_f))
+    assert engines.subid_problem("alice", 4242, files) == ""
+    bob = engines.subid_problem("bob", 4243, files)  # by uid in subuid, nothing in subgid
+    assert f"({gid_f} has none)" in bob and "--add-subuids 100000-165535" in bob and bob.endswith(
+        "bob`, then `podman system migrate`")
+    carol = engines.subid_problem("carol", 4244, files)
+    assert f"({uid_f} has none)" in carol
+    # a prefix of a name is not the name, a malformed line is no range, a missing file has none
+    uid_f.write_text("alice2:100000:65536\nalice:garbage\n")
+    assert f"({uid_f} has none)" in engines.subid_problem("alice", 4242, files)
+    gone = (str(tmp_path / "nope1"), str(tmp_path / "nope2"))
+    assert "nope1 has none" in engines.subid_problem("alice", 4242, gone)
+
+
+# -- the host problems sandman recognises --------------------------------------------------------
+@pytest.mark.parametrize(("said", "in_fix"), [
+    ("Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all controllers "
+     "from cgroupv2", 'runtime = "runc"'),
+    ("Error: runc: runc create failed: unable to start container process: error during container "
+     "init: error setting rlimits for ready process: error setting rlimit type 7: operation not "
+     "permitted: OCI permission denied", "default_ulimits = []"),
+    ("Error: cannot find UID/GID for user bob: no subuid ranges found", "usermod --add-subuids"),
+    ("Error: systemd cgroup flag passed, but systemd support for managing cgroups is not available",
+     'cgroup_manager = "cgroupfs"'),
+])
+def test_setup_fix_recognises_host_problems(said: str, in_fix: str) -> None:
+    assert in_fix in engines.setup_fix(said)
+    assert in_fix in engines.setup_fix(said.upper())  # podman versions differ in case
+
+
+def test_setup_fix_says_nothing_of_other_failures() -> None:
+    assert engines.setup_fix("Error: short-name resolution enforced") == ""
+    assert engines.setup_fix("") == ""
+
+
+# -- doctor's socket rule and the commands' early check (status.py) ---------------------------
+def podman_at(sock: str) -> engines.EngineChoice:
+    return engines.EngineChoice("podman", "/bin/true", f"unix://{sock}", True, "test")
+
+
+def test_socket_state(tmp_path, listening, dead_socket) -> None:
+    assert status.socket_state(podman_at(listening)) == "answers"
+    assert status.socket_state(podman_at(str(tmp_path / "none.sock"))) == "absent"
+    assert status.socket_state(podman_at(dead_socket)) == "stale"
+    # sandman's own service wrote its pid beside it; that process is gone: restartable
+    pidfile = engines._pidfile(dead_socket)
+    pidfile.write_text("999999999\n")
+    assert status.socket_state(podman_at(dead_socket)) == "restartable"
+    pidfile.write_text(f"{os.getpid()}\n")  # the process lives: not sandman's to replace
+    assert status.socket_state(podman_at(dead_socket)) == "stale"
+
+
+def test_preflight_refuses_a_stale_podman_socket(tmp_path, dead_socket, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", fake_bin(tmp_path, "podman"))
+    monkeypatch.setenv("SANDMAN_ENGINE", "podman")
+    monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", dead_socket)
+    monkeypatch.setattr(engines, "check_usable", lambda choice: None)  # subids: not this test
+    with pytest.raises(StaleSocketError) as e:
+        status.preflight(None)
+    assert e.value.exit_code == 95
+    assert f"(rm {dead_socket})" in e.value.message
+    monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", str(tmp_path / "none.sock"))
+    assert status.preflight(None).socket_path == str(tmp_path / "none.sock")
+
+
+def test_a_zombie_service_is_gone(tmp_path, dead_socket) -> None:
+    """Where PID 1 never reaps (this CI machine kind), a killed service stays a zombie: its
+    socket is still sandman's to replace, not a stale one to refuse."""
+    import signal
+    import subprocess
+    import time
+
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        assert engines._alive(str(p.pid))
+        p.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while engines._alive(str(p.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert Path(f"/proc/{p.pid}").exists()  # not reaped yet: a zombie
+        assert not engines._alive(str(p.pid))
+        engines._pidfile(dead_socket).write_text(f"{p.pid}\n")
+        assert status.socket_state(podman_at(dead_socket)) == "restartable"
+    finally:
+        p.kill()
+        p.wait()
+    assert not engines._alive(str(p.pid))
