@@ -134,14 +134,29 @@ def podman_runner(scratch: Path) -> Runner:
     """Rootless Podman: as the benchmark's user when run as root, else as the current user."""
     if os.geteuid() != 0:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-        return Runner("podman", (), env, sys.executable, None, True)
+        return revived(Runner("podman", (), env, sys.executable, None, True))
     pw = ensure_user()
     scratch.mkdir(parents=True, exist_ok=True)
     python, pythonpath = python_for(pw.pw_uid, pw.pw_gid, scratch)
     env = {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name,
            "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": pythonpath, "LANG": "C.UTF-8"}
     prefix = ("setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups")
-    return Runner("podman", prefix, env, python, (pw.pw_uid, pw.pw_gid), True)
+    return revived(Runner("podman", prefix, env, python, (pw.pw_uid, pw.pw_gid), True))
+
+
+REVIVE = "from sandman.engines import revive; print(revive('podman'))"
+
+
+def revived(runner: Runner) -> Runner:
+    """The runner, its Podman first repaired by sandman's own code (engines.revive) when it is
+    stuck on processes that were killed: this user outlives the sessions that use it, and a
+    session killed whole (a CI stop, a logout) leaves Podman refusing every command."""
+    p = runner.run([runner.python, "-c", REVIVE], timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"sandman.engines.revive as {runner.env.get('USER')}: {p.stderr[-300:]}")
+    if p.stdout.strip():
+        print(f"benchmark: {p.stdout.strip()}", file=sys.stderr)
+    return runner
 
 
 def ensure_bases(runner: Runner, bases: tuple[str, ...]) -> None:

@@ -245,6 +245,22 @@ def ensure_service(choice: EngineChoice, log: Path | None = None, say=None) -> b
     if say is not None:
         say(f"starting Podman's API service on {sock} (it stops after "
             f"{SERVICE_IDLE_SECONDS // 60} idle minutes)")
+    failure = _start_service(choice.cli, sock, log)
+    if failure and (done := revive(choice.cli)):
+        if say is not None:
+            say(done)
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
+        failure = _start_service(choice.cli, sock, log)
+    if failure:
+        raise DaemonUnavailableError(
+            f"Podman's API service did not start on {sock}{': ' + failure.strip(': ')} "
+            "(run `sandman doctor`)")
+    return True
+
+
+def _start_service(cli: str, sock: str, log: Path | None) -> str:
+    """"" once the service answers on sock, else why not (the last line of its log, or ":")."""
     if log is not None:
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +271,7 @@ def ensure_service(choice: EngineChoice, log: Path | None = None, say=None) -> b
         out = subprocess.DEVNULL
     try:
         proc = subprocess.Popen(
-            [choice.cli, "system", "service", f"--time={SERVICE_IDLE_SECONDS}", f"unix://{sock}"],
+            [cli, "system", "service", f"--time={SERVICE_IDLE_SECONDS}", f"unix://{sock}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, cwd="/")
     finally:
         if log is not None:
@@ -265,17 +281,43 @@ def ensure_service(choice: EngineChoice, log: Path | None = None, say=None) -> b
     deadline = time.monotonic() + SERVICE_START_SECONDS
     while time.monotonic() < deadline:
         if _answers(sock):
-            return True
+            return ""
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     tail = ""
     if log is not None:
-        with contextlib.suppress(OSError):
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:][0]
-    raise DaemonUnavailableError(
-        f"Podman's API service did not start on {sock}{': ' + tail if tail else ''} "
-        "(run `sandman doctor`)")
+        with contextlib.suppress(OSError, IndexError):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1]
+    return tail or ":"
+
+
+# Podman 4's words when no process its rootless user namespace can be joined through is left (the
+# pause process, and the conmon of each container it still counts as running, are gone or
+# zombies), which a kill -9 of the user's processes, an OOM kill or logind's KillUserProcesses
+# at logout leave behind. Podman then refuses every command ("could not find any running
+# process", or "cannot re-exec process to join the existing user namespace" while the dead are
+# unreaped) and names its own fix, `podman system migrate`: it marks those containers stopped.
+DEAD_NAMESPACE = "invalid internal status, try resetting the pause process"
+
+
+def revive(cli: str) -> str:
+    """Run `podman system migrate` when Podman is stuck on processes that are gone; what was
+    done, for the user, or "" (Podman is fine, or stuck on something else)."""
+    try:
+        probe = subprocess.run([cli, "info", "--format", "{{.Host.Arch}}"], capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+        if probe.returncode == 0 or DEAD_NAMESPACE not in probe.stderr:
+            return ""
+        fixed = subprocess.run([cli, "system", "migrate"], capture_output=True, text=True,
+                               timeout=120, stdin=subprocess.DEVNULL, cwd="/")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if fixed.returncode != 0:
+        return ""
+    return ("Podman counted containers as running whose processes were gone (killed at logout, "
+            "by the OOM killer or kill -9): sandman ran `podman system migrate` to mark them "
+            "stopped")
 
 
 # Podman failures that are this host's configuration, with the fix (doctor and the engine)
@@ -295,6 +337,10 @@ SETUP_PROBLEMS = (
     ("/dev/net/tun",
      "rootless Podman's network (slirp4netns) cannot open /dev/net/tun: an admin makes it "
      "usable by users (chmod 0666 /dev/net/tun, the mode Debian's and RHEL's udev rules give)"),
+    (DEAD_NAMESPACE,
+     "Podman counts containers as running whose processes were killed (at logout, by the OOM "
+     "killer, kill -9): podman system migrate marks them stopped (sandman does it itself when "
+     "it starts Podman's service)"),
     ("systemd cgroup",
      "no systemd session here: set cgroup_manager = \"cgroupfs\" under [engine] in containers.conf"),
 )

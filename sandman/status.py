@@ -279,6 +279,11 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
     except (OSError, subprocess.SubprocessError) as e:
         out.append(Check(False, "OCI runtime", f"podman info did not answer: {e}"))
         return out
+    # the one repair doctor makes: Podman refuses everything, and nothing runs that it stops
+    if (info.returncode != 0 and engines.DEAD_NAMESPACE in info.stderr
+            and (done := engines.revive(choice.cli))):
+        out.append(Check(True, "podman state", done))
+        info = _podman(choice.cli, "info", "--format", "json")
     if info.returncode != 0:
         line = _first_line(info.stderr)
         fix = engines.setup_fix(info.stderr)

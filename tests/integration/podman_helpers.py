@@ -103,7 +103,14 @@ def ensure_podman_user(name: str = PODMAN_USER, *, subids: bool = True,
             lines = [ln for ln in Path(path).read_text().splitlines() if ln.split(":")[0] != name]
             Path(path).write_text("".join(f"{ln}\n" for ln in lines))
     python, pythonpath = python_for(pw.pw_uid, pw.pw_gid)
-    return PodmanUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), python, pythonpath)
+    user = PodmanUser(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir), python, pythonpath)
+    if subids:
+        # The user outlives the sessions that use it: one killed whole (a CI stop kills every
+        # process) leaves its Podman refusing every command. sandman's own repair runs first.
+        p = subprocess.run(user.argv([python, "-c", rootless.REVIVE]), env=user.env(), cwd="/",
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, f"sandman.engines.revive as {name}: {p.stderr[-500:]}"
+    return user
 
 
 def ensure_bases(user: PodmanUser | None, bases: tuple[str, ...] = BASES) -> None:

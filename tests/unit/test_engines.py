@@ -211,6 +211,9 @@ def test_subid_problem(tmp_path) -> None:
     ("Error: cannot find UID/GID for user bob: no subuid ranges found", "usermod --add-subuids"),
     ("Error: systemd cgroup flag passed, but systemd support for managing cgroups is not available",
      'cgroup_manager = "cgroupfs"'),
+    ('level=error msg="invalid internal status, try resetting the pause process with \\"podman '
+     'system migrate\\": could not find any running process: no such process"',
+     "podman system migrate marks them stopped"),
 ])
 def test_setup_fix_recognises_host_problems(said: str, in_fix: str) -> None:
     assert in_fix in engines.setup_fix(said)
@@ -274,3 +277,103 @@ def test_a_zombie_service_is_gone(tmp_path, dead_socket) -> None:
         p.kill()
         p.wait()
     assert not engines._alive(str(p.pid))
+
+
+# -- a Podman stuck on processes that were killed (engines.revive) -------------------------------
+STUCK = r'''#!/bin/sh
+# podman after every process of its user namespace was killed: each command fails until
+# `system migrate`; then `system service unix://PATH` listens on PATH as the real one does
+here=$(dirname "$0")
+echo "$*" >>"$here/calls"
+if [ "$1 $2" = "system migrate" ]; then
+  [ -e "$here/migrate-fails" ] && { echo "Error: migrate broke" >&2; exit 125; }
+  touch "$here/migrated"; echo "stopped 0565e415e132"; exit 0
+fi
+if [ ! -e "$here/migrated" ]; then
+  echo 'time="2026-11-28T09:57:13Z" level=warning msg="\"/\" is not a shared mount"' >&2
+  echo 'time="2026-11-28T09:57:13Z" level=error msg="invalid internal status, try resetting the pause process with \"podman system migrate\": could not find any running process: no such process"' >&2
+  exit 1
+fi
+if [ "$1 $2" = "system service" ]; then
+  exec python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4); time.sleep(60)' "${4#unix://}"
+fi
+echo amd64
+'''
+
+
+@pytest.fixture
+def stuck(tmp_path: Path) -> Path:
+    d = tmp_path / "stuck"
+    d.mkdir()
+    (d / "podman").write_text(STUCK)
+    (d / "podman").chmod(0o755)
+    return d
+
+
+def calls(d: Path) -> list[str]:
+    return (d / "calls").read_text().splitlines()
+
+
+def test_revive_migrates_a_podman_stuck_on_killed_processes(stuck: Path) -> None:
+    said = engines.revive(str(stuck / "podman"))
+    assert "podman system migrate" in said
+    assert calls(stuck)[-1] == "system migrate"
+    assert engines.revive(str(stuck / "podman")) == ""  # healthy now: nothing more is done
+    assert calls(stuck).count("system migrate") == 1
+
+
+def test_revive_leaves_a_healthy_or_otherwise_broken_podman_alone(stuck: Path) -> None:
+    (stuck / "migrated").touch()
+    assert engines.revive(str(stuck / "podman")) == ""
+    other = stuck / "other"
+    other.write_text("#!/bin/sh\necho \"$*\" >>\"$(dirname \"$0\")/calls\"\n"
+                     "echo 'Error: crun: cgroups in hybrid mode not supported' >&2; exit 125\n")
+    other.chmod(0o755)
+    assert engines.revive(str(other)) == ""
+    assert "system migrate" not in calls(stuck)
+    assert engines.revive(str(stuck / "no-such-podman")) == ""
+
+
+def test_revive_knows_both_of_podmans_words_for_it(tmp_path: Path) -> None:
+    """While the killed processes are unreaped zombies Podman says another thing."""
+    d = tmp_path / "zombies"
+    d.mkdir()
+    (d / "podman").write_text(STUCK.replace(
+        "could not find any running process: no such process",
+        "cannot re-exec process to join the existing user namespace"))
+    (d / "podman").chmod(0o755)
+    assert "podman system migrate" in engines.revive(str(d / "podman"))
+
+
+def test_revive_says_nothing_when_migrate_fails(stuck: Path) -> None:
+    (stuck / "migrate-fails").touch()
+    assert engines.revive(str(stuck / "podman")) == ""
+    assert calls(stuck)[-1] == "system migrate"
+
+
+def test_the_service_starts_after_sandman_revives_podman(stuck: Path, tmp_path: Path) -> None:
+    sock = str(tmp_path / "run" / "podman.sock")
+    choice = engines.EngineChoice("podman", str(stuck / "podman"), f"unix://{sock}", False, "test")
+    said: list[str] = []
+    try:
+        assert engines.ensure_service(choice, tmp_path / "service.log", said.append) is True
+        assert engines._answers(sock)
+        assert any("podman system migrate" in s for s in said), said
+        assert calls(stuck)[0].startswith("system service")  # the first start failed...
+        assert "system migrate" in calls(stuck)  # ...was repaired, and the second one answers
+    finally:
+        pid = engines._pidfile(sock).read_text().strip()
+        os.kill(int(pid), 9)
+
+
+def test_a_service_that_fails_otherwise_is_not_retried(tmp_path: Path) -> None:
+    bad = tmp_path / "podman"
+    bad.write_text("#!/bin/sh\necho \"$*\" >>\"$(dirname \"$0\")/calls\"\n"
+                   "echo 'Error: crun: cgroups in hybrid mode not supported' >&2; exit 125\n")
+    bad.chmod(0o755)
+    sock = str(tmp_path / "podman.sock")
+    choice = engines.EngineChoice("podman", str(bad), f"unix://{sock}", False, "test")
+    with pytest.raises(engines.DaemonUnavailableError, match="hybrid mode"):
+        engines.ensure_service(choice, tmp_path / "service.log")
+    assert [c.split()[:2] for c in calls(tmp_path)] == [["system", "service"], ["info", "--format"]]
