@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -271,13 +277,36 @@ class Engine:
 
         `platform` (linux/arm64) is what `FROM scratch` becomes; an image FROM a base keeps the
         base's platform whatever it says (docker 20.10's builder), so callers check the base.
+
+        A local Podman builds with its own client (`podman build`, see _podman_build): its API
+        service does not cancel a build whose client went away, so a Ctrl-C would leave the step
+        running there; a child build is one sandman can stop.
         """
-        tail: deque[str] = deque(maxlen=LOG_TAIL)
-        step = "the build"
-        image_id: str | None = None
+        log = _BuildLog(on_line, what)
         with contextlib.suppress(SandmanError):
             self.remove_build_leftovers()
-        with translate(f"building {what}"):
+        if self._builds_with_cli():
+            image_id: str | None = self._podman_build(context, labels=labels, buildargs=buildargs,
+                                                      platform=platform, log=log)
+        else:
+            image_id = self._api_build(context, labels=labels, buildargs=buildargs,
+                                       platform=platform, log=log)
+        if image_id is None:
+            m = next((re.search(r"Successfully built ([0-9a-f]+)", t) for t in reversed(log.tail)
+                      if "Successfully built" in t), None)
+            if not m:
+                raise BuildError(f"building {what}: docker reported no image", detail="\n".join(log.tail))
+            image_id = m.group(1)
+        info = self.image(image_id)
+        if info is None:
+            raise BuildError(f"building {what}: the new image {image_id} vanished")
+        return info.id
+
+    def _api_build(self, context: IO[bytes], *, labels: dict[str, str], buildargs: dict[str, str],
+                   platform: str | None, log: _BuildLog) -> str | None:
+        """Docker (or a remote Podman): the build streamed from the API; None if no id came."""
+        image_id: str | None = None
+        with translate(f"building {log.what}"):
             stream = self.api.build(
                 fileobj=context,
                 custom_context=True,
@@ -291,35 +320,76 @@ class Engine:
             )
             for chunk in stream:
                 if "stream" in chunk:
-                    for line in ANSI_RE.sub("", chunk["stream"]).splitlines():
-                        line = safe(line)  # what a build prints may hold escape sequences
-                        if not line.strip():
-                            continue
-                        if re.match(r"^Step \d+/\d+ :", line):
-                            step = line.strip()
-                        tail.append(line)
-                        on_line(line)
+                    for line in chunk["stream"].splitlines():
+                        log.feed(line)
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 if "error" in chunk:
-                    msg = safe_lines(str(chunk.get("error", "")).strip())
-                    tail.append(msg)
-                    log = "\n".join(tail)
-                    if _is_no_space(msg):
-                        raise NoSpaceError(f"building {what}: no space left on device at {step}",
-                                           detail=log)
-                    raise BuildError(f"building {what} failed at {step}: {msg.splitlines()[-1]}",
-                                     detail=log)
-        if image_id is None:
-            m = next((re.search(r"Successfully built ([0-9a-f]+)", t) for t in reversed(tail)
-                      if "Successfully built" in t), None)
-            if not m:
-                raise BuildError(f"building {what}: docker reported no image", detail="\n".join(tail))
-            image_id = m.group(1)
-        info = self.image(image_id)
-        if info is None:
-            raise BuildError(f"building {what}: the new image {image_id} vanished")
-        return info.id
+                    log.fail(str(chunk.get("error", "")))
+        return image_id
+
+    def _builds_with_cli(self) -> bool:
+        """Podman on this machine, its client at hand: CONTAINER_HOST (or a named connection)
+        makes `podman` a remote client, which cannot stop a build either, so those keep the API.
+        The client and the service are the same user's Podman: one image store."""
+        return (self.podman and bool(self.choice.cli) and not os.environ.get("CONTAINER_HOST")
+                and not os.environ.get("CONTAINER_CONNECTION"))
+
+    def _podman_build(self, context: IO[bytes], *, labels: dict[str, str], buildargs: dict[str, str],
+                      platform: str | None, log: _BuildLog) -> str:
+        """`podman build` as a child: the same build the compat API runs (Docker's manifest
+        format, no pull, intermediate containers removed even on failure), its id from
+        --iidfile, in the store the API then inspects.
+
+        Why the CLI: Podman 4's API service goes on with a build after its client is gone (a
+        Ctrl-C left `RUN sleep 120` running 30 s later), and `podman build` itself, on SIGINT,
+        exits at once leaving the step running and its Buildah containers in the store. A step
+        killed, though, fails the build the ordinary way: Podman removes its containers and
+        exits. So on an interrupt sandman kills the child's steps (_stop_podman_build), waits for
+        it, then goes on with the interrupt. The child has a session of its own, so a terminal's
+        Ctrl-C reaches sandman only and this order holds.
+        """
+        with tempfile.TemporaryDirectory(prefix="sandman-build-") as tmp:
+            folder = Path(tmp) / "context"
+            _unpack_context(context, folder, log.what)
+            iidfile = Path(tmp) / "image-id"
+            argv = [self.choice.cli, "build", "--pull=never", "--rm", "--force-rm", "--layers",
+                    "--format", "docker", f"--iidfile={iidfile}",
+                    "--file", str(folder / "Dockerfile")]
+            for key, value in labels.items():
+                argv += ["--label", f"{key}={value}"]
+            for key, value in buildargs.items():
+                argv += ["--build-arg", f"{key}={value}"]
+            if platform:
+                argv += ["--platform", platform]
+            argv.append(str(folder))
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True)
+            except OSError as e:
+                raise EngineError(f"building {log.what}: cannot run {self.choice.cli}: {e}") from e
+            assert proc.stdout is not None
+            try:
+                for raw in proc.stdout:
+                    log.feed(raw.decode("utf-8", "replace"))
+                code = proc.wait()
+            except BaseException:
+                _stop_podman_build(proc)
+                raise
+            finally:
+                proc.stdout.close()
+            if code != 0:
+                errors = [t for t in log.tail if t.startswith("Error: ")]
+                error = errors[-1][len("Error: "):] if errors else f"podman build exited {code}"
+                if fix := setup_fix(error):  # as translate() says it for the API
+                    raise EngineSetupError(f"building {log.what}: {fix} (the engine said: {error})",
+                                           detail="\n".join(log.tail))
+                log.fail(error, logged=bool(errors))
+            try:
+                return iidfile.read_text().strip()
+            except OSError as e:
+                raise BuildError(f"building {log.what}: podman reported no image ({e})",
+                                 detail="\n".join(log.tail)) from e
 
     def remove_build_leftovers(self, min_age: float = 120.0) -> int:
         """Remove the stopped containers of builds that never finished; return how many.
@@ -405,6 +475,8 @@ class Engine:
                             names = [m.name.split("/")[1] for m in members[1:]
                                      if m.name.count("/") == 1]
                             out[path] = "\n".join(names).encode()
+                        elif top is not None and (top.issym() or top.islnk()):
+                            out[path] = b""  # there, as a link (/bin/sh -> dash): no content read
             finally:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
@@ -530,6 +602,119 @@ class DryRunEngine(Engine):
 
     def load(self, data: IO[bytes], on_line: Callable[[str], None]) -> list[str]:
         return self._refuse("load images")
+
+
+class _BuildLog:
+    """What a build printed: each line to on_line (escape sequences made safe), the last
+    LOG_TAIL kept for the error, and the step it was at (Docker's "Step 2/5 :", Buildah's
+    "STEP 2/5:")."""
+
+    def __init__(self, on_line: Callable[[str], None], what: str) -> None:
+        self.on_line = on_line
+        self.what = what
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self.step = "the build"
+
+    def feed(self, text: str) -> None:
+        for line in ANSI_RE.sub("", text).splitlines():
+            line = safe(line)  # what a build prints may hold escape sequences
+            if not line.strip():
+                continue
+            if re.match(r"^(Step \d+/\d+ :|STEP \d+/\d+:)", line):
+                self.step = line.strip()
+            self.tail.append(line)
+            self.on_line(line)
+
+    def fail(self, error: str, *, logged: bool = False) -> None:
+        """Raise the build's error: BuildError naming the step, or NoSpaceError."""
+        msg = safe_lines(error.strip())
+        if not logged:
+            self.tail.append(msg)
+        log = "\n".join(self.tail)
+        if _is_no_space(msg):
+            raise NoSpaceError(f"building {self.what}: no space left on device at {self.step}",
+                               detail=log)
+        last = msg.splitlines()[-1] if msg else "no reason given"
+        raise BuildError(f"building {self.what} failed at {self.step}: {last}", detail=log)
+
+
+def _unpack_context(context: IO[bytes], folder: Path, what: str) -> None:
+    """The tar context as a folder for `podman build`, each file with its mode and time.
+
+    sandman wrote that tar (regular files under plain relative names); anything else in it is
+    refused rather than unpacked.
+    """
+    folder.mkdir(mode=0o700)
+    with tarfile.open(fileobj=context, mode="r|") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if (not parts or Path(member.name).is_absolute() or ".." in parts
+                    or not (member.isfile() or member.isdir())):
+                raise BuildError(f"building {what}: unexpected entry in the build context: "
+                                 f"{safe(member.name)}")
+            target = folder.joinpath(*parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            assert src is not None
+            with open(target, "xb") as out:
+                shutil.copyfileobj(src, out)
+            os.chmod(target, member.mode & 0o7777)
+            os.utime(target, (member.mtime, member.mtime))
+
+
+def _step_processes(root: int) -> list[int]:
+    """The running build steps under process root: its descendants in a session of their own
+    (Buildah starts each RUN step's container so, its OCI runtime monitor stays in root's)."""
+    parent: dict[int, int] = {}
+    session: dict[int, int] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        pid = int(stat_file.parent.name)
+        parent[pid], session[pid] = int(fields[1]), int(fields[3])
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == pid:
+                todo.append(child)
+                if session[child] != session.get(root):
+                    found.append(child)
+    return found
+
+
+def _stop_podman_build(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """Stop an interrupted `podman build` child and wait for it to clean up.
+
+    Its running step is killed (SIGKILL to the container's first process ends its whole PID
+    namespace): the build then fails as any failed step does, and Podman removes the step's
+    containers before it exits. Steps it starts meanwhile are killed too. Only if it has not
+    exited after `grace` seconds is Podman itself stopped.
+    """
+    if proc.stdout is not None:  # keep reading: a child blocked on a full pipe never exits
+        os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < deadline:
+        for pid in _step_processes(proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, TypeError):
+            while proc.stdout is not None and proc.stdout.read(65536):
+                pass
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _epoch(stamp: str, *, default: float) -> float:

@@ -1,9 +1,11 @@
 """Which container engine sandman uses, Docker or Podman, and how it reaches it.
 
-Image work (build, inspect, tag, push, save, load, events) always goes through the Docker SDK:
-to dockerd, or to Podman's Docker-compatible API socket (`podman system service`), which sandman
-starts for the user when it is not running. Shims exec the engine's own client (`docker run`,
-`podman run`): Podman's client needs no service at all, so the hot path never waits for one.
+Image work (inspect, tag, push, pull, save, load, events) goes through the Docker SDK: to
+dockerd, or to Podman's Docker-compatible API socket (`podman system service`), which sandman
+starts for the user when it is not running. Builds on a local Podman run its client instead
+(engine.py, `_podman_build`: the service goes on with a build whose client went away). Shims
+exec the engine's own client (`docker run`, `podman run`): Podman's client needs no service at
+all, so the hot path never waits for one.
 
 Rootless Podman is the point: an ordinary user with no `docker` group (which is root on that
 host) gets every feature, each user with a private image store. The choice is made here, once,

@@ -1,8 +1,8 @@
 """What sandman knows about its images: facts read once per image, who holds them, what is garbage.
 
-Facts (the image's passwd and group files and its locales) are read at install time so the
-shim can give the invoking user a passwd entry and a locale the image really has, without
-asking the image anything on the hot path.
+Facts (the image's passwd and group files, its locales, whether it has /bin/sh) are read at
+install time so the shim can give the invoking user a passwd entry and a locale the image
+really has, without asking the image anything on the hot path.
 
 Ownership lives on the daemon, where every user and every SANDMAN_HOME can see it: each home
 holds a *root*, an extra tag `sandman-root/<home-id>/<tool>:<version>`, on the image each of its
@@ -41,6 +41,7 @@ class ImageFacts:
     passwd: str
     group: str
     locales: tuple[str, ...]  # normalized: lower case, no '-' (en_us.utf8, c.utf8)
+    shell: bool = True  # it has /bin/sh (Podman's shims run the tool through it: see shim.bash)
 
     @property
     def utf8_locale(self) -> str:
@@ -59,13 +60,14 @@ def facts(engine: Engine, paths: Paths, image_id: str) -> ImageFacts:
     if cache.exists():
         try:
             d = json.loads(cache.read_text())
-            return ImageFacts(d["passwd"], d["group"], tuple(d["locales"]))
+            return ImageFacts(d["passwd"], d["group"], tuple(d["locales"]), d["shell"])
         except (ValueError, KeyError):
             pass
     from sandman.engine import DryRunRefused
 
     try:
-        files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale"])
+        files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale",
+                                             "/bin/sh"])
     except DryRunRefused:  # a dry run creates no probe container: plain defaults, not cached
         return ImageFacts("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n", ("c", "posix"))
     locales = {"c", "posix"}
@@ -77,6 +79,7 @@ def facts(engine: Engine, paths: Paths, image_id: str) -> ImageFacts:
         passwd=files.get("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n").decode("utf-8", "replace"),
         group=files.get("/etc/group", b"root:x:0:\n").decode("utf-8", "replace"),
         locales=tuple(sorted(locales)),
+        shell="/bin/sh" in files,
     )
     atomic_write(cache, json.dumps(f.__dict__).encode())
     return f

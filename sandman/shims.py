@@ -59,6 +59,7 @@ class ShimContext:
     refresh: bool = True  # shims on PATH refresh when config.toml changes; `sandman run` does not
     warm_idle_minutes: int = 10  # config.toml `warm_idle_minutes`: warm containers stop after this
     engine: str = "docker"  # docker | podman: whose client the shim execs (sandman/engines.py)
+    shell: bool = True  # the image has /bin/sh (images.ImageFacts.shell)
 
 
 def env_prefix(tool: str) -> str:
@@ -348,6 +349,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_ENV_PREFIX": env_prefix(ctx.tool),
         "SM_LOCALES": _arr(ctx.locales),
         "SM_UTF8_LOCALE": shlex.quote(ctx.utf8_locale),
+        "SM_SHELL": "1" if ctx.shell else "0",
         "SM_PASSWD_UID": str(ctx.passwd_uid if ctx.passwd_uid is not None else -1),
         "SM_PASSWD_DIR": shlex.quote(str(ctx.passwd_dir or "")),
         "SM_ENGINE": shlex.quote(ctx.engine),

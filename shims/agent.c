@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -354,6 +355,22 @@ static void add(char **buf, size_t *len, size_t *cap, char tag, const char *s) {
     *len += n;
 }
 
+/* ^C typed at a terminal is SIGINT from the kernel to the terminal's foreground process group,
+ * and a terminal has one only while it is some session's controlling terminal. An agent call's
+ * tool has no terminal of its own (a cold or `docker exec` call's has the container's pty, where
+ * ^C is a byte the engine's client forwards): the caller's session must hold the terminal, so
+ * that this client gets the SIGINT and relays it. A login shell holds it; and bash, started as
+ * a session leader without one, takes its stdin's terminal by reopening ttyname(0) (bash's
+ * check_dev_tty). That reopen needs access to the device node: when the terminal belongs to
+ * another user (a pty made by root, the shim run through setpriv or `su -c` as a rootless
+ * Podman user), it fails with EACCES, the session has no controlling terminal, ^C is sent to
+ * nobody and the call never ends. TIOCSCTTY on stdin, already open, needs no access to the
+ * node. With 0 it never takes a terminal from another session, and it changes nothing (EPERM)
+ * when this process is no session leader or already has a controlling terminal. */
+static void claim_terminal(void) {
+    if (isatty(0)) (void)ioctl(0, TIOCSCTTY, 0);
+}
+
 static int call(int argc, char **argv) {
     if (argc < 6) return 125;
     const char *path = argv[2];
@@ -428,6 +445,7 @@ static int call(int argc, char **argv) {
                                   SIGALRM, SIGTSTP, SIGCONT, SIGTTIN, SIGTTOU};
     for (size_t k = 0; k < sizeof relayed / sizeof relayed[0]; k++) handle(relayed[k]);
     signal(SIGPIPE, SIG_IGN);
+    claim_terminal();  /* after the handlers: from here ^C is a SIGINT this process relays */
 
     uint32_t len32 = (uint32_t)len;
     unsigned char mask = 0;

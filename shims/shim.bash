@@ -370,6 +370,13 @@ if [[ $SM_NEEDCMD == 1 && $# -eq 0 ]]; then
   sm_die "${SM_TOOL}-${SM_VERSION} needs a command to run, for example: ${SM_TOOL}-${SM_VERSION} ${SM_COMMANDS[0]:-COMMAND} ARGS (commands: ${SM_COMMANDS[*]:-none declared})" "$SM_EXIT_USAGE"
 fi
 
+# Podman's --init (catatonit) exits 1 when it cannot exec the command; a shell, and Docker's
+# --init, say 127 (not found) or 126 (not executable). In an image with /bin/sh, a cold Podman
+# call goes through `sh -c 'exec "$@"'`: the shell replaces itself with the tool (same pid,
+# argv, stdin, signals), or exits 127/126 with its message. Warm calls already go through sh.
+sm_exec=()
+[[ $sm_engine == podman && ${SM_SHELL-0} == 1 ]] && sm_exec=(/bin/sh -c 'exec "$@"' sh)
+
 if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
   # For people, on stderr: what the container would get. The exact command goes to stdout.
   sm_sum=() sm_envs=() sm_priv=() sm_i=0
@@ -416,11 +423,11 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     fi
     sm_run+=("$sm_a"); (( sm_i += 1 ))
   done
-  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"
+  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
   printf '\n'
   exit 0
 fi
 
 @@WARM@@
 
-exec "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${SM_PREFIX[@]}" "$@"
+exec "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"

@@ -150,8 +150,15 @@ def bash() -> str:
     return shutil.which("bash") or "/bin/bash"
 
 
-def _test_roots(basetemp: Path) -> tuple[str, ...]:
-    return (str(basetemp), str(Path(tempfile.gettempdir()) / "sandman-"))
+def _ours(home: str, basetemp: Path) -> bool:
+    """A test home this session is done with: under its own basetemp, or a /tmp/sandman-*
+    one that is gone (each fixture removes its folder first). Another session running at the
+    same time keeps its reaper and warm containers: its homes are still there."""
+    if not home:
+        return False
+    if home.startswith(str(basetemp)):
+        return True
+    return home.startswith(str(Path(tempfile.gettempdir()) / "sandman-")) and not Path(home).exists()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -162,7 +169,7 @@ def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
     warm containers idling for minutes; neither should outlive the test session.
     """
     yield
-    roots = _test_roots(tmp_path_factory.getbasetemp())
+    basetemp = tmp_path_factory.getbasetemp()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -172,8 +179,7 @@ def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
             env = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
         except OSError:
             continue
-        home = env.get(b"SANDMAN_HOME", b"").decode(errors="replace")
-        if home.startswith(roots):
+        if _ours(env.get(b"SANDMAN_HOME", b"").decode(errors="replace"), basetemp):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGTERM)
     if daemon_problem() is None:
@@ -182,6 +188,6 @@ def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
         client = docker.from_env()
         for c in client.containers.list(all=True, filters={"label": "io.sandman.role=warm"},
                                            ignore_removed=True):
-            if c.labels.get("io.sandman.home", "").startswith(roots):
+            if _ours(c.labels.get("io.sandman.home", ""), basetemp):
                 with contextlib.suppress(docker.errors.DockerException):
                     c.remove(force=True)

@@ -120,3 +120,53 @@ def test_docker_pushes_rootless_podman_installs_without_building_and_back(shared
                        text=True, timeout=120, cwd="/tmp",
                        env={k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")})
     assert (r.returncode, r.stdout) == (0, f"{tool} 2.0 two\n")
+
+
+def rootful_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """sandman as root on rootful Podman (root's store, /run/podman/podman.sock)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
+    e.update(SANDMAN_HOME=str(home), **(env or {}), SANDMAN_ENGINE="podman")
+    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, capture_output=True,
+                          text=True, timeout=900, cwd="/")
+
+
+def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry):
+    """The same round trip with rootful Podman: root's store, root's API socket."""
+    root, tool, _ = shared
+    reg = f"{registry}/team"
+    docker_home, rootful_home = root / "docker-home", root / "rootful-home"
+    try:
+        for run in (lambda *a: docker_cli(docker_home, *a), lambda *a: rootful_cli(rootful_home, *a)):
+            for args in (("repo", "add", "team", str(root / "repo")), ("repo", "trust", "team")):
+                p = run(*args)
+                assert p.returncode == 0, p.stderr
+        p = docker_cli(docker_home, "install", f"team/{tool}@1.0")
+        assert p.returncode == 0, p.stderr
+        built = record(docker_home, tool, "1.0")
+        assert docker_cli(docker_home, "push", f"{tool}@1.0", "--registry", reg).returncode == 0
+
+        p = rootful_cli(rootful_home, "install", f"{tool}@1.0", env={"SANDMAN_REGISTRY": reg})
+        assert p.returncode == 0, p.stderr
+        assert "pulled " in p.stderr and "built sandman/" not in p.stderr, p.stderr
+        got = record(rootful_home, tool, "1.0")
+        assert (got["image_id"], got["fingerprint"]) == (built["image_id"], built["fingerprint"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+        r = subprocess.run([str(paths_of(rootful_home).bin_dir / f"{tool}-1.0")], env=env,
+                           cwd="/tmp", capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stdout, r.stderr) == (0, f"{tool} 1.0 one\n", "")
+
+        p = rootful_cli(rootful_home, "install", f"{tool}@2.0")
+        assert p.returncode == 0, p.stderr
+        built2 = record(rootful_home, tool, "2.0")
+        p = rootful_cli(rootful_home, "push", f"{tool}@2.0", "--registry", reg)
+        assert p.returncode == 0, p.stderr
+        p = docker_cli(docker_home, "install", f"{tool}@2.0", env={"SANDMAN_REGISTRY": reg})
+        assert p.returncode == 0, p.stderr
+        assert "pulled " in p.stderr and "built sandman/" not in p.stderr, p.stderr
+        got2 = record(docker_home, tool, "2.0")
+        assert (got2["image_id"], got2["fingerprint"]) == (built2["image_id"], built2["fingerprint"])
+    finally:
+        ids = subprocess.run(["podman", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run(["podman", "rmi", "-f", *sorted(set(ids))], capture_output=True)

@@ -82,6 +82,11 @@ def test_argv_exit_status_and_bytes(rootful: Kit, work: Path) -> None:
     split = rootful.run([rootful.shim("rtprobe-1"), "sh", "-c", "echo out; echo err >&2"], env=env,
                         cwd=work)
     assert (split.stdout, split.stderr) == (b"out\n", b"err\n")
+    missing = rootful.run([rootful.shim("rtprobe-1"), "no-such-command-here"], env=env, cwd=work)
+    assert missing.returncode == 127 and b"no-such-command-here" in missing.stderr
+    (work / "notexec.sh").write_text("#!/bin/sh\necho hi\n")
+    noexec = rootful.run([rootful.shim("rtprobe-1"), "./notexec.sh"], env=env, cwd=work)
+    assert noexec.returncode == 126, noexec.stderr
 
 
 def test_files_belong_to_the_invoker_and_read_only_data_stays(rootful: Kit, work: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -323,3 +325,26 @@ def test_stale_reasons_name_what_changed(tmp_path: Path) -> None:
     assert reasons(rt, ToolSettings(env={"A": "2"})) == ["config"]  # a value: the private file
     assert reasons(rt, ToolSettings(env={"A": "1"}, mounts={"db": "/x"})) == ["config"]
     assert reasons(rt, st, {**then, "runtime": "0" * 12}) == ["runtime"]
+
+
+@pytest.mark.parametrize(("engine", "shell", "wrapped"), [
+    ("podman", True, True), ("podman", False, False), ("docker", True, False)])
+def test_podman_runs_the_tool_through_the_images_shell(tmp_path: Path, work: Path, engine: str,
+                                                       shell: bool, wrapped: bool) -> None:
+    """Podman's catatonit exits 1 for a command it cannot exec; `sh -c 'exec "$@"'` gives the
+    shell's 127/126 and then is the tool. Only where the image has /bin/sh, only on Podman."""
+    if engine == "podman" and not shutil.which("podman"):  # a Podman shim checks its client
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("podman is not installed and CI=true (.ci/run installs it)")
+        pytest.skip("podman is not installed")
+    c = dataclasses.replace(ctx(tmp_path, Runtime(entrypoint=("demo",))), engine=engine,
+                            shell=shell)
+    p = dry_run(render(c, "demo-1.0"), ["a b", "-x"], work, env={"DOCKER_HOST": ""})
+    assert p.returncode == 0, p.stderr
+    argv = argv_of(p.stdout)
+    tail = argv[argv.index("sandman/demo:1.0-abc") + 1:]
+    wrapper = ["/bin/sh", "-c", 'exec "$@"', "sh"] if wrapped else []
+    assert tail == [*wrapper, "demo", "a b", "-x"]
+    ran = subprocess.run(["sh", "-c", 'exec "$@"', "sh", "printf", "%s|", "a b", "-x"],
+                         capture_output=True, text=True)
+    assert ran.stdout == "a b|-x|"  # the wrapper hands the argv on untouched
