@@ -58,9 +58,15 @@ TARGETS = {  # ratio name -> (numerator, denominator, limit), within one engine
 }
 AGENT_MAIN = "/run/sandman-agent/agent"
 DUMPS = 50  # sqlite3 files the agent loop goes over
-BUILD_AGENT = ("import os\nfrom sandman import agent\nfrom sandman.engine import Engine\n"
+# The benchmark's homes are new: the agent is built only from a base a home bootstrapped, so
+# the bases already on this machine (its operator's, made by `sandman bootstrap`) are recorded
+# for the benchmark's home first, as that bootstrap would have.
+BUILD_AGENT = ("import os\nfrom sandman import agent, bootstrap\nfrom sandman.engine import Engine\n"
                "from sandman.paths import Paths\n"
-               "print(agent.build(Engine.connect(), Paths.from_env(dict(os.environ))))")
+               "engine, paths = Engine.connect(), Paths.from_env(dict(os.environ))\n"
+               "ref = agent.PREFERRED_BASES[0]\n"
+               "bootstrap.record_made(paths, ref, engine.image(ref).id)\n"
+               "print(agent.build(engine, paths))")
 
 
 def load() -> str:
@@ -248,6 +254,7 @@ def agent_binary(r: Runner, env: dict[str, str], cwd: Path, docker_home: Path | 
     dst = agent.binary_path(Paths.from_env({"SANDMAN_HOME": env["SANDMAN_HOME"]}))
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst)
+    shutil.copy2(agent.record_path(src), agent.record_path(dst))  # its recorded sha256
     r.give(dst.parents[1])
     return f"copied from the Docker build (the {r.engine} build failed: {err})"
 
@@ -260,9 +267,9 @@ def prepare(r: Runner, tmp: Path, docker_home: Path | None) -> Setup:
     env = {**r.env, "SANDMAN_HOME": str(home), "PATH": f"{home / 'bin'}{os.pathsep}{r.env.get('PATH', '')}"}
     info = engine_info(r)
     if r.engine == "podman" and r.owner is not None:
-        from sandman.agent import BUILD_BASE
+        from sandman.agent import PREFERRED_BASES
 
-        ensure_bases(r, (SPEC_BASE, BUILD_BASE))
+        ensure_bases(r, (SPEC_BASE, PREFERRED_BASES[0]))
     proc = sandman(r, "-q", "install", SPEC, env=env, cwd=work)
     if proc.returncode != 0:
         raise RuntimeError(f"sandman install {SPEC} ({r.engine}) failed: {proc.stderr.strip()}")

@@ -4,11 +4,19 @@ A warm container runs `sandman-agent serve` as its main process and a shim in wa
 `sandman-agent call`, which hands the call (and its stdin/stdout/stderr themselves) to the
 agent over a unix socket: a few milliseconds instead of a `docker exec` (docs/performance.md).
 The source (shims/agent.c) ships with sandman; no compiler is needed on the host: the binary
-is compiled, static (musl), inside a throwaway container from the local Debian base, and kept
-at `<data>/agent/sandman-agent-<sha12 of the source>`. `sandman bootstrap` makes it, and so does
+is compiled, static (musl), inside a throwaway container, and kept at
+`<data>/agent/sandman-agent-<sha12 of the source>`. `sandman bootstrap` makes it, and so does
 the first warm call that finds it missing (in the background: until it exists warm calls use
 `docker exec`, silently). A `.try` file next to it marks a build started (or failed: it holds
 the error), so shims start the build only once.
+
+The binary runs on the host, so where it comes from matters more than for anything in a
+container. It is compiled only from a base this home's `sandman bootstrap` made, by the id
+recorded then (never from whatever a name such as `debian:bookworm-slim` holds: an import, a
+pull or `docker tag` can put anything there), and its sha256 is recorded next to it
+(`<binary>.sha256`). A binary whose hash is not the recorded one is never run: a build makes it
+again, writing shims removes it, and a shim starting a warm container checks it before the
+container (and so every call through it) uses it.
 """
 
 from __future__ import annotations
@@ -25,16 +33,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandman.names import LABEL_ROLE
 from sandman.paths import Paths, shim_templates_dir
 
 if TYPE_CHECKING:
     from sandman.engine import Engine
 
-BUILD_BASE = "debian:bookworm-slim"  # bootstrapped locally; its apt sources reach the mirror
+# The bases the agent is built from, best first; any other Debian base this home bootstrapped
+# (of this machine's CPU) does too: its apt sources reach the mirror it was made from.
+PREFERRED_BASES = ("debian:bookworm-slim", "debian:bookworm")
 TOOLCHAIN_STEP = ("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
                   "--no-install-recommends gcc musl-tools libc6-dev >/dev/null")
 COMPILE = "mkdir -p /out && musl-gcc -static -O2 -s -o /out/sandman-agent /src/agent.c"
-LABEL_ROLE = "io.sandman.role"
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
          "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -62,9 +72,44 @@ def platform_name() -> str:
     return f"linux/{_ARCH.get(machine, machine)}"
 
 
-def toolchain_tag() -> str:
-    digest = hashlib.sha256(f"{BUILD_BASE}\n{TOOLCHAIN_STEP}".encode()).hexdigest()[:12]
+def toolchain_tag(base_id: str) -> str:
+    """Named after the id of the base it was made from: another base never shares it."""
+    digest = hashlib.sha256(f"{base_id}\n{TOOLCHAIN_STEP}".encode()).hexdigest()[:12]
     return f"sandman/agent-toolchain:{digest}"
+
+
+def record_path(binary: Path) -> Path:
+    return binary.with_name(f"{binary.name}.sha256")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified(binary: Path) -> bool:
+    """The binary is there and hashes to what its build recorded (a binary an older sandman
+    built, from a base nobody checked, has no record and does not count)."""
+    try:
+        want = record_path(binary).read_text(encoding="ascii").split()[0]
+        return file_sha256(binary) == want
+    except (OSError, UnicodeDecodeError, IndexError):
+        return False
+
+
+def drop_unverified(paths: Paths) -> bool:
+    """Remove the binary when its hash is not the recorded one, so that nothing runs it and
+    the next warm call builds it again; returns whether one was removed."""
+    out = binary_path(paths)
+    if not out.exists() or verified(out):
+        return False
+    for f in (out, Path(f"{out}.try")):
+        with contextlib.suppress(OSError):
+            f.unlink()
+    return True
 
 
 def shim_values(paths: Paths) -> dict[str, str]:
@@ -72,24 +117,70 @@ def shim_values(paths: Paths) -> dict[str, str]:
     with contextlib.suppress(OSError):  # read by other users' shims, as the runtime is
         agent_dir(paths).mkdir(parents=True, exist_ok=True, mode=0o755)
         agent_dir(paths).chmod(0o755)
+    with contextlib.suppress(OSError):
+        drop_unverified(paths)
     return {"SM_AGENT": shlex.quote(str(binary_path(paths))),
             "SM_AGENT_PLATFORM": shlex.quote(platform_name())}
 
 
-def _toolchain(engine: Engine, on_line: Callable[[str], None]) -> str:
-    """The build image (Debian base + gcc + musl), made once per daemon and reused."""
-    tag = toolchain_tag()
-    if engine.image(tag) is not None:
+def build_base(engine: Engine, paths: Paths) -> tuple[str, str]:
+    """(ref, image id) of the base to compile in: one this home bootstrapped, still here by the
+    id recorded then. BuildError when there is none (a name alone is never enough)."""
+    from sandman import bootstrap
+    from sandman.errors import BuildError
+
+    made = bootstrap.made_here(paths)
+
+    def rank(ref: str) -> tuple[int, str]:
+        return (PREFERRED_BASES.index(ref) if ref in PREFERRED_BASES else len(PREFERRED_BASES), ref)
+
+    for ref in sorted(made, key=rank):
+        m = bootstrap.BASE_RE.match(ref)
+        if m is None or m.group("prefix"):  # not Debian, or another CPU's
+            continue
+        if engine.image(made[ref]) is not None:
+            return ref, made[ref]
+    raise BuildError("the warm agent runs on the host, so it is built only from a Debian base "
+                     "this home bootstrapped, and there is none here: run `sandman bootstrap "
+                     f"{PREFERRED_BASES[0]}`")
+
+
+def can_build(engine: Engine, paths: Paths) -> bool:
+    from sandman.errors import BuildError
+
+    try:
+        build_base(engine, paths)
+    except BuildError:
+        return False
+    return True
+
+
+def _made_from(engine: Engine, tag: str, base_id: str) -> bool:
+    """The toolchain image under tag is one of ours, made on base_id: its layers begin with
+    the base's (only sandman's agent build makes a `sandman/agent-toolchain` name)."""
+    try:
+        img = engine.client.images.get(tag).attrs
+        base = engine.client.images.get(base_id).attrs
+    except Exception:
+        return False
+    layers = (img.get("RootFS") or {}).get("Layers") or []
+    under = (base.get("RootFS") or {}).get("Layers") or []
+    labels = (img.get("Config") or {}).get("Labels") or {}
+    return bool(under) and layers[:len(under)] == under and labels.get(LABEL_ROLE) == "agent-build"
+
+
+def _toolchain(engine: Engine, paths: Paths, on_line: Callable[[str], None]) -> str:
+    """The build image (a bootstrapped base + gcc + musl), made once per daemon and base."""
+    base_ref, base_id = build_base(engine, paths)
+    tag = toolchain_tag(base_id)
+    if engine.image(tag) is not None and _made_from(engine, tag, base_id):
         return tag
     from sandman.engine import translate
     from sandman.errors import BuildError
 
-    if engine.image(BUILD_BASE) is None:
-        raise BuildError(f"the warm agent is built from {BUILD_BASE}, which is not here: "
-                         f"run `sandman bootstrap {BUILD_BASE}` first")
-    on_line(f"agent: installing gcc and musl in {BUILD_BASE}")
+    on_line(f"agent: installing gcc and musl in {base_ref} ({base_id[:19]}, bootstrapped here)")
     with translate("making the agent's build image"):
-        c = engine.client.containers.run(BUILD_BASE, ["sh", "-c", TOOLCHAIN_STEP], detach=True,
+        c = engine.client.containers.run(base_id, ["sh", "-c", TOOLCHAIN_STEP], detach=True,
                                          labels={LABEL_ROLE: "agent-build"},
                                          network_mode=engine.network_mode(True))
         try:
@@ -115,13 +206,13 @@ def build(engine: Engine, paths: Paths, *, force: bool = False,
     from sandman.state import atomic_write
 
     out = binary_path(paths)
-    if out.exists() and not force:
+    if not force and verified(out):
         return out
     agent_dir(paths).mkdir(parents=True, exist_ok=True, mode=0o755)
     with FileLock(str(agent_dir(paths) / ".build.lock")):
-        if out.exists() and not force:
+        if not force and verified(out):
             return out
-        tag = _toolchain(engine, on_line)
+        tag = _toolchain(engine, paths, on_line)
         on_line("agent: compiling")
         src = source_path().read_bytes()
         buf = io.BytesIO()
@@ -149,7 +240,11 @@ def build(engine: Engine, paths: Paths, *, force: bool = False,
             binary = member.read() if member else b""
         if not binary.startswith(b"\x7fELF"):
             raise BuildError("the warm agent's build gave no executable")
+        with contextlib.suppress(OSError):  # no window where an old record meets a new binary
+            record_path(out).unlink()
         atomic_write(out, binary, 0o755, dir_mode=0o755)
+        atomic_write(record_path(out), f"{hashlib.sha256(binary).hexdigest()}\n".encode(), 0o644,
+                     dir_mode=0o755)
         with contextlib.suppress(OSError):
             Path(f"{out}.try").unlink()
     return out

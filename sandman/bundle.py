@@ -13,6 +13,14 @@ anything loads: each listed image's config must hash to the manifest's image id 
 manifest's fingerprint label, its tag must be the one that fingerprint gives, and no existing
 tag is ever moved to other content (other homes' shims run what those tags name). The images
 are loaded untagged (the save stream's own names are dropped) and tagged here, one by one.
+A base never takes its plain name (`debian:bookworm-slim`): that name is what this machine's
+builds, and the warm agent that runs on the host, are made from, and a bundle must not choose
+it. It is named `sandman-base/<name>:sha256-<hex>`, by its digest (registry.local_base_ref),
+and serves only the images built on it; building on it is the user's decision (docs/teams.md).
+The signature policy is the one of the recipe the image says it is built from (its tool and
+fingerprint), never of a source name the manifest picks. Everything is checked (recipes,
+fingerprints, signatures, content) before the first tag; a failure after it takes those tags
+back: an import is all or nothing.
 
 The source files of the exported versions (recipe `sources`) travel too, from the download
 cache as `sources/sha256/<hex>`, so a site with no network can rebuild a version (a new base,
@@ -50,6 +58,7 @@ from sandman.errors import ConflictError, IntegrityError, SourceError, StateErro
 from sandman.images import is_sandman_tag
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
 from sandman.recipes import NAME_RE, VERSION_RE, Source
+from sandman.registry import local_base_ref
 from sandman.text import safe
 
 BUNDLE_SCHEMA = 1
@@ -98,6 +107,16 @@ def bundle_name(out: Path, name: str | None) -> str:
     return clean
 
 
+def _base_save_ref(ctx: Context, ref: str, image_id: str) -> str:
+    """What `docker save` is given for a base: its plain name when that holds it here, else its
+    by-digest name (an imported or pulled base), else its id (the import matches by content)."""
+    for name in (ref, local_base_ref(ref, image_id)):
+        info = ctx.engine.image(name)
+        if info is not None and info.id == image_id:
+            return name
+    return image_id
+
+
 def _source_commit(ctx: Context, source: str) -> str:
     for r in repos.load_all(ctx.paths):
         if r.name == source:
@@ -137,7 +156,7 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None, 
                         sandman_version=__version__, tools=tuple(tools))
     carried = _sources_to_carry(ctx, wanted_sources)
     refs = [t.image_tag for t in tools]
-    refs += sorted({b for t in tools for b in t.bases} - set(refs))
+    refs += sorted({_base_save_ref(ctx, b, i) for t in tools for b, i in t.bases.items()} - set(refs))
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     with _folder_lock(out.parent):
@@ -165,7 +184,11 @@ def export(ctx: Context, specs: list[Spec], out: Path, name: str | None = None, 
             info.mode = 0o644
             images.seek(0)
             tar.addfile(info, images)
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0o077)  # the only way to read it is to set it: put it back at once
+        os.umask(umask)
+        # the umask's mode, as any file the user writes; kits are private (the kits folder):
+        # a bundle holding one is the owner's only, whatever the umask (chmod it to share)
+        os.chmod(tmp, 0o600 if any(p.is_file() for p in kits.values()) else 0o666 & ~umask)
         os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -274,6 +297,7 @@ def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = N
         tar = tarfile.open(file, "r:")  # noqa: SIM115 - closed by the `with` below
     except (OSError, tarfile.TarError) as e:
         raise StateError(f"{file}: cannot open the bundle ({e})") from e
+    tagged: list[tuple[str, str]] = []  # (name, image id) this import gave, taken back on failure
     with tar:
         manifest = read_manifest(tar, file)
         name = manifest.name
@@ -284,31 +308,96 @@ def import_bundle(ctx: Context, file: Path, approve: consent.Approver | None = N
                                     f"(sandman repo remove {name})")
         wanted = _listed_images(manifest, file)
         _refuse_moved_bases(ctx, manifest, file)
-        for t in manifest.tools:  # the signature policy, before anything is placed or loaded
-            signing.check_bundle_tool(ctx, source=t.source, tool=t.tool, version=t.version,
-                                      fingerprint=t.fingerprint, image_id=t.image_id,
-                                      blob=t.signature, where=file)
         images = tar.extractfile(IMAGES) if IMAGES in tar.getnames() else None
         if images is None:
             raise StateError(f"{file}: not a sandman bundle (no {IMAGES})")
-        _place_sources(ctx, tar, file)
-        ctx.out.info(f"loading images from {file}")
-        _load_listed(ctx, images, wanted, manifest, file)
-        _tag_listed(ctx, manifest, file)
-        _place_recipes(ctx, tar, name)
-        _place_kits(ctx, tar)
-    repos.register_bundle(ctx.paths, name, str(file.absolute()))
+        dest = repos.clone_dir(ctx.paths, name)
+        stage = dest.parent / f".{name}.import"
+        try:
+            _stage_recipes(tar, stage, manifest, file)
+            for t in manifest.tools:  # the signature policy, before anything is placed or loaded
+                for source in signing.governing_sources(ctx, t.tool, t.fingerprint, claimed=t.source):
+                    signing.check_bundle_tool(ctx, source=source, tool=t.tool, version=t.version,
+                                              fingerprint=t.fingerprint, image_id=t.image_id,
+                                              blob=t.signature, where=file, claimed=t.source)
+            _place_sources(ctx, tar, file)
+            _place_kits(ctx, tar)
+            _check_fingerprints(ctx, stage, manifest, name, file)
+            ctx.out.info(f"loading images from {file}")
+            _load_listed(ctx, images, wanted, manifest, file)
+            _tag_listed(ctx, manifest, file, tagged)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(stage, dest)
+            repos.register_bundle(ctx.paths, name, str(file.absolute()))
+        except BaseException:
+            _untag(ctx, tagged)
+            raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     ctx.__dict__.pop("catalog", None)  # the catalog was read before the new source existed
     results = []
     for t in manifest.tools:
         spec = Spec(t.tool, t.version, source=name)
-        plan = core.plan(ctx, core.resolve(ctx, spec))
-        if plan.fingerprint != t.fingerprint:
-            raise IntegrityError(
-                f"{file}: {t.key}: the bundle's recipe gives fingerprint {plan.fingerprint[:12]} "
-                f"here, its manifest says {t.fingerprint[:12]}; not installed, nothing built")
         results.append(core.install(ctx, spec, approve=approve))
     return Imported(manifest, tuple(results))
+
+
+def _stage_recipes(tar: tarfile.TarFile, stage: Path, manifest: Manifest, where: Path) -> None:
+    """The bundle's recipes, written to a folder beside their place; each listed tool must have
+    one (a bundle without them is refused before anything is loaded)."""
+    shutil.rmtree(stage, ignore_errors=True)
+    for m in tar.getmembers():
+        rel = _safe_rel(m.name, "recipes")
+        if rel is None or not m.isfile():
+            continue
+        target = stage / "recipes" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(m)
+        with target.open("wb") as out:
+            shutil.copyfileobj(src, out)  # type: ignore[arg-type]
+        target.chmod(0o755 if m.mode & 0o111 else 0o644)
+    for t in manifest.tools:
+        if not (stage / "recipes" / t.tool / "recipe.toml").is_file():
+            raise IntegrityError(f"{where}: {t.key}: the bundle has no recipes/{t.tool}/recipe.toml; "
+                                 "nothing imported")
+
+
+def _check_fingerprints(ctx: Context, stage: Path, manifest: Manifest, name: str,
+                        where: Path) -> None:
+    """Each tool's recipe in the bundle must give the manifest's fingerprint here, before any
+    image loads (the recipe is what the install will say it runs)."""
+    from sandman.build import plan_build
+    from sandman.errors import SandmanError
+    from sandman.recipes import load_recipe
+
+    folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
+    for t in manifest.tools:
+        try:
+            recipe = load_recipe(stage / "recipes" / t.tool / "recipe.toml", expect_tool=t.tool)
+            version = recipe.version(t.version)
+            if version is None:
+                raise IntegrityError(f"{where}: {t.key}: the bundle's recipe has no version "
+                                     f"{safe(t.version)}; nothing imported")
+            fp = plan_build(recipe, version, source=name, kits_folder=folder,
+                            engine=ctx.engine).fingerprint
+        except IntegrityError:
+            raise
+        except SandmanError as e:
+            raise IntegrityError(f"{where}: {t.key}: the bundle's recipe is not usable here "
+                                 f"({e.message}); nothing imported") from e
+        if fp != t.fingerprint:
+            raise IntegrityError(
+                f"{where}: {t.key}: the bundle's recipe gives fingerprint {fp[:12]} here, its "
+                f"manifest says {t.fingerprint[:12]}; nothing imported, nothing built")
+
+
+def _untag(ctx: Context, tagged: list[tuple[str, str]]) -> None:
+    """Take back the names an import gave, each only while it still names what it gave."""
+    for ref, image_id in reversed(tagged):
+        with contextlib.suppress(Exception):
+            info = ctx.engine.image(ref)
+            if info is not None and info.id == image_id:
+                ctx.engine.untag(ref)
 
 
 HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
@@ -317,7 +406,7 @@ HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 def _listed_images(manifest: Manifest, where: Path) -> dict[str, str]:
     """image id -> the name it will get: every image the manifest lists, after checking that
     each name is what sandman would call it (a tool's tag is the one its fingerprint gives, a
-    base is never a sandman name)."""
+    base its by-digest name, never the plain name the manifest gives it)."""
     wanted: dict[str, str] = {}
     for t in manifest.tools:
         if not NAME_RE.match(t.tool) or not VERSION_RE.match(t.version):
@@ -330,10 +419,11 @@ def _listed_images(manifest: Manifest, where: Path) -> dict[str, str]:
                                  f"its fingerprint gives {safe(image_ref(t.tool, t.version, t.fingerprint))}")
         wanted[t.image_id] = t.image_tag
         for ref, image_id in t.bases.items():
-            if is_sandman_tag(ref) or not HEX64.match(image_id.removeprefix("sha256:")):
+            if is_sandman_tag(ref) or not image_id.startswith("sha256:") or \
+                    not HEX64.match(image_id.removeprefix("sha256:")):
                 raise IntegrityError(f"{where}: {safe(t.key)}: base {safe(ref)} "
                                      f"({safe(image_id)}) is not a base image name and id")
-            wanted.setdefault(image_id, ref)
+            wanted.setdefault(image_id, local_base_ref(ref, image_id))
     return wanted
 
 
@@ -390,7 +480,9 @@ def _load_listed(ctx: Context, images: IO[bytes], wanted: dict[str, str], manife
                                 "Layers": list(entry.get("Layers") or [])}
                 _check_labels(data, digest, manifest, where)
                 # Podman writes names in full (docker.io/sandman/..., localhost/debian:...)
-                unlisted += [t for t in entry.get("RepoTags") or [] if short_tag(t) != wanted[digest]]
+                named = {wanted[digest], *(r for t in manifest.tools for r, i in t.bases.items()
+                                           if i == digest)}
+                unlisted += [t for t in entry.get("RepoTags") or [] if short_tag(t) not in named]
             else:
                 unlisted += list(entry.get("RepoTags") or []) or [digest[:19]]
         missing = [f"{safe(ref)} ({safe(i[:19])})" for i, ref in wanted.items() if i not in kept]
@@ -468,16 +560,20 @@ def _stream_load(ctx: Context, inner: tarfile.TarFile, members: list[tarfile.Tar
         raise IntegrityError(f"{where}: cannot read {IMAGES} ({failed[0]})")
 
 
-def _tag_listed(ctx: Context, manifest: Manifest, where: Path) -> None:
-    """Name the loaded images; an existing tag is never moved to other content.
+def _tag_listed(ctx: Context, manifest: Manifest, where: Path,
+                tagged: list[tuple[str, str]]) -> None:
+    """Name the loaded images; an existing tag is never moved to other content. What is
+    tagged is added to `tagged`, for the import to take back if a later step fails.
 
     A tool tag already here on another image of the same fingerprint (the same recipe built on
-    this machine) is kept: that image is equivalent by definition, and other homes use it.
+    this machine) is kept: that image is equivalent by definition, and other homes use it. A
+    base gets only its by-digest name.
     """
     for t in manifest.tools:
         held = ctx.engine.image(t.image_tag)
         if held is None:
             ctx.engine.tag(t.image_id, t.image_tag)
+            tagged.append((t.image_tag, t.image_id))
         elif held.id != t.image_id:
             if held.labels.get(LABEL_FINGERPRINT) != t.fingerprint:
                 raise IntegrityError(f"{where}: {t.image_tag} here names other content "
@@ -487,32 +583,13 @@ def _tag_listed(ctx: Context, manifest: Manifest, where: Path) -> None:
             if mine is not None and not mine.tags:
                 ctx.engine.untag(t.image_id)
         for ref, image_id in t.bases.items():
-            info = ctx.engine.image(ref)
+            name = local_base_ref(ref, image_id)
+            info = ctx.engine.image(name)
             if info is None:
-                ctx.engine.tag(image_id, ref)
+                ctx.engine.tag(image_id, name)
+                tagged.append((name, image_id))
             elif info.id != image_id:
-                raise IntegrityError(f"{where}: {ref} changed while importing; nothing moved")
-
-
-def _place_recipes(ctx: Context, tar: tarfile.TarFile, name: str) -> None:
-    dest = repos.clone_dir(ctx.paths, name)
-    stage = dest.parent / f".{name}.import"
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
-        for m in tar.getmembers():
-            rel = _safe_rel(m.name, "recipes")
-            if rel is None or not m.isfile():
-                continue
-            target = stage / "recipes" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(m)
-            with target.open("wb") as out:
-                shutil.copyfileobj(src, out)  # type: ignore[arg-type]
-            target.chmod(0o755 if m.mode & 0o111 else 0o644)
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(stage, dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+                raise IntegrityError(f"{where}: {name} here names other content; nothing moved")
 
 
 def _place_sources(ctx: Context, tar: tarfile.TarFile, where: Path) -> None:

@@ -261,7 +261,7 @@ def _approver(yes: bool) -> Callable[[str, list[str]], bool] | None:
         rep = _state.get("reporter")
         if rep is not None:
             rep._clear()
-        print(f"{key}: the updated recipe changes what the tool may access:", file=sys.stderr)
+        print(f"{key}: what the tool may access (+ granted, - taken back):", file=sys.stderr)
         for line in diff:
             print(f"  {line}", file=sys.stderr)
         return typer.confirm("Accept these changes?", default=False, err=True)
@@ -430,31 +430,44 @@ def bootstrap(
         ref = bases[0]
         bs.check_rootfs_ref(ref)
         bs.check_rootfs_file(from_rootfs)
-        if not force and ctx.engine.image(ref) is not None:
+        if not force and bs.present_as_made(ctx.engine, ctx.paths, ref):
             ctx.out.info(f"{ref}: already present (--force to replace it)")
             return
+        _not_made_here(ctx, ref)
         image_id = bs.from_rootfs(from_rootfs, ref, ctx.engine, platform=platform,
                                   tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
+        bs.record_made(ctx.paths, ref, image_id)
         ctx.out.info(f"{ref}: made {image_id[:19]} from {from_rootfs}")
         return
     plans = [bs.plan(b, mirror or ctx.config.mirror, archive_mirror=mirror or ctx.config.archive_mirror)
              for b in bases]
     for p in plans:
-        if not force and ctx.engine.image(p.ref) is not None:
+        if not force and bs.present_as_made(ctx.engine, ctx.paths, p.ref):
             ctx.out.info(f"{p.ref}: already present")
             continue
+        _not_made_here(ctx, p.ref)
         for note in p.notes():
             ctx.out.info(f"{p.ref}: {note}")
         image_id = bs.bootstrap(p, ctx.engine, tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
+        bs.record_made(ctx.paths, p.ref, image_id)
         ctx.out.info(f"{p.ref}: imported {image_id[:19]}")
     _build_agent(ctx)
 
 
+def _not_made_here(ctx: "Context", ref: str) -> None:
+    """A name held by an image this home did not bootstrap (an import, a pull, docker) is
+    made again: its content is unknown, and what runs on the host is built from it."""
+    held = ctx.engine.image(ref)
+    if held is not None:
+        ctx.out.step(f"{ref}: here as {held.id[:19]}, which this home did not bootstrap "
+                     "(an import, a pull or docker put it there): making it")
+
+
 def _build_agent(ctx: "Context") -> None:
-    """The warm agent's binary (docs/performance.md) is built from the Debian base, once."""
+    """The warm agent's binary (docs/performance.md) is built from a bootstrapped base, once."""
     from sandman import agent
 
-    if ctx.engine.image(agent.BUILD_BASE) is None:
+    if not agent.can_build(ctx.engine, ctx.paths):
         return
     try:
         ctx.out.info(f"warm agent: {agent.build(ctx.engine, ctx.paths, on_line=ctx.out.step)}")

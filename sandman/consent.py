@@ -3,9 +3,11 @@
 A recipe may come from someone else, and its runtime settings decide which host folders the
 tool can read or write, which environment variables cross into the container, and whether it
 has a network, which devices and capabilities it gets, which dotfiles of the home it reads.
-Those are the user's permissions to give, so `install` shows them the first time and, when an
-updated recipe changes them, shows the difference and wants a yes before the new shims are
-written. config.toml's `[tools.X] network / devices / cap_add` count the same way: the install
+Those are the user's permissions to give, so `install` shows them the first time and wants a
+yes for anything beyond the default (a network, devices, capabilities, dotfiles, a folder other
+than the current directory written to); when an updated recipe grants more, it shows the
+difference and wants a yes before the new shims are written. Taking access back needs none.
+config.toml's `[tools.X] network / devices / cap_add` count the same way: the install
 record keeps what config.toml granted (shims.made_from), and a config that grants more is
 refused by the automatic refresh until `sandman install X --yes` accepts it. Nothing else about
 a recipe (its build steps, its entrypoint) needs consent: those change what runs inside the
@@ -148,21 +150,71 @@ def changes(old: Runtime, new: Runtime) -> list[str]:
     return out
 
 
+NETWORK_RANK = {"none": 0, "bridge": 1, "host": 2}  # host reaches all a bridge does, and more
+PATH_ARGS_RANK = {"off": 0, "ro": 1, "rw": 2}
+
+
+def beyond_default(rt: Runtime) -> list[str]:
+    """What rt grants beyond the default (no network, no device, no capability, no dotfile,
+    nothing writable but the current directory), one '+' line each: a first install asks."""
+    out = [f"+ mount {_mount(m)}" for m in rt.mounts if m.mode == "rw"]
+    out += [f"+ env path ${safe(k)} (rw)" for k, mode in rt.path_env.items() if mode == "rw"]
+    if rt.path_args == "rw":
+        out.append("+ absolute paths in arguments: their folder mounted read-write")
+    if rt.network != "none":
+        out.append(f"+ network: {_network(rt.network)}")
+    out += [f"+ home file ~/{safe(x)}" for x in rt.home_files]
+    out += [f"+ device {safe(x)}" for x in rt.devices]
+    out += [f"+ capability {safe(x)}" for x in rt.cap_add]
+    return out
+
+
+def grows(old: Runtime, new: Runtime) -> bool:
+    """Does new let the tool reach anything old did not? Taking access back never needs a yes."""
+    old_m = {m.name: m for m in old.mounts}
+    for m in new.mounts:
+        was = old_m.get(m.name)
+        if was is None or (was.source, was.target) != (m.source, m.target) or \
+                (m.mode == "rw" and was.mode != "rw"):
+            return True
+    if any(old.env.get(k) != v for k, v in new.env.items()):
+        return True
+    if set(new.pass_env) - set(old.pass_env):
+        return True
+    if any(k not in old.path_env or (v == "rw" and old.path_env[k] != "rw")
+           for k, v in new.path_env.items()):
+        return True
+    if PATH_ARGS_RANK.get(new.path_args, 3) > PATH_ARGS_RANK.get(old.path_args, 3):
+        return True
+    if NETWORK_RANK.get(new.network, 3) > NETWORK_RANK.get(old.network, 3) or \
+            (new.network not in NETWORK_RANK and new.network != old.network):
+        return True
+    return any(set(b) - set(a) for a, b in ((old.home_files, new.home_files),
+                                            (old.devices, new.devices), (old.cap_add, new.cap_add)))
+
+
 def check(key: str, old: Runtime | None, new: Runtime, approve: Approver | None, *,
           cause: str = "the updated recipe") -> list[str]:
     """Raise ConsentError unless the permission changes (if any) are approved; return them.
 
-    old and new are what the shims grant, config.toml applied (ToolSettings.apply, granted).
+    old and new are what the shims grant, config.toml applied (ToolSettings.apply, granted);
+    old is None on a first install, whose grants beyond the default need the same yes. A
+    change that only takes access back is returned without asking. cause names what asks:
+    "the recipe", "the updated recipe", or the config.toml file that changed.
     """
     if old is None:
-        return []
-    diff = changes(old, new)
+        diff = beyond_default(new)
+        verb, done = "asks for access beyond the default", "nothing was installed"
+    else:
+        diff = changes(old, new)
+        verb, done = "changes what the tool may access", "nothing was changed"
+        if not grows(old, new):
+            return diff
     if diff and (approve is None or not approve(key, diff)):
-        how = ("rerun with --yes to accept it" if cause == "the updated recipe"
+        how = ("rerun with --yes to accept it" if cause.startswith("the ")
                else f"run `sandman install {key} --yes` to accept it")
         raise ConsentError(
-            f"{key}: {cause} changes what the tool may access; nothing was changed. "
-            f"Review the difference below, then {how}",
+            f"{key}: {cause} {verb}; {done}. Review the difference below, then {how}",
             detail="\n".join("  " + d for d in diff))
     return diff
 

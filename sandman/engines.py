@@ -29,6 +29,7 @@ from pathlib import Path
 from sandman.errors import (
     DaemonUnavailableError,
     EngineNotInstalledError,
+    EngineSetupError,
     NoEngineError,
     StaleSocketError,
     SubidError,
@@ -90,6 +91,46 @@ def podman_runtime_dir(uid: int | None = None, env: dict[str, str] | None = None
     return f"/tmp/podman-run-{uid}"
 
 
+# Podman keeps a user's run-time state (which containers run, their exit files, the API socket,
+# registry logins) in this folder. Without XDG_RUNTIME_DIR it is /tmp/podman-run-UID, a name any
+# user can take first: a folder is used only when it is a real folder (not a link), the user's
+# own, and writable by nobody else, the same rule as the shims' (shims/shim.bash, sm_rundir_ok;
+# tests/unit/test_security_rules.py feeds both the same cases).
+def runtime_dir_problem(path: str, uid: int) -> str:
+    """Why Podman's run-time state of uid may not live in path, or "" when it may."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "cannot be read"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if st.st_uid != uid:
+        return f"belongs to uid {st.st_uid}, not to you"
+    if st.st_mode & 0o022:
+        return f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return ""
+
+
+def runtime_dir_message(path: str, problem: str) -> str:
+    """The one line of a refused run-time folder (the shims say the same)."""
+    return (f"Podman's runtime folder {path} {problem}; sandman does not use it: remove it (an "
+            "admin, if it is not yours) or set XDG_RUNTIME_DIR to a folder of your own (mode 0700)")
+
+
+def socket_problem(path: str, uid: int) -> str:
+    """Why sandman may not talk to the API socket at path as uid ("" when absent or the user's)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    if st.st_uid != uid:
+        return (f"Podman's API socket {path} belongs to uid {st.st_uid}, not to you; sandman "
+                "does not talk to it: remove it (an admin, if it is not yours)")
+    return ""
+
+
 def podman_socket(uid: int | None = None, env: dict[str, str] | None = None) -> str:
     """The API socket of this user's Podman (rootful: /run/podman/podman.sock)."""
     uid = os.geteuid() if uid is None else uid
@@ -141,11 +182,17 @@ def choose(env: dict[str, str] | None = None, config_engine: str | None = None) 
 
     def podman_choice(why: str) -> EngineChoice:
         sock = env.get("SANDMAN_PODMAN_SOCKET") or podman_socket(uid, env)
-        if uid and not env.get("XDG_RUNTIME_DIR") and env is os.environ:
+        if uid:
             run_dir = podman_runtime_dir(uid, env)
-            with contextlib.suppress(OSError):
-                os.makedirs(run_dir, mode=0o700, exist_ok=True)
-            os.environ["XDG_RUNTIME_DIR"] = run_dir  # as the shims do
+            if env is os.environ and not os.path.lexists(run_dir):
+                with contextlib.suppress(OSError):
+                    os.mkdir(run_dir, 0o700)
+            if os.path.lexists(run_dir) and (problem := runtime_dir_problem(run_dir, uid)):
+                raise EngineSetupError(runtime_dir_message(run_dir, problem))
+            if not env.get("XDG_RUNTIME_DIR") and env is os.environ:
+                os.environ["XDG_RUNTIME_DIR"] = run_dir  # as the shims do
+        if problem := socket_problem(sock, uid):
+            raise EngineSetupError(problem)
         return EngineChoice(PODMAN, podman_cli, f"unix://{sock}", uid != 0, why)
 
     if name == DOCKER:

@@ -17,6 +17,7 @@ from pathlib import Path
 from sandman import consent, images, installs, shims
 from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
 from sandman.catalog import Entry, Spec
+from sandman.config import ToolSettings
 from sandman.context import Context
 from sandman.errors import ImageMissingError, NotFoundError, SandmanError, UntrustedError
 from sandman.installs import InstallRecord
@@ -83,6 +84,13 @@ def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
     result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch,
                           mirror=configured_mirror(ctx.config.sources_mirror, ctx.env))
     origin = "built" if result.built else "registry" if pulled else "local"
+    from sandman import signing  # the policy of the source being installed, on every path
+
+    signing.check_provenance(ctx, source=p.source, bundle=r.entry.source.kind == "bundle",
+                             tool=p.tool, version=p.version, fingerprint=p.fingerprint,
+                             image_id=result.image_id, built=result.built,
+                             remote=registry.remote_ref(reg, p.tool, p.version, p.fingerprint)
+                             if reg else None)
     if origin != "registry":  # a pull said its own line ("pulled <registry ref>")
         ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
     return replace(result, origin=origin)
@@ -137,8 +145,29 @@ def prepare(ctx: Context, spec: Spec, approve: consent.Approver | None = None) -
     if previous is None:
         lines = consent.disclose(rt, settings)
         ctx.out.info(f"{r.key} will be able to reach:\n" + "\n".join("  " + x for x in lines))
-    consent.check(r.key, old_rt, settings.apply(rt), approve)  # before building: a refusal changes nothing
+    consent.check(r.key, old_rt, settings.apply(rt), approve,  # before building: a refusal
+                  cause=_consent_cause(ctx, rt, previous, settings))  # changes nothing
     return r
+
+
+def _consent_cause(ctx: Context, rt: Runtime, previous: InstallRecord | None,
+                   settings: ToolSettings) -> str:
+    """What asks for the access a consent is about: the recipe, config.toml (by its path), or
+    both; a refusal names the file the user has to look at."""
+    config = str(ctx.config.path or ctx.paths.config_file)
+    if previous is None:
+        by_recipe = bool(consent.beyond_default(rt))
+        by_config = consent.beyond_default(settings.apply(rt)) != consent.beyond_default(rt)
+        recipe = "the recipe"
+    else:
+        old = runtime_from_dict(previous.runtime) if previous.runtime else rt
+        by_recipe = bool(consent.changes(old, rt))
+        by_config = (consent.changes(consent.granted(old, previous.shim_inputs), settings.apply(old))
+                     != [])
+        recipe = "the updated recipe"
+    if by_config and by_recipe:
+        return f"{recipe} (and {config})"
+    return config if by_config else recipe
 
 
 def install_many(ctx: Context, specs: list[Spec], *, force: bool = False,

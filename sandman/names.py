@@ -35,6 +35,10 @@ LABELS: dict[str, str] = {
     "IDLE": LABEL_IDLE,
 }
 
+# warm mode: the folder (under a daemon's warm folder) where a retired container's state waits
+# for its calls to end before the reaper removes both (sandman/warm.py, shims/warm.bash)
+WARM_RETIRED = ".retired"
+
 # bash name suffix -> exit code, for the failures the shim runtime detects itself
 EXIT_CODES: dict[str, int] = {
     "USAGE": errors.USAGE,
@@ -47,6 +51,7 @@ EXIT_CODES: dict[str, int] = {
     "DEVICE": errors.DeviceError.exit_code,
     "ENGINE_MISSING": errors.EngineNotInstalledError.exit_code,
     "SUBID": errors.SubidError.exit_code,
+    "ENGINE_SETUP": errors.EngineSetupError.exit_code,
 }
 
 
@@ -54,4 +59,5 @@ def bash_values() -> dict[str, str]:
     """`SM_LABEL_<NAME>` and `SM_EXIT_<NAME>` for the shim runtime, already quoted for bash."""
     out = {f"SM_LABEL_{k}": shlex.quote(v) for k, v in LABELS.items()}
     out.update({f"SM_EXIT_{k}": str(v) for k, v in EXIT_CODES.items()})
+    out["SM_WARM_RETIRED"] = shlex.quote(WARM_RETIRED)
     return out

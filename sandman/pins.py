@@ -264,9 +264,33 @@ def render_default(paths: Paths, tool: str, command: str) -> str:
         "SM_EXIT_USAGE": str(USAGE),
         "SM_EXIT_NOT_FOUND": str(NotFoundError.exit_code),
         "SM_EXIT_STATE": str(StateError.exit_code),
+        "SM_MARKER": shlex.quote(shims.MARKER),
     }
     text = template.replace(shims.MARKER, f"{shims.MARKER}\n# for: {tool}", 1)
     return text.replace("@@VALUES@@", "\n".join(f"{k}={v}" for k, v in values.items()), 1)
+
+
+def pin_target(paths: Paths, tool: str, command: str, version: str) -> Path | None:
+    """What the plain shim `command` of tool runs for a pinned version: the versioned shim
+    sandman wrote for tool (`<command>-<version>`, its lines 2 and 3 saying so), else None.
+
+    A pin comes from a file in the project, which anyone may have written; the bin folder may
+    hold other programs named `<command>-<something>` (another tool's shims, `python2-config`)
+    that would run outside any container. The same rule as shims/default.bash (a unit test
+    feeds both the same cases).
+    """
+    target = paths.bin_dir / f"{command}-{version}"
+    try:
+        if not (target.is_file() and os.access(target, os.X_OK)):
+            return None
+        with target.open("rb") as f:
+            lines = [f.readline(limit).decode("utf-8", "replace").rstrip("\n")
+                     for limit in (64, 64, 512)]
+    except OSError:
+        return None
+    owner = f"# for: {tool}@"
+    ok = lines[1] == shims.MARKER and lines[2].startswith(owner) and len(lines[2]) > len(owner)
+    return target if ok else None
 
 
 def write_defaults(ctx: Context, tool: str, version: str) -> list[Path]:

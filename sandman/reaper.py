@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import socket
 import sys
@@ -140,6 +141,21 @@ def hold_pidfile(fd: int, pidfile: Path) -> int | None:
     return fd
 
 
+def _log_to(path: Path) -> None:
+    """What the reaper has to say (junk in a warm container's folder, sandman/warm.py) goes to
+    the home's log folder: the reaper has no terminal. Private (0600), never through a link."""
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+        handler.setFormatter(logging.Formatter("%(asctime)s reaper[%(process)d] %(message)s"))
+        logger = logging.getLogger("sandman")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m sandman.reaper [PIDFILE DOCKER_HOST]`, as shims/warm.bash starts it.
 
@@ -178,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         own_warm = paths.state_dir.stat().st_uid == os.geteuid()
     except OSError:
         own_warm = False
+    if own_warm:
+        _log_to(paths.log_dir / "reaper.log")
     try:
         engine = Engine.connect()
     except SandmanError:

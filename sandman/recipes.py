@@ -31,7 +31,7 @@ COMMAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.:=~-]*\Z")
 SOURCE_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*\Z")
-SOURCE_SCHEMES = ("http", "https", "file")
+SOURCE_SCHEMES = ("http", "https")  # a recipe's source: downloaded, or dropped into the cache
 # `{version}` and `{full_version}` in a version_check's `expect`; any other brace is regex syntax.
 PLACEHOLDER_RE = re.compile(r"\{(version|full_version)\}")
 # What sandman reads into memory from a recipe folder; a build input larger than this is
@@ -824,11 +824,12 @@ def url_problem(url: str) -> str | None:
         return f"{quoted(url)} has spaces or control characters; percent-encode them"
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in SOURCE_SCHEMES:
-        return f"{quoted(url)} is not an http://, https:// or file:// URL"
-    if parts.scheme != "file" and not parts.hostname:
+        # never a file of this host: a recipe could read any of them into an image, or learn
+        # its sha256 from the mismatch; a local file goes into the cache (or a mirror) by hand
+        return (f"{quoted(url)} is not an http:// or https:// URL (a file of this host goes "
+                "into the source cache, or a sources_mirror folder)")
+    if not parts.hostname:
         return f"{quoted(url)} has no host"
-    if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
-        return f"{quoted(url)}: a file URL names an absolute path on this host (file:///path)"
     return None
 
 

@@ -10,9 +10,12 @@ digest, as the build that was pushed.
 Each image's bases travel with it: `push` also pushes every base named in the image's
 `io.sandman.bases` label under `<registry>/sandman-base/<name>:sha256-<digest>` (the full config
 digest in the tag), and a pull fetches them and checks each digest exactly. A teammate so gets
-the very base the image was built on, tagged under its usual name when that name is free here
-(never moved when it is not), for later builds, `export` or an SBOM. Credentials are Docker's
-own (~/.docker/config.json, read by the SDK); sandman stores none.
+the very base the image was built on, for `export` or an SBOM, under that by-digest name only:
+never its plain name (`debian:bookworm-slim`), which this machine's own builds, and the warm
+agent that runs on the host, are made from; a registry must not choose what that name holds.
+A pulled image is tagged only after every check (its fingerprint label, the signature policy)
+has passed: a failure leaves no name behind. Credentials are Docker's own
+(~/.docker/config.json, read by the SDK); sandman stores none.
 
 This module sits below install (which tries `fetcher` before building): it takes build plans
 and image ids, and never resolves or builds a recipe itself.
@@ -151,18 +154,23 @@ def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
         info = ctx.engine.pull(ref)
     except RemoteError as e:
         raise RemoteError(f"registry {registry}: {_short(e.message)}") from e
+    from sandman import signing  # the signature policy, before anything names the image
+
     try:
         got = info.labels.get(LABEL_FINGERPRINT)
         if got != plan.fingerprint:
             raise RemoteError(f"registry {registry}: {ref} has fingerprint {got}, expected "
                               f"{plan.fingerprint}; not using it")
+        signing.check_pulled(ctx, ref, source=plan.source, tool=plan.tool, version=plan.version,
+                             fingerprint=plan.fingerprint, image_id=info.id, local_tag=plan.tag)
+        held = ctx.engine.image(plan.tag)
+        if held is not None and held.id != info.id:  # never moved: another home may run it
+            raise RemoteError(f"registry {registry}: {plan.tag} here names other content "
+                              f"({held.id[:19]}); not moved")
         ctx.engine.tag(info.id, plan.tag)
     finally:
-        ctx.engine.remove_image(ref)  # the remote name; the image stays under plan.tag
-    from sandman import signing  # the signature policy, before anything uses the image
-
-    signing.check_pulled(ctx, ref, source=plan.source, tool=plan.tool, version=plan.version,
-                         fingerprint=plan.fingerprint, image_id=info.id, local_tag=plan.tag)
+        ctx.engine.remove_image(ref)  # the remote name; the image stays under plan.tag, if any
+    signing.verified_pulls(ctx).add((plan.source, info.id))
     bases = built_on(info.labels)
     for base, base_id in sorted(bases.items()):
         pull_base(ctx, registry, base, base_id)
@@ -170,10 +178,10 @@ def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
 
 
 def pull_base(ctx: Context, registry: str, base: str, base_id: str) -> bool:
-    """The base an image was built on, by digest: here already, or pulled and checked. Tagged
-    as `base` when that name is free here; a name that holds another image is never moved
-    (your builds keep your base). A base the registry lacks is a warning, not a failure: the
-    image holds all its layers and runs without it. Returns whether the base is here."""
+    """The base an image was built on, by digest: here already, or pulled and checked. Named
+    only by its digest (`sandman-base/...`), never `base` itself. A base the registry lacks is
+    a warning, not a failure: the image holds all its layers and runs without it. Returns
+    whether the base is here."""
     if ctx.engine.image(base_id) is None:
         ref = base_remote_ref(registry, base, base_id)
         try:
@@ -197,14 +205,12 @@ def pull_base(ctx: Context, registry: str, base: str, base_id: str) -> bool:
 
 
 def _name_base(ctx: Context, base: str, base_id: str) -> None:
-    """`base` when that name is free here, else `sandman-base/<name>:sha256-<hex>` (a name
-    that holds another image is never moved; gc leaves both alone: they are not sandman's)."""
-    name = base if ":" in base.rsplit("/", 1)[-1] else f"{base}:latest"
+    """`sandman-base/<name>:sha256-<hex>`: a name that says its content, which no build and
+    nothing run on the host takes for `base` (gc leaves it alone: it is not a sandman tag)."""
+    name = local_base_ref(base, base_id)
     held = ctx.engine.image(name)
     if held is None:
         ctx.engine.tag(base_id, name)
-    elif held.id != base_id:
-        ctx.engine.tag(base_id, local_base_ref(base, base_id))
 
 
 def fetcher(ctx: Context, registry: str) -> Callable[[BuildPlan], str | None]:

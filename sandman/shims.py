@@ -198,8 +198,36 @@ def socket_gids() -> list[int]:
     return sorted({g for g in gids if g != 0})
 
 
-def refusal(real: str) -> str | None:
-    """Why the real host path may not be mounted, or None (the shim runtime says the same)."""
+# Refused only for paths anyone can spell with a symlink (the cwd, an argument, a path_env
+# variable, a home file): the host's kernel and device folders and the run-time folders.
+# shims/shim.bash (sm_refused ... arg) is the implementation a shim runs; this is its twin for
+# sandman's own checks, and tests/unit/test_refusal_table.py feeds both one table of paths.
+KERNEL_DIRS = ("/proc", "/sys", "/dev")
+RUN_DIR = "/run"
+MEDIA_DIR = "/run/media"  # udisks mounts removable media at /run/media/USER/LABEL: data
+
+
+def runtime_dirs() -> list[str]:
+    """This user's run-time folders, resolved: XDG_RUNTIME_DIR, /run/user/UID, Podman's."""
+    from sandman.engines import podman_runtime_dir
+
+    found: list[str] = []
+    for d in (os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{os.geteuid()}",
+              "/run" if os.geteuid() == 0 else podman_runtime_dir(os.geteuid())):
+        if d.startswith("/") and os.path.isdir(d):
+            found.append(os.path.realpath(d))
+    return found
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def refusal(real: str, *, argument: bool = False) -> str | None:
+    """Why the real host path may not be mounted, or None (the shim runtime says the same).
+
+    argument: the path came from the cwd, an argument, a path_env variable or a home file.
+    """
     home = os.path.realpath(os.path.expanduser("~"))
     if real == "/" and not os.environ.get("SANDMAN_ALLOW_ROOT"):
         return "it is / (set SANDMAN_ALLOW_ROOT=1 to allow)"
@@ -211,6 +239,18 @@ def refusal(real: str) -> str | None:
     for s in podman_socket_paths():
         if s == real or s.startswith(real.rstrip("/") + "/"):
             return f"it would expose the Podman socket {s}"
+    if not argument:
+        return None
+    for d in KERNEL_DIRS:
+        if _under(real, d):
+            return f"it is in {d}, the host's kernel and devices"
+    if _under(real, RUN_DIR):
+        if real.startswith(MEDIA_DIR + "/") and "/" in real[len(MEDIA_DIR) + 1:]:
+            return None
+        return "it is in /run, the host's run-time folder (service and session sockets)"
+    for d in runtime_dirs():
+        if _under(real, d):
+            return f"it is in your run-time folder {d} (your session's sockets)"
     return None
 
 

@@ -374,17 +374,13 @@ def fetch_signature(ctx: Context, image_ref: str) -> tuple[Signed | None, str]:
 
 def check_pulled(ctx: Context, image_ref: str, *, source: str, tool: str, version: str,
                  fingerprint: str, image_id: str, local_tag: str) -> None:
-    """After a pull: apply the policy; a refused image loses the local tag it was given."""
+    """After a pull, before the image gets its local tag (local_tag): apply the policy. Any
+    failure, a refusal or a check that cannot run (no ssh-keygen), leaves it unnamed."""
     if policy_for(ctx, source) == "off":
         return
     signed, unsigned = fetch_signature(ctx, image_ref)
-    try:
-        check(ctx, source=source, tool=tool, version=version, fingerprint=fingerprint,
-              image_id=image_id, signed=signed, where=image_ref, unsigned=unsigned)
-    except SignatureError:
-        with contextlib.suppress(Exception):
-            ctx.engine.untag(local_tag)  # never left where a later install would take it
-        raise
+    check(ctx, source=source, tool=tool, version=version, fingerprint=fingerprint,
+          image_id=image_id, signed=signed, where=image_ref, unsigned=unsigned)
 
 
 # -- what the CLI calls -------------------------------------------------------------------------
@@ -446,13 +442,127 @@ def bundle_signature(ctx: Context, key: Path | None, *, source: str, tool: str, 
 
 
 def check_bundle_tool(ctx: Context, *, source: str, tool: str, version: str, fingerprint: str,
-                      image_id: str, blob: str, where: Path) -> None:
-    """Before a bundle loads anything: its tool's signature against the signers here."""
+                      image_id: str, blob: str, where: Path, claimed: str | None = None) -> None:
+    """Before a bundle loads anything: its tool's signature against the signers of `source`
+    (one of governing_sources; `claimed`, the manifest's word, only says where it was made)."""
     signed, unsigned = None, "unsigned"
     if blob:
         try:
             signed = Signed.from_blob(blob)
         except ValueError as e:
             unsigned = f"unreadable signature ({e})"
+    label = str(where) if claimed in (None, source) else \
+        f"{where} (says source '{safe(claimed)}', policy of '{safe(source)}')"
     check(ctx, source=source, tool=tool, version=version, fingerprint=fingerprint,
-          image_id=image_id, signed=signed, where=str(where), unsigned=unsigned)
+          image_id=image_id, signed=signed, where=label, unsigned=unsigned)
+
+
+# -- provenance: which policy holds, and what this home knows of an image ----------------------
+
+def _repos_with_tool(ctx: Context, tool: str) -> list[tuple[str, Path]]:
+    """(repo name, recipe file) of every recipe repository that has a recipe for tool."""
+    return [(e.source.name, e.recipe_file) for e in ctx.catalog.entries()
+            if e.tool == tool and e.source.kind == "repo"]
+
+
+def _gives(ctx: Context, source: str, recipe_file: Path, fingerprint: str) -> bool:
+    """Some version of the recipe at recipe_file has this fingerprint here."""
+    from sandman.build import kits_dir, plan_build
+    from sandman.errors import SandmanError
+    from sandman.recipes import load_recipe
+
+    folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
+    try:
+        recipe = load_recipe(recipe_file)
+    except SandmanError:
+        return False
+    for v in recipe.versions:
+        with contextlib.suppress(SandmanError):
+            if plan_build(recipe, v, source=source, kits_folder=folder,
+                          engine=ctx.engine).fingerprint == fingerprint:
+                return True
+    return False
+
+
+def governing_sources(ctx: Context, tool: str, fingerprint: str, *, claimed: str) -> list[str]:
+    """The sources whose signature policy an image of tool at fingerprint answers to: the repos
+    whose recipe gives that fingerprint (what the image says it is built from), and the
+    claimed source when it is a known repo. A claimed source that names no known repo is
+    refused (SignatureError) when any repo with a recipe for tool requires signatures: a
+    manifest must not pick the policy it is checked under."""
+    from sandman import repos
+
+    known = {r.name for r in repos.load_all(ctx.paths) if r.kind == "repo"}
+    having = _repos_with_tool(ctx, tool)
+    if claimed not in known:
+        strict = [name for name, _ in having if policy_for(ctx, name) == "require"]
+        if strict:
+            raise SignatureError(
+                f"{tool}: the manifest says source '{safe(claimed)}', which is no recipe repo "
+                f"here, and repo '{strict[0]}' requires signatures for {tool}; refused")
+    out = [claimed] if claimed in known else []
+    for name, recipe_file in having:
+        if name not in out and _gives(ctx, name, recipe_file, fingerprint):
+            out.append(name)
+    return out or [claimed]
+
+
+def _built_dir(ctx: Context) -> Path:
+    return ctx.paths.state_dir / "built"
+
+
+def record_built(ctx: Context, image_id: str) -> None:
+    """This home built image_id itself from a recipe: its own work, trusted like its recipe."""
+    from sandman.state import atomic_write
+
+    atomic_write(_built_dir(ctx) / image_id.removeprefix("sha256:"), b"built\n")
+
+
+def built_here(ctx: Context, image_id: str, tool: str, version: str) -> bool:
+    """This home built image_id (its record, or an install of it whose origin says built)."""
+    if (_built_dir(ctx) / image_id.removeprefix("sha256:")).is_file():
+        return True
+    from sandman import installs
+
+    rec = installs.load(ctx.paths, tool, version)
+    return rec is not None and rec.image_id == image_id and rec.origin == "built"
+
+
+def verified_pulls(ctx: Context) -> set[tuple[str, str]]:
+    """(source, image id) pairs this process pulled with the source's policy applied: an
+    install that follows needs no second look at the same signature."""
+    return ctx.__dict__.setdefault("_verified_pulls", set())
+
+
+def check_provenance(ctx: Context, *, source: str, bundle: bool, tool: str, version: str,
+                     fingerprint: str, image_id: str, built: bool, remote: str | None) -> None:
+    """Before an install (or a run) uses image_id for source's recipe: under `require`, the
+    image must be one this home built, or one whose signature verifies against the signers
+    of the source being installed. A tag on the daemon proves nothing: another home (with
+    another policy) may have pulled it. SignatureError (97) otherwise; nothing is rooted."""
+    if built:
+        record_built(ctx, image_id)
+        return
+    sources = [source]
+    if bundle:  # a bundle's recipes answer to the repos its images say they come from
+        from sandman import repos
+
+        known = {r.name for r in repos.load_all(ctx.paths) if r.kind == "repo"}
+        first = stored_source(ctx, image_id)
+        sources = [first] if first in known else []
+        sources += [name for name, recipe_file in _repos_with_tool(ctx, tool)
+                    if name not in sources and _gives(ctx, name, recipe_file, fingerprint)]
+        sources = sources or [source]
+    for src in sources:
+        if policy_for(ctx, src) != "require" or (src, image_id) in verified_pulls(ctx):
+            continue
+        if built_here(ctx, image_id, tool, version):
+            return
+        signed, where = stored(ctx, image_id), "the signature kept here"
+        unsigned = "no signature here, and this home did not build it"
+        if signed is None and remote:  # the image's name in the configured registry
+            signed, unsigned = fetch_signature(ctx, remote)
+            where = signature_ref(remote)
+        check(ctx, source=src, tool=tool, version=version, fingerprint=fingerprint,
+              image_id=image_id, signed=signed, where=f"image {image_id[:19]} ({where})",
+              unsigned=unsigned)

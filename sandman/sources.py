@@ -33,6 +33,9 @@ from sandman.recipes import SOURCE_FILE_RE, SOURCE_SCHEMES, Source, url_file_nam
 from sandman.text import quoted, safe
 
 MIRROR_ENV = "SANDMAN_SOURCES_MIRROR"
+# A mirror is the user's own setting (config.toml, the environment), so it may be a folder of this
+# host; a recipe's own URL is http(s) only (recipes.url_problem), and is fetched only as such.
+MIRROR_SCHEMES = (*SOURCE_SCHEMES, "file")
 TIMEOUT = 30  # seconds without a byte before a download is given up
 MAX_BYTES = 16 << 30  # a server that never stops sending cannot fill the disk
 CHUNK = 1 << 16
@@ -56,7 +59,7 @@ def mirror_problem(value: str) -> str | None:
     """Why `value` cannot be a sources mirror (an absolute folder or an http/https/file URL)."""
     if "://" in value:
         scheme = urllib.parse.urlsplit(value).scheme
-        if scheme not in SOURCE_SCHEMES:
+        if scheme not in MIRROR_SCHEMES:
             return f"{quoted(value)} is not an http://, https:// or file:// URL prefix"
         return None
     if not Path(os.path.expanduser(value)).is_absolute():
@@ -92,7 +95,8 @@ def candidates(source: Source, mirror: str | None) -> list[str]:
         else:
             folder = Path(os.path.expanduser(mirror))
             out += [(folder / n).as_uri() for n in names]
-    out.append(source.url)
+    if urllib.parse.urlsplit(source.url).scheme in SOURCE_SCHEMES:  # never a recipe's file://
+        out.append(source.url)
     return out
 
 
@@ -125,7 +129,10 @@ def fetch(source: Source, paths: Paths, *, mirror: str | None, on_line: Callable
             continue
         if digest == source.sha256:
             return target.resolve()
-        tried.append(f"{safe(url)}: sha256 {digest}, the recipe expects {source.sha256}")
+        if url.startswith("file:"):  # a file of this host (the user's mirror): its digest stays here
+            tried.append(f"{safe(url)}: not the file the recipe names (another sha256)")
+        else:
+            tried.append(f"{safe(url)}: sha256 {digest}, the recipe expects {source.sha256}")
     last = tried[-1].split(": ", 1)[1] if tried else "not found"
     raise SourceError(
         f"{what}: cannot get source {quoted(source.file)} from {safe(source.url)}: {last}; "

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
+import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,7 +56,8 @@ DEFAULT_IDLE_SECONDS = 600
 DEAD_CALL_GRACE_SECONDS = 10.0
 STOP_WAIT_SECONDS = 10.0  # `warm stop` lets calls already running end for this long
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the daemon a shim talks to without DOCKER_HOST
-RETIRED = ".retired"
+RETIRED = names.WARM_RETIRED
+log = logging.getLogger("sandman.warm")
 
 # WarmContainer.state
 LIVE, STOPPING, ORPHAN = "live", "stopping", "orphan"
@@ -187,16 +191,23 @@ def locate(base: Path, name: str) -> tuple[str, Path]:
 
 
 def shim_alive(token: str) -> bool | None:
-    """Is the shim of call `token` (`<pid>-<start time>`) still running? None: bad token."""
-    pid, _, start = token.partition("-")
-    if not pid.isdigit() or not start.isdigit():
+    """Is the shim of call `token` (`<pid>-<start time>[-<random>]`) still running? None: bad
+    token."""
+    parts = token.split("-")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:2]) or (
+            len(parts) == 3 and not _is_hex(parts[2])):
         return None
+    pid, start = parts[0], parts[1]
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    fields = stat.rsplit(")", 1)[-1].split()
+    fields = text.rsplit(")", 1)[-1].split()
     return len(fields) > 19 and fields[19] == start
+
+
+def _is_hex(s: str) -> bool:
+    return 0 < len(s) <= 32 and all(c in "0123456789abcdef" for c in s)
 
 
 def send_signal(wd: Path, sig: str, pid: str) -> None:
@@ -213,42 +224,103 @@ def send_signal(wd: Path, sig: str, pid: str) -> None:
         os.close(fd)
 
 
+# What a call file may hold: "", "<pid>", "agent <pid>", "done" (shims/warm.bash, agent.c).
+CALL_FILE_MAX = 64
+_junk_seen: set[tuple[str, str]] = set()  # logged once per entry, not once per pass
+
+
+def _junk(calls_fd: int, calls: Path, name: str, why: str) -> None:
+    """An entry of `calls/` that no shim made (the tool can write there): drop it (unlink never
+    follows a link) and say so once. The name is the tool's: logged escaped."""
+    try:
+        os.unlink(name, dir_fd=calls_fd)
+        gone = True
+    except OSError:
+        gone = False
+    key = (str(calls), name)
+    if key in _junk_seen and not gone:
+        return
+    if len(_junk_seen) < 4096:
+        _junk_seen.add(key)
+    log.warning("warm: %s: ignored %s in %s (%s)", "removed" if gone else "kept",
+                ascii(name), calls, why)
+
+
+def _read_call(calls_fd: int, name: str) -> tuple[os.stat_result, str] | str:
+    """(stat, content) of the call file `name`, or why it is junk. Never follows a link, never
+    blocks (a FIFO), never reads more than CALL_FILE_MAX bytes."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC, dir_fd=calls_fd)
+    except FileNotFoundError:
+        return "gone"
+    except OSError as e:
+        return "a link" if e.errno == errno.ELOOP else f"cannot open: {e.strerror}"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if st.st_size > CALL_FILE_MAX:
+            return f"{st.st_size} bytes"
+        data = os.read(fd, CALL_FILE_MAX + 1)
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    finally:
+        os.close(fd)
+    if len(data) > CALL_FILE_MAX:
+        return "too long"
+    return st, data.decode("ascii", "replace").strip()
+
+
 def tend_calls(wd: Path, now: float | None = None) -> tuple[int, float]:
     """Clean up finished calls, kill the tools of calls whose shim is gone.
 
-    Returns (calls still running or starting, the newest activity time seen).
+    Returns (calls still running or starting, the newest activity time seen). `calls/` is
+    writable by the tool: entries that are not a shim's call file are dropped (_read_call).
     """
     now = time.time() if now is None else now
     active, newest = 0, 0.0
     with contextlib.suppress(OSError):
-        newest = (wd / "used").stat().st_mtime
+        newest = min(now, (wd / "used").stat().st_mtime)
     calls = wd / "calls"
     try:
-        entries = list(calls.iterdir())
+        calls_fd = os.open(calls, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return 0, newest
-    for f in entries:
-        try:
-            st = f.stat()
-            content = f.read_text().strip()
-        except OSError:
-            continue
-        newest = max(newest, st.st_mtime)
-        if content.startswith("done"):
+    try:
+        with os.scandir(calls_fd) as it:
+            entries = [e.name for e in it]
+        for name in entries:
+            alive = shim_alive(name)
+            if alive is None:
+                _junk(calls_fd, calls, name, "not a call's name")
+                continue
+            got = _read_call(calls_fd, name)
+            if isinstance(got, str):
+                if got != "gone":
+                    _junk(calls_fd, calls, name, got)
+                continue
+            st, content = got
+            mtime = min(st.st_mtime, now)  # a date in the future is no activity
+            newest = max(newest, mtime)
+            if content.startswith("done"):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=calls_fd)
+                continue
+            if alive:
+                active += 1
+                continue
+            if content.isdigit():
+                send_signal(wd, "KILL", content)  # its shim was killed hard: so is the tool
+            elif st.st_mtime <= now and now - st.st_mtime < DEAD_CALL_GRACE_SECONDS:
+                active += 1  # the exec may still be starting: look again next time
+                continue
             with contextlib.suppress(OSError):
-                f.unlink()
-            continue
-        alive = shim_alive(f.name)
-        if alive:
-            active += 1
-            continue
-        if content.isdigit():
-            send_signal(wd, "KILL", content)  # its shim was killed hard: so is the tool
-        elif now - st.st_mtime < DEAD_CALL_GRACE_SECONDS:
-            active += 1  # the exec may still be starting: look again next time
-            continue
-        with contextlib.suppress(OSError):
-            f.unlink()
+                os.unlink(name, dir_fd=calls_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(calls_fd)
     return active, newest
 
 

@@ -22,6 +22,7 @@
  * lines "sig N". Agent -> client: "started PID", then "exit N" or "signal N".
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,14 +32,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER _IO('T', 0x41)
+#endif
 
 #define MAX_REQUEST (16 << 20)
 #define FALLBACK_ENV "SANDMAN_AGENT_SKIP"
+#define PTY_BIT(fd) (1 << (4 + (fd)))  /* in the mask: fd gets the call's pty, not an fd */
+#define PTY_ANY (PTY_BIT(0) | PTY_BIT(1) | PTY_BIT(2))
 
 extern char **environ;
 
@@ -98,15 +108,19 @@ static void handle(int sig) {
 
 /* ---------------------------------------------------------------------------------- agent */
 
-/* The tool of one call: its own session (and so process group), the caller's fds, umask, cwd
- * and environment on top of the container's, then exec. */
-static void run_tool(int fds[3], int mask, mode_t um, const char *cwd, char **env, char **argv) {
+/* The tool of one call: its own session (and so process group), the caller's fds or the call's
+ * pty, umask, cwd and environment on top of the container's, then exec. With a pty it is the
+ * session's controlling terminal, as under `docker exec -t`: ^C typed at the caller's terminal
+ * is a byte the client relays, and the pty's line discipline turns it into SIGINT. */
+static void run_tool(int fds[3], int mask, int slave, mode_t um, const char *cwd, char **env,
+                     char **argv) {
+    setsid();
+    if (slave >= 0 && ioctl(slave, TIOCSCTTY, 0) < 0) _exit(125);
     for (int i = 0; i < 3; i++) {
-        if (mask & (1 << i)) {
-            if (fds[i] != i && dup2(fds[i], i) < 0) _exit(125);
-        } else {
-            close(i);
-        }
+        int from = (mask & PTY_BIT(i)) ? slave : (mask & (1 << i)) ? fds[i] : -1;
+        if (from < 0) close(i);
+        else if (from != i && dup2(from, i) < 0) _exit(125);
+        else if (from == i) fcntl(i, F_SETFD, 0);
     }
     for (int fd = 3; fd < 1024; fd++) close(fd);
     signal(SIGPIPE, SIG_DFL);
@@ -114,7 +128,6 @@ static void run_tool(int fds[3], int mask, mode_t um, const char *cwd, char **en
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    setsid();
     umask(um);
     if (chdir(cwd) < 0) {
         dprintf(2, "sandman: cannot enter %s in the container: %s\n", cwd, strerror(errno));
@@ -127,9 +140,123 @@ static void run_tool(int fds[3], int mask, mode_t um, const char *cwd, char **en
     _exit(err == ENOENT ? 127 : 126);
 }
 
-/* One connection: read the call, start the tool, relay signals, report how it ended. The tool
- * dies with its caller: a connection that drops (the client was killed) kills its process
- * group, and so does the end of the tool (what it left behind, as a cold container would). */
+/* The pids of this process's children (it is their subreaper: the call's orphans are among
+ * them). /proc/self/task/TID/children, or a scan of /proc where that file is missing. */
+static int list_children(pid_t *out, int cap) {
+    char path[300], buf[8192];
+    snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+    int n = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        size_t have = 0;
+        ssize_t r;
+        while (have < sizeof buf - 1 && (r = read(fd, buf + have, sizeof buf - 1 - have)) > 0)
+            have += (size_t)r;
+        close(fd);
+        buf[have] = '\0';
+        for (char *p = buf, *end; *p && n < cap; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            if (v > 0) out[n++] = (pid_t)v;
+        }
+        return n;
+    }
+    DIR *d = opendir("/proc");
+    if (!d) return 0;
+    pid_t me = getpid();
+    for (struct dirent *e; (e = readdir(d)) && n < cap;) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        int sfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (sfd < 0) continue;
+        ssize_t r = read(sfd, buf, sizeof buf - 1);
+        close(sfd);
+        if (r <= 0) continue;
+        buf[r] = '\0';
+        char *rp = strrchr(buf, ')');
+        long ppid = 0;
+        if (rp && sscanf(rp + 1, " %*c %ld", &ppid) == 1 && ppid == me) out[n++] = atoi(e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The end of a call, as the end of a cold container: every process the call started is killed
+ * and reaped, whatever session or group it made. This process is their subreaper: an orphan
+ * (a daemon, a `setsid` child whose parent exited) is reparented to it, so killing its children
+ * until none is left reaches every descendant, a generation per round. */
+static void end_all(void) {
+    for (;;) {
+        pid_t kids[256];
+        int n = list_children(kids, 256);
+        for (int i = 0; i < n; i++) kill(kids[i], SIGKILL);
+        pid_t w;
+        while ((w = waitpid(-1, NULL, WNOHANG)) > 0) {}
+        if (w < 0 && errno == ECHILD) return;
+        if (n > 0) {
+            while ((w = waitpid(-1, NULL, 0)) < 0 && errno == EINTR) {}  /* one dies: look again */
+            if (w < 0 && errno == ECHILD) return;
+        } else {
+            struct timespec ms = {0, 1000000};  /* a child not listed yet: forked just now */
+            nanosleep(&ms, NULL);
+        }
+    }
+}
+
+/* The call's pty: the master stays here until it is handed to the client, the slave goes to
+ * the tool. -1 when the container has none (the client then takes another path). */
+static int open_pty(int *slave, const char *winsize) {
+    int m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    int unlock = 0;
+    unsigned int n = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0) goto fail;
+    *slave = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*slave < 0) {  /* before Linux 4.13: by its name */
+        char path[32];
+        if (ioctl(m, TIOCGPTN, &n) < 0) goto fail;
+        snprintf(path, sizeof path, "/dev/pts/%u", n);
+        *slave = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (*slave < 0) goto fail;
+    }
+    struct winsize ws;
+    memset(&ws, 0, sizeof ws);
+    if (winsize && sscanf(winsize, "%hu %hu %hu %hu", &ws.ws_row, &ws.ws_col, &ws.ws_xpixel,
+                          &ws.ws_ypixel) >= 2)
+        (void)ioctl(m, TIOCSWINSZ, &ws);
+    return m;
+fail:
+    close(m);
+    return -1;
+}
+
+/* "started PID", with the pty's master when the call has one (SCM_RIGHTS). */
+static void send_started(int conn, pid_t pid, int ptm) {
+    char line[64];
+    int len = snprintf(line, sizeof line, "started %ld\n", (long)pid);
+    struct iovec iov = {line, (size_t)len};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    memset(cbuf, 0, sizeof cbuf);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (ptm >= 0) {
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof cbuf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &ptm, sizeof(int));
+    }
+    while (sendmsg(conn, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+}
+
+/* One connection: read the call, start the tool, relay signals, report how it ended. This
+ * process is the subreaper of everything the call starts. The tool dies with its caller: a
+ * connection that drops (the client was killed) kills it; and when the tool ends, so does
+ * everything it left behind (end_all), before the status is sent: a call that returned has
+ * no process left, as a cold container that stopped. */
 static void serve_call(int conn) {
     uint32_t len = 0;
     char cbuf[CMSG_SPACE(3 * sizeof(int))];
@@ -166,17 +293,21 @@ static void serve_call(int conn) {
     if (!env || !argv) _exit(0);
     size_t ne = 0, na = 0;
     mode_t um = 022;
-    const char *cwd = "/";
+    const char *cwd = "/", *winsize = NULL;
     for (char *p = req; p < req + len; p += strlen(p) + 1) {
         switch (p[0]) {
         case 'U': um = (mode_t)strtol(p + 1, NULL, 8) & 0777; break;
         case 'C': cwd = p + 1; break;
         case 'E': if (strchr(p + 1, '=')) env[ne++] = p + 1; break;
         case 'A': argv[na++] = p + 1; break;
+        case 'W': winsize = p + 1; break;
         default: _exit(0);
         }
     }
     if (na == 0) _exit(0);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) _exit(0);  /* not cold without it */
+    int ptm = -1, slave = -1;
+    if ((mask & PTY_ANY) && (ptm = open_pty(&slave, winsize)) < 0) _exit(0);
 
     make_self_pipe();
     handle(SIGCHLD);
@@ -184,12 +315,15 @@ static void serve_call(int conn) {
     if (pid < 0) _exit(0);  /* the client sees no "started": it falls back */
     if (pid == 0) {
         close(conn);
-        run_tool(fds, mask, um, cwd, env, argv);
+        run_tool(fds, mask, slave, um, cwd, env, argv);
     }
-    setpgid(pid, pid);  /* the child's setsid makes it so too; whichever runs first */
+    /* no setpgid(pid, pid) here: a group leader cannot setsid(), and the tool's session is
+     * what makes the pty its terminal; until its setsid a signal goes to its pid alone */
     for (int i = 0; i < 3; i++)
         if (fds[i] >= 0) close(fds[i]);
-    send_line(conn, "started", (long)pid);
+    if (slave >= 0) close(slave);
+    send_started(conn, pid, ptm);
+    if (ptm >= 0) close(ptm);  /* the client holds it now (or is gone: the tool gets a hangup) */
 
     char buf[256];
     size_t have = 0;
@@ -201,12 +335,21 @@ static void serve_call(int conn) {
             kill(-pid, SIGKILL);  /* before the reap: the group's id cannot be reused yet */
             int status = 0;
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+            end_all();
             if (WIFSIGNALED(status))
                 send_line(conn, "signal", WTERMSIG(status));
             else
                 send_line(conn, "exit", WEXITSTATUS(status));
             _exit(0);
         }
+        for (;;) {  /* reap the orphans that ended (not the tool: its status is read above) */
+            memset(&info, 0, sizeof info);
+            if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0 ||
+                info.si_pid == pid)
+                break;
+            waitpid(info.si_pid, NULL, WNOHANG);
+        }
+        if (info.si_pid == pid) continue;
         struct pollfd p[2] = {{self_pipe[0], POLLIN, 0}, {conn, POLLIN, 0}};
         if (poll(p, conn_open ? 2 : 1, -1) < 0 && errno != EINTR) _exit(0);
         if (p[0].revents) {
@@ -321,10 +464,10 @@ static int serve(const char *path, const char *fifo) {
 
 static char **fallback_argv;  /* SHIM and the call's own arguments: the path when no agent */
 
-/* Nothing has run: hand the call back to the shim's other paths. The call file is left as
- * it is (empty): the shim run again has the same pid and start time, so the same call file,
- * which must not look finished (the reaper removes finished ones) while it is being reused.
- * With SANDMAN_AGENT_LOG set, the reason is appended to that file (tests count fallbacks). */
+/* Nothing has run: hand the call back to the shim's other paths. The call file is marked done:
+ * the shim run again registers a call file of its own (its name has a random part, never
+ * reused). With SANDMAN_AGENT_LOG set, the reason is appended to that file (tests count
+ * fallbacks). */
 static void fall_back(int callfd, const char *why) {
     int err = errno;
     const char *log = getenv("SANDMAN_AGENT_LOG");
@@ -335,7 +478,10 @@ static void fall_back(int callfd, const char *why) {
             close(fd);
         }
     }
-    if (callfd >= 0) close(callfd);
+    if (callfd >= 0) {
+        if (ftruncate(callfd, 0) == 0) (void)!pwrite(callfd, "done\n", 5, 0);
+        close(callfd);
+    }
     signal(SIGPIPE, SIG_DFL);
     setenv(FALLBACK_ENV, "1", 1);
     execv(fallback_argv[0], fallback_argv);
@@ -353,6 +499,139 @@ static void add(char **buf, size_t *len, size_t *cap, char tag, const char *s) {
     (*buf)[*len] = tag;
     memcpy(*buf + *len + 1, s, n - 1);
     *len += n;
+}
+
+/* ---- relays: a terminal of the caller's <-> a pipe or the pty's master (docs/performance.md) */
+
+enum { OUT, IN_PIPE, IN_PTY };  /* to the caller's fd 1/2; from its fd 0 to a pipe, to the pty */
+
+struct relay {
+    int from, to, kind, eof, polled;
+    size_t off, len;
+    char buf[16384];
+};
+
+static void relay_init(struct relay *r, int from, int to, int kind) {
+    memset(r, 0, sizeof *r);
+    r->from = from;
+    r->to = to;
+    r->kind = kind;
+}
+
+static void relay_stop(struct relay *r) {
+    r->eof = 1;
+    r->len = r->off = 0;
+    if (r->kind == IN_PIPE && r->to >= 0) {  /* the tool reads end-of-file */
+        close(r->to);
+        r->to = -1;
+    }
+}
+
+static void relay_flush(struct relay *r) {
+    while (r->len > r->off) {
+        ssize_t w = write(r->to, r->buf + r->off, r->len - r->off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == EAGAIN) return;  /* the pty or pipe is full: poll says when */
+        if (w <= 0) {  /* nobody reads it any more */
+            relay_stop(r);
+            return;
+        }
+        r->off += (size_t)w;
+    }
+    r->len = r->off = 0;
+}
+
+static int relay_poll(struct relay *r, struct pollfd *p) {
+    r->polled = 0;
+    if (r->len > r->off) {
+        *p = (struct pollfd){r->to, POLLOUT, 0};
+        r->polled = POLLOUT;
+    } else if (!r->eof) {
+        *p = (struct pollfd){r->from, POLLIN, 0};
+        r->polled = POLLIN;
+    }
+    return r->polled != 0;
+}
+
+static int relay_step(struct relay *r, struct pollfd *p) {
+    if (!r->polled) return 0;
+    if (!p->revents) return 1;
+    if (r->polled == POLLOUT) {
+        relay_flush(r);
+        return 1;
+    }
+    ssize_t n = read(r->from, r->buf, sizeof r->buf);
+    if (n > 0) {
+        r->off = 0;
+        r->len = (size_t)n;
+        relay_flush(r);
+    } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        relay_stop(r);  /* end of file, or EIO: the pty's last writer closed it */
+    }
+    return 1;
+}
+
+/* After the call: what the tool wrote before it ended, up to end of file (every writer is gone,
+ * the agent saw to it) or ms without a byte. */
+static void relay_drain(struct relay *rl, int n, int ms) {
+    for (;;) {
+        struct pollfd p[3];
+        int np = 0;
+        for (int k = 0; k < n; k++) {
+            if (rl[k].kind != OUT) {
+                rl[k].polled = 0;
+                continue;
+            }
+            np += relay_poll(&rl[k], &p[np]);
+        }
+        if (np == 0) return;
+        int r = poll(p, (nfds_t)np, ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return;
+        for (int k = 0, at = 0; k < n; k++) at += relay_step(&rl[k], &p[at]);
+    }
+}
+
+/* The caller's terminal in raw mode while it is relayed to the pty (as `docker exec -t` does):
+ * every key, ^C included, goes to the pty, whose own line discipline does the rest. Only when
+ * this process is in the terminal's foreground; restored at the end and while stopped. */
+static struct termios saved_tio;
+static int raw_wanted, raw_on;
+
+static void raw_terminal(void) {
+    if (!raw_wanted || raw_on || tcgetpgrp(0) != getpgrp() || tcgetattr(0, &saved_tio) < 0) return;
+    struct termios t = saved_tio;
+    cfmakeraw(&t);
+    if (tcsetattr(0, TCSANOW, &t) == 0) raw_on = 1;
+}
+
+static void restore_terminal(void) {
+    if (raw_on && tcsetattr(0, TCSADRAIN, &saved_tio) == 0) raw_on = 0;
+}
+
+/* read() on the agent's socket, taking the fd that "started" may carry (the pty's master). */
+static ssize_t recv_some(int s, char *buf, size_t n, int *fd) {
+    char cbuf[CMSG_SPACE(sizeof(int) * 2)];
+    struct iovec iov = {buf, n};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    ssize_t r = recvmsg(s, &msg, MSG_CMSG_CLOEXEC);
+    if (r < 0) return r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < k; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (*fd < 0) *fd = got;
+            else close(got);
+        }
+    }
+    return r;
 }
 
 /* ^C typed at a terminal is SIGINT from the kernel to the terminal's foreground process group,
@@ -380,9 +659,13 @@ static int call(int argc, char **argv) {
     char *req = NULL;
     size_t len = 0, cap = 0;
     const char *cwd = NULL;
+    int want_pty = 0;
     for (; i < argc && strcmp(argv[i], "--"); i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-t")) continue;
+        if (!strcmp(a, "-t")) {  /* stdin and stdout are terminals: the call gets a pty */
+            want_pty = 1;
+            continue;
+        }
         if (i + 1 >= argc) return 125;
         const char *v = argv[++i];
         if (!strcmp(a, "-e")) {
@@ -436,8 +719,18 @@ static int call(int argc, char **argv) {
     } else {
         strcpy(addr.sun_path, path);
     }
+    /* The agent's socket is in a folder the tool can write (sock/, mounted in its container):
+     * only a socket, not a link to one, and only a peer with this uid (the agent always runs
+     * as the caller's uid): the call's fds and environment go to nothing else. */
+    struct stat sst;
+    if (fstatat(AT_FDCWD, path, &sst, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(sst.st_mode))
+        fall_back(callfd, "not a socket");
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) fall_back(callfd, "connect");
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 || cred.uid != geteuid())
+        fall_back(callfd, "peer");
 
     /* Signals are caught before anything can start, and relayed from then on. */
     make_self_pipe();
@@ -447,15 +740,43 @@ static int call(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     claim_terminal();  /* after the handlers: from here ^C is a SIGINT this process relays */
 
-    uint32_t len32 = (uint32_t)len;
+    /* The caller's fds 0/1/2 go to the tool as they are, except terminals: a terminal is never
+     * handed to the tool (what it keeps, or gives a child of its own, could read the user's
+     * typing after the call). With -t (stdin and stdout are terminals: the shim's rule for
+     * `docker run -t`) the tool gets a pty of the agent's, whose master comes back with
+     * "started" and is relayed here; any other terminal becomes a pipe relayed here, as the
+     * engine's client relays it for a cold call without -t. */
     unsigned char mask = 0;
-    int fds[3], nfds = 0;
+    int fds[3], nfds = 0, mine[3] = {-1, -1, -1};
     for (int fd = 0; fd < 3; fd++) {
-        if (fcntl(fd, F_GETFD) >= 0) {
+        if (fcntl(fd, F_GETFD) < 0) continue;
+        if (!isatty(fd)) {
             mask |= (unsigned char)(1 << fd);
             fds[nfds++] = fd;
+        } else if (want_pty) {
+            mask |= (unsigned char)PTY_BIT(fd);
+        } else {
+            int pp[2];
+            if (pipe2(pp, O_CLOEXEC) < 0) fall_back(callfd, "pipe");
+            int theirs = fd == 0 ? pp[0] : pp[1];
+            mine[fd] = fd == 0 ? pp[1] : pp[0];
+            fcntl(mine[fd], F_SETFL, O_NONBLOCK);
+            mask |= (unsigned char)(1 << fd);
+            fds[nfds++] = theirs;
         }
     }
+    if (mask & PTY_ANY) {
+        struct winsize ws;
+        char wbuf[64];
+        if (ioctl(0, TIOCGWINSZ, &ws) == 0 || ioctl(1, TIOCGWINSZ, &ws) == 0) {
+            snprintf(wbuf, sizeof wbuf, "%u %u %u %u", ws.ws_row, ws.ws_col, ws.ws_xpixel,
+                     ws.ws_ypixel);
+            add(&req, &len, &cap, 'W', wbuf);
+        } else {
+            add(&req, &len, &cap, 'W', "0 0 0 0");
+        }
+    }
+    uint32_t len32 = (uint32_t)len;
     char cbuf[CMSG_SPACE(3 * sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);
     struct iovec iov[2] = {{&len32, sizeof len32}, {&mask, 1}};
@@ -475,36 +796,67 @@ static int call(int argc, char **argv) {
     ssize_t sent;
     do sent = sendmsg(s, &msg, MSG_NOSIGNAL); while (sent < 0 && errno == EINTR);
     if (sent != (ssize_t)(sizeof len32 + 1) || write_all(s, req, len) < 0) fall_back(callfd, "send");
+    for (int k = 0, fd = 0; fd < 3; fd++)  /* the pipes' other ends are the agent's now */
+        if (mask & (1 << fd)) {
+            if (mine[fd] >= 0) close(fds[k]);
+            k++;
+        }
+
+    /* The relays: a terminal of the caller's and its pipe, or the pty's master. */
+    struct relay rl[3];
+    int nrl = 0, ptm = -1;
+    if (mine[0] >= 0) relay_init(&rl[nrl++], 0, mine[0], IN_PIPE);
+    if (mine[1] >= 0) relay_init(&rl[nrl++], mine[1], 1, OUT);
+    if (mine[2] >= 0) relay_init(&rl[nrl++], mine[2], 2, OUT);
 
     char buf[256];
     size_t have = 0;
     long pid = 0;
-    int started = 0;
-    for (;;) {
-        struct pollfd p[2] = {{s, POLLIN, 0}, {self_pipe[0], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0 && errno != EINTR) break;
+    int started = 0, status = -1;
+    while (status < 0) {
+        struct pollfd p[2 + 3];
+        p[0] = (struct pollfd){s, POLLIN, 0};
+        p[1] = (struct pollfd){self_pipe[0], POLLIN, 0};
+        int np = 2;
+        for (int k = 0; k < nrl && started; k++) np += relay_poll(&rl[k], &p[np]);
+        if (poll(p, (nfds_t)np, -1) < 0 && errno != EINTR) break;
+        for (int k = 0, at = 2; k < nrl; k++) at += relay_step(&rl[k], &p[at]);
         if (p[1].revents) {
             unsigned char sigs[32];
             ssize_t n = read(self_pipe[0], sigs, sizeof sigs);
             for (ssize_t k = 0; k < n; k++) {
                 int sig = sigs[k];
                 if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
-                    /* the tool's group has no terminal to stop it: stop it, then ourselves */
+                    /* the tool's group has no terminal of the caller's to stop it: stop it, then
+                     * ourselves, the caller's terminal as it was while stopped */
                     send_line(s, "sig", SIGSTOP);
+                    restore_terminal();
                     raise(SIGSTOP);
+                    raw_terminal();
+                    continue;
+                }
+                if (sig == SIGWINCH && ptm >= 0) {  /* the pty's size: the kernel signals the tool */
+                    struct winsize ws;
+                    if (ioctl(0, TIOCGWINSZ, &ws) == 0 || ioctl(1, TIOCGWINSZ, &ws) == 0)
+                        (void)ioctl(ptm, TIOCSWINSZ, &ws);
                     continue;
                 }
                 send_line(s, "sig", sig);
             }
         }
         if (!p[0].revents) continue;
-        ssize_t r = read(s, buf + have, sizeof buf - 1 - have);
+        int got_fd = -1;
+        ssize_t r = recv_some(s, buf + have, sizeof buf - 1 - have, &got_fd);
+        if (got_fd >= 0) {
+            if (ptm < 0 && (mask & PTY_ANY)) ptm = got_fd;
+            else close(got_fd);
+        }
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         have += (size_t)r;
         buf[have] = '\0';
         char *line = buf, *nl;
-        while ((nl = strchr(line, '\n'))) {
+        while (status < 0 && (nl = strchr(line, '\n'))) {
             *nl = '\0';
             long v;
             if (sscanf(line, "started %ld", &v) == 1) {
@@ -515,10 +867,21 @@ static int call(int argc, char **argv) {
                     int pl = snprintf(pb, sizeof pb, "agent %ld\n", pid);
                     (void)!pwrite(callfd, pb, (size_t)pl, 0);
                 }
+                if ((mask & PTY_ANY) && ptm < 0) {  /* no pty came: nothing can be relayed */
+                    send_line(s, "sig", SIGKILL);
+                } else if (ptm >= 0) {
+                    fcntl(ptm, F_SETFL, O_NONBLOCK);
+                    if (mask & PTY_BIT(0)) relay_init(&rl[nrl++], 0, ptm, IN_PTY);
+                    if (mask & (PTY_BIT(1) | PTY_BIT(2)))
+                        relay_init(&rl[nrl++], ptm, (mask & PTY_BIT(1)) ? 1 : 2, OUT);
+                    if (mask & PTY_BIT(0)) {
+                        raw_wanted = 1;
+                        raw_terminal();
+                    }
+                }
             } else if (sscanf(line, "exit %ld", &v) == 1 || sscanf(line, "signal %ld", &v) == 1) {
-                if (callfd >= 0 && ftruncate(callfd, 0) == 0) (void)!pwrite(callfd, "done\n", 5, 0);
                 /* killed by signal N: 128+N, as `docker run` and `docker exec` report it */
-                return line[0] == 's' ? 128 + (int)v : (int)v;
+                status = line[0] == 's' ? 128 + (int)v : (int)v;
             }
             line = nl + 1;
         }
@@ -527,9 +890,13 @@ static int call(int argc, char **argv) {
         if (have >= sizeof buf - 1) have = 0;
     }
     if (!started) fall_back(callfd, "no start");  /* nothing ran: the other path runs it */
-    /* the agent went away under a running tool (its container was removed) */
+    /* The call's processes are gone (the agent ends them all before it reports): what they
+     * wrote is still in the pipes or the pty; pass it on, then give the terminal back. */
+    relay_drain(rl, nrl, status < 0 ? 200 : 2000);
+    restore_terminal();
     if (callfd >= 0 && ftruncate(callfd, 0) == 0) (void)!pwrite(callfd, "done\n", 5, 0);
-    return 128 + SIGKILL;
+    /* status < 0: the agent went away under a running tool (its container was removed) */
+    return status < 0 ? 128 + SIGKILL : status;
 }
 
 int main(int argc, char **argv) {

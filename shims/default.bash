@@ -87,4 +87,11 @@ fi
 [[ $sm_ver =~ $sm_version_re ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" "$SM_EXIT_USAGE"
 sm_c=$SM_BIN/$SM_CMD-$sm_ver
 [[ -f $sm_c && -x $sm_c ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed or has no $SM_CMD; run: sandman install $SM_TOOL@$sm_ver" "$SM_EXIT_NOT_FOUND"
+# Only a shim sandman wrote for this tool: a pin is a file in the project (anyone's), and
+# $SM_BIN may hold other programs named <command>-<something> (another tool's shims, a
+# python2-config) that would run here, outside any container. Lines 2 and 3 of a versioned
+# shim say whose it is (pins.pin_target: the same rule); its name gives the version (or alias).
+sm_l2= sm_l3=
+{ IFS= read -r -n 64 _; IFS= read -r -n 64 sm_l2; IFS= read -r -n 512 sm_l3; } <"$sm_c" 2>/dev/null
+[[ $sm_l2 == "$SM_MARKER" && $sm_l3 == "# for: $SM_TOOL@"?* ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed: $sm_c is not a shim of $SM_TOOL; run: sandman install $SM_TOOL@$sm_ver" "$SM_EXIT_NOT_FOUND"
 exec "$sm_c" "$@"

@@ -32,6 +32,37 @@ else
 fi
 (( EUID )) || sm_prun=/run
 sm_psocks=(/run/podman/podman.sock "$sm_prun/podman/podman.sock")
+# -- runtime folder rule (sandman/engines.py runtime_dir_problem: the same cases, one test) --
+# sm_rundir_ok DIR: may rootless Podman keep this user's run-time state in DIR? Only a real
+# folder (not a link), the user's own, writable by nobody else; else false, with sm_why. The
+# mode bits need one stat (a fork: bash has no builtin for them), and only the owner can change
+# them: once a folder passed, the shim leaves its own mark in it, and later calls that find the
+# mark (the user's own file, not a link) skip the fork.
+sm_rundir_ok() {
+  local m
+  sm_why=
+  if [[ -L $1 ]]; then
+    sm_why="is a symbolic link"
+  elif [[ ! -d $1 ]]; then
+    [[ -e $1 ]] && sm_why="is not a folder" || sm_why="cannot be read"
+  elif [[ ! -O $1 ]]; then
+    m=$(command -p stat -c %u -- "$1" 2>/dev/null)
+    sm_why="belongs to uid ${m:-?}, not to you"
+  elif [[ -f $1/.sandman-runtime-ok && -O $1/.sandman-runtime-ok && ! -L $1/.sandman-runtime-ok ]]; then
+    :
+  else
+    m=$(command -p stat -c %a -- "$1" 2>/dev/null)
+    if [[ -z $m ]]; then
+      sm_why="cannot be read"
+    elif (( 8#$m & 8#22 )); then
+      sm_why="is writable by others (mode $m)"
+    else
+      { : >"$1/.sandman-runtime-ok"; } 2>/dev/null
+    fi
+  fi
+  [[ -z $sm_why ]]
+}
+# -- end of the runtime folder rule --
 sm_rootless=
 if [[ $sm_engine == podman ]]; then
   [[ -n $SM_DOCKER && -x $SM_DOCKER ]] || sm_die "${SM_TOOL}@${SM_VERSION}: this shim runs Podman, which is not installed here (install podman, or set engine = \"docker\" in config.toml and run sandman reshim --all)" "$SM_EXIT_ENGINE_MISSING"
@@ -47,11 +78,13 @@ if [[ $sm_engine == podman ]]; then
     done
     # Podman keeps its run-time state (which containers run, their exit files) in this folder;
     # without XDG_RUNTIME_DIR it would follow $TMPDIR, and a call with another TMPDIR would
-    # take every running container of this user for stale. One folder for every call.
-    if [[ -z ${XDG_RUNTIME_DIR-} ]]; then
-      [[ -d $sm_prun ]] || mkdir -m 700 "$sm_prun" 2>/dev/null
-      export XDG_RUNTIME_DIR=$sm_prun
+    # take every running container of this user for stale. One folder for every call, and only
+    # one that is the user's: /tmp/podman-run-UID is a name any user can take first.
+    [[ -e $sm_prun || -L $sm_prun ]] || mkdir -m 700 "$sm_prun" 2>/dev/null
+    if [[ -e $sm_prun || -L $sm_prun ]] && ! sm_rundir_ok "$sm_prun"; then
+      sm_die "Podman's runtime folder $sm_prun $sm_why; sandman does not use it: remove it (an admin, if it is not yours) or set XDG_RUNTIME_DIR to a folder of your own (mode 0700)" "$SM_EXIT_ENGINE_SETUP"
     fi
+    [[ -n ${XDG_RUNTIME_DIR-} ]] || export XDG_RUNTIME_DIR=$sm_prun
   fi
   sm_sock=$sm_prun/podman/podman.sock
   (( EUID )) || sm_sock=/run/podman/podman.sock
@@ -116,6 +149,12 @@ sm_norm() {  # sm_np: the absolute $1 without //, . and .. (lexically: where the
 }
 sm_home=${HOME:-/nonexistent}
 [[ $sm_home == /* && -d $sm_home ]] && sm_real "$sm_home" && sm_home=$sm_rp
+# The run-time folders of this user (XDG_RUNTIME_DIR, /run/user/UID, Podman's): never mounted
+# through a path, whole or in part (sm_refused arg).
+sm_rtds=()
+for sm_v in "${XDG_RUNTIME_DIR-}" "/run/user/$EUID" "$sm_prun"; do
+  [[ $sm_v == /* && -d $sm_v ]] && sm_real "$sm_v" && sm_rtds+=("$sm_rp")
+done
 sm_socks=("$SM_SOCKET" "${SM_SOCKET_REAL[@]}")
 if [[ $sm_engine == docker && $sm_sock != "$SM_SOCKET" && $sm_sock == /* ]]; then
   sm_socks+=("$sm_sock")
@@ -161,8 +200,11 @@ done
 
 # Mounts. sm_dsts holds every destination so that nothing is mounted twice or under a mount
 # that already covers it with the same or more rights.
-sm_dsts=() sm_modes=()
-sm_refused() {  # sets sm_why to the reason a (real) host path may not be mounted; true if refused
+sm_dsts=() sm_modes=() sm_srcs=()
+sm_refused() {  # real [arg]: sets sm_why to the reason a real host path may not be mounted; true if refused
+  # With arg (the cwd, an argument, a path_env variable, a home file: paths anyone can spell
+  # with a symlink) also the host's kernel and device folders and the run-time folders that
+  # hold the session's and services' sockets: what is in them is not data.
   local p=$1 s
   sm_why=
   if [[ $p == / && -z ${SANDMAN_ALLOW_ROOT-} ]]; then
@@ -177,6 +219,16 @@ sm_refused() {  # sets sm_why to the reason a (real) host path may not be mounte
       [[ -z $sm_why && ( $s == "$p" || $s == "${p%/}"/* ) ]] && sm_why="it would expose the Podman socket $s"
     done
   fi
+  [[ -n $sm_why || -z $2 ]] && { [[ -n $sm_why ]]; return; }
+  case $p in
+    /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) s=${p#/}; sm_why="it is in /${s%%/*}, the host's kernel and devices" ;;
+    /run/media/*/*) ;;  # a mounted medium (udisks): data, not the run-time folder itself
+    /run|/run/*) sm_why="it is in /run, the host's run-time folder (service and session sockets)" ;;
+    *)
+      for s in "${sm_rtds[@]}"; do
+        [[ -z $sm_why && ( $p == "$s" || $p == "$s"/* ) ]] && sm_why="it is in your run-time folder $s (your session's sockets)"
+      done
+  esac
   [[ -n $sm_why ]]
 }
 sm_covered() {  # is $1 already inside a mount with at least mode $2?
@@ -193,11 +245,11 @@ sm_bind() {  # src dst mode: add the mount (CSV-quoted: paths may hold commas an
   local opt=
   [[ $3 == ro ]] && opt=,readonly
   sm_args+=(--mount "type=bind,\"source=${1//\"/\"\"}\",\"target=${2//\"/\"\"}\"$opt")
-  sm_dsts+=("$2") sm_modes+=("$3")
+  sm_dsts+=("$2") sm_modes+=("$3") sm_srcs+=("$1")
 }
 sm_mount() {  # realsrc dst mode what: skip when covered (nothing new is seen), refuse, else bind
   sm_covered "$2" "$3" && return
-  sm_refused "$1" && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $4 (really $1): $sm_why" "$SM_EXIT_MOUNT"
+  sm_refused "$1" arg && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $4 (really $1): $sm_why" "$SM_EXIT_MOUNT"
   sm_bind "$1" "$2" "$3"
 }
 sm_map_path() {  # mount a path given on the command line or in the environment, where it is
@@ -207,7 +259,6 @@ sm_map_path() {  # mount a path given on the command line or in the environment,
   case $t in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) return 0 ;; esac
   if [[ -d $p ]]; then
     sm_real "$p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve $what" "$SM_EXIT_MOUNT"
-    case $sm_rp in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) return 0 ;; esac
     sm_mount "$sm_rp" "$t" "$mode" "$what"
     return
   fi
@@ -220,16 +271,17 @@ sm_map_path() {  # mount a path given on the command line or in the environment,
     sm_real "$dir" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve the folder of $what" "$SM_EXIT_MOUNT"
     case $tdir in
       /usr|/usr/*|/lib|/lib/*|/lib32*|/lib64*|/bin|/bin/*|/sbin|/sbin/*|/etc|/etc/*|/boot*|/var/lib|/var/lib/*|/opt|/opt/*) ;;
-      *) sm_refused "$sm_rp" || { sm_mount "$sm_rp" "$tdir" "$mode" "$what"; return; } ;;
+      *) sm_refused "$sm_rp" arg || { sm_mount "$sm_rp" "$tdir" "$mode" "$what"; return; } ;;
     esac
+    # the file alone: refused as a folder would be (a folder that resolves into /proc must not
+    # get through as one of its files)
     sm_real "$p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve $what" "$SM_EXIT_MOUNT"
-    case $sm_rp in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) return 0 ;; esac
     sm_mount "$sm_rp" "$t" "$mode" "$what"
   elif [[ $tdir == / ]]; then
     :  # /CN=x (openssl -subj) names nothing on this host: every top-level folder exists
   elif [[ -d $dir ]]; then  # a file the tool will create
     sm_real "$dir" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve the folder of $what" "$SM_EXIT_MOUNT"
-    sm_refused "$sm_rp" && sm_die "${SM_TOOL}@${SM_VERSION}: cannot map $what: its folder $tdir (really $sm_rp) may not be mounted ($sm_why)" "$SM_EXIT_MOUNT"
+    sm_refused "$sm_rp" arg && sm_die "${SM_TOOL}@${SM_VERSION}: cannot map $what: its folder $tdir (really $sm_rp) may not be mounted ($sm_why)" "$SM_EXIT_MOUNT"
     sm_mount "$sm_rp" "$tdir" "$mode" "$what"
   fi  # else: not a path on this host, passed on untouched
 }
@@ -261,7 +313,7 @@ for sm_f in "${SM_HOME_FILES[@]}"; do
   sm_p=$sm_home/$sm_f
   [[ -e $sm_p ]] || continue
   sm_real "$sm_p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve home file ~/$sm_f" "$SM_EXIT_MOUNT"
-  sm_refused "$sm_rp" && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount home file ~/$sm_f (really $sm_rp): $sm_why" "$SM_EXIT_MOUNT"
+  sm_refused "$sm_rp" arg && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount home file ~/$sm_f (really $sm_rp): $sm_why" "$SM_EXIT_MOUNT"
   sm_bind "$sm_rp" "/tmp/$sm_f" ro
 done
 for sm_m in "${SM_EXTRA_MOUNTS[@]}"; do

@@ -92,10 +92,23 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       [[ -n $sm_wid ]] || return 1
       sm_wname=${d##*/}-$sm_wid
       read -r p 2>/dev/null <"$d/pid"
-      [[ -n $p ]] && { mapfile -d '' cl <"/proc/$p/cmdline"; } 2>/dev/null && [[ " ${cl[*]} " == *" $sm_wname "* ]]
-      return
+      [[ -n $p ]] && { mapfile -d '' cl <"/proc/$p/cmdline"; } 2>/dev/null && [[ " ${cl[*]} " == *" $sm_wname "* ]] || return 1
+      sm_warm_same "$p" && return 0
+      # Another folder than this call resolved (deleted and made again at the same path, or
+      # swapped): the container is retired as `warm stop` does it (its folder moves to
+      # .retired/NAME; the reaper removes it once its calls ended) and this call gets a new one.
+      { [[ -d $sm_wdir/$SM_WARM_RETIRED ]] || mkdir -m 700 "$sm_wdir/$SM_WARM_RETIRED"; } 2>/dev/null
+      mv -T -- "$d" "$sm_wdir/$SM_WARM_RETIRED/$sm_wname" 2>/dev/null
+      return 1
     done
     return 1
+  }
+  sm_warm_same() {  # does the kept container (its init is pid $1) mount what this call resolved?
+    local i r=/proc/$1/root
+    [[ -d $r/ ]] || return 0  # its root is not ours to look at: the key alone decides
+    for i in "${!sm_srcs[@]}"; do
+      [[ $r${sm_dsts[i]} -ef ${sm_srcs[i]} ]] || return 1
+    done
   }
   sm_warm_prepare() {  # the folder for sm_key with its FIFOs and id: sm_wd, sm_wid, sm_wname
     local h p
@@ -130,6 +143,16 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       p=$("$SM_DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$SM_IMAGE" 2>/dev/null)
       [[ $p == "$SM_AGENT_PLATFORM" ]] || sm_agent=
     fi
+    # It runs on the host: only the binary whose sha256 its build recorded (sandman/agent.py).
+    # Checked here, where a container starts, not per call: a call execs the agent only
+    # through a container whose start passed this check (its socket), from a folder only its
+    # owner writes.
+    if [[ -n $sm_agent ]]; then
+      local want= got=
+      { read -r want <"$sm_agent.sha256"; } 2>/dev/null
+      read -r got _ < <(sha256sum -- "$sm_agent" 2>/dev/null)
+      [[ -n $want && $got == "$want" ]] || sm_agent=
+    fi
     sm_wmounts=()
     for (( i = 0; i < ${#sm_cargs[@]}; i++ )); do
       [[ ${sm_cargs[i]} == --mount ]] && sm_wmounts+=("${sm_cargs[++i]}")
@@ -144,6 +167,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
               --workdir / --entrypoint /run/sandman-agent/agent "$SM_IMAGE"
               serve /run/sandman-warm/sock/agent.sock /run/sandman-warm/signals "$sm_wname")
       else
+        rm -f -- "$sm_wd/sock/agent.sock" 2>/dev/null  # an earlier container's: calls must not take it
         main=(--workdir / --entrypoint /bin/sh "$SM_IMAGE"
               -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done'
               "$sm_wname")
@@ -179,7 +203,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
   sm_warm_deliver() {  # pass pending signals to the tool through the container's signal loop
     local s p= n=0
     while :; do
-      read -r p 2>/dev/null <"/proc/self/fd/$sm_cfd"
+      read -r -n 32 p 2>/dev/null <"/proc/self/fd/$sm_cfd"  # the tool can write there: bounded
       [[ $p == [0-9]* ]] && break
       if (( n++ > 150 )) || ! kill -0 "$sm_cp" 2>/dev/null; then sm_pending=(); return; fi
       read -r -t 0.02 -u "$sm_napfd" _
@@ -188,15 +212,28 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     sm_pending=()
   }
   sm_warm_exec() {  # run the call; sm_rc is its status. False when the tool never started.
-    local p= tok
+    local p= tok u= f nc=+C
     read -r p 2>/dev/null </proc/$$/stat
     p=${p##*) }; read -r -a p <<<"$p"
-    tok=$$-${p[19]}
+    read -r u 2>/dev/null </proc/sys/kernel/random/uuid
+    tok=$$-${p[19]}-${u//-/}
     [[ -n $sm_napfd ]] || { exec {sm_napfd}<>"$sm_wd/nap"; } 2>/dev/null || return 1
     # Register, then check the folder still holds the container found: the call file is kept
     # open, so its fd follows it when a stop moves the folder aside.
+    # `calls/` is writable from inside the container: a name planted there (a link to a file
+    # of the user's, a FIFO) must never be opened. The name ends in 128 random bits the tool
+    # cannot know beforehand, and the file is made with noclobber: O_EXCL when the name does
+    # not exist (never through a link); anything else there is refused, and an fd that is not
+    # a regular file (a name planted between the check and the open) is dropped unused.
     [[ -n $sm_cfd ]] && exec {sm_cfd}>&-
-    { exec {sm_cfd}<>"$sm_wd/calls/$tok"; } 2>/dev/null || { sm_cfd=; return 1; }
+    f=$sm_wd/calls/$tok sm_cfd=
+    [[ -n $u && ! -e $f && ! -L $f ]] || return 1
+    [[ $- == *C* ]] && nc=-C
+    set -C
+    { exec {sm_cfd}>"$f"; } 2>/dev/null
+    set $nc
+    [[ -n $sm_cfd ]] || return 1
+    if [[ ! -f /proc/self/fd/$sm_cfd || -L $f ]]; then exec {sm_cfd}>&-; sm_cfd=; return 1; fi
     if sm_warm_moved; then
       printf 'done\n' >"/proc/self/fd/$sm_cfd"
       return 1
@@ -222,7 +259,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     done
     trap - INT TERM HUP
     p=
-    read -r p 2>/dev/null <"/proc/self/fd/$sm_cfd"
+    read -r -n 32 p 2>/dev/null <"/proc/self/fd/$sm_cfd"
     # Killed by a signal: the client may have died (SIGPIPE under `| head`) with the tool still
     # running; its pid stays in the call file, so the reaper kills it once this shim is gone.
     (( sm_rc > 128 )) || printf 'done\n' >"/proc/self/fd/$sm_cfd"
