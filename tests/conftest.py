@@ -11,13 +11,23 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import base_env
+from helpers import (
+    DOCKER,
+    EngineCLI,
+    FileServer,
+    ImageRemover,
+    SeedPool,
+    base_env,
+    remove_images,
+    run_sandman,
+)
+
+from sandman.names import LABEL_HOME, LABEL_ROLE
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = ("debian:bullseye-slim", "debian:bookworm-slim", "debian:trixie-slim")
@@ -37,6 +47,51 @@ def daemon_problem() -> str | None:
     return _daemon["problem"]  # type: ignore[return-value]
 
 
+# The fast tier's daemon tests: one cold Docker check per area, chosen for what it covers per
+# second. A test here runs in the fast tier only in its Docker, cold parametrization.
+SMOKE = frozenset({
+    "test_core.py::test_side_by_side_on_the_same_file",  # the README's main job
+    "test_core.py::test_bad_input_one_line",
+    "test_runtime_exit.py::test_tool_exit_status_passes_through",
+    "test_runtime_bytes.py::test_stdout_and_stderr_stay_separate",
+    "test_runtime_env.py::test_nothing_but_the_list_leaks_in",
+    "test_runtime_paths.py::test_refusals_name_the_path_and_exit_118",
+    "test_runtime_ownership.py::test_files_created_belong_to_the_invoking_user",
+    "test_runtime_readonly.py::test_declared_read_only_mount_stays_untouched",
+    "test_runtime_privileges.py::test_running_container_has_least_privilege",
+    "test_runtime_signals.py::test_signal_reaches_the_tool",
+    "test_runtime_errors.py::test_malformed_recipes_are_112_with_file_and_line",
+    "test_dryrun.py::test_shim_dry_run_starts_nothing_and_prints_a_working_command",
+    "test_matrix.py::test_report_shows_the_versions_disagree",
+    "test_security_mounts.py::test_symlink_argument_is_resolved_and_refused",
+    "test_security_inputs.py::test_files_through_a_symlinked_folder_never_reach_an_image",
+    "test_state_errors.py::test_state_and_log_are_private_to_their_owner",
+    "test_teams_repos.py::test_repo_errors_are_one_line",
+    "test_teams_pins.py::test_pins_resolve_by_directory_and_env_wins",
+    "test_teams_registry.py::test_import_refuses_what_is_not_a_bundle",
+    "test_upgrade.py::test_shim_missing_is_listed_and_repaired",
+    "test_sources.py::test_bad_sources_exit_112_with_file_and_line",
+    "test_version_check.py::test_builtin_recipes_prove_their_versions",
+})
+
+
+def is_smoke(item: pytest.Item) -> bool:
+    if item.get_closest_marker("smoke") is None and \
+            f"{item.path.name}::{getattr(item, 'originalname', item.name)}" not in SMOKE:
+        return False
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("kit", "docker") == "docker" and params.get("mode", "cold") == "cold"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier (`-m "not slow"`): unit tests and one cold Docker smoke per area. Every
+    other integration test is slow, so a new one lands in the full suite unless it is chosen."""
+    integration = ROOT / "tests" / "integration"
+    for item in items:
+        if item.path.is_relative_to(integration) and not is_smoke(item):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("docker") is None:
         return
@@ -48,16 +103,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(f"no Docker daemon: {problem}")
 
 
+@pytest.fixture(scope="session")
+def seed_pool(tmp_path_factory: pytest.TempPathFactory) -> SeedPool:
+    """Image facts and the agent binary, gathered from the homes of this session."""
+    return SeedPool(tmp_path_factory.mktemp("seed-pool"))
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private SANDMAN_HOME, also set in this process's environment."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed_pool: SeedPool,
+         request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A private SANDMAN_HOME, also set in this process's environment, seeded with what
+    earlier homes learnt (helpers.SeedPool) unless the test is marked `fresh_home`."""
     h = tmp_path / "sandman-home"
     h.mkdir()
     for k in list(os.environ):
         if k.startswith("SANDMAN_"):
             monkeypatch.delenv(k)
     monkeypatch.setenv("SANDMAN_HOME", str(h))
-    return h
+    fresh = request.node.get_closest_marker("fresh_home") is not None
+    if not fresh:
+        seed_pool.seed(h)
+    yield h
+    if not fresh:
+        seed_pool.harvest(h)
 
 
 Runner = Callable[..., subprocess.CompletedProcess]
@@ -69,12 +137,8 @@ def sandman(home: Path) -> Runner:
 
     def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             input: bytes | str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-        e = base_env(home)
-        e.update(env or {})
-        return subprocess.run(
-            [sys.executable, "-m", "sandman", *args], cwd=cwd, env=e, input=input,
-            capture_output=True, text=not isinstance(input, bytes), timeout=timeout,
-        )
+        return run_sandman(*args, env={**base_env(home), **(env or {})}, cwd=cwd, input=input,
+                           timeout=timeout, text=not isinstance(input, bytes))
 
     return run
 
@@ -113,7 +177,7 @@ def docker_client():
 
 
 @pytest.fixture(scope="session")
-def shared_home(request: pytest.FixtureRequest, docker_client) -> Path:
+def shared_home(request: pytest.FixtureRequest, docker_client, seed_pool: SeedPool) -> Path:
     """One SANDMAN_HOME for the session with sqlite3@3.34, sqlite3@3.46 and python2@2.7 installed.
 
     Tests that only *use* shims share it (installing is a cache hit after the first time, but
@@ -123,12 +187,11 @@ def shared_home(request: pytest.FixtureRequest, docker_client) -> Path:
     h = Path(tempfile.mkdtemp(prefix="sandman-shared-home-"))
     h.chmod(0o755)
     request.addfinalizer(lambda: shutil.rmtree(h, ignore_errors=True))
-    env = base_env(h)
-    proc = subprocess.run(
-        [sys.executable, "-m", "sandman", "install", "sqlite3@3.34", "sqlite3@3.46", "python2@2.7"],
-        env=env, capture_output=True, text=True, timeout=1800,
-    )
+    seed_pool.seed(h)
+    proc = run_sandman("install", "sqlite3@3.34", "sqlite3@3.46", "python2@2.7", env=base_env(h),
+                       timeout=1800)
     assert proc.returncode == 0, proc.stderr
+    seed_pool.harvest(h)
     return h
 
 
@@ -144,6 +207,43 @@ def public_tmp() -> Path:
 @pytest.fixture
 def shared_env(shared_home: Path) -> dict[str, str]:
     return base_env(shared_home)
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[FileServer]:
+    """A local HTTP server serving tmp_path/www (empty: the test puts its files in `.root`),
+    stopped afterwards if the test has not stopped it itself."""
+    server = FileServer(tmp_path / "www")
+    yield server
+    server.stop()
+
+
+def _image_remover() -> Iterator[ImageRemover]:
+    """What both scopes of `remove_images_after` do: note what to remove, remove it all at
+    teardown (after the fixtures that asked for it have stopped their containers)."""
+    pending: list[tuple[tuple[str, ...], str | None, EngineCLI]] = []
+
+    def after(*tools: str, label: str | None = None, engine: EngineCLI = DOCKER) -> None:
+        pending.append((tools, label, engine))
+
+    yield after
+    for tools, label, engine in pending:
+        remove_images(*tools, label=label, engine=engine)
+
+
+@pytest.fixture
+def remove_images_after() -> Iterator[ImageRemover]:
+    """remove_images_after(*tools, label=None, engine=DOCKER): the images of these tools (or
+    matching that label filter) in that store go when the test ends, pass or fail. Images
+    outlive containers and homes: a test that builds leaves gigabytes on a CI disk otherwise."""
+    yield from _image_remover()
+
+
+@pytest.fixture(scope="module")
+def remove_images_after_module() -> Iterator[ImageRemover]:
+    """The same, when the module ends: for tools whose images the module's tests share (a
+    later test finds the earlier one's build, as a user's second install would)."""
+    yield from _image_remover()
 
 
 def bash() -> str:
@@ -186,8 +286,8 @@ def _stop_what_tests_started(tmp_path_factory: pytest.TempPathFactory):
         import docker
 
         client = docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": "io.sandman.role=warm"},
+        for c in client.containers.list(all=True, filters={"label": f"{LABEL_ROLE}=warm"},
                                            ignore_removed=True):
-            if _ours(c.labels.get("io.sandman.home", ""), basetemp):
+            if _ours(c.labels.get(LABEL_HOME, ""), basetemp):
                 with contextlib.suppress(docker.errors.DockerException):
                     c.remove(force=True)

@@ -11,10 +11,17 @@ and the name `conftest` means whichever was loaded last.)
 
 from __future__ import annotations
 
+import http.server
 import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from sandman import shims, sources, warm
+from sandman import names, shims, sources, warm
 from sandman.installs import record_path
 from sandman.paths import Paths
 
@@ -61,3 +68,162 @@ def base_env(home: Path) -> dict[str, str]:
     env["SANDMAN_HOME"] = str(home)
     env["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def sandman_argv(*args: str, python: str = sys.executable,
+                 python_options: Sequence[str] = ()) -> list[str]:
+    """The command line of sandman's CLI: `python -m sandman`, not a `sandman` script on PATH,
+    so the run is this checkout's code under a known interpreter (another user's python, for a
+    run through setpriv, as `python`)."""
+    return [python, *python_options, "-m", "sandman", *args]
+
+
+def run_sandman(*args: str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
+                input: bytes | str | None = None, stdin: int | None = None,
+                timeout: float = 900, text: bool = True, capture_output: bool = True,
+                prefix: Sequence[str] = (), python: str = sys.executable,
+                python_options: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """sandman's CLI in a subprocess, waited for. prefix: the command that runs it as another
+    user (setpriv ...), with that user's `python`; text=False for a caller that compares bytes.
+
+    Never `check`: a test asserts on the exit status itself, and wants stderr in the message.
+    """
+    return subprocess.run([*prefix, *sandman_argv(*args, python=python,
+                                                  python_options=python_options)],
+                          env=None if env is None else dict(env), cwd=cwd, input=input,
+                          stdin=stdin, timeout=timeout, text=text, capture_output=capture_output)
+
+
+class FileServer:
+    """A static HTTP server on 127.0.0.1 (a free port) serving root, in a daemon thread.
+
+    A real server, not a mocked urlopen: sandman's downloads meet real status codes, lengths
+    and a refused connection once it is stopped. `hits` lists the paths asked for (once per
+    request, whatever its status), so a test can tell which URLs were never contacted.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw) -> None:
+                super().__init__(*a, directory=str(root), **kw)
+
+            def log_request(self, code: object = "-", size: object = "-") -> None:
+                hits.append(self.path)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.running = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Close the port (tests stop it midway to prove sandman goes offline); idempotent."""
+        if self.running:
+            self.running = False
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+@dataclass(frozen=True)
+class EngineCLI:
+    """How to run one image store's CLI: Docker's (default), root's Podman, another daemon
+    (`docker -H ...`) or a rootless user's Podman (argv through setpriv, with its env)."""
+
+    argv: tuple[str, ...] = ("docker",)
+    env: Mapping[str, str] | None = None
+
+
+DOCKER = EngineCLI()
+PODMAN = EngineCLI(("podman",))  # root's store (rootful)
+
+# the `remove_images_after` fixtures: (*tools, label=None, engine=DOCKER) -> None
+ImageRemover = Callable[..., None]
+
+
+def remove_images(*tools: str, label: str | None = None, engine: EngineCLI = DOCKER) -> None:
+    """Force-remove every image (intermediate ones too) whose tool label (names.LABEL_TOOL)
+    is one of tools, or matching a `label` filter (`key` or `key=value`), from one store.
+
+    Children before parents (the CLI lists newest first): `rmi -f` refuses a parent while a
+    child remains. Failures are ignored: an image may already be gone with a sibling tag.
+    cwd is /, which a setpriv'd user can enter.
+    """
+    filters = [f"label={names.LABEL_TOOL}={t}" for t in tools]
+    if label is not None:
+        filters.append(f"label={label}")
+    env = None if engine.env is None else dict(engine.env)
+    for f in filters:
+        listed = subprocess.run([*engine.argv, "images", "-aq", "--no-trunc", "--filter", f],
+                                capture_output=True, text=True, env=env, cwd="/", timeout=300)
+        ids = list(dict.fromkeys(listed.stdout.split()))
+        if ids:
+            subprocess.run([*engine.argv, "rmi", "-f", *ids], capture_output=True, env=env,
+                           cwd="/", timeout=600)
+
+
+# the binaries (sandman/agent.py binary_path) and the sha256 their build recorded beside them
+# (`.sha256`: the shims run no binary without it); never the `.try` marker of a failed build
+AGENT_GLOB = "sandman-agent-*[0-9a-f]"
+
+
+class SeedPool:
+    """What a new home would otherwise work out again, made once per test session.
+
+    The facts of an image (its passwd, group, locales: sandman reads them with a probe
+    container on an image's first install in a home) are keyed by image id, and the warm
+    agent's binary by the hash of its source: both are the same in every home, so a new test
+    home starts with what earlier homes learnt. A test about the first derivation itself asks
+    for a home without them (the `fresh_home` marker).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.facts = root / "facts"
+        self.agents = root / "agent"
+        self.facts.mkdir(parents=True, exist_ok=True)
+        self.agents.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _copy_new(src: Path, dst: Path, pattern: str) -> None:
+        if not src.is_dir():
+            return
+        for f in src.glob(pattern):
+            if f.is_file() and not f.is_symlink() and not (dst / f.name).exists():
+                dst.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dst / f"{f.name}.seed")
+                os.replace(dst / f"{f.name}.seed", dst / f.name)
+
+    def seed(self, home: Path) -> None:
+        from sandman import agent
+
+        paths = paths_of(home)
+        self._copy_new(self.facts, paths.facts_dir, "*.json")
+        self._copy_new(self.agents, agent.agent_dir(paths), AGENT_GLOB)
+
+    def harvest(self, home: Path) -> None:
+        from sandman import agent
+
+        paths = paths_of(home)
+        self._copy_new(paths.facts_dir, self.facts, "*.json")
+        self._copy_new(agent.agent_dir(paths), self.agents, AGENT_GLOB)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_program(name: str) -> None:
+    """A test that needs a program (tmux, strace) skips without it on a developer's machine; in
+    CI (CI=true, where .ci/run installs it) its absence is a failure, never a silent skip."""
+    if shutil.which(name) is None:
+        import pytest
+
+        if in_ci():
+            pytest.fail(f"{name} is not installed (.ci/run installs it); CI never skips")
+        pytest.skip(f"needs {name}")

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the benchmark's rootless plumbing is shared, not copied
     sys.path.insert(0, str(ROOT))
+from helpers import EngineCLI, run_sandman  # noqa: E402
+
 from benchmarks import rootless  # noqa: E402
 
 PODMAN_USER = "sandman-podman"
@@ -54,8 +56,14 @@ class PodmanUser:
 
     def sandman(self, *args: str, env: dict[str, str], cwd: Path | str | None = None,
                 timeout: float = 900, input: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv([self.python, "-m", "sandman", *args]), env=env,
-                              cwd=cwd or "/", input=input, capture_output=True, timeout=timeout)
+        """The CLI as this user, bytes out; cwd / by default (root's folders are closed to it)."""
+        return run_sandman(*args, prefix=self.argv([]), python=self.python, env=env,
+                           cwd=cwd or "/", input=input, timeout=timeout, text=False)
+
+    @property
+    def podman_cli(self) -> EngineCLI:
+        """Its private image store's CLI, for helpers.remove_images."""
+        return EngineCLI(tuple(self.argv(["podman"])), self.env())
 
     def podman(self, *args: str, timeout: float = 120, check: bool = True) -> str:
         p = subprocess.run(self.argv(["podman", *args]), env=self.env(), cwd="/",

@@ -27,6 +27,7 @@ this module keeps the plain functions and constants the tests import.
 from __future__ import annotations
 
 import grp
+import hashlib
 import json
 import os
 import subprocess
@@ -37,8 +38,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import paths_of, warm_dir
+from helpers import EngineCLI, paths_of, run_sandman, warm_dir
 from podman_helpers import PodmanUser
+
+from sandman.names import LABEL_HOME, LABEL_PID, LABEL_ROLE, LABEL_TOOL
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_UID = 54321  # a user with no passwd entry on the host, like a fresh LDAP account
@@ -193,6 +196,11 @@ class Kit:
             return self.user.sandman(*args, env=env, cwd=cwd, timeout=timeout, input=input)
         return sandman_cli(*args, env=env, cwd=cwd, timeout=timeout, input=input)
 
+    @property
+    def engine_cli(self) -> EngineCLI:
+        """The image store this kit builds into, for helpers.remove_images."""
+        return self.user.podman_cli if self.user is not None else EngineCLI((self.engine,))
+
     def cli(self, *args: str, timeout: float = 60, check: bool = True) -> str:
         """The engine's CLI (`docker ...`, or `podman ...` as the Podman user); its stdout."""
         if self.user is not None:
@@ -231,8 +239,8 @@ class Kit:
 
 def sandman_cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600,
                 input: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env, cwd=cwd, input=input,
-                          capture_output=True, timeout=timeout)
+    """The CLI as root, bytes out: the kit's checks compare raw output (one_line_error...)."""
+    return run_sandman(*args, env=env, cwd=cwd, input=input, timeout=timeout, text=False)
 
 
 def run(argv: list[str], *, env: dict[str, str], cwd: Path | str | None = None,
@@ -291,11 +299,11 @@ def _warm_label(home: Path, kit: Kit | None) -> str:
 def run_containers(pid: int | None = None, tool: str | None = None, *,
                    kit: Kit | None = None) -> list[str]:
     """Ids of shim containers (role=run), optionally of one shim pid or one tool."""
-    filters = ["--filter", "label=io.sandman.role=run"]
+    filters = ["--filter", f"label={LABEL_ROLE}=run"]
     if pid is not None:
-        filters += ["--filter", f"label=io.sandman.pid={pid}"]
+        filters += ["--filter", f"label={LABEL_PID}={pid}"]
     if tool is not None:
-        filters += ["--filter", f"label=io.sandman.tool={tool}"]
+        filters += ["--filter", f"label={LABEL_TOOL}={tool}"]
     return _cli(kit, "ps", "-aq", "--no-trunc", *filters).split()
 
 
@@ -308,14 +316,14 @@ def tool_processes(tok: str, tool: str = "rtprobe", *, pid: int | None = None,
     containers (Docker's when None).
     """
     if pid is None and home is None:
-        cids = _cli(kit, "ps", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
+        cids = _cli(kit, "ps", "-q", "--filter", f"label={LABEL_TOOL}={tool}").split()
     else:
         cids = []
         if pid is not None:
-            cids += _cli(kit, "ps", "-q", "--filter", f"label=io.sandman.pid={pid}").split()
+            cids += _cli(kit, "ps", "-q", "--filter", f"label={LABEL_PID}={pid}").split()
         if home is not None:
             cids += _cli(kit, "ps", "-q", "--filter",
-                         f"label=io.sandman.home={_warm_label(home, kit)}").split()
+                         f"label={LABEL_HOME}={_warm_label(home, kit)}").split()
     found = []
     for cid in cids:
         # Podman's own descriptors (`-eo` would run ps in the image, which has none)
@@ -372,7 +380,7 @@ def build_kit(root: Path, engine: str = "docker", user: PodmanUser | None = None
         for dirpath, dirnames, filenames in os.walk(root):
             for n in [".", *dirnames, *filenames]:
                 os.chown(Path(dirpath, n), user.uid, user.gid)
-    proc = kit.sandman("install", "rtprobe@1", "rtprobe@net", "rtecho@1", timeout=900)
+    proc = kit.sandman("install", "--yes", "rtprobe@1", "rtprobe@net", "rtecho@1", timeout=900)
     assert proc.returncode == 0, proc.stderr.decode()
     for dirpath, dirnames, filenames in os.walk(root):
         for n in dirnames + filenames:
@@ -384,6 +392,12 @@ def build_kit(root: Path, engine: str = "docker", user: PodmanUser | None = None
 
 AGENT_PATH = "/run/sandman-agent/agent"  # where a warm container runs the agent (shims/warm.bash)
 _agents_built: set[Path] = set()
+# The agent is built only from a base the home's `sandman bootstrap` recorded (sandman/agent.py).
+# Tests never run mmdebstrap: the session's bases were bootstrapped when the machine was set up,
+# so this stands in for that bootstrap's record, in the home's own store and state.
+RECORD_BASE = ("from sandman import bootstrap; from sandman.engine import Engine; "
+               "from sandman.paths import Paths; ref = 'debian:bookworm-slim'; "
+               "bootstrap.record_made(Paths.from_env(), ref, Engine.connect().image(ref).id)")
 
 
 def ensure_agent(home: Path, kit: Kit | None = None) -> Path:
@@ -394,11 +408,15 @@ def ensure_agent(home: Path, kit: Kit | None = None) -> Path:
     if home not in _agents_built:
         if kit is not None and kit.user is not None:
             argv = kit.user.argv([kit.user.python, "-m", "sandman.agent", "build"])
+            record = kit.user.argv([kit.user.python, "-c", RECORD_BASE])
             env = kit.env()
         else:
             argv = [sys.executable, "-m", "sandman.agent", "build"]
+            record = [sys.executable, "-c", RECORD_BASE]
             env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
             env["SANDMAN_HOME"] = str(home)
+        proc = subprocess.run(record, env=env, capture_output=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr.decode()
         t0 = time.monotonic()
         proc = subprocess.run(argv, env=env, capture_output=True, timeout=900, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr.decode()
@@ -413,7 +431,7 @@ def ensure_agent(home: Path, kit: Kit | None = None) -> Path:
 
 def warm_mains(home: Path, kit: Kit | None = None) -> list[str]:
     """The main program of each warm container of this home (the agent's, or /bin/sh)."""
-    label = f"label=io.sandman.home={_warm_label(home, kit)}"
+    label = f"label={LABEL_HOME}={_warm_label(home, kit)}"
     if kit is not None and kit.podman:
         # Podman's ps shows the command without the entrypoint: inspect's Path and Args do
         # (after its init, `/run/podman-init -- MAIN ...`)
@@ -440,24 +458,18 @@ def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS, *,
 
     Another session may be running these tests at the same time: its containers stay.
     """
-    ids = _cli(kit, "ps", "-aq", "--filter", f"label=io.sandman.home={_warm_label(home, kit)}").split()
+    ids = _cli(kit, "ps", "-aq", "--filter", f"label={LABEL_HOME}={_warm_label(home, kit)}").split()
     podman = kit is not None and kit.podman
-    pid_of = '{{index .Labels "io.sandman.pid"}}' if podman else '{{.Label "io.sandman.pid"}}'
+    pid_of = f'{{{{index .Labels "{LABEL_PID}"}}}}' if podman else f'{{{{.Label "{LABEL_PID}"}}}}'
     for tool in tools:
-        out = _cli(kit, "ps", "-a", "--filter", f"label=io.sandman.tool={tool}",
-                   "--filter", "label=io.sandman.role=run", "--format", f"{{{{.ID}}}} {pid_of}")
+        out = _cli(kit, "ps", "-a", "--filter", f"label={LABEL_TOOL}={tool}",
+                   "--filter", f"label={LABEL_ROLE}=run", "--format", f"{{{{.ID}}}} {pid_of}")
         for line in out.splitlines():
             cid, _, pid = line.partition(" ")
             if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
                 ids.append(cid)
     if ids:
         _cli(kit, "rm", "-f", *ids, check=False)
-
-
-def remove_images(tool: str, kit: Kit | None = None) -> None:
-    ids = _cli(kit, "images", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
-    if ids:
-        _cli(kit, "rmi", "-f", *sorted(set(ids)), check=False)
 
 
 def stop_reaper(home: Path) -> None:
@@ -476,3 +488,44 @@ def stop_reaper(home: Path) -> None:
 
 def token() -> str:
     return uuid.uuid4().hex[:10]
+
+
+# Promise 7 (a read-only mount stays untouched): the writes each engine's run must refuse, shared
+# by the fidelity suite (test_runtime_readonly.py) and rootful Podman (test_podman_rootful.py).
+ATTEMPTS = {
+    "create": "echo x > {d}/new.txt",
+    "append": "echo x >> {d}/hello.txt",
+    "truncate": ": > {d}/hello.txt",
+    "unlink": "rm {d}/hello.txt",
+    "rename": "mv {d}/hello.txt {d}/renamed.txt",
+    "mkdir": "mkdir {d}/newdir",
+    "nested-create": "echo x > {d}/nested/new.txt",
+    "nested-unlink": "rm {d}/nested/deep.txt",
+    "nested-rename": "mv {d}/nested {d}/moved",
+    "rmdir": "rm -rf {d}/nested",
+    "chmod": "chmod 777 {d}/hello.txt",
+    "touch": "touch {d}/hello.txt",
+    "symlink": "ln -s /etc/passwd {d}/nested/link",
+}
+
+
+def manifest(root: Path) -> dict[str, str]:
+    """sha256 (or link target), mode and mtime of every entry under root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath, name)
+            st = p.lstat()
+            what = os.readlink(p) if p.is_symlink() else (
+                hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            out[str(p.relative_to(root))] = f"{what} {st.st_mode:o} {st.st_mtime_ns}"
+    return out
+
+
+def attempt_all(kit: Kit, env: dict[str, str], cwd: Path, d: str, user: bool) -> dict[str, int]:
+    script = "; ".join(f'( {cmd.format(d=d)} ) 2>/dev/null; echo "{name} $?"'
+                       for name, cmd in ATTEMPTS.items())
+    p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", script], env=env, cwd=cwd, user=user)
+    assert p.returncode == 0, p.stderr
+    got = dict(line.rsplit(" ", 1) for line in p.stdout.decode().splitlines())
+    return {k: int(v) for k, v in got.items()}

@@ -61,12 +61,6 @@ def commit_recipe(path: Path, tool: str, versions: dict[str, str]) -> str:
     return git(path, "rev-parse", "HEAD")
 
 
-def remove_images(client, tool: str) -> None:
-    for img in client.images.list(filters={"label": f"io.sandman.tool={tool}"}):
-        with contextlib.suppress(Exception):  # already gone with a sibling tag
-            client.images.remove(img.id, force=True)
-
-
 def image_id(client, ref: str) -> str | None:
     try:
         return client.images.get(ref).id
@@ -203,7 +197,9 @@ def second_engine() -> Iterator[str]:
     proc = subprocess.Popen(
         ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
          "--pidfile", str(root / "docker.pid"), "-H", f"unix://{sock}", "-b", MACHINE_B_BRIDGE,
-         "--iptables=false", "--ip-masq=false"],
+         "--iptables=false", "--ip-masq=false",
+         # what a test left running there is not waited for: 15 s per stop otherwise
+         "--shutdown-timeout", "1"],
         stdout=log, stderr=log, start_new_session=True)
     host = f"unix://{sock}"
     try:

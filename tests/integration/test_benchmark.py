@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from sandman.names import LABEL_ROLE
+
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("bare run", "bare exec", "cold shim", "warm shim", "agent shim")
@@ -32,7 +34,7 @@ def run_benchmark(*args: str) -> subprocess.CompletedProcess:
 
 def bench_containers(engine: str) -> list[str]:
     """Containers the benchmark's bare runs made (label io.sandman.role=bench), still there."""
-    argv = [engine, "ps", "-aq", "--filter", "label=io.sandman.role=bench"]
+    argv = [engine, "ps", "-aq", "--filter", f"label={LABEL_ROLE}=bench"]
     if engine == "podman":  # rootless: the benchmark user's own store
         from podman_helpers import ensure_podman_user
 

@@ -2,7 +2,7 @@
 exported versions in the bundle, `import` puts them in the other side's cache after checking
 their sha256, so a site with no network rebuilds a version built from a source tarball.
 
-The tarball, recipe and local HTTP server are test_sources.py's.
+The tarball and recipe are test_sources.py's (source_helpers.py).
 """
 
 from __future__ import annotations
@@ -10,24 +10,21 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import base_env, paths_of, source_cache
-from test_sources import NAME, SHA, TARBALL, Server, write_recipe
+from helpers import FileServer, ImageRemover, base_env, paths_of, source_cache
+from source_helpers import NAME, SHA, TARBALL, write_recipe
+
+from sandman.errors import IntegrityError
 
 TOOL = "h6bsrc"
 MEMBER = f"sources/sha256/{SHA}"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _remove_test_images() -> Iterator[None]:
-    yield
-    ids = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter", f"label=io.sandman.tool={TOOL}"],
-                         capture_output=True, text=True).stdout
-    for image in sorted(set(ids.split())):
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+def _remove_test_images(remove_images_after_module: ImageRemover) -> None:
+    remove_images_after_module(TOOL)
 
 
 def error_line(stderr: str) -> str:
@@ -55,8 +52,8 @@ def rewritten(bundle: Path, out: Path, name: str, data: bytes) -> Path:
 
 @pytest.mark.docker
 def test_a_bundle_carries_sources_and_an_offline_site_rebuilds(
-        sandman, home: Path, tmp_path: Path, docker_client) -> None:
-    server = Server(tmp_path / "www")
+        sandman, home: Path, tmp_path: Path, http_server: FileServer, docker_client) -> None:
+    server = http_server
     (server.root / NAME).write_bytes(TARBALL)
     recipes = tmp_path / "recipes"
     write_recipe(recipes, f"{server.url}/{NAME}", tool=TOOL)
@@ -90,7 +87,7 @@ def test_a_bundle_carries_sources_and_an_offline_site_rebuilds(
     forged = rewritten(bundle, tmp_path / "forged.tar", MEMBER, b"not the tarball")
     bad_home = tmp_path / "bad-site"
     p = sandman("import", str(forged), env={**site, "SANDMAN_HOME": str(bad_home)})
-    assert p.returncode == 109, p.stderr
+    assert p.returncode == IntegrityError.exit_code, p.stderr
     assert error_line(p.stderr).startswith(f"sandman: {forged}: {MEMBER} hashes to ")
     assert error_line(p.stderr).endswith("; not placed in the download cache, nothing imported")
     assert not (source_cache(bad_home) / SHA).exists()

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_sandman, sandman_argv
+
+from sandman.errors import NoSpaceError, NotFoundError
 
 HEAVY = ("docker", "requests", "urllib3", "rich")
 BASH_TAB = {"_SANDMAN_COMPLETE": "complete_bash", "COMP_WORDS": "sandman inst", "COMP_CWORD": "1"}
@@ -39,8 +42,7 @@ def _env(home: Path, pyc: Path, extra: dict[str, str] | None = None) -> dict[str
 
 def _imported(args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run sandman under -X importtime; return the run and every top-level package it imported."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sandman", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = run_sandman(*args, python_options=("-X", "importtime"), env=env, timeout=60)
     mods = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -54,7 +56,7 @@ CASES = [
     ("--version", ["--version"], None, "sandman "),
     ("--help", ["--help"], None, "Usage: sandman"),
     ("install --help", ["install", "--help"], None, "TOOL@VERSION"),
-    ("exit-codes", ["exit-codes"], None, "122"),
+    ("exit-codes", ["exit-codes"], None, str(NoSpaceError.exit_code)),
     ("recipes list", ["recipes", "list"], None, "sqlite3"),
     ("recipes show", ["recipes", "show", "sqlite3"], None, "sqlite3@3.46"),
     ("recipes check", ["recipes", "check"], None, ""),
@@ -71,7 +73,7 @@ def test_commands_without_the_daemon_never_import_docker_or_rich(
     home = tmp_path / "home"
     home.mkdir()
     proc, mods = _imported(args, _env(home, tmp_path / "pyc", extra))
-    assert proc.returncode in (0, 111), proc.stderr[-2000:]  # 111: `which` with no version chosen
+    assert proc.returncode in (0, NotFoundError.exit_code), proc.stderr[-2000:]  # 111: `which` with no version chosen
     assert answer in proc.stdout  # it really answered (a completion, not a usage error)
     assert "sandman" in mods  # the probe works: it sees what was imported
     assert not mods & set(HEAVY), f"sandman {' '.join(args)} imported {sorted(mods & set(HEAVY))}"
@@ -111,8 +113,8 @@ def test_version_and_a_tab_cost_at_most_1_5x_import_typer(tmp_path: Path) -> Non
     env = _env(home, tmp_path / "pyc")
     runs = {
         "import typer": ([sys.executable, "-c", "import typer"], env),
-        "--version": ([sys.executable, "-m", "sandman", "--version"], env),
-        "tab": ([sys.executable, "-m", "sandman"], {**env, **BASH_TAB}),
+        "--version": (sandman_argv("--version"), env),
+        "tab": (sandman_argv(), {**env, **BASH_TAB}),
     }
     for cmd, e in runs.values():  # warm up: bytecode written, files in the page cache
         _seconds(cmd, e)

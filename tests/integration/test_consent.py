@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import paths_of, record_file, sandman_argv
 from ptyrun import run_on_pty
+
+from sandman.errors import ConsentError
 
 pytestmark = pytest.mark.docker
 
@@ -76,7 +77,7 @@ def test_first_install_discloses_then_a_change_needs_consent(
 
     write(recipes, tmp_path, mode="rw", network=True)
     refused = sandman("install", "sqlite3@3.34", env=env)
-    assert refused.returncode == 124, refused.stderr
+    assert refused.returncode == ConsentError.exit_code, refused.stderr
     assert "changes what the tool may access" in refused.stderr and "--yes" in refused.stderr
     assert f"- mount data: {tmp_path / 'data'} -> /data (read-only)" in refused.stderr
     assert f"+ mount data: {tmp_path / 'data'} -> /data (read-write)" in refused.stderr
@@ -97,7 +98,7 @@ def test_first_install_discloses_then_a_change_needs_consent(
 
 def _on_tty(args: list[str], env: dict[str, str], answer: bytes) -> tuple[int, str]:
     """Run the CLI with a terminal as stdin/stderr, type `answer` at the prompt."""
-    code, seen, _ = run_on_pty([sys.executable, "-m", "sandman", *args], env=env, stdout_tty=False,
+    code, seen, _ = run_on_pty(sandman_argv(*args), env=env, stdout_tty=False,
                                replies={b"Accept these changes?": answer})
     return code, seen.decode(errors="replace")
 
@@ -109,7 +110,7 @@ def test_terminal_prompt(home: Path, recipes: Path, tmp_path: Path, sandman,
     write(recipes, tmp_path, mode="ro", network=True)
     full = {**shim_env, **env}
     code, text = _on_tty(["install", "sqlite3@3.34"], full, b"n\n")
-    assert code == 124, text
+    assert code == ConsentError.exit_code, text
     assert "+ network: yes (bridge" in text and "Accept these changes?" in text
     assert record(home)["runtime"]["network"] == "none"
     code, text = _on_tty(["install", "sqlite3@3.34"], full, b"y\n")

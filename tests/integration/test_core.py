@@ -15,8 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import ImageRemover, paths_of, remove_images
 
+from sandman.errors import (
+    CHECK_FAILED,
+    BuildError,
+    ConflictError,
+    KitError,
+    MountError,
+    NotFoundError,
+    RecipeError,
+)
+from sandman.names import LABEL_TOOL
 from sandman.paths import builtin_recipes_dir
 
 pytestmark = pytest.mark.docker
@@ -101,16 +111,15 @@ def recipe(root: Path, tool: str, versions: dict[str, str], extra: str = "") -> 
 
 
 @pytest.fixture
-def test_tool(tmp_path: Path, docker_client):
+def test_tool(tmp_path: Path, docker_client, remove_images_after: ImageRemover) -> str:
     """A unique tool name whose images are removed afterwards."""
     name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    for img in docker_client.images.list(filters={"label": f"io.sandman.tool={name}"}):
-        docker_client.images.remove(img.id, force=True)
+    remove_images_after(name)
+    return name
 
 
 def image_ids(docker_client, tool: str) -> set[str]:
-    return {i.id for i in docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"})}
+    return {i.id for i in docker_client.images.list(filters={"label": f"{LABEL_TOOL}={tool}"})}
 
 
 def test_rebuild_only_on_change_and_failed_build_keeps_good_image(
@@ -129,8 +138,10 @@ def test_rebuild_only_on_change_and_failed_build_keeps_good_image(
 
     # a failing step: exit 114, the step named with the log tail, the good image and shim stay
     f.write_text(f.read_text().replace('"echo one > /answer"', '"echo two > /answer", "echo boom >&2; exit 3"'))
+    # what was on the daemon before (other tests' containers are not this build's leftovers)
+    before = {c.id for c in docker_client.containers.list(all=True)}
     p = sandman("install", f"{test_tool}@1", env=env)
-    assert p.returncode == 114, p.stderr
+    assert p.returncode == BuildError.exit_code, p.stderr
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("sandman:")]
     assert len(errors) == 1
     assert errors[0].startswith(f"sandman: building {test_tool}@1 failed at Step ")
@@ -138,15 +149,16 @@ def test_rebuild_only_on_change_and_failed_build_keeps_good_image(
     run = shim(f"{test_tool}-1", "/answer", env={**shim_env, **env}, cwd=workdir)
     assert run.stdout == "one\n", run.stderr
     assert image_ids(docker_client, test_tool) == first
-    assert not docker_client.containers.list(all=True, filters={"label": f"io.sandman.tool={test_tool}"})
-    leftovers = [c for c in docker_client.containers.list(all=True) if c.status != "running"
-                 and c.attrs["Config"].get("Image", "").startswith("sha256:")]
+    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_TOOL}={test_tool}"})
+    leftovers = [c for c in docker_client.containers.list(all=True, ignore_removed=True)
+                 if c.id not in before and c.status != "running"
+                 and c.attrs["Config"].get("Image", "").startswith("sha256:")]  # a build step's
     assert not leftovers
 
     # a failing smoke test: the new image is discarded
     f.write_text(f.read_text().replace('"echo two > /answer", "echo boom >&2; exit 3"', '"true > /answer"'))
     p = sandman("install", f"{test_tool}@1", env=env)
-    assert p.returncode == 114 and "smoke test" in p.stderr and "discarded" in p.stderr
+    assert p.returncode == BuildError.exit_code and "smoke test" in p.stderr and "discarded" in p.stderr
     assert image_ids(docker_client, test_tool) == first
     assert shim(f"{test_tool}-1", "/answer", env={**shim_env, **env}, cwd=workdir).stdout == "one\n"
 
@@ -207,27 +219,27 @@ def test_vendor_kit_recipe(tmp_path: Path, home: Path, sandman, shim_env, workdi
     kit = "se9200-Linux-x86_64-ni.tar.gz"
     env = {"SANDMAN_KITS_DIR": str(kits)}
 
-    p = sandman("-q", "install", "symcli@9.2", env=env)
-    assert p.returncode == 113, p.stderr
+    p = sandman("-q", "install", "--yes", "symcli@9.2", env=env)  # a rw mount: --yes
+    assert p.returncode == KitError.exit_code, p.stderr
     assert p.stderr.strip() == (f"sandman: symcli@9.2 needs the kit '{kit}'; download it and put it "
                                 f"at {kits / kit}")
 
     sha = make_kit(kits / kit)
     text = f.read_text()
     placeholder = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    p = sandman("install", "symcli@9.2", env=env)
-    assert p.returncode == 113 and f"the recipe expects {placeholder}" in p.stderr
+    p = sandman("install", "--yes", "symcli@9.2", env=env)
+    assert p.returncode == KitError.exit_code and f"the recipe expects {placeholder}" in p.stderr
 
     f.write_text(text.replace(placeholder, sha))
     try:
-        p = sandman("install", "symcli@9.2", env=env)
+        p = sandman("install", "--yes", "symcli@9.2", env=env)
         assert p.returncode == 0, p.stderr
         bin_dir = paths_of(home).bin_dir
         assert (bin_dir / "symcfg-9.2").exists() and (bin_dir / "symcli-9.2").exists()
         senv = {**shim_env, **env, "HOME": str(tmp_path / "u")}
         # the offline database directory is declared: missing -> refused before any container
         p = shim("symcli-9.2", "symcfg", "list", env=senv, cwd=workdir)
-        assert p.returncode == 118 and "data directory 'db' is missing" in p.stderr
+        assert p.returncode == MountError.exit_code and "data directory 'db' is missing" in p.stderr
         assert not (tmp_path / "u" / ".symapi").exists()
         db = tmp_path / "u" / ".symapi" / "db"
         db.mkdir(parents=True)
@@ -241,8 +253,7 @@ def test_vendor_kit_recipe(tmp_path: Path, home: Path, sandman, shim_env, workdi
         p = shim("symcfg-9.2", "list", env={**senv, "SANDMAN_SYMCLI_DB": str(other)}, cwd=workdir)
         assert p.stdout.strip() == "symcfg list db=array2.bin"
     finally:
-        for img in docker_client.images.list(filters={"label": "io.sandman.tool=symcli"}):
-            docker_client.images.remove(img.id, force=True)
+        remove_images("symcli")
 
 
 def test_bad_input_one_line(tmp_path: Path, sandman) -> None:
@@ -252,15 +263,18 @@ def test_bad_input_one_line(tmp_path: Path, sandman) -> None:
                                                 '[versions."1"]\nbase = "debian:bookworm-slim"\npackages = "sqlite3"\n')
     env = {"SANDMAN_RECIPE_PATH": str(rdir)}
     cases = [
-        (["install", "broken@1"], 112, f"sandman: {rdir / 'broken' / 'recipe.toml'}:6: versions.1.packages: "
-                                        "expected a list of strings, got string"),
-        (["install", "sqlite@3.34"], 111, "sandman: unknown tool 'sqlite'; known tools: broken, openssl, "
-                                          "postgresql-client, python2, sqlite3, sqlite3-legacy, symcli"),
-        (["install", "sqlite3@3.99"], 111, "sandman: unknown version '3.99' of sqlite3; versions: 3.34, 3.40, 3.46"),
+        (["install", "broken@1"], RecipeError.exit_code,
+         f"sandman: {rdir / 'broken' / 'recipe.toml'}:6: versions.1.packages: expected a list of strings, got string"),
+        (["install", "sqlite@3.34"], NotFoundError.exit_code,
+         "sandman: unknown tool 'sqlite'; known tools: broken, openssl, postgresql-client, python2, sqlite3, "
+         "sqlite3-legacy, symcli"),
+        (["install", "sqlite3@3.99"], NotFoundError.exit_code,
+         "sandman: unknown version '3.99' of sqlite3; versions: 3.34, 3.40, 3.46"),
         (["install", "sqlite3"], 2, "sandman: 'sqlite3' is not TOOL@VERSION (for example sqlite3@3.34 or "
                                     "myrepo/sqlite3@3.34)"),
-        (["uninstall", "sqlite3@3.34"], 111, "sandman: sqlite3@3.34 is not installed; installed: none"),
-        (["recipes", "check"], 112, None),
+        (["uninstall", "sqlite3@3.34"], NotFoundError.exit_code,
+         "sandman: sqlite3@3.34 is not installed; installed: none"),
+        (["recipes", "check"], RecipeError.exit_code, None),
     ]
     for args, code, line in cases:
         p = sandman("-q", *args, env=env)
@@ -269,14 +283,14 @@ def test_bad_input_one_line(tmp_path: Path, sandman) -> None:
         if line is not None:
             assert p.stderr.strip() == line
     p = sandman("--debug", "install", "broken@1", env=env)
-    assert p.returncode == 112 and "Traceback" in p.stderr
+    assert p.returncode == RecipeError.exit_code and "Traceback" in p.stderr
 
 
 def test_list_uninstall_doctor_and_conflicts(tmp_path: Path, home: Path, sandman, docker_client) -> None:
     paths_of(home).bin_dir.mkdir()
     (paths_of(home).bin_dir / "sqlite3-3.46").write_text("#!/bin/sh\necho not sandman\n")
     p = sandman("install", "sqlite3@3.46")
-    assert p.returncode == 119 and "not written by sandman" in p.stderr
+    assert p.returncode == ConflictError.exit_code and "not written by sandman" in p.stderr
     assert (paths_of(home).bin_dir / "sqlite3-3.46").read_text() == "#!/bin/sh\necho not sandman\n"
     assert json.loads(sandman("list", "--json").stdout) == []
     (paths_of(home).bin_dir / "sqlite3-3.46").unlink()
@@ -291,7 +305,7 @@ def test_list_uninstall_doctor_and_conflicts(tmp_path: Path, home: Path, sandman
     assert doc.returncode == 0, checks
     (paths_of(home).bin_dir / "sqlite3-3.46").unlink()
     doc = sandman("doctor")
-    assert doc.returncode == 102 and "sqlite3@3.46 shim sqlite3-3.46: missing" in doc.stdout
+    assert doc.returncode == CHECK_FAILED and "sqlite3@3.46 shim sqlite3-3.46: missing" in doc.stdout
     assert json.loads(sandman("list", "--json").stdout)[0]["state"] == "shim-missing"
     assert sandman("install", "sqlite3@3.46").returncode == 0
     p = sandman("uninstall", "sqlite3@3.46")

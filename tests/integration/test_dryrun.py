@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from helpers import ImageRemover, run_sandman
+
+from sandman.names import LABEL_PID, LABEL_TOOL
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +25,7 @@ def created_by(docker_client, pid: int, since: int) -> list[dict]:
     """Container 'create' events whose shim had process id pid (the io.sandman.pid label)."""
     events = docker_client.events(since=since, until=int(time.time()) + 1, decode=True,
                                   filters={"type": "container", "event": "create",
-                                           "label": f"io.sandman.pid={pid}"})
+                                           "label": f"{LABEL_PID}={pid}"})
     return list(events)
 
 
@@ -97,13 +99,11 @@ def test_read_only_mount_of_a_path_argument_is_shown(work: Path, shared_env: dic
 
 
 def test_sandman_run_dry_run(work: Path, shared_env: dict[str, str]) -> None:
-    real = subprocess.run([sys.executable, "-m", "sandman", "run", "sqlite3@3.46", "sqlite3", "db",
-                           "select a from t"], cwd=work, env=shared_env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    real = run_sandman("run", "sqlite3@3.46", "sqlite3", "db", "select a from t", cwd=work,
+                       env=shared_env, stdin=subprocess.DEVNULL, timeout=300)
     assert (real.returncode, real.stdout) == (0, "7\n"), real.stderr
-    dry = subprocess.run([sys.executable, "-m", "sandman", "run", "--dry-run", "sqlite3@3.46",
-                          "sqlite3", "db", "select a from t"], cwd=work, env=shared_env,
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    dry = run_sandman("run", "--dry-run", "sqlite3@3.46", "sqlite3", "db", "select a from t",
+                      cwd=work, env=shared_env, stdin=subprocess.DEVNULL, timeout=300)
     assert dry.returncode == 0 and "dry run of sqlite3@3.46" in dry.stderr
     replay = subprocess.run(["bash", "-c", dry.stdout], cwd="/", env=shared_env,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
@@ -113,9 +113,8 @@ def test_sandman_run_dry_run(work: Path, shared_env: dict[str, str]) -> None:
 def test_matrix_dry_run_reports_each_command(work: Path, shared_env: dict[str, str]) -> None:
     import json
 
-    p = subprocess.run([sys.executable, "-m", "sandman", "matrix", "--dry-run", "--json",
-                        "sqlite3@all", "--", "sqlite3", "db", "select 1"], cwd=work,
-                       env=shared_env, capture_output=True, text=True, timeout=300)
+    p = run_sandman("matrix", "--dry-run", "--json", "sqlite3@all", "--", "sqlite3", "db",
+                    "select 1", cwd=work, env=shared_env, timeout=300)
     assert p.returncode == 0, p.stderr
     results = json.loads(p.stdout)["results"]
     assert [r["exit_code"] for r in results] == [0, 0]
@@ -127,14 +126,15 @@ def test_matrix_dry_run_reports_each_command(work: Path, shared_env: dict[str, s
 def tool_events(tool: str, since: int) -> list[dict]:
     """Every daemon event (image, container, any action) about this tool's images/containers."""
     out = subprocess.run(["docker", "events", "--since", str(since), "--until", str(int(time.time()) + 1),
-                          "--filter", f"label=io.sandman.tool={tool}", "--format", "{{json .}}"],
+                          "--filter", f"label={LABEL_TOOL}={tool}", "--format", "{{json .}}"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture
-def unbuilt(tmp_path: Path, docker_client) -> dict[str, object]:
+def unbuilt(tmp_path: Path, docker_client, remove_images_after: ImageRemover) -> dict[str, object]:
     tool = f"dry{uuid.uuid4().hex[:10]}"
+    remove_images_after(tool)
     recipes = tmp_path / "recipes"
     (recipes / tool).mkdir(parents=True)
     (recipes / tool / "recipe.toml").write_text(
@@ -143,9 +143,7 @@ def unbuilt(tmp_path: Path, docker_client) -> dict[str, object]:
         '[versions."2"]\nbase = "debian:bookworm-slim"\nrun = ["echo built two > /built"]\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     env.update(SANDMAN_HOME=str(tmp_path / "home"), SANDMAN_RECIPE_PATH=str(recipes))
-    yield {"tool": tool, "env": env, "cwd": tmp_path}
-    for img in docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}):
-        docker_client.images.remove(img.id, force=True)
+    return {"tool": tool, "env": env, "cwd": tmp_path}
 
 
 @pytest.mark.parametrize("command", ["run", "matrix"])
@@ -154,12 +152,11 @@ def test_a_dry_run_never_builds_pulls_or_creates(unbuilt: dict, command: str, do
     since = int(time.time()) - 1
     args = ([command, f"{tool}@1", "--dry-run", "--", "cat", "/built"] if command == "run" else
             [command, "--dry-run", "--json", f"{tool}@1,2", "--", "cat", "/built"])
-    p = subprocess.run([sys.executable, "-m", "sandman", *args], env=env, cwd=unbuilt["cwd"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    p = run_sandman(*args, env=env, cwd=unbuilt["cwd"], stdin=subprocess.DEVNULL, timeout=300)
     assert p.returncode == 0, p.stderr
     time.sleep(1.5)  # events are reported by second
     assert tool_events(tool, since) == []
-    assert docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}) == []
+    assert docker_client.images.list(filters={"label": f"{LABEL_TOOL}={tool}"}) == []
     printed = p.stdout if command == "run" else \
         "".join(r["stdout"] for r in json.loads(p.stdout)["results"])
     versions = ["1"] if command == "run" else ["1", "2"]
@@ -167,9 +164,8 @@ def test_a_dry_run_never_builds_pulls_or_creates(unbuilt: dict, command: str, do
         assert f" sandman/{tool}:{v}-" in printed  # the tag it would use
         assert f"image sandman/{tool}:{v}-" in p.stderr and "is not built yet" in p.stderr
     # and the check above can fail: a real run builds, which the daemon reports
-    real = subprocess.run([sys.executable, "-m", "sandman", "run", f"{tool}@1", "--", "cat", "/built"],
-                          env=env, cwd=unbuilt["cwd"], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=600)
+    real = run_sandman("run", f"{tool}@1", "--", "cat", "/built", env=env, cwd=unbuilt["cwd"],
+                       stdin=subprocess.DEVNULL, timeout=600)
     assert (real.returncode, real.stdout) == (0, "built\n"), real.stderr
     time.sleep(1.5)
     assert tool_events(tool, since) != []

@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,10 +27,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import PODMAN, paths_of, remove_images, run_sandman, sandman_argv
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
 
 from sandman import engines
+from sandman.errors import (
+    CHECK_FAILED,
+    EngineNotInstalledError,
+    NoEngineError,
+    StaleSocketError,
+    StateError,
+    SubidError,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -66,7 +73,7 @@ def nosubid() -> PodmanUser:
 
 def as_user(user: PodmanUser, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """sandman as user, whatever the PATH in env (setpriv itself is found on ours)."""
-    argv = user.argv([user.python, "-m", "sandman", *args])
+    argv = user.argv(sandman_argv(*args, python=user.python))
     argv[0] = shutil.which("setpriv") or "/usr/bin/setpriv"
     return subprocess.run(argv, env=env, capture_output=True, timeout=300, cwd="/")
 
@@ -80,8 +87,7 @@ def owned_dir(parent: Path, name: str, user: PodmanUser) -> Path:
 
 def root_cli(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """sandman as root with exactly this environment (no inherited SANDMAN_*/DOCKER_*)."""
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd="/")
+    return run_sandman(*args, env=env, timeout=timeout, cwd="/")
 
 
 def plain_env(home: Path, path: str, **extra: str) -> dict[str, str]:
@@ -110,7 +116,7 @@ def test_no_engine_for_this_user_is_92_and_doctor_says_it_in_one_line(nosubid: P
     empty = owned_dir(shared_tmp, "empty-bin", nosubid)
     env = nosubid.env(SANDMAN_HOME=str(home), PATH=str(empty))
     p = as_user(nosubid, "install", "sqlite3@3.46", env=env)
-    assert p.returncode == 92
+    assert p.returncode == NoEngineError.exit_code
     assert one_line(p.stderr) == (
         "sandman: no container engine this user can use: the Docker socket /var/run/docker.sock "
         "is not open to them and Podman is not installed; install Podman (apt-get/dnf install "
@@ -119,11 +125,11 @@ def test_no_engine_for_this_user_is_92_and_doctor_says_it_in_one_line(nosubid: P
     assert not home.exists()
     for args in (["list"], ["--engine", "auto", "gc", "--dry-run"], ["bootstrap", "debian:bookworm-slim"]):
         q = as_user(nosubid, *args, env=env)
-        assert (q.returncode, one_line(q.stderr)) == (92, one_line(p.stderr)), args
+        assert (q.returncode, one_line(q.stderr)) == (NoEngineError.exit_code, one_line(p.stderr)), args
     assert not home.exists()
 
     doc = as_user(nosubid, "doctor", env=env)
-    assert doc.returncode == 102
+    assert doc.returncode == CHECK_FAILED
     out = doc.stdout.decode()
     engine_lines = [ln for ln in out.splitlines() if "engine" in ln.split(":")[0] or "docker" in ln.split(":")[0]]
     assert engine_lines == [f"FAIL  engine: {one_line(p.stderr).removeprefix('sandman: ')}"], out
@@ -139,16 +145,16 @@ def test_named_engine_not_installed_is_93_before_anything_is_made(tmp_path: Path
     want = ('sandman: engine "podman" ({}) is not installed here: install Podman (apt-get install '
             'podman uidmap, or dnf install podman), or use engine = "docker"')
     p = root_cli("install", "sqlite3@3.46", env={**env, "SANDMAN_ENGINE": "podman"})
-    assert (p.returncode, one_line(p.stderr)) == (93, want.format("SANDMAN_ENGINE"))
+    assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("SANDMAN_ENGINE"))
     p = root_cli("--engine", "podman", "install", "sqlite3@3.46", env=env)
-    assert (p.returncode, one_line(p.stderr)) == (93, want.format("SANDMAN_ENGINE"))
+    assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("SANDMAN_ENGINE"))
     assert not home.exists()
 
     # --engine with a name that is no engine: the same code (a typo in SANDMAN_ENGINE or
     # config.toml is no usage error either), said before anything is made
     p = root_cli("--engine", "nosuch", "list", env=env)
     assert (p.returncode, one_line(p.stderr)) == (
-        93, "sandman: unknown engine 'nosuch' (from SANDMAN_ENGINE): use \"docker\", \"podman\" or \"auto\"")
+        EngineNotInstalledError.exit_code, "sandman: unknown engine 'nosuch' (from SANDMAN_ENGINE): use \"docker\", \"podman\" or \"auto\"")
     assert not home.exists()
 
     config = paths_of(home).config_file
@@ -156,14 +162,14 @@ def test_named_engine_not_installed_is_93_before_anything_is_made(tmp_path: Path
     config.write_text('# chosen by the admin\nengine = "podman"\n')
     before = tree(home)
     p = root_cli("install", "sqlite3@3.46", env=env)
-    assert (p.returncode, one_line(p.stderr)) == (93, want.format("config.toml engine"))
+    assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("config.toml engine"))
     assert tree(home) == before
 
     # not an engine at all in config.toml: config.py's own check, with file:line (123)
     config.write_text('# chosen by the admin\nengine = "bogus"\n')
     p = root_cli("list", env=env)
     assert (p.returncode, one_line(p.stderr)) == (
-        123, f'sandman: {config}:2: engine: expected "docker", "podman" or "auto"')
+        StateError.exit_code, f'sandman: {config}:2: engine: expected "docker", "podman" or "auto"')
 
 
 # -- 94: rootless Podman without subordinate ids ---------------------------------------------------
@@ -176,7 +182,7 @@ def test_rootless_podman_without_subids_is_94_before_anything_is_made(nosubid: P
             "--add-subgids 100000-165535 sandman-nosubid`, then `podman system migrate`")
     for args in (["install", "sqlite3@3.46"], ["--engine", "podman", "list"]):
         p = nosubid.sandman(*args, env=env)
-        assert (p.returncode, one_line(p.stderr)) == (94, want), args
+        assert (p.returncode, one_line(p.stderr)) == (SubidError.exit_code, want), args
     assert not home.exists()
     assert not Path(engines.podman_socket(nosubid.uid, env)).parent.exists()  # no service started
 
@@ -192,11 +198,13 @@ def test_a_stale_podman_socket_is_95(shared_tmp: Path) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(sock))
     s.close()
+    for p in (sock.parent, sock):  # the user's own (a socket of another user is refused, 96)
+        os.chown(p, user.uid, user.gid)
     home = shared_tmp / "home"
     env = user.env(SANDMAN_HOME=str(home), XDG_RUNTIME_DIR=str(runtime))
     p = user.sandman("install", "sqlite3@3.46", env=env)
     assert (p.returncode, one_line(p.stderr)) == (
-        95, f"sandman: the Podman socket {sock} is stale (nothing listens on it): remove it "
+        StaleSocketError.exit_code, f"sandman: the Podman socket {sock} is stale (nothing listens on it): remove it "
             f"(rm {sock}) or restart the service (podman system service), then try again")
     assert not home.exists() and sorted(os.listdir(sock.parent)) == ["podman.sock"]
 
@@ -225,7 +233,7 @@ def test_doctor_recognises_this_hosts_podman_failures(root_bases, tmp_path: Path
     finally:
         stop_service(sock)
     lines = doc.stdout.splitlines()
-    assert doc.returncode == 102, doc.stdout + doc.stderr
+    assert doc.returncode == CHECK_FAILED, doc.stdout + doc.stderr
     assert f"ok    engine: Podman (rootful) at unix://{sock} (SANDMAN_ENGINE says podman)" in lines
     [oci] = [ln for ln in lines if ln.startswith("ok    OCI runtime: ")]
     assert oci.startswith(f"ok    OCI runtime: {runtime} (")  # Podman read CONTAINERS_CONF
@@ -266,7 +274,7 @@ def test_doctor_rootless_podman_in_full(shared_tmp: Path) -> None:
 
         crun = user.sandman("doctor", env={**env, "CONTAINERS_CONF": str(conf_file)}, timeout=300)
         out = crun.stdout.decode()
-        assert crun.returncode == 102
+        assert crun.returncode == CHECK_FAILED
         assert f"ok    podman API socket: {sock} answers" in out  # the service started above
         assert "FAIL  podman run: crun cannot run containers on this host's hybrid cgroup layout" in out
     finally:
@@ -322,7 +330,7 @@ def test_podman_shim_refusals_and_the_service_sandman_restarts(root_bases, share
                 d.chmod(0o755)
         r = subprocess.run(nosubid.argv([str(shim)]), env=nosubid.env(), capture_output=True,
                            text=True, timeout=60, cwd="/")
-        assert r.returncode == 94
+        assert r.returncode == SubidError.exit_code
         assert one_line(r.stderr) == (
             f"sandman: rootless Podman needs subordinate uid and gid ranges for {nosubid.name} "
             f"(/etc/subuid has none): an admin runs usermod --add-subuids 100000-165535 "
@@ -331,13 +339,10 @@ def test_podman_shim_refusals_and_the_service_sandman_restarts(root_bases, share
         # podman uninstalled since: the shim says so (93), it does not exec a missing file
         (pbin / "podman").unlink()
         r = subprocess.run([str(shim)], env=env, capture_output=True, text=True, timeout=60)
-        assert r.returncode == 93
+        assert r.returncode == EngineNotInstalledError.exit_code
         assert one_line(r.stderr) == (
             f"sandman: {tool}@1: this shim runs Podman, which is not installed here (install "
             "podman, or set engine = \"docker\" in config.toml and run sandman reshim --all)")
     finally:
         stop_service(sock)
-        ids = subprocess.run(["podman", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["podman", "rmi", "-f", *sorted(set(ids))], capture_output=True)
+        remove_images(tool, engine=PODMAN)

@@ -2,7 +2,7 @@
 from sqlite.org's 2013 source tarball with gcc from Debian's packages.
 
 sqlite.org is not reachable from CI, so the end-to-end build serves a stand-in tarball from a
-local HTTP server (test_sources.py's) as the sources mirror: a tiny C program laid out like
+local HTTP server (the `http_server` fixture) as the sources mirror: a tiny C program laid out like
 sqlite's autoconf tarball (`configure`, a Makefile, `make install`). The recipe is the built-in
 one with only its tool name and sha256 changed, so its real build steps (apt gcc, configure,
 make, purge) and its version check run here; the recipe's URL stays sqlite.org's and is never
@@ -18,12 +18,10 @@ import re
 import subprocess
 import tarfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import base_env, paths_of
-from test_sources import Server
+from helpers import FileServer, ImageRemover, base_env, paths_of
 
 from sandman.paths import builtin_recipes_dir
 
@@ -73,12 +71,8 @@ SHA = hashlib.sha256(TARBALL).hexdigest()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _remove_test_images() -> Iterator[None]:
-    yield
-    ids = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter", f"label=io.sandman.tool={TOOL}"],
-                         capture_output=True, text=True).stdout
-    for image in sorted(set(ids.split())):
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+def _remove_test_images(remove_images_after_module: ImageRemover) -> None:
+    remove_images_after_module(TOOL)
 
 
 def test_the_builtin_recipe_names_the_real_tarball_and_validates(sandman) -> None:
@@ -95,8 +89,9 @@ def test_the_builtin_recipe_names_the_real_tarball_and_validates(sandman) -> Non
 
 
 @pytest.mark.docker
-def test_built_from_source_through_a_mirror_end_to_end(sandman, home: Path, tmp_path: Path, docker_client) -> None:
-    server = Server(tmp_path / "www")
+def test_built_from_source_through_a_mirror_end_to_end(sandman, home: Path, tmp_path: Path,
+                                                       http_server: FileServer, docker_client) -> None:
+    server = http_server
     (server.root / "mirror").mkdir()
     (server.root / "mirror" / NAME).write_bytes(TARBALL)
     text = RECIPE.read_text()

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import run_sandman
+
+from sandman.errors import CHECK_FAILED, NotFoundError
 
 pytestmark = pytest.mark.docker
 
 
 def cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandman", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_sandman(*args, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture
@@ -89,13 +90,12 @@ def test_all_and_agreement(tmp_path: Path, shared_env: dict[str, str]) -> None:
     assert doc["agree"] is True and {r["stdout"] for r in doc["results"]} == {"42\n"}
     differ = cli(shared_env, "matrix", "--fail-on-diff", "sqlite3@all", "--",
                  "sqlite3", ":memory:", "select sqlite_version()", cwd=tmp_path)
-    assert differ.returncode == 102, differ.stdout + differ.stderr
+    assert differ.returncode == CHECK_FAILED, differ.stdout + differ.stderr
 
 
 def test_stdin_is_not_shared(tmp_path: Path, shared_env: dict[str, str]) -> None:
-    p = subprocess.run([sys.executable, "-m", "sandman", "matrix", "--json", "sqlite3@3.34,3.46",
-                        "--", "sqlite3", ":memory:"], input="select 1;\n", cwd=tmp_path,
-                       env=shared_env, capture_output=True, text=True, timeout=600)
+    p = run_sandman("matrix", "--json", "sqlite3@3.34,3.46", "--", "sqlite3", ":memory:",
+                    input="select 1;\n", cwd=tmp_path, env=shared_env, timeout=600)
     assert p.returncode == 0, p.stderr
     assert [r["stdout"] for r in json.loads(p.stdout)["results"]] == ["", ""]
 
@@ -123,9 +123,9 @@ def test_bad_targets_are_one_line_errors(tmp_path: Path, shared_env: dict[str, s
     p = cli(shared_env, "matrix", "sqlite3@3.34,,3.46", "--", "true", cwd=tmp_path)
     assert p.returncode == 2 and "empty item" in p.stderr and "Traceback" not in p.stderr
     p = cli(shared_env, "matrix", "nosuchtool@all", "--", "true", cwd=tmp_path)
-    assert p.returncode == 111 and "no version of nosuchtool is installed" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "no version of nosuchtool is installed" in p.stderr
     p = cli(shared_env, "matrix", "sqlite3@9.9", "--", "true", cwd=tmp_path)
-    assert p.returncode == 111 and "unknown version '9.9'" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "unknown version '9.9'" in p.stderr
 
 
 def test_a_second_target_without_a_comma_is_a_usage_error(tmp_path: Path,

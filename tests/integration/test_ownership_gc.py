@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, run_sandman, sandman_argv
 from podman_helpers import python_for
+
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
 
@@ -84,9 +86,8 @@ class User:
                 "PYTHONPATH": self.python[1], "SANDMAN_WARM": "0"}
 
     def sandman(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        return subprocess.run([*_setpriv(self.uid, self.gid), self.python[0], "-m", "sandman", *args],
-                              env=self.env(), cwd=self.home, capture_output=True, text=True,
-                              timeout=timeout)
+        return run_sandman(*args, prefix=_setpriv(self.uid, self.gid), python=self.python[0],
+                           env=self.env(), cwd=self.home, timeout=timeout)
 
     def shim(self, name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([*_setpriv(self.uid, self.gid), str(paths_of(self.home).bin_dir / name), *args],
@@ -106,7 +107,7 @@ def recipe_text(tool: str, versions: tuple[str, ...]) -> str:
 def images_of(tool: str) -> dict[str, list[str]]:
     """image id -> tags, for every image labelled with tool (untagged ones included)."""
     out = subprocess.run(["docker", "images", "--no-trunc", "--filter",
-                          f"label=io.sandman.tool={tool}", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
+                          f"label={LABEL_TOOL}={tool}", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"],
                          capture_output=True, text=True, check=True).stdout
     found: dict[str, list[str]] = {}
     for line in out.splitlines():
@@ -117,20 +118,15 @@ def images_of(tool: str) -> dict[str, list[str]]:
     return {image_id: sorted(tags) for image_id, tags in found.items()}
 
 
-def remove_tool_images(tool: str) -> None:
-    for image_id in images_of(tool):
-        subprocess.run(["docker", "rmi", "-f", image_id], capture_output=True)
-
-
 @pytest.fixture
-def tool() -> Iterator[str]:
+def tool(remove_images_after: ImageRemover) -> Iterator[str]:
     name = f"gc{uuid.uuid4().hex[:10]}"
+    remove_images_after(name)
     yield name
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sandman.tool={name}"],
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_TOOL}={name}"],
                          capture_output=True, text=True).stdout.split()
     if out:
         subprocess.run(["docker", "rm", "-f", *out], capture_output=True)
-    remove_tool_images(name)
 
 
 @pytest.fixture
@@ -218,11 +214,12 @@ def test_a_containers_image_is_never_removed(users: tuple[User, User], tool: str
     ok(alice.sandman("install", f"{tool}@1"))
     # a long-running call of alice's tool (the run command runs CMD ARGS as given)
     runner = subprocess.Popen(
-        [*_setpriv(alice.uid, alice.gid), alice.python[0], "-m", "sandman", "run", f"{tool}@1", "--", "sleep", "120"],
+        [*_setpriv(alice.uid, alice.gid),
+         *sandman_argv("run", f"{tool}@1", "--", "sleep", "120", python=alice.python[0])],
         env=alice.env(), cwd=alice.home, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not subprocess.run(["docker", "ps", "-q", "--filter", f"label=io.sandman.tool={tool}"],
+        while not subprocess.run(["docker", "ps", "-q", "--filter", f"label={LABEL_TOOL}={tool}"],
                                  capture_output=True, text=True).stdout.strip():
             assert runner.poll() is None, runner.stderr.read() if runner.stderr else ""
             assert time.monotonic() < deadline, "the container did not start"
@@ -237,7 +234,7 @@ def test_a_containers_image_is_never_removed(users: tuple[User, User], tool: str
     finally:
         runner.kill()
         runner.wait()
-        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.sandman.tool={tool}"],
+        ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_TOOL}={tool}"],
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
@@ -300,8 +297,8 @@ def _build(tool: str, marker: str, fingerprint: str) -> str:
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    labels = ["--label", f"io.sandman.tool={tool}", "--label", "io.sandman.version=1",
-              "--label", f"io.sandman.fingerprint={fingerprint}"]
+    labels = ["--label", f"{LABEL_TOOL}={tool}", "--label", f"{LABEL_VERSION}=1",
+              "--label", f"{LABEL_FINGERPRINT}={fingerprint}"]
     p = subprocess.run(["docker", "build", "-q", *labels, "-"], input=ctx.getvalue(),
                        capture_output=True, check=True)
     return p.stdout.decode().strip()
@@ -340,8 +337,8 @@ def _load_old_untagged(tool: str) -> str:
     diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
     config = json.dumps({
         "architecture": "amd64", "os": "linux", "created": "2001-01-01T00:00:00Z",
-        "config": {"Labels": {"io.sandman.tool": tool, "io.sandman.version": "1",
-                              "io.sandman.fingerprint": "0" * 64}, "Cmd": ["/leftover.txt"]},
+        "config": {"Labels": {LABEL_TOOL: tool, LABEL_VERSION: "1",
+                              LABEL_FINGERPRINT: "0" * 64}, "Cmd": ["/leftover.txt"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "history": [{"created": "2001-01-01T00:00:00Z"}],
     }).encode()
     config_id = hashlib.sha256(config).hexdigest()

@@ -1,8 +1,10 @@
 """`platform = "linux/arm64"`: images of another CPU, run through QEMU user emulation.
 
 The integration tests bootstrap an arm64 Debian base with mmdebstrap under qemu-user-static
-(once per session, timed) and run an arm64 tool through a shim on this amd64 host. The checks
-of binfmt_misc and of the fingerprint run against fake /proc folders and a fake engine.
+(once per session, timed: the suite's one real mmdebstrap run) and run an arm64 tool through a
+shim on this amd64 host; `sandman bootstrap arm64v8/debian:...` gets that tarball from the
+recording stand-in for mmdebstrap (bootstrap_helpers.py). The checks of binfmt_misc and of the
+fingerprint run against fake /proc folders and a fake engine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bootstrap_helpers import StandIn
 
 from sandman import platforms
 from sandman.bootstrap import plan
@@ -87,7 +90,7 @@ def test_an_arm64_host_without_x86_emulation_is_refused(tmp_path: Path,
     monkeypatch.setattr(platforms, "host_platform", lambda daemon_arch=None: platforms.PLATFORMS["linux/arm64"])
     with pytest.raises(PlatformError) as e:
         require_platform("linux/amd64", "symcli@9.2")
-    assert e.value.exit_code == 99
+    assert e.value.exit_code == PlatformError.exit_code
     assert e.value.message.startswith("symcli@9.2: this linux/arm64 host cannot run linux/amd64 programs")
     assert "fix: as root: apt-get install qemu-user-static" in e.value.message
     require_platform("linux/arm64", "symcli@9.2")  # its own platform: nothing to check
@@ -138,7 +141,7 @@ def test_unknown_platform_is_a_recipe_error_at_its_line(tmp_path: Path) -> None:
                      'platform = "linux/sparc"\n')
     with pytest.raises(RecipeError) as e:
         load_recipe(f)
-    assert e.value.exit_code == 112
+    assert e.value.exit_code == RecipeError.exit_code
     assert e.value.message.startswith(f"{f}:6: versions.1.platform: unknown platform 'linux/sparc'")
     f.write_text(f.read_text().replace('"linux/sparc"', "64"))
     with pytest.raises(RecipeError, match=r":6: versions\.1\.platform: unknown platform 64"):
@@ -171,33 +174,39 @@ def ensure_emulation() -> None:
 
 
 @pytest.fixture(scope="session")
-def arm_base(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An arm64 Debian base made here, once per session: mmdebstrap --arch=arm64 runs the new
-    system's maintainer scripts under QEMU, then `sandman bootstrap --from-rootfs` finds arm64
-    in its /bin/sh and builds it for linux/arm64. The essential variant (no apt) keeps it at
-    about a minute here; minbase, what `sandman bootstrap arm64v8/debian:SUITE` makes, takes 5.
-    The seconds each step took are printed in the test report."""
+def arm_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An arm64 Debian root filesystem made here, once per session: the suite's one real
+    mmdebstrap run (a foreign-arch image needs Debian's own work: its maintainer scripts run
+    under QEMU). The essential variant (no apt) keeps it at about a minute here; minbase, what
+    `sandman bootstrap arm64v8/debian:SUITE` asks for, takes 5. Its seconds are printed."""
     ensure_emulation()
     import sys
 
-    from helpers import base_env
-
-    tmp = tmp_path_factory.mktemp("arm-base")
-    tarball = tmp / "bookworm-arm64.tar"
+    tarball = tmp_path_factory.mktemp("arm-rootfs") / "bookworm-arm64.tar"
     mode = "root" if os.geteuid() == 0 else "unshare"
     start = time.monotonic()
     p = subprocess.run(["mmdebstrap", "--variant=essential", "--arch=arm64", f"--mode={mode}",
                         "--format=tar", "bookworm", str(tarball)],
                        capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
-    mid = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "sandman", "bootstrap", "--from-rootfs", str(tarball),
-                        ARM_BASE], env=base_env(tmp / "home"), capture_output=True, text=True,
-                       timeout=900)
+    print(f"\narm64 rootfs: mmdebstrap {time.monotonic() - start:.0f}s", file=sys.stderr)
+    yield tarball
+    tarball.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def arm_base(arm_rootfs: Path, docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """That root filesystem as a base: `sandman bootstrap --from-rootfs` finds arm64 in its
+    /bin/sh and builds it for linux/arm64 (its seconds are printed too)."""
+    import sys
+
+    from helpers import base_env, run_sandman
+
+    start = time.monotonic()
+    p = run_sandman("bootstrap", "--from-rootfs", str(arm_rootfs), ARM_BASE,
+                    env=base_env(tmp_path_factory.mktemp("arm-base") / "home"))
     assert p.returncode == 0, p.stderr[-3000:]
-    print(f"\narm64 base: mmdebstrap {mid - start:.0f}s, bootstrap --from-rootfs "
-          f"{time.monotonic() - mid:.0f}s", file=sys.stderr)
-    tarball.unlink()
+    print(f"\narm64 base: bootstrap --from-rootfs {time.monotonic() - start:.0f}s", file=sys.stderr)
     img = docker_client.images.get(ARM_BASE)
     assert (img.attrs["Architecture"], img.attrs["Os"]) == ("arm64", "linux")
     yield ARM_BASE
@@ -206,17 +215,15 @@ def arm_base(docker_client, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def arm_tool(tmp_path: Path, docker_client) -> Iterator[tuple[str, Path]]:
+def arm_tool(tmp_path: Path, docker_client, remove_images_after) -> Iterator[tuple[str, Path]]:
     tool = f"pt{uuid.uuid4().hex[:10]}"
+    remove_images_after(tool)
     recipes = tmp_path / "recipes"
     script = "printf '#!/bin/sh\\necho built-on %s\\n' \"$(uname -m)\" > /usr/local/bin/built-on"
     write_recipe(recipes, tool, f'[versions."1"]\nbase = "{ARM_BASE}"\nplatform = "linux/arm64"\n'
                  f'run = [{json.dumps(script)}, "chmod 755 /usr/local/bin/built-on"]\n'
                  'commands = ["uname", "built-on"]\nsmoke = ["built-on"]\n')
     yield tool, recipes
-    for img in docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}):
-        with contextlib.suppress(Exception):
-            docker_client.images.remove(img.id, force=True)
 
 
 @pytest.mark.docker
@@ -257,14 +264,42 @@ def test_a_base_of_the_wrong_platform_is_refused(arm_base, sandman, tmp_path: Pa
     env = {"SANDMAN_RECIPE_PATH": str(recipes)}
     # (what the install consent says comes first: the error is the last line, and one line)
     p = sandman("install", "ptwrong@1", env=env)
-    assert p.returncode == 99, p.stderr
+    assert p.returncode == PlatformError.exit_code, p.stderr
     assert p.stderr.splitlines()[-1].startswith(
         "sandman: ptwrong@1: base debian:bookworm-slim is linux/amd64, but the recipe's platform "
         "is linux/arm64; name a linux/arm64 base in `base` (made with: sandman bootstrap arm64v8/")
     p = sandman("install", "ptnone@1", env=env)
-    assert p.returncode == 99, p.stderr
+    assert p.returncode == PlatformError.exit_code, p.stderr
     assert p.stderr.splitlines()[-1] + "\n" == (f"sandman: ptnone@1: base {ARM_BASE} is linux/arm64, not this host's "
                         "linux/amd64; add platform = \"linux/arm64\" to the recipe to run it through "
                         "QEMU emulation\n")
     p = sandman("-q", "bootstrap", "--platform", "linux/arm64", ARM_BASE)
     assert p.returncode == 2 and p.stderr.startswith("sandman: --from-rootfs FILE takes exactly one")
+
+
+@pytest.mark.docker
+def test_bootstrap_of_an_arm64_base_builds_it_for_arm64(arm_rootfs: Path, arm_base: str, sandman,
+                                                       docker_client, mmdebstrap_standin: StandIn) -> None:
+    """`sandman bootstrap arm64v8/debian:SUITE` asks mmdebstrap for --arch=arm64, then builds its
+    tarball for linux/arm64 (an import would be labelled amd64 by docker 20.10) and runs it."""
+    # The stand-in answers with the real arm64 tarball made above (after arm_base used it), which
+    # is the essential variant: a real minbase run would add apt, and minutes under QEMU.
+    ref = "arm64v8/debian:bookworm"  # no other test uses it; removed at the end
+    marker = mmdebstrap_standin.provide_tarball("bookworm", "arm64", arm_rootfs, "mmdebstrap arm64")
+    record = mmdebstrap_standin.record()
+    try:
+        p = sandman("bootstrap", "--force", ref, env=mmdebstrap_standin.env(record))
+        assert p.returncode == 0, p.stderr
+        [call] = StandIn.calls(record)
+        assert "--arch=arm64" in call.options and call.positional[0] == "bookworm"
+        assert "$ " + " ".join(["mmdebstrap", *call.argv]) in p.stderr.splitlines()
+        assert f"{ref}: imported sha256:" in p.stderr
+        img = docker_client.images.get(ref)
+        assert (img.attrs["Architecture"], img.attrs["Os"]) == ("arm64", "linux")
+        assert img.attrs["Config"]["Cmd"] == ["bash"]
+        out = docker_client.containers.run(ref, ["sh", "-c", "uname -m; cat /etc/sandman-standin"],
+                                           remove=True, network_mode="none").decode()
+        assert out == "aarch64\n" + marker
+    finally:
+        with contextlib.suppress(Exception):
+            docker_client.images.remove(ref, force=True)

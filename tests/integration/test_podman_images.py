@@ -10,6 +10,7 @@ import must not take for names the manifest does not list.
 Each test's tool has a unique name; its images are removed from every store by that name. The
 bootstrapped base is `debian:bookworm` (not -slim: no recipe of the other tests uses it, as in
 test_bootstrap.py); rootful Podman is root's store, rootless is the `sandman-podman` user's.
+mmdebstrap is the recording stand-in (bootstrap_helpers.py): the import is what is tested here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -28,10 +28,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bootstrap_helpers import StandIn
+from helpers import PODMAN, remove_images, run_sandman
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
 from runtime_helpers import stop_reaper
 
 from sandman.engine import short_tag
+from sandman.errors import SubidError
 
 pytestmark = pytest.mark.docker
 
@@ -53,28 +56,19 @@ def write_recipe(recipes: Path, tool: str, base: str, marker: str) -> None:
 
 
 def root_sandman(engine: str, home: Path, recipes: Path | None, *args: str,
-                 timeout: float = 900) -> subprocess.CompletedProcess:
+                 timeout: float = 900, extra: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
-    env.update(SANDMAN_HOME=str(home), SANDMAN_ENGINE=engine, SANDMAN_WARM="0")
+    env.update(SANDMAN_HOME=str(home), SANDMAN_ENGINE=engine, SANDMAN_WARM="0", **(extra or {}))
     if recipes is not None:
         env["SANDMAN_RECIPE_PATH"] = str(recipes)
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd="/")
+    return run_sandman(*args, env=env, timeout=timeout, cwd="/")
 
 
 def inspect(cli: str, ref: str, fmt: str) -> str | None:
     """`docker|podman image inspect -f fmt ref` as root, None when there is no such image."""
     p = subprocess.run([cli, "image", "inspect", "-f", fmt, ref], capture_output=True, text=True)
     return p.stdout.strip() if p.returncode == 0 else None
-
-
-def remove_tool_images(argv: list[str], tool: str, env: dict[str, str] | None = None) -> None:
-    """Every image labelled with this test's tool, in one store (docker, podman, a user's)."""
-    ids = subprocess.run([*argv, "images", "-q", "--no-trunc", "--filter",
-                          f"label=io.sandman.tool={tool}"], capture_output=True, text=True,
-                         env=env, cwd="/").stdout.split()
-    for i in dict.fromkeys(ids):
-        subprocess.run([*argv, "rmi", "-f", i], capture_output=True, env=env, cwd="/")
 
 
 def drop_replaced(argv: list[str], old: str | None, env: dict[str, str] | None = None) -> None:
@@ -135,16 +129,22 @@ def run_shim(user: PodmanUser | None, shim: Path, cwd: Path, *args: str) -> subp
                           timeout=120, cwd=cwd)
 
 
-def test_bootstrap_into_rootful_podman(shared: Path) -> None:
+def test_bootstrap_into_rootful_podman(shared: Path, mmdebstrap_standin: StandIn) -> None:
     """Root with SANDMAN_ENGINE=podman: the base lands in root's Podman store under its own
     name (no other name moved), runs, and a recipe built FROM it has Docker's fingerprint."""
-    if shutil.which("mmdebstrap") is None:
-        pytest.fail("mmdebstrap is not installed (.ci/run installs it)")
+    # A real mmdebstrap run would add Debian's own packages and keys; CI's .ci/run bootstraps
+    # the -slim bases for real (into Docker), and test_platform.py its arm64 base.
+    marker = mmdebstrap_standin.provide("bookworm", "debian:bookworm-slim")
+    record = mmdebstrap_standin.record()
     latest_before = inspect("podman", "debian:latest", "{{.Id}}")
     old = inspect("podman", BOOTSTRAPPED, "{{.Id}}")
     home = shared / "root-home"
-    p = root_sandman("podman", home, None, "bootstrap", "--force", BOOTSTRAPPED)
+    p = root_sandman("podman", home, None, "bootstrap", "--force", BOOTSTRAPPED,
+                     extra=mmdebstrap_standin.env(record))
     assert p.returncode == 0, p.stderr
+    [call] = StandIn.calls(record)
+    assert call.euid == 0 and "--mode=root" in call.options
+    assert call.positional[0] == "bookworm"
     assert f"{BOOTSTRAPPED}: imported sha256:" in p.stderr
     made = p.stderr.split(f"{BOOTSTRAPPED}: imported ")[1][:19]
     drop_replaced(["podman"], old)
@@ -156,10 +156,14 @@ def test_bootstrap_into_rootful_podman(shared: Path) -> None:
     assert [short_tag(n) for n in names] == [BOOTSTRAPPED]
     assert inspect("podman", BOOTSTRAPPED, "{{json .Config.Cmd}}") == '["bash"]'
     out = subprocess.run(["podman", "run", "--rm", "--network=none", BOOTSTRAPPED, "cat",
-                          "/etc/debian_version"], capture_output=True, text=True, timeout=120)
+                          "/etc/debian_version", "/etc/sandman-standin"], capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("12."), out.stderr
-    p = root_sandman("podman", home, None, "bootstrap", BOOTSTRAPPED)
+    assert out.stdout.endswith("\n" + marker)  # the tarball mmdebstrap wrote, nothing else
+    p = root_sandman("podman", home, None, "bootstrap", BOOTSTRAPPED,
+                     extra=mmdebstrap_standin.env(record))
     assert p.returncode == 0 and f"{BOOTSTRAPPED}: already present" in p.stderr
+    assert len(StandIn.calls(record)) == 1
 
     # a recipe on that base builds under Podman, with the fingerprint Docker gives it
     if inspect("docker", BOOTSTRAPPED, "{{.Id}}") is None:  # test_bootstrap.py makes it
@@ -183,14 +187,18 @@ def test_bootstrap_into_rootful_podman(shared: Path) -> None:
                                    "{{index .Config.Labels \"io.sandman.bases\"}}") or "{}")
         assert bases[BOOTSTRAPPED].startswith(made)
     finally:
-        remove_tool_images(["podman"], tool)
-        remove_tool_images(["docker"], tool)
+        remove_images(tool, engine=PODMAN)
+        remove_images(tool)
 
 
-def test_bootstrap_into_rootless_podman(user: PodmanUser, shared: Path) -> None:
+def test_bootstrap_into_rootless_podman(user: PodmanUser, shared: Path,
+                                        mmdebstrap_standin: StandIn) -> None:
     """An ordinary user, no docker group: mmdebstrap --mode=unshare, imported into its store."""
-    if shutil.which("mmdebstrap") is None:
-        pytest.fail("mmdebstrap is not installed (.ci/run installs it)")
+    # A real run would add Debian's side of --mode=unshare (its use of the user's subordinate
+    # ranges); the stand-in checks that the user has one, and runs as that user.
+    marker = mmdebstrap_standin.provide("bookworm", "debian:bookworm-slim")
+    record = mmdebstrap_standin.record(owner=(user.uid, user.gid))
+
     def image_id(ref: str) -> str | None:
         out = user.podman("image", "inspect", "-f", "{{.Id}}", ref, check=False).strip()
         return out or None
@@ -198,40 +206,48 @@ def test_bootstrap_into_rootless_podman(user: PodmanUser, shared: Path) -> None:
     latest_before, old = image_id("debian:latest"), image_id(BOOTSTRAPPED)
     home = user_dir(user, shared / "home")
     p = user.sandman("bootstrap", "--force", BOOTSTRAPPED,
-                     env=user.env(SANDMAN_HOME=str(home), SANDMAN_WARM="0"))
+                     env=user.env(SANDMAN_HOME=str(home), SANDMAN_WARM="0",
+                                  **mmdebstrap_standin.env(record, path=user.env()["PATH"])))
     err = p.stderr.decode()
     assert p.returncode == 0, err
     assert "--mode=unshare" in err and f"{BOOTSTRAPPED}: imported sha256:" in err
+    [call] = StandIn.calls(record)
+    assert call.euid == user.uid and "--mode=unshare" in call.options
+    suite, target = call.positional
+    assert suite == "bookworm" and Path(target).is_relative_to(home)  # in the user's own cache
     drop_replaced(user.argv(["podman"]), old, env=user.env())
     made = err.split(f"{BOOTSTRAPPED}: imported ")[1][7:19]
     assert (image_id(BOOTSTRAPPED) or "-").startswith(made)
     assert image_id("debian:latest") == latest_before
-    out = user.podman("run", "--rm", "--network=none", BOOTSTRAPPED, "cat", "/etc/debian_version")
-    assert out.startswith("12.")
+    out = user.podman("run", "--rm", "--network=none", BOOTSTRAPPED, "cat", "/etc/debian_version",
+                      "/etc/sandman-standin")
+    assert out.startswith("12.") and out.endswith("\n" + marker)
     assert user.podman("image", "inspect", "-f", "{{json .Config.Cmd}}", BOOTSTRAPPED).strip() \
         == '["bash"]'
 
 
-def test_bootstrap_without_subids_says_what_to_do(shared: Path) -> None:
+def test_bootstrap_without_subids_says_what_to_do(shared: Path, mmdebstrap_standin: StandIn) -> None:
     """A non-root user with the docker group but no subordinate ranges: mmdebstrap's unshare
     mode cannot map users, so bootstrap stops first, one line with the fix, exit 94, and the
     base is left as it was."""
     user = ensure_podman_user("sandman-nosubid", subids=False)
+    record = mmdebstrap_standin.record(owner=(user.uid, user.gid))
     before = inspect("docker", BOOTSTRAPPED, "{{.Id}}")
     home = user_dir(user, shared / "nosubid-home")
     docker_gid = grp.getgrnam("docker").gr_gid
-    argv = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", f"--groups={docker_gid}",
-            user.python, "-m", "sandman", "bootstrap", "--force", BOOTSTRAPPED]
-    p = subprocess.run(argv, env=user.env(SANDMAN_HOME=str(home), SANDMAN_ENGINE="docker"),
-                       capture_output=True, text=True, timeout=300, cwd="/")
+    as_user = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", f"--groups={docker_gid}"]
+    p = run_sandman("bootstrap", "--force", BOOTSTRAPPED, prefix=as_user, python=user.python,
+                    env=user.env(SANDMAN_HOME=str(home), SANDMAN_ENGINE="docker",
+                                 **mmdebstrap_standin.env(record, path=user.env()["PATH"])),
+                    timeout=300, cwd="/")
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == 94, p.stderr
+    assert p.returncode == SubidError.exit_code, p.stderr
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
     assert lines[0].startswith(f"sandman: cannot bootstrap {BOOTSTRAPPED} as sandman-nosubid: "
                                "mmdebstrap --mode=unshare"), lines[0]
     assert "usermod --add-subuids" in lines[0] and "run sandman bootstrap as root" in lines[0]
     assert inspect("docker", BOOTSTRAPPED, "{{.Id}}") == before
-    assert not any(home.rglob("bootstrap-*"))
+    assert not any(home.rglob("bootstrap-*")) and StandIn.calls(record) == []  # nothing ran
 
 
 def test_docker_bundle_imports_into_rootless_podman(user: PodmanUser, shared: Path) -> None:
@@ -272,8 +288,8 @@ def test_docker_bundle_imports_into_rootless_podman(user: PodmanUser, shared: Pa
         assert any(ln.split()[:1] == [f"{tool}@1"] and tag in ln
                    for ln in p.stdout.decode().splitlines())
     finally:
-        remove_tool_images(user.argv(["podman"]), tool, env=user.env())
-        remove_tool_images(["docker"], tool)
+        remove_images(tool, engine=user.podman_cli)
+        remove_images(tool)
 
 
 def test_rootless_podman_bundle_imports_into_docker(user: PodmanUser, shared: Path) -> None:
@@ -307,5 +323,5 @@ def test_rootless_podman_bundle_imports_into_docker(user: PodmanUser, shared: Pa
         r = run_shim(None, shared / "docker-home" / "bin" / f"{tool}-1", out, "3")
         assert (r.returncode, r.stdout) == (3, f"{tool} from podman\n"), r.stderr
     finally:
-        remove_tool_images(user.argv(["podman"]), tool, env=user.env())
-        remove_tool_images(["docker"], tool)
+        remove_images(tool, engine=user.podman_cli)
+        remove_images(tool)

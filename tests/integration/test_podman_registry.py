@@ -13,15 +13,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import PODMAN, ImageRemover, paths_of, record_file, remove_images, run_sandman
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
-from teams_helpers import make_repo, remove_images, running_registry, unique_tool
+from teams_helpers import make_repo, running_registry, unique_tool
 
 pytestmark = pytest.mark.docker
 
@@ -34,13 +33,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterato
 
 
 @pytest.fixture
-def shared(docker_client) -> Iterator[tuple[Path, str, PodmanUser]]:
+def shared(docker_client, remove_images_after: ImageRemover) -> Iterator[tuple[Path, str, PodmanUser]]:
     """A world-readable folder with a team repo of one tool; the rootless user; cleanup."""
     user = ensure_podman_user()
     ensure_bases(user)
     root = Path(tempfile.mkdtemp(prefix="sandman-pmreg-", dir="/tmp"))
     root.chmod(0o755)
     tool = unique_tool()
+    remove_images_after(tool)
+    remove_images_after(tool, engine=user.podman_cli)
     make_repo(root / "repo", tool, {"1.0": "one", "2.0": "two"})
     # git refuses a repository another user owns: the Podman user gets its own copy (the same
     # commit), as a teammate's clone would be
@@ -51,18 +52,13 @@ def shared(docker_client) -> Iterator[tuple[Path, str, PodmanUser]]:
     podman_home.mkdir()
     os.chown(podman_home, user.uid, user.gid)
     yield root, tool, user
-    remove_images(docker_client, tool)
-    ids = user.podman("images", "-q", "--filter", f"label=io.sandman.tool={tool}").split()
-    if ids:
-        user.podman("rmi", "-f", *sorted(set(ids)), check=False)
     shutil.rmtree(root, ignore_errors=True)
 
 
 def docker_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
     e.update(SANDMAN_HOME=str(home), SANDMAN_ENGINE="docker", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, capture_output=True,
-                          text=True, timeout=900, cwd="/")
+    return run_sandman(*args, env=e, cwd="/")
 
 
 def podman_cli(user: PodmanUser, home: Path, *args: str,
@@ -126,8 +122,7 @@ def rootful_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> su
     """sandman as root on rootful Podman (root's store, /run/podman/podman.sock)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
     e.update(SANDMAN_HOME=str(home), **(env or {}), SANDMAN_ENGINE="podman")
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, capture_output=True,
-                          text=True, timeout=900, cwd="/")
+    return run_sandman(*args, env=e, cwd="/")
 
 
 def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry):
@@ -166,7 +161,4 @@ def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry):
         got2 = record(docker_home, tool, "2.0")
         assert (got2["image_id"], got2["fingerprint"]) == (built2["image_id"], built2["fingerprint"])
     finally:
-        ids = subprocess.run(["podman", "images", "-q", "--filter", f"label=io.sandman.tool={tool}"],
-                             capture_output=True, text=True).stdout.split()
-        if ids:
-            subprocess.run(["podman", "rmi", "-f", *sorted(set(ids))], capture_output=True)
+        remove_images(tool, engine=PODMAN)

@@ -21,8 +21,18 @@ import pytest
 from podman_helpers import ensure_bases
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, build_kit, remove_test_containers, stop_reaper, token  # noqa: E402
-from test_runtime_readonly import ATTEMPTS, attempt_all, manifest  # noqa: E402
+from runtime_helpers import (  # noqa: E402
+    ATTEMPTS,
+    Kit,
+    attempt_all,
+    build_kit,
+    manifest,
+    remove_test_containers,
+    stop_reaper,
+    token,
+)
+
+from sandman.names import LABEL_PID, LABEL_ROLE, LABEL_TOOL  # noqa: E402
 
 pytestmark = pytest.mark.docker  # needs Docker too: the bases come from Docker's store
 
@@ -52,8 +62,8 @@ def work(rootful: Kit) -> Iterator[Path]:
 
 def orphaned(kit: Kit) -> list[str]:
     """Shim containers (any state) of the kit's tools in root's Podman whose shim is gone."""
-    out = kit.cli("ps", "-a", "--filter", "label=io.sandman.role=run", "--format",
-                  '{{.ID}} {{index .Labels "io.sandman.tool"}} {{index .Labels "io.sandman.pid"}}')
+    out = kit.cli("ps", "-a", "--filter", f"label={LABEL_ROLE}=run", "--format",
+                  f'{{{{.ID}}}} {{{{index .Labels "{LABEL_TOOL}"}}}} {{{{index .Labels "{LABEL_PID}"}}}}')
     left = []
     for line in out.splitlines():
         _cid, tool, pid = [*line.split(), "", ""][:3]

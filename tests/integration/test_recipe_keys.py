@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import ImageRemover, paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
     one_line_error,
-    remove_images,
     remove_test_containers,
     sandman_cli,
     stop_reaper,
 )
+
+from sandman.errors import DeviceError, MissingCommandError, MountError, RecipeError, StateError  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -108,7 +109,8 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def rk(docker_client) -> Iterator[Setup]:
+def rk(docker_client, remove_images_after_module: ImageRemover) -> Iterator[Setup]:
+    remove_images_after_module(TOOL)
     root = Path(tempfile.mkdtemp(prefix="sandman-rkeys-", dir="/tmp"))
     s = Setup(root=root, home=root / "home", user_home=root / "user", recipes=root / "recipes",
               work=root / "work")
@@ -120,7 +122,6 @@ def rk(docker_client) -> Iterator[Setup]:
     finally:
         remove_test_containers(s.home, (TOOL,))
         stop_reaper(s.home)
-        remove_images(TOOL)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -156,7 +157,7 @@ def read_port(port: int) -> list[str]:
 
 
 def test_network_host_reaches_a_server_on_the_hosts_loopback(rk: Setup, one_answer_server: int) -> None:
-    p = rk.cli("install", "rkeys@host", "rkeys@bridge")
+    p = rk.cli("install", "--yes", "rkeys@host", "rkeys@bridge")
     assert p.returncode == 0, p.stderr
     shown = (p.stdout + p.stderr).decode()
     assert "network: the host's (its 127.0.0.1 and every interface)" in shown
@@ -175,26 +176,26 @@ def test_network_host_reaches_a_server_on_the_hosts_loopback(rk: Setup, one_answ
 
 
 def test_config_network_needs_consent_then_works(rk: Setup, one_answer_server: int) -> None:
-    p = rk.cli("-q", "install", "rkeys@bridge")
+    p = rk.cli("-q", "install", "--yes", "rkeys@bridge")
     assert p.returncode == 0, p.stderr
     rk.config('[tools."rkeys@bridge"]\nnetwork = "host"\n')
     try:
         # the shim sees the changed config.toml, and its refresh refuses the wider network
         got = rk.shim("rkeys-bridge", *read_port(one_answer_server))
         err = got.stderr.decode()
-        assert got.returncode == 123, err
+        assert got.returncode == StateError.exit_code, err
         assert "config.toml changes what the tool may access; nothing was changed" in err
         assert "sandman install rkeys@bridge --yes" in err
         assert "+ network: the host's (its 127.0.0.1 and every interface)" in err
         assert b"hello" not in got.stdout
-        p = rk.cli("install", "rkeys@bridge", "--yes")
+        p = rk.cli("install", "--yes", "rkeys@bridge")
         assert p.returncode == 0, p.stderr
         got = rk.shim("rkeys-bridge", *read_port(one_answer_server))
         assert got.returncode == 0, got.stderr
         assert got.stdout == b"hello from the host's 127.0.0.1\n"
         # taking it back is a change too; once accepted the loopback is out of reach again
         rk.config("")
-        p = rk.cli("install", "rkeys@bridge", "--yes")
+        p = rk.cli("install", "--yes", "rkeys@bridge")
         assert p.returncode == 0, p.stderr
         got = rk.shim("rkeys-bridge", *read_port(one_answer_server))
         assert got.returncode != 0 and b"hello" not in got.stdout
@@ -203,7 +204,7 @@ def test_config_network_needs_consent_then_works(rk: Setup, one_answer_server: i
 
 
 def test_commands_aliases_and_alias_shims(rk: Setup) -> None:
-    p = rk.cli("install", "rkeys@1.0.7")  # an alias installs its version
+    p = rk.cli("install", "--yes", "rkeys@1.0.7")  # an alias installs its version
     assert p.returncode == 0, p.stderr
     names = {f.name for f in rk.bin.iterdir()}
     assert {"rkeys-1", "sh-1", "rk_dump-1", "rkeys-1.0.7", "sh-1.0.7", "rk_dump-1.0.7"} <= names
@@ -227,14 +228,14 @@ def test_commands_aliases_and_alias_shims(rk: Setup) -> None:
 
 
 def test_a_run_name_missing_in_the_image_stops_the_install(rk: Setup) -> None:
-    p = rk.cli("install", "rkeys@badrun")
-    assert p.returncode == 106, p.stderr
+    p = rk.cli("install", "--yes", "rkeys@badrun")
+    assert p.returncode == MissingCommandError.exit_code, p.stderr
     assert "rkeys-not-in-the-image" in p.stderr.decode()
     assert not (rk.bin / "rk_x-badrun").exists()
 
 
 def test_home_files_read_only_when_they_exist(rk: Setup) -> None:
-    p = rk.cli("-q", "install", "rkeys@1")
+    p = rk.cli("-q", "install", "--yes", "rkeys@1")
     assert p.returncode == 0, p.stderr
     (rk.user_home / ".rkeys.cnf").write_text("[client]\npassword=s3cret\n")
     (rk.user_home / ".rkeysdir").mkdir(exist_ok=True)
@@ -257,7 +258,7 @@ def test_home_files_read_only_when_they_exist(rk: Setup) -> None:
 
 def test_home_file_pointing_at_the_docker_socket_is_refused(rk: Setup) -> None:
     """Attack: ~/.rkeysdir is a symlink to /var/run; mounting it would hand over the daemon."""
-    p = rk.cli("-q", "install", "rkeys@1")
+    p = rk.cli("-q", "install", "--yes", "rkeys@1")
     assert p.returncode == 0, p.stderr
     target = rk.user_home / ".rkeysdir"
     if target.is_dir() and not target.is_symlink():
@@ -265,7 +266,7 @@ def test_home_file_pointing_at_the_docker_socket_is_refused(rk: Setup) -> None:
     os.symlink("/var/run", target)
     try:
         got = rk.shim("sh-1", "-c", "ls $HOME/.rkeysdir")
-        assert got.returncode == 118
+        assert got.returncode == MountError.exit_code
         line = one_line_error(got.stderr)
         assert line.startswith("sandman: rkeys@1: will not mount home file ~/.rkeysdir (really ")
         assert "it would expose the Docker socket" in line
@@ -275,7 +276,7 @@ def test_home_file_pointing_at_the_docker_socket_is_refused(rk: Setup) -> None:
 
 
 def test_devices_and_capabilities(rk: Setup) -> None:
-    p = rk.cli("install", "rkeys@dev")
+    p = rk.cli("install", "--yes", "rkeys@dev")
     assert p.returncode == 0, p.stderr
     shown = (p.stdout + p.stderr).decode()
     assert "devices: /dev/zero:/dev/rkeys0" in shown
@@ -285,7 +286,7 @@ def test_devices_and_capabilities(rk: Setup) -> None:
     out = got.stdout.decode().split()
     assert out[:4] == ["00", "00", "00", "00"]
     assert out[-1] == f"{1 << 17:016x}"  # CAP_SYS_RAWIO (17) and nothing else
-    assert rk.cli("-q", "install", "rkeys@host").returncode == 0
+    assert rk.cli("-q", "install", "--yes", "rkeys@host").returncode == 0
     got = rk.shim("rkeys-host", "sh", "-c", "grep CapBnd /proc/self/status; ls /dev/rkeys0 2>&1 || true")
     assert got.stdout.decode().split()[1] == "0" * 16  # without cap_add: none at all
     p = rk.cli("run", "rkeys@dev", "--dry-run", "--", "true")
@@ -294,18 +295,18 @@ def test_devices_and_capabilities(rk: Setup) -> None:
     # config.toml on this host turns the device off (a change: it needs the --yes)
     rk.config('[tools.rkeys]\ndevices = []\ncap_add = []\n')
     try:
-        p = rk.cli("install", "rkeys@dev", "--yes")
+        p = rk.cli("install", "--yes", "rkeys@dev")
         assert p.returncode == 0, p.stderr
         got = rk.shim("rkeys-dev", "sh", "-c", "ls /dev/rkeys0 2>/dev/null || echo gone; grep CapBnd /proc/self/status")
         assert got.stdout.decode().split() == ["gone", "CapBnd:", "0" * 16], got.stderr
     finally:
         rk.config("")
-        assert rk.cli("-q", "install", "rkeys@dev", "--yes").returncode == 0
+        assert rk.cli("-q", "install", "--yes", "rkeys@dev").returncode == 0
 
 
 def test_a_device_missing_on_this_host(rk: Setup) -> None:
-    p = rk.cli("install", "rkeys@nodev")
-    assert p.returncode == 98, p.stderr
+    p = rk.cli("install", "--yes", "rkeys@nodev")
+    assert p.returncode == DeviceError.exit_code, p.stderr
     line = one_line_error(p.stderr)
     recipe = rk.recipes / TOOL / "recipe.toml"
     assert line == (f"sandman: {recipe}:{NODEV_LINE}: devices: /dev/rkeys-no-such-device does not exist on "
@@ -320,12 +321,12 @@ def test_a_device_that_disappears_after_install(rk: Setup) -> None:
     os.mknod(node, 0o666 | 0o020000, os.makedev(1, 3))  # a character device like /dev/null
     try:
         rk.config(f'[tools."rkeys@dev"]\ndevices = ["{node}"]\n')
-        p = rk.cli("install", "rkeys@dev", "--yes")
+        p = rk.cli("install", "--yes", "rkeys@dev")
         assert p.returncode == 0, p.stderr
         assert rk.shim("rkeys-dev", "true").returncode == 0
         node.unlink()
         got = rk.shim("rkeys-dev", "true")
-        assert got.returncode == 98
+        assert got.returncode == DeviceError.exit_code
         assert one_line_error(got.stderr) == (
             f"sandman: rkeys@dev: device {node} does not exist on this host (it is in the recipe's "
             "devices; set [tools.rkeys] devices in config.toml to use another)")
@@ -336,7 +337,7 @@ def test_a_device_that_disappears_after_install(rk: Setup) -> None:
     finally:
         node.unlink(missing_ok=True)
         rk.config("")
-        rk.cli("-q", "install", "rkeys@dev", "--yes")
+        rk.cli("-q", "install", "--yes", "rkeys@dev")
 
 
 def test_bad_home_file_entry_is_one_line_with_file_line(rk: Setup) -> None:
@@ -344,13 +345,13 @@ def test_bad_home_file_entry_is_one_line_with_file_line(rk: Setup) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "recipe.toml").write_text(RECIPE.replace('".rkeys-missing"]', '"../.ssh/id_rsa"]'))
     p = sandman_cli("install", "rkeys@host", env=rk.env(SANDMAN_RECIPE_PATH=str(d.parent)), cwd=rk.work)
-    assert p.returncode == 112
+    assert p.returncode == RecipeError.exit_code
     assert one_line_error(p.stderr) == (
         f"sandman: {d}/recipe.toml:4: home_files: '../.ssh/id_rsa' must name a file or folder inside your "
         "home, without . or .. or //")
     (d / "recipe.toml").write_text(RECIPE.replace('".rkeys-missing"]', '"/etc/shadow"]'))
     p = sandman_cli("install", "rkeys@host", env=rk.env(SANDMAN_RECIPE_PATH=str(d.parent)), cwd=rk.work)
-    assert p.returncode == 112
+    assert p.returncode == RecipeError.exit_code
     assert one_line_error(p.stderr) == (
         f"sandman: {d}/recipe.toml:4: home_files: '/etc/shadow' must be a path relative to your home "
         "(like \".my.cnf\"), not absolute")

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import remove_images
 
 from sandman.bootstrap import inspect_rootfs, rootfs_platform
-from sandman.errors import UsageError
+from sandman.errors import BuildError, UsageError
 
 RELEASE = "VendorOS Server release 7.9 (test)\n"
 
@@ -122,9 +123,7 @@ def test_rootfs_becomes_a_base_that_recipes_run_on(vendor_rootfs: Path, ref: str
                            capture_output=True, text=True, timeout=120)
         assert (r.returncode, r.stdout, r.stderr) == (0, "release: " + RELEASE, "")
     finally:
-        for i in docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}):
-            with contextlib.suppress(Exception):
-                docker_client.images.remove(i.id, force=True)
+        remove_images(tool)
 
 
 def garbage(tmp: Path) -> dict[str, tuple[Path, int, str]]:
@@ -167,7 +166,7 @@ def test_garbage_is_refused_in_one_line_and_the_base_stays(vendor_rootfs: Path, 
     with open("/bin/sh", "rb") as real, tarfile.open(f, "w") as t:
         add_file(t, "bin/sh", real.read(64) + b"\0" * 64, mode=0o755)
     p = sandman("-q", "bootstrap", "--force", "--from-rootfs", str(f), ref)
-    assert p.returncode == 114, p.stderr
+    assert p.returncode == BuildError.exit_code, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith(
         f"sandman: cannot make {ref}: its /bin/sh does not run here (exit ")
     assert p.stderr.endswith(f"; {ref} was not changed\n")

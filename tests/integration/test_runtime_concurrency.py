@@ -14,10 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import ImageRemover, paths_of, sandman_argv
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, remove_images, token, wait_for  # noqa: E402
+from runtime_helpers import Kit, token, wait_for  # noqa: E402
+
+from sandman.errors import BuildError  # noqa: E402
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -56,10 +59,10 @@ class Scene:
 
     def images(self) -> set[str]:
         return set(self.kit.cli("images", "-q", "--no-trunc", "--filter",
-                                f"label=io.sandman.tool={self.tool}").split())
+                                f"label={LABEL_TOOL}={self.tool}").split())
 
     def tagged(self) -> set[str]:
-        return set(self.kit.cli("images", "--filter", f"label=io.sandman.tool={self.tool}",
+        return set(self.kit.cli("images", "--filter", f"label={LABEL_TOOL}={self.tool}",
                                 "--format", "{{.Repository}}:{{.Tag}}").split())
 
     def traces(self, mark: str) -> list[str]:
@@ -85,10 +88,10 @@ class Scene:
 
 
 @pytest.fixture
-def scene(kit: Kit) -> Iterator[Scene]:
+def scene(kit: Kit, remove_images_after: ImageRemover) -> Iterator[Scene]:
     s = Scene(kit)
+    remove_images_after(s.tool, engine=kit.engine_cli)
     yield s
-    remove_images(s.tool, kit)
     shutil.rmtree(s.root, ignore_errors=True)
 
 
@@ -119,7 +122,7 @@ def test_eight_parallel_first_runs_build_once(scene: Scene, work: Path,
     assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
     assert [r.stdout for r in results] == [f"run-{i}\n".encode() for i in range(8)]
     assert len(scene.images()) == 1  # one build, one image with that fingerprint
-    fps = {json.loads(scene.kit.cli("image", "inspect", i))[0]["Config"]["Labels"]["io.sandman.fingerprint"]
+    fps = {json.loads(scene.kit.cli("image", "inspect", i))[0]["Config"]["Labels"][LABEL_FINGERPRINT]
            for i in scene.images()}
     assert len(fps) == 1
 
@@ -134,12 +137,12 @@ def test_failed_build_keeps_the_good_image_and_leaves_nothing(scene: Scene, work
     mark = f"{scene.tool}-fails"
     scene.write([f"echo {mark}; exit 3"])
     p = scene.sandman("-q", "install", f"{scene.tool}@1")
-    assert p.returncode == 114
+    assert p.returncode == BuildError.exit_code
     # a build that succeeds but whose smoke test fails: the new image is discarded
     smoke_mark = f"{scene.tool}-smoke"
     scene.write([f"echo {smoke_mark}"], smoke=["sh", "-c", f"exit 4 # {smoke_mark}"])
     p = scene.sandman("-q", "install", f"{scene.tool}@1")
-    assert p.returncode == 114 and b"smoke test" in p.stderr
+    assert p.returncode == BuildError.exit_code and b"smoke test" in p.stderr
     assert scene.images() == good_images and scene.tagged() == good_tags
     assert scene.traces(mark) == [] and scene.traces(smoke_mark) == []
     assert ours(scene.kit, dangling(scene.kit) - dangling_before, mark) == []
@@ -158,7 +161,7 @@ def test_interrupted_build_keeps_the_good_image_and_leaves_nothing(scene: Scene,
     mark = f"{scene.tool}-slow"
     scene.write([f"echo {mark}; sleep 120"])
     python = scene.kit.user.python if scene.kit.user is not None else sys.executable
-    p = scene.kit.popen([python, "-m", "sandman", "-q", "install", f"{scene.tool}@1"],
+    p = scene.kit.popen(sandman_argv("-q", "install", f"{scene.tool}@1", python=python),
                         env=scene.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert wait_for(lambda: scene.traces(mark), 120, interval=0.5), "the build never started"

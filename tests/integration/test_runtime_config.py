@@ -16,6 +16,8 @@ from helpers import paths_of
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error, stop_reaper  # noqa: E402
 
+from sandman.errors import MountError, StateError  # noqa: E402
+
 pytestmark = pytest.mark.docker
 
 
@@ -24,7 +26,7 @@ def own(kit: Kit) -> Iterator[Kit]:
     """A private home with rtprobe@1 installed (a cache hit), so config.toml is ours to change."""
     root = kit.scratch("cfg")
     mine = dataclasses.replace(kit, root=root, home=root / "home")
-    p = mine.sandman("-q", "install", "rtprobe@1")
+    p = mine.sandman("-q", "install", "--yes", "rtprobe@1")  # its read-write `out` mount
     assert p.returncode == 0, p.stderr
     yield mine
     stop_reaper(mine.home)
@@ -65,7 +67,7 @@ def test_config_moves_mounts_adds_mounts_and_env(own: Kit, mode: str, work: Path
 def test_broken_config_stops_the_shim_with_one_line(own: Kit, mode: str, work: Path) -> None:
     write_config(own, "[tools.rtprobe\n")
     p = own.run([own.shim("rtprobe-1"), "true"], env=own.env(mode), cwd=work)
-    assert p.returncode == 123
+    assert p.returncode == StateError.exit_code
     lines = [ln for ln in p.stderr.decode().splitlines() if ln.strip()]
     assert all(ln.startswith("sandman: ") for ln in lines) and "Traceback" not in p.stderr.decode()
     assert any("config.toml" in ln for ln in lines)
@@ -86,10 +88,10 @@ def test_sandman_run_with_extra_mounts(own: Kit, work: Path) -> None:
     assert rw.returncode == 0, rw.stderr
     assert (src / "new").exists()
     bad = own.sandman("-q", "run", "rtprobe@1", "--mount", "relative", "--", "true", env=env, cwd=work)
-    assert bad.returncode == 118
+    assert bad.returncode == MountError.exit_code
     one_line_error(bad.stderr, "relative")
     missing = own.sandman("-q", "run", "rtprobe@1", "--mount", f"{own.root}/nope:/m", "--", "true",
                           env=env, cwd=work)
-    assert missing.returncode == 118
+    assert missing.returncode == MountError.exit_code
     one_line_error(missing.stderr, f"{own.root}/nope")
     assert not (own.root / "nope").exists()

@@ -11,18 +11,30 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, remove_images
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
     Kit,
     one_line_error,
-    remove_images,
     token,
     user_env,
 )
 
-from sandman.errors import EXIT_CODES  # noqa: E402
+from sandman.errors import (  # noqa: E402
+    EXIT_CODES,
+    BuildError,
+    DaemonPermissionError,
+    DaemonUnavailableError,
+    EngineNotInstalledError,
+    ImageMissingError,
+    KitError,
+    MountError,
+    NotFoundError,
+    RecipeError,
+    StateError,
+)
+from sandman.names import LABEL_TOOL  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -43,7 +55,7 @@ def test_shim_daemon_unreachable_is_115(kit: Kit, mode: str, work: Path) -> None
     gone = kit.root / "no-such.sock"
     var = "CONTAINER_HOST" if kit.podman else "DOCKER_HOST"
     p = kit.run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode, **{var: f"unix://{gone}"}), cwd=work)
-    assert p.returncode == 115, p.stderr
+    assert p.returncode == DaemonUnavailableError.exit_code, p.stderr
     assert str(gone) in one_line_error(p.stderr)
 
 
@@ -53,10 +65,10 @@ def test_cli_daemon_unreachable_is_115(kit: Kit, work: Path) -> None:
     if kit.podman:
         bare = kit.scratch("no-podman")  # setpriv for the run as the user, and no podman
         (bare / "setpriv").symlink_to(shutil.which("setpriv") or "/usr/bin/setpriv")
-        env, code, text = kit.env(PATH=str(bare)), 93, "engine \"podman\""
+        env, code, text = kit.env(PATH=str(bare)), EngineNotInstalledError.exit_code, "engine \"podman\""
     else:
-        env, code, text = kit.env(DOCKER_HOST=f"unix://{kit.root / 'no-such.sock'}"), 115, \
-            "Docker daemon"
+        env, code, text = kit.env(DOCKER_HOST=f"unix://{kit.root / 'no-such.sock'}"), \
+            DaemonUnavailableError.exit_code, "Docker daemon"
     for args in (["run", "rtprobe@1", "--", "true"], ["install", "rtprobe@1"], ["build", "rtprobe@1"]):
         p = quiet(kit, *args, env=env, cwd=work)
         assert p.returncode == code, (args, p.stderr)
@@ -73,18 +85,19 @@ def test_socket_permission_denied_is_116(kit: Kit, mode: str, work: Path, user_h
                     cwd=work, user=True, docker_group=False)
     else:
         p = kit.run([kit.shim("rtprobe-1"), "true"], env=env, cwd=work, user=True, docker_group=False)
-    assert p.returncode == 116
+    assert p.returncode == DaemonPermissionError.exit_code
     assert "/var/run/docker.sock" in one_line_error(p.stderr, "permission denied")
     if kit.podman:
         ok = kit.run([kit.shim("rtprobe-1"), "echo", "ok"], env=env, cwd=work, user=True)
         assert (ok.returncode, ok.stdout) == (0, b"ok\n"), ok.stderr
 
 
-def test_missing_image(kit: Kit, work: Path) -> None:
+def test_missing_image(kit: Kit, work: Path, remove_images_after: ImageRemover) -> None:
     """A shim cannot ask the daemon before `exec docker` (no forks on the hot path): docker
     says which image is gone (125); sandman's own commands say so with 117, or rebuild."""
     home = kit.scratch("img-home")
     tool = f"rtimg{token()}"
+    remove_images_after(tool, engine=kit.engine_cli)
     rdir = kit.scratch("img-recipes") / tool
     rdir.mkdir()
     (rdir / "recipe.toml").write_text(
@@ -96,7 +109,7 @@ def test_missing_image(kit: Kit, work: Path) -> None:
         assert quiet(kit, "install", f"{tool}@1", env=env).returncode == 0
         # the image with every tag it has (its own, this home's root): gone behind sandman's back
         image_id = kit.cli("images", "-q", "--no-trunc", "--filter",
-                           f"label=io.sandman.tool={tool}").split()[0]
+                           f"label={LABEL_TOOL}={tool}").split()[0]
         record = record_file(home, tool, "1")
         tag = json.loads(record.read_text())["image_tag"]
         kit.cli("rmi", "-f", image_id)
@@ -104,12 +117,11 @@ def test_missing_image(kit: Kit, work: Path) -> None:
         assert shim.returncode == 125
         assert tag.encode() in shim.stderr
         reshim = quiet(kit, "reshim", f"{tool}@1", env=env)
-        assert reshim.returncode == 117
+        assert reshim.returncode == ImageMissingError.exit_code
         one_line_error(reshim.stderr, tag)
         again = quiet(kit, "run", f"{tool}@1", "--", "echo", "rebuilt", env=env, cwd=work)
         assert (again.returncode, again.stdout) == (0, b"rebuilt\n"), again.stderr
     finally:
-        remove_images(tool, kit)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -136,17 +148,17 @@ def test_malformed_recipes_are_112_with_file_and_line(kit: Kit, work: Path, case
     env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}")
     for args in (["run", f"{tool}@1", "--", "true"], ["install", f"{tool}@1"]):
         p = quiet(kit, *args, env=env, cwd=work)
-        assert p.returncode == 112, (args, p.stderr)
+        assert p.returncode == RecipeError.exit_code, (args, p.stderr)
         line = one_line_error(p.stderr, expect) if case != "toml" else one_line_error(p.stderr)
         assert str(rdir / "recipe.toml") in line
     dbg = quiet(kit, "--debug", "install", f"{tool}@1", env=env, cwd=work)
-    assert dbg.returncode == 112 and b"Traceback" in dbg.stderr
+    assert dbg.returncode == RecipeError.exit_code and b"Traceback" in dbg.stderr
     still_works(kit, work)
 
 
 @pytest.mark.parametrize(("spec", "code", "text"), [
-    ("rtprobe@9.9", 111, "unknown version '9.9' of rtprobe; versions: 1, net"),
-    ("no-such-tool@1", 111, "unknown tool 'no-such-tool'"),
+    ("rtprobe@9.9", NotFoundError.exit_code, "unknown version '9.9' of rtprobe; versions: 1, net"),
+    ("no-such-tool@1", NotFoundError.exit_code, "unknown tool 'no-such-tool'"),
     ("rtprobe", 2, "is not TOOL@VERSION"),
     ("rtprobe@", 2, "is not TOOL@VERSION"),
     ("RTPROBE@1", 2, "is not TOOL@VERSION"),
@@ -175,7 +187,7 @@ def test_build_failure_is_114_and_unreadable_kits_113(kit: Kit, work: Path) -> N
     env = kit.env(SANDMAN_RECIPE_PATH=f"{rdir.parent}:{kit.recipes}", SANDMAN_KITS_DIR=str(kits))
     try:
         p = quiet(kit, "install", f"{tool}@1", env=env, cwd=work)
-        assert p.returncode == 114
+        assert p.returncode == BuildError.exit_code
         err = p.stderr.decode()
         ours = [ln for ln in err.splitlines() if ln.startswith("sandman: ")]
         assert len(ours) == 1 and "Traceback" not in err  # one line, then the build log tail
@@ -187,19 +199,19 @@ def test_build_failure_is_114_and_unreadable_kits_113(kit: Kit, work: Path) -> N
             assert ours[0].startswith(f"sandman: building {tool}@1 failed at Step")
             assert "non-zero code: 3" in ours[0] and f"echo {tool}" in ours[0]
         missing = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
-        assert missing.returncode == 113
+        assert missing.returncode == KitError.exit_code
         one_line_error(missing.stderr, str(kits / "kit.tar"))
         (kits / "kit.tar").mkdir()  # a directory where the kit file should be
         as_dir = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
-        assert as_dir.returncode == 113
+        assert as_dir.returncode == KitError.exit_code
         one_line_error(as_dir.stderr, "kit.tar")
         (kits / "kit.tar").rmdir()
         (kits / "kit.tar").write_bytes(b"not the kit")
         wrong = quiet(kit, "install", f"{tool}@2", env=env, cwd=work)
-        assert wrong.returncode == 113
+        assert wrong.returncode == KitError.exit_code
         one_line_error(wrong.stderr, "sha256")
     finally:
-        remove_images(tool, kit)
+        remove_images(tool, engine=kit.engine_cli)
     still_works(kit, work)
 
 
@@ -208,8 +220,9 @@ def test_exit_code_table_is_printed_and_distinct(kit: Kit) -> None:
     assert p.returncode == 0
     printed = {int(line.split()[0]) for line in p.stdout.decode().splitlines() if line.strip()}
     assert printed == set(EXIT_CODES)
-    for code in (111, 112, 113, 114, 115, 116, 117, 118, 123):
-        assert code in EXIT_CODES
+    for error in (NotFoundError, RecipeError, KitError, BuildError, DaemonUnavailableError,
+                  DaemonPermissionError, ImageMissingError, MountError, StateError):
+        assert error.exit_code in EXIT_CODES
     doc = (Path(__file__).resolve().parents[2] / "docs" / "runtime.md").read_text()
     for code in EXIT_CODES:
         assert f"| {code} |" in doc, f"exit code {code} missing from docs/runtime.md"

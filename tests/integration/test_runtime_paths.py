@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, one_line_error  # noqa: E402
+
+from sandman.errors import MountError  # noqa: E402
+from sandman.names import LABEL_HOME, LABEL_PID  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -78,13 +82,13 @@ def test_refusals_name_the_path_and_exit_118(kit: Kit, mode: str, work: Path, wh
     else:
         cwd, named = home, str(home)
     p = kit.run([kit.shim("rtprobe-1"), *args], env=env, cwd=cwd)
-    assert p.returncode == 118
+    assert p.returncode == MountError.exit_code
     line = one_line_error(p.stderr)
     assert named in line
     if what == "root":  # even when / is allowed, it holds the Docker socket: still refused
         again = kit.run([kit.shim("rtprobe-1"), "ls", "-d", "/"], env={**env, "SANDMAN_ALLOW_ROOT": "1"},
                     cwd=cwd)
-        assert again.returncode == 118
+        assert again.returncode == MountError.exit_code
         assert "Docker socket" in one_line_error(again.stderr)
 
 
@@ -107,13 +111,29 @@ def test_missing_data_source_fails_before_any_container(kit: Kit, mode: str, wor
                   env=kit.env(mode, SANDMAN_RTPROBE_DATA=str(missing)))
     _, err = p.communicate(timeout=60)
     until = time.time() + 1
-    assert p.returncode == 118
+    assert p.returncode == MountError.exit_code
     line = one_line_error(err)
     assert str(missing) in line and "'data'" in line
     assert not missing.parent.exists(), "something was created on the host in its place"
-    assert created_containers(kit, since, until, f"io.sandman.pid={p.pid}") == []
+    assert created_containers(kit, since, until, f"{LABEL_PID}={p.pid}") == []
     if mode == "warm":
-        warm = f"io.sandman.home={kit.warm_label()}"
+        warm = f"{LABEL_HOME}={kit.warm_label()}"
         assert created_containers(kit, since, until, warm) == []
     # and with the source back, the same shim runs
     assert kit.run([kit.shim("rtprobe-1"), "true"], env=kit.env(mode), cwd=work).returncode == 0
+
+
+def test_a_folder_made_again_at_the_same_path_gets_a_new_kept_container(kit: Kit, mode: str,
+                                                                        work: Path) -> None:
+    """Promise 11: a kept container mounts the folder it was started for; `rm -rf d; mkdir d`
+    makes another folder under the same name, and the next call must see that one (before,
+    it was sent into the old, deleted one: `getcwd() failed`)."""
+    d = kit.mkdirs(work / "again")
+    first = kit.run([kit.shim("rtprobe-1"), "sh", "-c", "echo one > f; cat f"], env=kit.env(mode), cwd=d)
+    assert (first.returncode, first.stdout) == (0, b"one\n"), first.stderr
+    shutil.rmtree(d)
+    kit.mkdirs(d)
+    (d / "new").write_text("made again\n")
+    kit.own(d / "new", user=False)
+    again = kit.run([kit.shim("rtprobe-1"), "sh", "-c", "pwd; cat new; ls"], env=kit.env(mode), cwd=d)
+    assert (again.returncode, again.stdout, again.stderr) == (0, f"{d}\nmade again\nnew\n".encode(), b"")

@@ -22,6 +22,8 @@ from ptyrun import run_on_pty
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import Kit, leftovers, stop_reaper, token, tool_processes, wait_for  # noqa: E402
 
+from sandman.names import LABEL_HOST, LABEL_PID, LABEL_ROLE, LABEL_UID  # noqa: E402
+
 pytestmark = pytest.mark.docker
 
 TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; echo ready; '
@@ -48,6 +50,16 @@ def read_until(p: subprocess.Popen, marker: bytes, timeout: float = 60) -> bytes
     return buf
 
 
+def seen_running(kit: Kit, tok: str, pid: int) -> bool:
+    """The tool's process, as the engine lists it, a few seconds at most after it wrote "ready".
+
+    Not a retry: the daemon records a container as running only after its process has started
+    (dockerd marks it so when containerd's start returns, and the attached streams already
+    carry the tool's output by then), so under load "ready" can arrive while `docker ps`
+    still lists the container as created and `docker top` refuses it."""
+    return wait_for(lambda: tool_processes(tok, pid=pid, home=kit.home, kit=kit), 10)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Signals,
                                  request: pytest.FixtureRequest) -> None:
@@ -55,7 +67,7 @@ def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Si
     p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok))
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok, pid=p.pid, home=kit.home, kit=kit), "the tool should be running now"
+        assert seen_running(kit, tok, p.pid), "the tool should be running now"
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
     finally:
@@ -99,7 +111,7 @@ def test_sigkilled_shim_leaves_no_container_within_30s(kit: Kit, mode: str, work
     p = start(kit, mode, work, "sh", "-c", f"echo ready; sleep 300; : {tok}")
     try:
         read_until(p, b"ready")
-        assert tool_processes(tok, pid=p.pid, home=kit.home, kit=kit)
+        assert seen_running(kit, tok, p.pid)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
     finally:
@@ -115,7 +127,7 @@ def test_reaper_leaves_when_idle_and_the_next_shim_starts_another(kit: Kit, work
     root = kit.scratch("reaper")
     home = root / "home"
     mine = dataclasses.replace(kit, root=root, home=home)
-    assert mine.sandman("-q", "install", "rtprobe@1").returncode == 0
+    assert mine.sandman("-q", "install", "--yes", "rtprobe@1").returncode == 0  # its rw `out` mount
     pidfile = mine.reaper_pidfile()
     env = mine.env(SANDMAN_REAPER_IDLE_SECONDS="1")  # the reaper inherits the shim's environment
     try:
@@ -152,15 +164,15 @@ def test_reaper_judges_only_what_it_can_see() -> None:
     from sandman.reaper import orphans
 
     def c(name: str, **labels: str) -> ContainerInfo:
-        base = {"io.sandman.role": "run", "io.sandman.host": "h", "io.sandman.pid": "999999999",
-                "io.sandman.uid": "1000"}
+        base = {LABEL_ROLE: "run", LABEL_HOST: "h", LABEL_PID: "999999999",
+                LABEL_UID: "1000"}
         return ContainerInfo(name, name, {**base, **labels}, "running")
 
     mine_gone = c("a")
-    other_host = c("b", **{"io.sandman.host": "elsewhere"})
-    other_user = c("c", **{"io.sandman.uid": "1001"})
-    warm = c("d", **{"io.sandman.role": "warm"})
-    alive = c("e", **{"io.sandman.pid": str(os.getpid())})  # this pid runs no docker client "e"
+    other_host = c("b", **{LABEL_HOST: "elsewhere"})
+    other_user = c("c", **{LABEL_UID: "1001"})
+    warm = c("d", **{LABEL_ROLE: "warm"})
+    alive = c("e", **{LABEL_PID: str(os.getpid())})  # this pid runs no docker client "e"
     found = orphans([mine_gone, other_host, other_user, warm, alive], "h", 1000)
     assert [x.name for x in found] == ["a", "e"]
     assert [x.name for x in orphans([other_user], "h", 0)] == ["c"]  # root judges everyone

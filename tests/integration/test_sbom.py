@@ -1,6 +1,6 @@
 """`sandman sbom`: what is inside a real installed image, read from the image, not the recipe.
 
-A tool built from a source (a file:// URL) and a kit on debian:bookworm-slim; after install the
+A tool built from a source (an https URL, its file dropped in the source cache) and a kit on debian:bookworm-slim; after install the
 recipe folder is deleted, so whatever sbom prints can only come from the image. The package
 list is compared with what dpkg-query says inside a container of the same image.
 """
@@ -12,16 +12,18 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import paths_of, record_file, remove_images, run_sandman, source_cache
 from packageurl import PackageURL
-from teams_helpers import remove_images, unique_tool
+from teams_helpers import unique_tool
+
+from sandman.errors import NotFoundError
 
 pytestmark = pytest.mark.docker
+SOURCE_URL = "https://sources.example.invalid/payload.tar.gz"
 
 RECIPE = """\
 schema = 1
@@ -31,7 +33,7 @@ entrypoint = ["cat", "/usr/local/share/{tool}.txt"]
 
 [versions."1.0"]
 base = "debian:bookworm-slim"
-sources = [{{ url = "file://{source}", sha256 = "{source_sha}" }}]
+sources = [{{ url = "{source}", sha256 = "{source_sha}" }}]
 kits = [{{ file = "kit.txt", sha256 = "{kit_sha}" }}]
 run = ["tar -xzf /tmp/sources/payload.tar.gz -O > /usr/local/share/{tool}.txt && cat /tmp/kits/kit.txt >> /usr/local/share/{tool}.txt"]
 """
@@ -40,8 +42,7 @@ run = ["tar -xzf /tmp/sources/payload.tar.gz -O > /usr/local/share/{tool}.txt &&
 def cli(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     e.update(env, SANDMAN_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, capture_output=True,
-                          text=True, timeout=900)
+    return run_sandman(*args, env=e)
 
 
 def test_sbom_lists_packages_sources_kits_and_base_from_the_image(tmp_path: Path, docker_client):
@@ -63,7 +64,10 @@ def test_sbom_lists_packages_sources_kits_and_base_from_the_image(tmp_path: Path
     kit_sha = hashlib.sha256((kits / "kit.txt").read_bytes()).hexdigest()
     folder = paths_of(home).user_recipes_dir / tool
     folder.mkdir(parents=True)
-    (folder / "recipe.toml").write_text(RECIPE.format(tool=tool, source=source, source_sha=source_sha,
+    cache = source_cache(home)  # never downloaded: a file dropped in the cache by hand is used
+    cache.mkdir(parents=True)
+    (cache / source_sha).write_bytes(source.read_bytes())
+    (folder / "recipe.toml").write_text(RECIPE.format(tool=tool, source=SOURCE_URL, source_sha=source_sha,
                                                       kit_sha=kit_sha))
     env = {"SANDMAN_KITS_DIR": str(kits)}
     try:
@@ -85,7 +89,7 @@ def test_sbom_lists_packages_sources_kits_and_base_from_the_image(tmp_path: Path
         assert lines[0] == f"{tool}@1.0: image {rec['image_id']}"
         assert lines[1] == f"fingerprint {rec['fingerprint']}"
         assert f"base debian:bookworm-slim {base_id}" in lines
-        assert f"  payload.tar.gz  sha256:{source_sha}  file://{source}" in lines
+        assert f"  payload.tar.gz  sha256:{source_sha}  {SOURCE_URL}" in lines
         assert f"  kit.txt  sha256:{kit_sha}" in lines
         start = lines.index(f"packages ({len(inside)}):")
         listed = sorted(" ".join(x.split()) for x in lines[start + 1:])
@@ -109,6 +113,6 @@ def test_sbom_lists_packages_sources_kits_and_base_from_the_image(tmp_path: Path
         assert sum(c["bom-ref"].startswith("deb:") for c in doc["components"]) == len(inside)
 
         p = cli(home, "sbom", f"{tool}@9.9", env=env)
-        assert p.returncode == 111 and "Traceback" not in p.stderr
+        assert p.returncode == NotFoundError.exit_code and "Traceback" not in p.stderr
     finally:
-        remove_images(docker_client, tool)
+        remove_images(tool)

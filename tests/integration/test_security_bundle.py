@@ -14,16 +14,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, run_sandman, sandman_argv
+
+from sandman.errors import IntegrityError
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 
 pytestmark = pytest.mark.docker
 
@@ -31,8 +32,7 @@ pytestmark = pytest.mark.docker
 def cli(home: Path, recipes: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(recipes), SANDMAN_WARM="0")
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env, capture_output=True,
-                          text=True, timeout=900)
+    return run_sandman(*args, env=env)
 
 
 def recipe(root: Path, tool: str, text: str) -> None:
@@ -66,9 +66,10 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, docker_client) -> Iterator[Site]:
+def site(tmp_path: Path, docker_client, remove_images_after: ImageRemover) -> Site:
     token = uuid.uuid4().hex[:8]
     victim, slow = f"victim{token}", f"slow{token}"
+    remove_images_after(victim, slow)
     recipes = tmp_path / "recipes"
     recipe(recipes, victim, "the real victim")
     recipe(recipes, slow, "slow from the bundle")
@@ -79,14 +80,8 @@ def site(tmp_path: Path, docker_client) -> Iterator[Site]:
     bundle = tmp_path / "slow.tar"
     p = cli(exporter, recipes, "export", f"{slow}@1", "-o", str(bundle))
     assert p.returncode == 0, p.stderr
-    yield Site(tmp_path, recipes, victim, slow, victim_home, rec["image_tag"], rec["image_id"],
-               bundle)
-    for tool in (victim, slow):
-        ids = subprocess.run(["docker", "images", "-aq", "--no-trunc", "--filter",
-                              f"label=io.sandman.tool={tool}"], capture_output=True,
-                             text=True).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
+    return Site(tmp_path, recipes, victim, slow, victim_home, rec["image_tag"], rec["image_id"],
+                bundle)
 
 
 def rewrite_bundle(src: Path, dst: Path, *, manifest=None, images=None) -> None:
@@ -179,8 +174,8 @@ def test_content_that_does_not_hash_to_the_manifest_is_refused(site: Site) -> No
     def forge(name: str, body: bytes) -> bytes:
         if slow_id in name and name.endswith(".json"):
             cfg = json.loads(body)
-            cfg["config"]["Labels"]["io.sandman.tool"] = site.victim
-            cfg["config"]["Labels"]["io.sandman.fingerprint"] = victim_fp
+            cfg["config"]["Labels"][LABEL_TOOL] = site.victim
+            cfg["config"]["Labels"][LABEL_FINGERPRINT] = victim_fp
             return json.dumps(cfg).encode()
         return body
 
@@ -189,7 +184,7 @@ def test_content_that_does_not_hash_to_the_manifest_is_refused(site: Site) -> No
     before = set(subprocess.run(["docker", "images", "-aq", "--no-trunc"], capture_output=True,
                                 text=True).stdout.split())
     p = cli(site.tmp / "importer", site.recipes, "import", str(crafted))
-    line = one_line(p, 109)
+    line = one_line(p, IntegrityError.exit_code)
     assert "lacks what the manifest lists" in line
     assert_victim_untouched(site)
     after = set(subprocess.run(["docker", "images", "-aq", "--no-trunc"], capture_output=True,
@@ -209,7 +204,7 @@ def test_a_manifest_that_claims_the_victims_tag_is_refused(site: Site) -> None:
     crafted = site.tmp / "claims.tar"
     rewrite_bundle(site.bundle, crafted, manifest=claim)
     p = cli(site.tmp / "importer", site.recipes, "import", str(crafted))
-    line = one_line(p, 109)
+    line = one_line(p, IntegrityError.exit_code)
     assert site.victim in line
     assert_victim_untouched(site)
 
@@ -225,7 +220,7 @@ def test_a_base_tag_with_other_content_is_not_moved(site: Site) -> None:
         crafted = site.tmp / "base.tar"
         rewrite_bundle(site.bundle, crafted, manifest=add_base)
         p = cli(site.tmp / "importer", site.recipes, "import", str(crafted))
-        line = one_line(p, 109)
+        line = one_line(p, IntegrityError.exit_code)
         assert base in line and "never moves a tag" in line
         assert image_id(base) == site.victim_id
     finally:
@@ -237,9 +232,8 @@ def test_sigkill_during_export_leaves_nothing_the_next_export_keeps(site: Site) 
     out_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     env.update(SANDMAN_HOME=str(site.tmp / "exporter"), SANDMAN_RECIPE_PATH=str(site.recipes))
-    proc = subprocess.Popen([sys.executable, "-m", "sandman", "export", f"{site.slow}@1", "-o",
-                             str(out_dir / "b.tar")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(sandman_argv("export", f"{site.slow}@1", "-o", str(out_dir / "b.tar")),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(out_dir.glob(".*.tmp")):
         assert proc.poll() is None, "export ended before it could be killed"

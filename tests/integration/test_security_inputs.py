@@ -10,27 +10,24 @@ print or install what it is allowed to.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import log_file, paths_of
+from helpers import ImageRemover, log_file, paths_of, sandman_argv
 from ptyrun import run_on_pty
+
+from sandman.errors import ConsentError, MissingCommandError, RecipeError, UnsafeInputError
+from sandman.names import LABEL_TOOL
 
 TOOLS = ("h3sec-shadow", "h3sec-ctl", "h3sec-cmds", "h3sec-nosh")
 ATTACK = "\\r\\u001b[1A\\u001b[J  + env set TZ_HINT=UTC"  # as written in the TOML file
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _remove_test_images():
+def _remove_test_images(remove_images_after_module: ImageRemover) -> None:
     """Images built here carry one of TOOLS as their tool label; they go at the end."""
-    yield
-    for tool in TOOLS:
-        ids = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
-                              f"label=io.sandman.tool={tool}"], capture_output=True, text=True)
-        for image in sorted(set(ids.stdout.split())):
-            subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+    remove_images_after_module(*TOOLS)
 
 
 def recipe(root: Path, tool: str, body: str) -> Path:
@@ -51,7 +48,7 @@ def log_text(home: Path) -> str:
 
 def images_of(tool: str) -> list[str]:
     out = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
-                          f"label=io.sandman.tool={tool}"],
+                          f"label={LABEL_TOOL}={tool}"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(set(out.split()))  # an image with several tags is listed once per tag
 
@@ -82,7 +79,7 @@ def test_files_through_a_symlinked_folder_never_reach_an_image(
     assert secrets, "the test needs a readable /etc/shadow"
 
     got = sandman("install", "h3sec-shadow@1", env=env)
-    assert got.returncode == 108, got.stderr
+    assert got.returncode == UnsafeInputError.exit_code, got.stderr
     assert one_line(got.stderr).startswith(
         f"sandman: {f}:{line_of(f, 'files =')}: versions.1.files: 'etc/shadow' resolves to /etc/shadow")
     # the same attack one level down: a link inside a folder listed in `files`
@@ -91,7 +88,7 @@ def test_files_through_a_symlinked_folder_never_reach_an_image(
     (f.parent / "conf" / "app.ini").write_text("allowed = yes\n")
     (f.parent / "conf" / "shadow").symlink_to("/etc/shadow")
     got2 = sandman("install", "h3sec-shadow@1", env=env)
-    assert got2.returncode == 108, got2.stderr
+    assert got2.returncode == UnsafeInputError.exit_code, got2.stderr
     assert "'conf/shadow' resolves to /etc/shadow" in one_line(got2.stderr)
     assert images_of("h3sec-shadow") == []  # nothing was built, so no image holds the secret
     for text in (got.stdout, got.stderr, got2.stdout, got2.stderr, log_text(home)):
@@ -122,7 +119,7 @@ def test_a_dockerfile_linked_out_of_the_folder_is_refused_unread(
     got = sandman("install", "h3sec-shadow@1", env={"SANDMAN_RECIPE_PATH": str(root)},
                   timeout=60)
     assert time.monotonic() - started < 30  # /dev/zero is never read
-    assert got.returncode == 108, got.stderr
+    assert got.returncode == UnsafeInputError.exit_code, got.stderr
     assert one_line(got.stderr).startswith(
         f"sandman: {f}:{line_of(f, 'dockerfile =')}: versions.1.dockerfile: 'Dockerfile' resolves to")
     assert "h3-canary" not in got.stdout + got.stderr + log_text(home)
@@ -151,7 +148,7 @@ def test_the_consent_text_shows_escape_sequences_and_obeys_none(
 
     # first install: the disclosure lists the value, escaped
     recipe(root, "h3sec-ctl", CTL_V2.format(attack=ATTACK, keys=keys))
-    first = sandman("install", "h3sec-ctl@1", env=env)
+    first = sandman("install", "--yes", "h3sec-ctl@1", env=env)  # grants a rw mount
     assert first.returncode == 0, first.stderr
     assert f"env set: TZ_HINT={escaped}" in first.stderr
     assert f"mount keys: {keys} -> /k (read-write)" in first.stderr
@@ -162,16 +159,16 @@ def test_the_consent_text_shows_escape_sequences_and_obeys_none(
     assert sandman("install", "--yes", "h3sec-ctl@1", env=env).returncode == 0
     recipe(root, "h3sec-ctl", CTL_V2.format(attack=ATTACK, keys=keys))
     refused = sandman("install", "h3sec-ctl@1", env=env)
-    assert refused.returncode == 124, refused.stderr
+    assert refused.returncode == ConsentError.exit_code, refused.stderr
     assert f"+ mount keys: {keys} -> /k (read-write)" in refused.stderr
     assert f"+ env set TZ_HINT={escaped}" in refused.stderr
     assert "\x1b" not in refused.stderr and "\r" not in refused.stderr
 
     # the prompt on a real terminal: the mount line is still there when the question comes
-    code, seen, _ = run_on_pty([sys.executable, "-m", "sandman", "install", "h3sec-ctl@1"],
+    code, seen, _ = run_on_pty(sandman_argv("install", "h3sec-ctl@1"),
                                env={**shim_env, **env}, stdout_tty=False,
                                replies={b"Accept these changes?": b"n\n"})
-    assert code == 124, seen
+    assert code == ConsentError.exit_code, seen
     text = seen.decode(errors="replace")
     assert text.index(f"+ mount keys: {keys} -> /k (read-write)") < text.index(
         f"+ env set TZ_HINT={escaped}") < text.index("Accept these changes?")
@@ -194,10 +191,10 @@ def test_names_with_a_trailing_newline_exit_112_with_file_line(
     f = recipe(root, "h3sec-ctl", CTL_V1.replace(old, new))
     where = f"{f}:{line_of(f, new.splitlines()[-1])}: {key}"
     check = sandman("recipes", "check", str(f.parent))
-    assert check.returncode == 112, check.stderr
+    assert check.returncode == RecipeError.exit_code, check.stderr
     assert check.stderr.startswith(where), check.stderr
     install = sandman("install", "h3sec-ctl@1", env={"SANDMAN_RECIPE_PATH": str(root)})
-    assert install.returncode == 112, install.stderr
+    assert install.returncode == RecipeError.exit_code, install.stderr
     assert one_line(install.stderr).startswith(f"sandman: {where}")
 
 
@@ -208,7 +205,7 @@ def test_recipes_check_reads_every_recipe_folder_of_a_dir(sandman, tmp_path: Pat
     bad1 = recipe(root, "h3sec-bad1", CTL_V1.replace("base =", "bsae ="))
     bad2 = recipe(root, "h3sec-bad2", CTL_V1 + 'commands = ["jq x"]\n')
     got = sandman("recipes", "check", str(root))
-    assert got.returncode == 112, got.stderr
+    assert got.returncode == RecipeError.exit_code, got.stderr
     lines = got.stderr.splitlines()
     assert lines[0].startswith(f"{bad1}:{line_of(bad1, 'bsae')}: versions.1.bsae: unknown key")
     assert any(x.startswith(f"{bad2}:{line_of(bad2, 'commands')}: versions.1.commands: 'jq x'")
@@ -235,7 +232,7 @@ def test_a_declared_command_missing_from_the_image_fails_the_install(
             'base = "debian:bookworm-slim"\nrun = ["echo h3sec-cmds"]\n')
     recipe(root, "h3sec-cmds", body.format(cmds='["ls", "jqx"]'))
     got = sandman("install", "h3sec-cmds@1", env=env)
-    assert got.returncode == 106, got.stderr
+    assert got.returncode == MissingCommandError.exit_code, got.stderr
     assert "declared command 'jqx' not found in the new image" in one_line(got.stderr)
     assert images_of("h3sec-cmds") == []  # built, checked, discarded: never tagged
     assert shims_of(home) == []
@@ -251,7 +248,7 @@ def test_a_declared_command_missing_from_the_image_fails_the_install(
     # the install is refused all the same; the good image and the existing shims stay
     recipe(root, "h3sec-cmds", body.format(cmds='["ls", "jqx"]'))
     again = sandman("install", "h3sec-cmds@1", env=env)
-    assert again.returncode == 106, again.stderr
+    assert again.returncode == MissingCommandError.exit_code, again.stderr
     assert "'jqx' not found in its image" in one_line(again.stderr)
     assert images_of("h3sec-cmds") == [image]
     assert shims_of(home) == ["h3sec-cmds-1", "ls-1"]
@@ -266,7 +263,7 @@ def test_commands_are_found_in_an_image_without_a_shell(
                '[versions."1"]\ndockerfile = "Dockerfile"\n')
     (f.parent / "Dockerfile").write_text("FROM debian:bookworm-slim\nRUN rm /bin/sh\n")
     got = sandman("install", "h3sec-nosh@1", env=env)
-    assert got.returncode == 106, got.stderr
+    assert got.returncode == MissingCommandError.exit_code, got.stderr
     assert "declared command 'jqx' not found in the new image" in one_line(got.stderr)
     assert images_of("h3sec-nosh") == []
     f.write_text(f.read_text().replace('["ls", "jqx"]', '["ls"]'))

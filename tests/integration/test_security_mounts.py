@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import ImageRemover, paths_of
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
@@ -34,6 +34,9 @@ from runtime_helpers import (  # noqa: E402
     stop_reaper,
     user_env,
 )
+
+from sandman.errors import MountError  # noqa: E402
+from sandman.names import LABEL_PID  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -72,14 +75,15 @@ mode = "ro"
 
 
 @pytest.fixture(scope="module")
-def sec(kit: Kit) -> Iterator[Kit]:
+def sec(kit: Kit, remove_images_after_module: ImageRemover) -> Iterator[Kit]:
     """A home of its own with rtsec@varrun, @up, @dot installed from $SANDMAN_HOME/recipes."""
+    remove_images_after_module("rtsec")
     root = kit.scratch("sec")
     home = root / "home"
     (paths_of(home).user_recipes_dir / "rtsec").mkdir(parents=True)
     (paths_of(home).user_recipes_dir / "rtsec" / "recipe.toml").write_text(SEC_RECIPE)
     mine = Kit(root=root, home=home, recipes=kit.recipes, data=kit.data, out=kit.out)
-    p = sandman_cli("-q", "install", "rtsec@varrun", "rtsec@up", "rtsec@dot", env=mine.env(),
+    p = sandman_cli("-q", "install", "--yes", "rtsec@varrun", "rtsec@up", "rtsec@dot", env=mine.env(),
                     timeout=900)
     assert p.returncode == 0, p.stderr.decode()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -89,10 +93,6 @@ def sec(kit: Kit) -> Iterator[Kit]:
                 q.chmod(q.stat().st_mode | (0o055 if q.is_dir() else 0o044))
     yield mine
     stop_reaper(home)
-    out = subprocess.run(["docker", "images", "-q", "--filter", "label=io.sandman.tool=rtsec"],
-                         capture_output=True, text=True).stdout.split()
-    if out:
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(out))], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -117,13 +117,13 @@ def refused_without_container(argv: list[str], *, env: dict[str, str], cwd: Path
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = proc.communicate(timeout=120)
     until = f"{time.time() + 1:.3f}"
-    assert proc.returncode == 118, (proc.returncode, out, err)
+    assert proc.returncode == MountError.exit_code, (proc.returncode, out, err)
     line = one_line_error(err)
     if named:
         assert named in line, line
     created = subprocess.run(
         ["docker", "events", "--since", since, "--until", until, "--filter", "type=container",
-         "--filter", "event=create", "--filter", f"label=io.sandman.pid={proc.pid}",
+         "--filter", "event=create", "--filter", f"label={LABEL_PID}={proc.pid}",
          "--format", "{{.Actor.ID}}"],
         capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert created == []
@@ -158,7 +158,7 @@ def test_recipe_mount_home_dotdot_and_dot_are_refused(sec: Kit, work: Path, user
     # SANDMAN_ALLOW_ROOT lets / through, but / holds the Docker socket: still refused
     again = run([sec.shim("rtsec-up"), "ls", "/h"], env={**env, "SANDMAN_ALLOW_ROOT": "1"},
                 cwd=work, user=user)
-    assert again.returncode == 118 and "Docker socket" in one_line_error(again.stderr)
+    assert again.returncode == MountError.exit_code and "Docker socket" in one_line_error(again.stderr)
 
 
 @pytest.mark.parametrize("user", [False, True], ids=["root", "user"])
@@ -194,12 +194,12 @@ def test_sandman_run_mount_of_a_symlink_is_refused(kit: Kit, work: Path, links: 
     target = str(links / link)
     p = sandman_cli("-q", "run", "rtprobe@1", "--mount", f"{target}:/h", "--", "ls", "/h",
                     env=kit.env(), cwd=work)
-    assert p.returncode == 118, p.stderr
+    assert p.returncode == MountError.exit_code, p.stderr
     line = one_line_error(p.stderr, target)
     assert "really /" in line
     spelled = sandman_cli("-q", "run", "rtprobe@1", "--mount", "/var//run:/h", "--", "ls", "/h",
                           env=kit.env(), cwd=work)
-    assert spelled.returncode == 118
+    assert spelled.returncode == MountError.exit_code
     assert "Docker socket" in one_line_error(spelled.stderr)
 
 
@@ -212,7 +212,7 @@ def test_config_extra_mount_swapped_for_a_symlink_is_refused_at_run_time(sec: Ki
     cfg = paths_of(sec.home).config_file
     cfg.write_text(f'[tools."rtprobe@1"]\nextra_mounts = ["{swap}:/x:ro"]\n')
     try:
-        p = sandman_cli("-q", "install", "rtprobe@1", env=sec.env())
+        p = sandman_cli("-q", "install", "--yes", "rtprobe@1", env=sec.env())
         assert p.returncode == 0, p.stderr
         ok = run([sec.shim("rtprobe-1"), "cat", "/x/f.txt"], env=sec.env(), cwd=work)
         assert (ok.returncode, ok.stdout) == (0, b"plain\n"), ok.stderr
@@ -222,7 +222,7 @@ def test_config_extra_mount_swapped_for_a_symlink_is_refused_at_run_time(sec: Ki
                                   named="really /run")
         # and a config that names such a link fails at reshim, before any shim is written
         again = sandman_cli("-q", "reshim", "rtprobe@1", env=sec.env())
-        assert again.returncode == 118
+        assert again.returncode == MountError.exit_code
         assert "really /run" in one_line_error(again.stderr)
     finally:
         cfg.unlink()
@@ -265,4 +265,4 @@ def test_relative_arguments_leaving_the_cwd_work_as_on_the_host(kit: Kit, mode: 
     assert inside.stdout == b"inside\n", inside.stderr
     (work / "b" / "root").symlink_to("/")
     out = run([kit.shim("rtprobe-1"), "ls", "../b/root"], env=env, cwd=work / "a")
-    assert out.returncode == 118 and "really /)" in one_line_error(out.stderr)
+    assert out.returncode == MountError.exit_code and "really /)" in one_line_error(out.stderr)

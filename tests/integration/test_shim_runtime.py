@@ -13,16 +13,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import env_file, paths_of, record_file, runtime_dir
+from helpers import ImageRemover, env_file, paths_of, record_file, run_sandman, runtime_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import ROOT, one_line_error, stop_reaper  # noqa: E402
+
+from sandman.errors import ConsentError, StateError  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
@@ -39,16 +40,13 @@ run = ["echo sandman-shim-runtime-probe"]
 
 
 @pytest.fixture
-def home(docker_client, tmp_path: Path) -> Iterator[Path]:
+def home(docker_client, tmp_path: Path, remove_images_after: ImageRemover) -> Iterator[Path]:
+    remove_images_after("rtshim")
     h = tmp_path / "home"
     (paths_of(h).user_recipes_dir / "rtshim").mkdir(parents=True)
     (paths_of(h).user_recipes_dir / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=""))
     yield h
     stop_reaper(h)
-    ids = subprocess.run(["docker", "images", "-q", "--filter", "label=io.sandman.tool=rtshim"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
 
 
 @pytest.fixture
@@ -76,9 +74,7 @@ def env_for(home: Path, tree: Path | None = None) -> dict[str, str]:
 
 def cli(home: Path, *args: str, tree: Path | None = None) -> subprocess.CompletedProcess:
     # cwd: `python -m` puts the current directory first on sys.path (this checkout's sandman)
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env_for(home, tree),
-                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
-                          cwd=home)
+    return run_sandman(*args, env=env_for(home, tree), stdin=subprocess.DEVNULL, cwd=home)
 
 
 def state(home: Path, tree: Path | None = None) -> str:
@@ -118,7 +114,7 @@ def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
     # a new env var is a new permission: consent first (refused off a terminal, nothing changes)
     before = shim.read_text()
     refused = cli(home, "upgrade", tree=newer)
-    assert refused.returncode == 124, refused.stderr
+    assert refused.returncode == ConsentError.exit_code, refused.stderr
     assert "+ env set RT_B=two" in refused.stderr and shim.read_text() == before
     up = cli(home, "upgrade", "--yes", tree=newer)
     assert up.returncode == 0, up.stderr
@@ -143,7 +139,7 @@ def test_runtime_and_recipe_env_changes_are_listed_upgraded_and_applied(
         f.unlink()
     broken = subprocess.run([str(shim), "true"], env=env_for(home), cwd=tmp_path,
                             capture_output=True, timeout=60)
-    assert broken.returncode == 123
+    assert broken.returncode == StateError.exit_code
     assert "sandman reshim --all" in one_line_error(broken.stderr)
     assert state(home) == "shim-stale: runtime"
     assert cli(home, "-q", "reshim", "--all").returncode == 0

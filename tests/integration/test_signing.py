@@ -11,99 +11,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
-from teams_helpers import fresh_home, git, image_id, make_repo, remove_images, running_registry, unique_tool
+from helpers import paths_of, record_file, remove_images
+from signing_helpers import SIG_ROLE, cli, key_fingerprint, keygen, publish, refused, registry, team, teammate  # noqa: F401 (fixtures)
+from teams_helpers import image_id
+
+from sandman.errors import RemoteError, SignatureError
+from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
 
 pytestmark = pytest.mark.docker
-
-SIG_ROLE = "io.sandman.role=signature"
-
-
-def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-    e["SANDMAN_HOME"] = str(home)
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, capture_output=True,
-                          text=True, timeout=900)
-
-
-def keygen(folder: Path, name: str) -> Path:
-    key = folder / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                   check=True)
-    return key
-
-
-def key_fingerprint(key: Path) -> str:
-    return subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], check=True, capture_output=True,
-                          text=True).stdout.split()[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterator[str]:
-    with running_registry(tmp_path_factory.mktemp("registry")) as addr:
-        yield f"{addr}/team"
-
-
-@pytest.fixture
-def team(tmp_path: Path, docker_client, registry: str) -> Iterator[dict]:
-    """A team repo (allowed_signers: alice; signing.toml: require), home A with it trusted."""
-    tool = unique_tool()
-    keys = {n: keygen(tmp_path, n) for n in ("alice", "mallory")}
-    src = tmp_path / "team-recipes"
-    make_repo(src, tool, {"1.0": "one", "2.0": "two"})
-    (src / "allowed_signers").write_text(
-        f'alice@example.com namespaces="sandman" {keys["alice"].with_suffix(".pub").read_text()}')
-    (src / "signing.toml").write_text('policy = "require"\n')
-    git(src, "add", "-A")
-    git(src, "commit", "-qm", "signers")
-    t = {"tool": tool, "src": src, "tmp": tmp_path, "keys": keys, "env": {"SANDMAN_REGISTRY": registry}}
-    t["home"] = teammate(t, "home-a")
-    yield t
-    remove_images(docker_client, tool)
-    for img in docker_client.images.list(filters={"label": SIG_ROLE}):
-        if any(tool in tag for tag in img.tags):
-            docker_client.images.remove(img.id, force=True)
-
-
-def teammate(team: dict, name: str, config: str = "") -> Path:
-    home = fresh_home(team["tmp"], name)
-    for args in (("repo", "add", "team", str(team["src"])), ("repo", "trust", "team")):
-        p = cli(home, *args)
-        assert p.returncode == 0, p.stderr
-    if config:
-        paths_of(home).config_file.parent.mkdir(parents=True, exist_ok=True)
-        paths_of(home).config_file.write_text(config)
-    return home
-
-
-def publish(team: dict, docker_client, version: str, *sign: str) -> tuple[str, str, str]:
-    """Install and push tool@version from home A, then remove the local image: (remote, tag, id)."""
-    tool, home = team["tool"], team["home"]
-    p = cli(home, "install", f"{tool}@{version}")
-    assert p.returncode == 0, p.stderr
-    rec = json.loads(record_file(home, tool, version).read_text())
-    p = cli(home, "push", f"{tool}@{version}", *sign, env=team["env"])
-    assert p.returncode == 0, p.stderr
-    remote = p.stdout.strip().splitlines()[-1]
-    docker_client.images.remove(rec["image_tag"], force=True)
-    return remote, rec["image_tag"], rec["image_id"]
-
-
-def refused(p: subprocess.CompletedProcess, line: str) -> None:
-    """Exit 97, exactly one line, no traceback."""
-    assert p.returncode == 97, p.stderr
-    assert p.stderr.splitlines()[-1] == f"sandman: {line}", p.stderr
-    assert "Traceback" not in p.stderr
-
 
 def test_signed_push_installs_on_a_teammates_home_and_verify_says_who(team, docker_client):
     tool, keys = team["tool"], team["keys"]
@@ -145,7 +63,7 @@ def test_an_unsigned_push_is_refused_under_require_and_warned_under_warn(team, d
 
     # `sandman pull` is held to the same policy (else a later install would take it from the cache)
     p = cli(home_b, "pull", f"{tool}@2.0", env=team["env"])
-    assert p.returncode == 97 and image_id(docker_client, tag) is None, p.stderr
+    assert p.returncode == SignatureError.exit_code and image_id(docker_client, tag) is None, p.stderr
 
     home_c = teammate(team, "home-c", config='signatures = "warn"\n')
     p = cli(home_c, "install", f"{tool}@2.0", env=team["env"])
@@ -176,8 +94,8 @@ def test_other_content_retagged_under_a_signed_name_is_refused(team, docker_clie
     remote, tag, original = publish(team, docker_client, "1.0", "--sign", str(keys["alice"]))
     fingerprint = json.loads(record_file(team["home"], tool, "1.0").read_text())["fingerprint"]
     dockerfile = (f"FROM debian:bookworm-slim\nRUN echo '{tool} 1.0 EVIL' > /usr/local/share/{tool}.txt\n"
-                  f"LABEL io.sandman.tool={tool} io.sandman.version=1.0 "
-                  f"io.sandman.fingerprint={fingerprint}\n")
+                  f"LABEL {LABEL_TOOL}={tool} {LABEL_VERSION}=1.0 "
+                  f"{LABEL_FINGERPRINT}={fingerprint}\n")
     evil, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True)
     assert evil.id != original
     repo, _, remote_tag = remote.rpartition(":")
@@ -203,9 +121,9 @@ def test_a_bad_signing_key_pushes_nothing(team, docker_client):
                                                 "ssh-keygen cannot sign with it: ")
     assert p.stdout == "" and "Traceback" not in p.stderr
     home_b = teammate(team, "home-b", config='signatures = "off"\n')
-    remove_images(docker_client, tool)  # the image push built: a pull must find it remotely
+    remove_images(tool)  # the image push built: a pull must find it remotely
     p = cli(home_b, "pull", f"{tool}@1.0", env=team["env"])
-    assert p.returncode == 121 and "manifest unknown" in p.stderr.lower(), p.stderr  # nothing was pushed
+    assert p.returncode == RemoteError.exit_code and "manifest unknown" in p.stderr.lower(), p.stderr  # nothing was pushed
 
 
 def test_bundles_carry_the_signature_and_unsigned_ones_are_refused(team, docker_client):

@@ -10,117 +10,36 @@ and from a mirror URL prefix, and refused on a checksum mismatch and a 404 befor
 from __future__ import annotations
 
 import hashlib
-import http.server
-import io
 import json
 import subprocess
-import tarfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, source_cache
+from helpers import FileServer, ImageRemover, paths_of, source_cache
+from source_helpers import NAME, SHA, TARBALL, write_recipe
+
+from sandman.errors import RecipeError, SourceError
+from sandman.names import LABEL_TOOL
 
 TOOLS = ("h7src", "h7src-bad")
 
 
-class Server:
-    """A static file server on 127.0.0.1 (random port) in a thread; `hits` lists the paths asked."""
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        self.hits: list[str] = []
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a, **kw) -> None:
-                super().__init__(*a, directory=str(root), **kw)
-
-            def log_request(self, code: object = "-", size: object = "-") -> None:
-                outer.hits.append(self.path)  # once per request, whatever its status
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.running = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.running:
-            self.running = False
-            self.httpd.shutdown()
-            self.httpd.server_close()
-
-RECIPE = """\
-schema = 1
-tool = "{tool}"
-description = "a tool built from a source tarball (sandman's own tests)"
-entrypoint = ["h7hello"]
-commands = ["h7hello"]
-version_check = {{ command = ["h7hello", "--version"], expect = '^h7hello ({{version}}\\.\\d+)$' }}
-
-[versions."1.0"]
-base = "debian:bookworm-slim"
-sources = [{{ url = "{url}", sha256 = "{sha}" }}]
-run = ["tar -xzf /tmp/sources/h7hello-1.0.3.tar.gz -C /tmp && sh /tmp/h7hello-1.0.3/install.sh /usr/local && rm -rf /tmp/h7hello-1.0.3"]
-"""
-
-
-def source_tarball() -> bytes:
-    """h7hello 1.0.3 as upstream would ship it: a folder with the program and an install script."""
-    files = {
-        "h7hello-1.0.3/h7hello": '#!/bin/sh\ncase "$1" in\n  --version) echo "h7hello 1.0.3" ;;\n'
-                                 '  *) echo "hello from source: $*" ;;\nesac\n',
-        "h7hello-1.0.3/install.sh": 'set -e\ninstall -m 0755 "$(dirname "$0")/h7hello" "$1/bin/h7hello"\n',
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o755, 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-TARBALL = source_tarball()
-SHA = hashlib.sha256(TARBALL).hexdigest()
-NAME = "h7hello-1.0.3.tar.gz"
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _remove_test_images():
+def _remove_test_images(remove_images_after_module: ImageRemover) -> None:
     """Images built here carry one of TOOLS as their tool label; they go at the end."""
-    yield
-    for tool in TOOLS:
-        ids = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter",
-                              f"label=io.sandman.tool={tool}"], capture_output=True, text=True)
-        for image in sorted(set(ids.stdout.split())):
-            subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+    remove_images_after_module(*TOOLS)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "www")
-    (s.root / "dl").mkdir()
-    (s.root / "dl" / NAME).write_bytes(TARBALL)
-    yield s
-    s.stop()
-
-
-def write_recipe(root: Path, url: str, *, tool: str = "h7src", sha: str = SHA) -> Path:
-    d = root / tool
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "recipe.toml").write_text(RECIPE.format(tool=tool, url=url, sha=sha))
-    return d / "recipe.toml"
+def server(http_server: FileServer) -> FileServer:
+    """The tarball at /dl/NAME."""
+    (http_server.root / "dl").mkdir()
+    (http_server.root / "dl" / NAME).write_bytes(TARBALL)
+    return http_server
 
 
 def images_of(tool: str) -> list[str]:
-    out = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter", f"label=io.sandman.tool={tool}"],
+    out = subprocess.run(["docker", "images", "-q", "--no-trunc", "--filter", f"label={LABEL_TOOL}={tool}"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(set(out.split()))
 
@@ -137,7 +56,7 @@ def error_line(stderr: str) -> str:
 
 @pytest.mark.docker
 def test_a_version_built_from_a_source_tarball_then_offline(
-        sandman, home: Path, tmp_path: Path, shim_env: dict[str, str], server: Server,
+        sandman, home: Path, tmp_path: Path, shim_env: dict[str, str], server: FileServer,
         docker_client) -> None:
     env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
     write_recipe(tmp_path / "recipes", f"{server.url}/dl/{NAME}")
@@ -173,13 +92,13 @@ def test_a_version_built_from_a_source_tarball_then_offline(
 
 @pytest.mark.docker
 def test_a_checksum_mismatch_stops_before_any_build(
-        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+        sandman, home: Path, tmp_path: Path, server: FileServer, docker_client) -> None:
     env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
     wrong = hashlib.sha256(b"another release").hexdigest()
     url = f"{server.url}/dl/{NAME}"
     write_recipe(tmp_path / "recipes", url, tool="h7src-bad", sha=wrong)
     p = sandman("install", "h7src-bad@1.0", env=env)
-    assert p.returncode == 104, p.stderr
+    assert p.returncode == SourceError.exit_code, p.stderr
     assert error_line(p.stderr) == (
         f"sandman: h7src-bad@1.0: cannot get source '{NAME}' from {url}: sha256 {SHA}, the recipe "
         f"expects {wrong}; nothing was built. Download it yourself, check that `sha256sum` prints "
@@ -192,12 +111,12 @@ def test_a_checksum_mismatch_stops_before_any_build(
 
 @pytest.mark.docker
 def test_a_404_names_the_url_and_where_to_drop_the_file(
-        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+        sandman, home: Path, tmp_path: Path, server: FileServer, docker_client) -> None:
     env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
     url = f"{server.url}/dl/gone/{NAME}"
     write_recipe(tmp_path / "recipes", url, tool="h7src-bad")
     p = sandman("install", "h7src-bad@1.0", env=env)
-    assert p.returncode == 104, p.stderr
+    assert p.returncode == SourceError.exit_code, p.stderr
     line = error_line(p.stderr)
     assert line.startswith(f"sandman: h7src-bad@1.0: cannot get source '{NAME}' from {url}: HTTP 404 ")
     assert line.endswith(f"put it at {cached_file(home)}")
@@ -229,13 +148,13 @@ def test_a_mirror_folder_serves_an_offline_site(
     # without the mirror, that URL is unreachable: one line naming it
     cached_file(home).unlink()
     p = sandman("install", "--force", "h7src@1.0", env=env)
-    assert p.returncode == 104
+    assert p.returncode == SourceError.exit_code
     assert f"from {unreachable}: unreachable (" in error_line(p.stderr)
 
 
 @pytest.mark.docker
 def test_a_mirror_url_prefix_from_config_by_sha256(
-        sandman, home: Path, tmp_path: Path, server: Server, docker_client) -> None:
+        sandman, home: Path, tmp_path: Path, server: FileServer, docker_client) -> None:
     env = {"SANDMAN_RECIPE_PATH": str(tmp_path / "recipes")}
     write_recipe(tmp_path / "recipes", f"http://127.0.0.1:9/dl/{NAME}")
     (server.root / "mirror" / "sha256").mkdir(parents=True)
@@ -251,15 +170,16 @@ def test_bad_sources_exit_112_with_file_and_line(sandman, tmp_path: Path) -> Non
     root = tmp_path / "recipes"
     f = write_recipe(root, f"ftp://127.0.0.1/dl/{NAME}")
     p = sandman("recipes", "check", str(f))
-    assert p.returncode == 112
+    assert p.returncode == RecipeError.exit_code
     line = next(n for n, t in enumerate(f.read_text().splitlines(), 1) if t.startswith("sources"))
     assert p.stderr.strip() == (  # `recipes check` lists each error as file:line: ...
         f"{f}:{line}: versions.\"1.0\".sources[0].url: 'ftp://127.0.0.1/dl/{NAME}' is not an "
-        "http://, https:// or file:// URL")
+        "http:// or https:// URL (a file of this host goes into the source cache, or a "
+        "sources_mirror folder)")
     f.write_text(f.read_text().replace(f'sha256 = "{SHA}"', 'sha256 = "nope"'))
     p = sandman("recipes", "check", str(f))
-    assert p.returncode == 112 and "sources[0].sha256: expected 64 lower-case hex digits" in p.stderr
+    assert p.returncode == RecipeError.exit_code and "sources[0].sha256: expected 64 lower-case hex digits" in p.stderr
     f.write_text(f.read_text().replace(', sha256 = "nope"', ""))
     p = sandman("install", "h7src@1.0", env={"SANDMAN_RECIPE_PATH": str(root)})
-    assert p.returncode == 112
+    assert p.returncode == RecipeError.exit_code
     assert error_line(p.stderr).endswith("sources[0]: missing required key 'sha256'")

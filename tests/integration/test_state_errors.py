@@ -17,17 +17,18 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import log_file, paths_of, record_file, runtime_dir
+from helpers import log_file, paths_of, record_file, run_sandman, runtime_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import ECHO_RECIPE, docker_gid  # noqa: E402
+
+from sandman.errors import NoSpaceError, NotFoundError, StateError, StateWriteError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = "sandman-peer"  # a second real Unix user, made with useradd if missing
@@ -67,8 +68,7 @@ def cli(home: Path, *args: str, recipes: Path | None = None, cwd: Path | None = 
     if recipes is not None:
         env["SANDMAN_RECIPE_PATH"] = str(recipes)
     env.update(extra or {})
-    return subprocess.run([sys.executable, "-m", "sandman", "-q", *args], env=env, cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=900)
+    return run_sandman("-q", *args, env=env, cwd=cwd or ROOT)
 
 
 def one_line(p: subprocess.CompletedProcess, code: int, *needles: str) -> str:
@@ -323,7 +323,7 @@ def test_another_users_calls_start_a_reaper_with_a_pidfile_of_their_own(recipes:
 def test_full_disk_is_122_with_the_path_and_loses_nothing(tmpfs: Tmpfs, recipes: Path) -> None:
     tmpfs.fill()
     p = cli(tmpfs.home, "install", KEY, recipes=recipes)
-    line = one_line(p, 122, "no space left")
+    line = one_line(p, NoSpaceError.exit_code, "no space left")
     assert str(tmpfs.home) in line
     assert not leftovers(tmpfs.home), leftovers(tmpfs.home)
     assert not (paths_of(tmpfs.home).bin_dir / SHIM).exists()
@@ -344,7 +344,7 @@ def test_read_only_home_is_107_with_the_path_and_reads_still_work(tmpfs: Tmpfs, 
     tmpfs.remount("ro")
     for args in (("uninstall", KEY), ("reshim", KEY), ("install", "--force", KEY),
                  ("use", TOOL, "1", "--global")):
-        line = one_line(cli(tmpfs.home, *args, recipes=recipes), 107, "read-only file system",
+        line = one_line(cli(tmpfs.home, *args, recipes=recipes), StateWriteError.exit_code, "read-only file system",
                         str(tmpfs.home), "SANDMAN_HOME")
         assert "cannot write" in line, args
     p = cli(tmpfs.home, "list", "--json", recipes=recipes)
@@ -372,12 +372,12 @@ def test_a_corrupt_record_names_its_repair_and_uninstall_force_applies_it(
     record.write_text('{"schema": 1, "tool": "rtecho", "versi')  # a crash of an older sandman
     hint = f"sandman uninstall --force {KEY}"
     for args in (("install", KEY), ("uninstall", KEY), ("list",)):
-        one_line(cli(home, *args, recipes=recipes), 123, str(record), hint)
+        one_line(cli(home, *args, recipes=recipes), StateError.exit_code, str(record), hint)
     p = cli(home, "uninstall", "--force", KEY, recipes=recipes)
     assert p.returncode == 0, p.stderr
     assert not record.exists() and not (paths.bin_dir / SHIM).exists()
     assert foreign.exists()  # only files whose header names the install go
-    one_line(cli(home, "uninstall", "--force", KEY, recipes=recipes), 111, KEY)
+    one_line(cli(home, "uninstall", "--force", KEY, recipes=recipes), NotFoundError.exit_code, KEY)
     p = cli(home, "install", KEY, recipes=recipes)
     assert p.returncode == 0, p.stderr
     shim_works(home)

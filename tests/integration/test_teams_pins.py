@@ -5,29 +5,28 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, run_sandman
 from teams_helpers import (
     commit_recipe,
     fresh_home,
     git,
     make_repo,
     recipe_text,
-    remove_images,
     unique_tool,
 )
+
+from sandman.errors import ConflictError, ConsentError, LockError, NotFoundError, PinError, StateError
 
 pytestmark = pytest.mark.docker
 
 
 def cli(home: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=env_for(home, env),
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+    return run_sandman(*args, env=env_for(home, env), cwd=cwd)
 
 
 def env_for(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -47,8 +46,9 @@ def run_tool(home: Path, tool: str, cwd: Path, env: dict[str, str] | None = None
 
 
 @pytest.fixture
-def setup(tmp_path: Path, docker_client) -> Iterator[dict]:
+def setup(tmp_path: Path, docker_client, remove_images_after: ImageRemover) -> Iterator[dict]:
     tool = unique_tool()
+    remove_images_after(tool)
     src = tmp_path / "src"
     make_repo(src, tool, {"1.0": "one", "2.0": "two"})
     home = fresh_home(tmp_path, "home")
@@ -57,7 +57,6 @@ def setup(tmp_path: Path, docker_client) -> Iterator[dict]:
         p = cli(home, *args, cwd=tmp_path)
         assert p.returncode == 0, p.stderr
     yield {"tool": tool, "src": src, "home": home, "tmp": tmp_path}
-    remove_images(docker_client, tool)
 
 
 def test_pins_resolve_by_directory_and_env_wins(setup):
@@ -88,14 +87,14 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     outside = tmp / "elsewhere"
     outside.mkdir()
     r = run_tool(home, tool, outside)
-    assert r.returncode == 111 and f"sandman use {tool} VERSION" in r.stderr
+    assert r.returncode == NotFoundError.exit_code and f"sandman use {tool} VERSION" in r.stderr
     host = tmp / "hostbin"
     host.mkdir()
     (host / tool).write_text("#!/bin/sh\necho host tool\n")
     (host / tool).chmod(0o755)
     r = run_tool(home, tool, outside, {"PATH": f"{paths_of(home).bin_dir}:{host}:/usr/bin:/bin"})
     assert (r.returncode, r.stdout) == (0, "host tool\n")
-    assert cli(home, "which", tool, cwd=outside).returncode == 111
+    assert cli(home, "which", tool, cwd=outside).returncode == NotFoundError.exit_code
 
     assert cli(home, "use", tool, "2.0", "--global", cwd=outside).returncode == 0
     assert run_tool(home, tool, outside).stdout == f"{tool} 2.0 two\n"
@@ -104,9 +103,9 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     # a pinned version that is not installed: one line, the command to fix it
     (p2 / ".sandman.toml").write_text(f'[tools]\n{tool} = "9.9"\n')
     r = run_tool(home, tool, p2)
-    assert r.returncode == 111 and f"sandman install {tool}@9.9" in r.stderr
+    assert r.returncode == NotFoundError.exit_code and f"sandman install {tool}@9.9" in r.stderr
     p = cli(home, "use", tool, "9.9", cwd=p2)
-    assert p.returncode == 111 and "unknown version '9.9'" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "unknown version '9.9'" in p.stderr
 
 
 def test_project_install_writes_and_checks_the_lock(setup):
@@ -134,7 +133,7 @@ def test_project_install_writes_and_checks_the_lock(setup):
     assert cli(mate, "repo", "update", "team", cwd=tmp).returncode == 0
     assert cli(mate, "repo", "trust", "team", cwd=tmp).returncode == 0
     p = cli(mate, "install", cwd=project)
-    assert p.returncode == 110, p.stderr
+    assert p.returncode == LockError.exit_code, p.stderr
     assert "fingerprint" in p.stderr and rec["fingerprint"][:12] in p.stderr
     assert f"is at {new[:12]}, the lock was made at {commit[:12]}" in p.stderr
     assert "--update-lock" in p.stderr and "Step " not in p.stderr
@@ -201,12 +200,12 @@ def test_a_pin_is_never_silently_bypassed(setup):
     # no plain shim (the project was just cloned): which and doctor say so
     assert run_tool(home, tool, project, path).stdout == "host tool\n"
     p = cli(home, "which", tool, cwd=project)
-    assert p.returncode == 105, p.stderr
+    assert p.returncode == PinError.exit_code, p.stderr
     assert p.stdout.startswith(f"{tool} 1.0 (set by {project / '.sandman.toml'})")
     assert f"{tool} in {paths_of(home).bin_dir} is missing" in p.stderr
     assert f"run: sandman use {tool} 1.0" in p.stderr and p.stderr.count("\n") == 1
     p = cli(home, "which", tool, "--json", cwd=project)
-    assert p.returncode == 105 and json.loads(p.stdout)["plain_missing"] == [tool]
+    assert p.returncode == PinError.exit_code and json.loads(p.stdout)["plain_missing"] == [tool]
     [line] = doctor_lines(home, project, tool)
     assert line.startswith(f"FAIL  pin {tool} 1.0: set by {project / '.sandman.toml'}, but {tool}")
 
@@ -218,7 +217,7 @@ def test_a_pin_is_never_silently_bypassed(setup):
     for args in (("repo", "update", "team"), ("repo", "trust", "team")):
         assert cli(home, *args, cwd=tmp).returncode == 0
     p = cli(home, "install", cwd=project)
-    assert p.returncode == 124, p.stderr
+    assert p.returncode == ConsentError.exit_code, p.stderr
     assert run_tool(home, tool, project, path).stdout == f"{tool} 1.0 one\n"  # the installed 1.0
     assert cli(home, "which", tool, cwd=project).returncode == 0
     assert doctor_lines(home, project, tool)[0].startswith(f"ok    pin {tool} 1.0")
@@ -229,7 +228,7 @@ def test_a_pin_is_never_silently_bypassed(setup):
     (paths_of(home).bin_dir / tool).unlink()
     (paths_of(home).bin_dir / tool).write_text("#!/bin/sh\necho not sandman\n")
     p = cli(home, "use", tool, "2.0", cwd=other)
-    assert p.returncode == 119, p.stderr
+    assert p.returncode == ConflictError.exit_code, p.stderr
     assert not (other / ".sandman.toml").exists()
     (paths_of(home).bin_dir / tool).unlink()
     p = cli(home, "use", tool, "2.0", cwd=other)
@@ -251,12 +250,12 @@ def test_a_broken_project_file_fails_the_plain_command(setup):
     pin_file.write_text(f'[tools]\n# 1.0 for now\n{tool} = 1.0\n')  # the quotes forgotten
     want = f'{pin_file}:3: write each pin as tool = "version"'
     r = run_tool(home, tool, project / "src", path)
-    assert (r.returncode, r.stdout, r.stderr) == (123, "", f"sandman: {want}\n")
+    assert (r.returncode, r.stdout, r.stderr) == (StateError.exit_code, "", f"sandman: {want}\n")
     p = cli(home, "which", tool, cwd=project / "src")
-    assert (p.returncode, p.stderr) == (123, f"sandman: {want}\n")
+    assert (p.returncode, p.stderr) == (StateError.exit_code, f"sandman: {want}\n")
     [line] = [x for x in cli(home, "doctor", cwd=project / "src").stdout.splitlines()
               if "pin file" in x]
     assert line == f"FAIL  pin file {pin_file}: {want}"
     p = cli(home, "use", tool, "2.0", cwd=project / "src")
-    assert (p.returncode, p.stderr) == (123, f"sandman: {want}\n")
+    assert (p.returncode, p.stderr) == (StateError.exit_code, f"sandman: {want}\n")
     assert pin_file.read_text() == f'[tools]\n# 1.0 for now\n{tool} = 1.0\n'  # left for the user

@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, run_sandman
 from teams_helpers import (
     free_port,
     fresh_home,
     image_id,
     make_repo,
     manifest_config_digest,
-    remove_images,
     running_registry,
     unique_tool,
 )
+
+from sandman.errors import RemoteError, StateError
 
 pytestmark = pytest.mark.docker
 
@@ -32,8 +32,7 @@ def cli(home: Path, *args: str, env: dict[str, str] | None = None,
     e["SANDMAN_HOME"] = str(home)
     e["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{e.get('PATH', '')}"
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+    return run_sandman(*args, env=e, cwd=cwd)
 
 
 def shim(home: Path, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -48,9 +47,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterato
 
 
 @pytest.fixture
-def team(tmp_path: Path, docker_client) -> Iterator[dict]:
+def team(tmp_path: Path, docker_client, remove_images_after: ImageRemover) -> Iterator[dict]:
     """A recipe repo with one unique tool (two versions), added and trusted in home A."""
     tool = unique_tool()
+    remove_images_after(tool)
     src = tmp_path / "team-recipes"
     make_repo(src, tool, {"1.0": "one", "2.0": "two"})
     home_a = fresh_home(tmp_path, "home-a")
@@ -58,7 +58,6 @@ def team(tmp_path: Path, docker_client) -> Iterator[dict]:
         p = cli(home_a, *args)
         assert p.returncode == 0, p.stderr
     yield {"tool": tool, "src": src, "home": home_a, "tmp": tmp_path}
-    remove_images(docker_client, tool)
 
 
 def record(home: Path, tool: str, version: str) -> dict:
@@ -120,11 +119,11 @@ def test_pull_without_install_and_a_registry_that_is_down(team, registry, docker
     down = f"127.0.0.1:{free_port()}/team"
     docker_client.images.remove(tag, force=True)
     p = cli(home_a, "pull", f"{tool}@2.0", "--registry", down)
-    assert p.returncode == 121, p.stderr
+    assert p.returncode == RemoteError.exit_code, p.stderr
     assert p.stderr.count("\n") == 1 and p.stderr.startswith(f"sandman: registry {down}")
     assert "Traceback" not in p.stderr
     p = cli(home_a, "push", f"{tool}@1.0", "--registry", down)
-    assert p.returncode == 121 and "Traceback" not in p.stderr
+    assert p.returncode == RemoteError.exit_code and "Traceback" not in p.stderr
 
     # install falls back to building, and says why
     p = cli(home_a, "install", f"{tool}@2.0", env={"SANDMAN_REGISTRY": down})
@@ -198,9 +197,9 @@ def test_import_refuses_what_is_not_a_bundle(tmp_path, home, sandman):
     with tarfile.open(bad, "w") as tar:
         tar.add(__file__, arcname="hello.py")
     p = sandman("import", str(bad))
-    assert p.returncode == 123 and "not a sandman bundle" in p.stderr
+    assert p.returncode == StateError.exit_code and "not a sandman bundle" in p.stderr
     p = sandman("import", str(tmp_path / "missing.tar"))
-    assert p.returncode == 123 and "cannot open the bundle" in p.stderr
+    assert p.returncode == StateError.exit_code and "cannot open the bundle" in p.stderr
 
 
 def test_an_install_from_a_bundle_keeps_its_source(team, docker_client):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
-from helpers import base_env, paths_of, record_file
+from helpers import ImageRemover, base_env, paths_of, record_file, run_sandman, sandman_argv
 from ptyrun import run_on_pty
-from teams_helpers import commit_recipe, git, make_repo, recipe_text, remove_images, unique_tool
+from teams_helpers import commit_recipe, git, make_repo, recipe_text, unique_tool
+
+from sandman.errors import NotFoundError, RemoteError, UntrustedError
+from sandman.names import LABEL_TOOL
 
 
 def repo_rows(sandman) -> list[dict]:
@@ -21,10 +22,10 @@ def repo_rows(sandman) -> list[dict]:
 
 
 @pytest.fixture
-def tool(docker_client) -> Iterator[str]:
+def tool(docker_client, remove_images_after: ImageRemover) -> str:
     name = unique_tool()
-    yield name
-    remove_images(docker_client, name)
+    remove_images_after(name)
+    return name
 
 
 @pytest.mark.docker
@@ -39,9 +40,9 @@ def test_untrusted_repo_recipe_is_refused_until_trusted(tmp_path, sandman, home,
 
     for spec in (f"team/{tool}@1.0", f"{tool}@1.0"):
         p = sandman("install", spec)  # stdin is not a terminal: no question, a refusal
-        assert p.returncode == 120, p.stderr
+        assert p.returncode == UntrustedError.exit_code, p.stderr
         assert "sandman repo trust team" in p.stderr and "Traceback" not in p.stderr
-    assert docker_client.images.list(filters={"label": f"io.sandman.tool={tool}"}) == []
+    assert docker_client.images.list(filters={"label": f"{LABEL_TOOL}={tool}"}) == []
     assert not (paths_of(home).bin_dir / f"{tool}-1.0").exists()
 
     assert sandman("repo", "trust", "team").returncode == 0
@@ -73,7 +74,7 @@ def test_update_moves_the_pin_and_takes_trust_away(tmp_path, sandman):
     assert (row["commit"], row["trusted"]) == (second, False)
     assert f"{tool}@2.0" in sandman("recipes", "show", f"team/{tool}").stdout
     p = sandman("build", f"{tool}@2.0")
-    assert p.returncode == 120  # checked before anything is built
+    assert p.returncode == UntrustedError.exit_code  # checked before anything is built
 
     p = sandman("repo", "update", "team")
     assert p.returncode == 0 and "already at" in p.stderr
@@ -106,7 +107,7 @@ def test_recipes_at_the_root_and_precedence(tmp_path, sandman, home):
     p = sandman("recipes", "show", f"second/{tool}")
     assert p.returncode == 0 and f"{tool}@2.0" in p.stdout
     p = sandman("recipes", "show", f"nosuch/{tool}")
-    assert p.returncode == 111 and "unknown recipe source 'nosuch'" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "unknown recipe source 'nosuch'" in p.stderr
 
     assert sandman("repo", "remove", "first").returncode == 0
     assert not (paths_of(home).repos_dir / "first").exists()
@@ -132,7 +133,7 @@ def test_git_runs_no_hooks_and_no_ext_transport(tmp_path, sandman):
 
     pwned = tmp_path / "pwned"
     p = sandman("repo", "add", "evil", f"ext::sh -c touch% {pwned}", env=env)
-    assert p.returncode == 121, p.stderr
+    assert p.returncode == RemoteError.exit_code, p.stderr
     assert not pwned.exists()
     assert "Traceback" not in p.stderr
     assert [r["name"] for r in repo_rows(sandman)] == ["team"]
@@ -142,13 +143,13 @@ def test_repo_errors_are_one_line(tmp_path, sandman):
     p = sandman("repo", "add", "builtin", str(tmp_path))
     assert p.returncode == 2 and "cannot name a recipe source" in p.stderr
     p = sandman("repo", "add", "team", str(tmp_path / "nope"))
-    assert p.returncode == 121 and p.stderr.count("\n") == 1
+    assert p.returncode == RemoteError.exit_code and p.stderr.count("\n") == 1
     p = sandman("repo", "trust", "nope")
-    assert p.returncode == 111 and "no recipe repo named 'nope'" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "no recipe repo named 'nope'" in p.stderr
     src = tmp_path / "src"
     make_repo(src, unique_tool(), {"1.0": "a"})
     p = sandman("repo", "add", "team", str(src), "--ref", "no-such-branch")
-    assert p.returncode == 111 and "no-such-branch" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "no-such-branch" in p.stderr
     assert repo_rows(sandman) == []
     assert sandman("repo", "add", "team", str(src)).returncode == 0
     p = sandman("repo", "add", "team", str(src))
@@ -157,7 +158,7 @@ def test_repo_errors_are_one_line(tmp_path, sandman):
 
 def run_on_tty(args: list[str], answer: bytes, env: dict[str, str]) -> tuple[int, str]:
     """Run the CLI with stdin/stdout/stderr on a pseudo-terminal and answer its question."""
-    code, out, _ = run_on_pty([sys.executable, "-m", "sandman", *args], env=env,
+    code, out, _ = run_on_pty(sandman_argv(*args), env=env,
                               replies={b"[y/N]": answer}, timeout=120)
     return code, out.decode("utf-8", "replace")
 
@@ -167,25 +168,22 @@ def test_install_asks_on_a_terminal(tmp_path, home, tool, docker_client):
     src = tmp_path / "src"
     head = make_repo(src, tool, {"1.0": "asked"})
     env = base_env(home)
-    assert subprocess.run([sys.executable, "-m", "sandman", "repo", "add", "team", str(src)],
-                          env=env, capture_output=True).returncode == 0
+    assert run_sandman("repo", "add", "team", str(src), env=env).returncode == 0
     code, out = run_on_tty(["install", f"{tool}@1.0"], b"n\n", env)
-    assert code == 120, out
+    assert code == UntrustedError.exit_code, out
     assert f"Trust repo 'team' at {head[:12]}?" in out
     code, out = run_on_tty(["install", f"{tool}@1.0"], b"y\n", env)
     assert code == 0, out
     assert f"installed {tool}@1.0" in out
-    rows = json.loads(subprocess.run([sys.executable, "-m", "sandman", "repo", "list", "--json"],
-                                     env=env, capture_output=True, text=True).stdout)
+    rows = json.loads(run_sandman("repo", "list", "--json", env=env).stdout)
     assert rows[0]["trusted"] is True
 
 
 @pytest.fixture
-def two_tools(docker_client) -> Iterator[tuple[str, str]]:
+def two_tools(docker_client, remove_images_after: ImageRemover) -> tuple[str, str]:
     names = (unique_tool(), unique_tool())
-    yield names
-    for name in names:
-        remove_images(docker_client, name)
+    remove_images_after(*names)
+    return names
 
 
 @pytest.mark.docker
@@ -225,7 +223,7 @@ def test_an_update_pending_trust_makes_only_changed_recipes_stale(tmp_path, sand
     assert f"changed recipes: {changed};" in p.stderr
 
     p = sandman("upgrade")  # only the changed recipe is to do, and it waits for trust
-    assert p.returncode == 120, p.stderr
+    assert p.returncode == UntrustedError.exit_code, p.stderr
     assert "sandman repo trust team" in p.stderr
     assert sandman("install", f"{same}@1.0").returncode == 0  # what was reviewed still builds
     assert sandman("repo", "trust", "team").returncode == 0
@@ -254,7 +252,7 @@ def test_git_says_why_for_a_repo_owned_by_another_user(tmp_path, sandman):
     subprocess.run(["chown", "-R", other_user(), str(src)], check=True)
     env = {"GIT_CONFIG_GLOBAL": "/dev/null"}  # no safe.directory exception from this machine
     p = sandman("repo", "add", "team", str(src), env=env)
-    assert p.returncode == 121, p.stderr
+    assert p.returncode == RemoteError.exit_code, p.stderr
     assert p.stderr.count("\n") == 1, p.stderr
     assert p.stderr.startswith("sandman: repo add team: detected dubious ownership in repository at")
     assert f"git config --global --add safe.directory {src}" in p.stderr

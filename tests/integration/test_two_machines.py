@@ -12,23 +12,24 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from helpers import paths_of, record_file
+from helpers import EngineCLI, ImageRemover, paths_of, record_file, run_sandman
 from teams_helpers import (
     fresh_home,
     make_repo,
     manifest_config_digest,
-    remove_images,
     running_registry,
     second_engine,
     unique_tool,
 )
+
+from sandman.errors import LockError
+from sandman.registry import local_base_ref
 
 pytestmark = pytest.mark.docker
 BASE = "debian:bookworm-slim"
@@ -41,8 +42,7 @@ def cli(home: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
     e["SANDMAN_HOME"] = str(home)
     e["PATH"] = f"{paths_of(home).bin_dir}{os.pathsep}{e.get('PATH', '')}"
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "sandman", *args], env=e, cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+    return run_sandman(*args, env=e, cwd=cwd)
 
 
 def record(home: Path, tool: str, version: str) -> dict:
@@ -70,9 +70,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterato
 
 
 @pytest.fixture
-def team(tmp_path: Path, docker_client, machine_b: str, registry: str) -> Iterator[dict]:
+def team(tmp_path: Path, docker_client, machine_b: str, registry: str,
+         remove_images_after: ImageRemover) -> Iterator[dict]:
     """One recipe repo; home A on this host's daemon, home B on machine B, both trusting it."""
     tool = unique_tool()
+    remove_images_after(tool)
+    remove_images_after(tool, engine=EngineCLI(("docker", "-H", machine_b)))
     src = tmp_path / "team-recipes"
     make_repo(src, tool, {"1.0": "one", "2.0": "two"})
     reg = f"{registry}/team"
@@ -86,8 +89,6 @@ def team(tmp_path: Path, docker_client, machine_b: str, registry: str) -> Iterat
     client_b = docker.DockerClient(base_url=machine_b)
     yield {"tool": tool, "tmp": tmp_path, "a": homes["a"], "b": homes["b"], "env_a": a,
            "env_b": b, "reg": reg, "registry": registry, "host_b": machine_b, "client_b": client_b}
-    remove_images(docker_client, tool)
-    remove_images(client_b, tool)
     client_b.close()
 
 
@@ -135,7 +136,10 @@ def test_a_teammate_with_nothing_local_gets_the_publishers_image_by_digest(team,
     rec_b = record(team["b"], tool, "1.0")
     assert (rec_b["image_id"], rec_b["fingerprint"], rec_b["bases"], rec_b["origin"]) == \
         (rec_a["image_id"], rec_a["fingerprint"], rec_a["bases"], "registry")
-    assert client_b.images.get(BASE).id == base_a  # A's very base, under its usual name
+    # A's very base, under its by-digest name only: a registry never picks what BASE holds on B
+    assert client_b.images.get(local_base_ref(BASE, base_a)).id == base_a
+    with pytest.raises(docker.errors.ImageNotFound):
+        client_b.images.get(BASE)
     assert client_b.images.get(rec_a["image_tag"]).id == rec_a["image_id"]
 
     seen = events(team["host_b"], since)
@@ -170,7 +174,9 @@ def test_without_the_image_in_the_registry_b_builds_and_the_lock_says_what_diffe
     assert cli(team["a"], "push", f"{tool}@1.0", cwd=tmp, env=team["env_a"]).returncode == 0
     p = cli(team["b"], "install", f"{tool}@1.0", cwd=tmp, env=team["env_b"])
     assert p.returncode == 0 and "pulled " in p.stderr, p.stderr
-    assert client_b.images.get(BASE).id == rec_a["bases"][BASE]
+    pulled_base = client_b.images.get(local_base_ref(BASE, rec_a["bases"][BASE]))
+    assert pulled_base.id == rec_a["bases"][BASE]
+    assert pulled_base.tag(BASE)  # the user's explicit choice to build on it (docs/teams.md)
 
     p = cli(team["b"], "install", cwd=proj, env=team["env_b"])
     assert p.returncode == 0, p.stderr
@@ -209,5 +215,5 @@ def test_a_lock_from_an_older_sandman_says_so(team):
         f'schema = 1\n\n[tools.{tool}]\nversion = "1.0"\nsource = "team"\ncommit = ""\n'
         f'fingerprint = "{"0" * 64}"\n')
     p = cli(team["b"], "install", cwd=proj, env=team["env_b"])
-    assert p.returncode == 110 and p.stderr.count("\n") == 1, p.stderr
+    assert p.returncode == LockError.exit_code and p.stderr.count("\n") == 1, p.stderr
     assert "written by an older sandman (schema 1" in p.stderr and "--update-lock" in p.stderr

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from helpers import log_file, paths_of, record_file
 
+from sandman.errors import NotFoundError
+from sandman.names import LABEL_SOURCE
+
 pytestmark = pytest.mark.docker
 
 RECIPE = """schema = 1
@@ -37,7 +40,7 @@ def recipes(tmp_path: Path, docker_client, home: Path):
     before = {t for img in docker_client.images.list(name="sandman/sqlite3") for t in img.tags}
     yield root
     for img in docker_client.images.list(name="sandman/sqlite3"):
-        if not set(img.tags) & before and img.labels.get("io.sandman.source") == "env":
+        if not set(img.tags) & before and img.labels.get(LABEL_SOURCE) == "env":
             docker_client.images.remove(img.id, force=True)
 
 
@@ -97,6 +100,6 @@ def test_shim_missing_is_listed_and_repaired(sandman, home: Path, recipes: Path)
 
 def test_upgrade_of_something_not_installed(sandman, home: Path, recipes: Path) -> None:
     p = sandman("upgrade", "sqlite3@3.34", env={"SANDMAN_RECIPE_PATH": str(recipes)})
-    assert p.returncode == 111 and "not installed: sqlite3@3.34" in p.stderr
+    assert p.returncode == NotFoundError.exit_code and "not installed: sqlite3@3.34" in p.stderr
     bad = sandman("upgrade", "not a spec")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, record_file
+from helpers import ImageRemover, paths_of, record_file, run_sandman
+
+from sandman.errors import VersionMismatchError
+from sandman.names import LABEL_TOOL, LABEL_VERSION
 
 TOOL = "h7vc"
 
@@ -44,17 +46,13 @@ EXPECT = "^h7vc version ({full_version})$"  # the group: what is recorded
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _remove_test_images():
-    yield
-    ids = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc", "--filter",
-                          f"label=io.sandman.tool={TOOL}"], capture_output=True, text=True)
-    for image in sorted(set(ids.stdout.split())):
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+def _remove_test_images(remove_images_after_module: ImageRemover) -> None:
+    remove_images_after_module(TOOL)
 
 
 def images_of(version: str) -> list[str]:
-    out = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc", "--filter", f"label=io.sandman.tool={TOOL}",
-                          "--filter", f"label=io.sandman.version={version}"],
+    out = subprocess.run(["docker", "images", "-a", "-q", "--no-trunc", "--filter", f"label={LABEL_TOOL}={TOOL}",
+                          "--filter", f"label={LABEL_VERSION}={version}"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(set(out.split()))
 
@@ -82,7 +80,7 @@ def test_an_image_of_another_version_is_refused_and_a_good_one_is_proven(
 
     # named 2.5, reports 2.4.1: refused, both shown (escaped), the new image not kept
     p = sandman("install", "h7vc@2.5", env=env)
-    assert p.returncode == 103, p.stderr
+    assert p.returncode == VersionMismatchError.exit_code, p.stderr
     assert "\x1b" not in p.stderr
     assert error_line(p.stderr) == (
         "sandman: building h7vc@2.5: the version check `h7vc --version` printed "
@@ -108,7 +106,7 @@ def test_an_image_of_another_version_is_refused_and_a_good_one_is_proven(
     # a check added later runs on the cached image (no build): refused, the image kept
     write_recipe(tmp_path / "recipes", expect="^h7vc version {version}\\.9$")
     p = sandman("install", "h7vc@2.4", env=env)
-    assert p.returncode == 103, p.stderr
+    assert p.returncode == VersionMismatchError.exit_code, p.stderr
     line = error_line(p.stderr)
     assert line.startswith("sandman: h7vc@2.4: the version check `h7vc --version` printed "
                            "'h7vc version 2.4.1', which does not match '^h7vc version 2\\.4\\.9$'; "
@@ -123,8 +121,7 @@ def test_an_image_of_another_version_is_refused_and_a_good_one_is_proven(
 def test_builtin_recipes_prove_their_versions(shared_env: dict[str, str]) -> None:
     """The shared home installed sqlite3@3.34, sqlite3@3.46 and python2@2.7 (built or cached:
     either way their checks ran)."""
-    p = subprocess.run([sys.executable, "-m", "sandman", "list", "--json"], env=shared_env,
-                       capture_output=True, text=True, timeout=300)
+    p = run_sandman("list", "--json", env=shared_env, timeout=300)
     assert p.returncode == 0, p.stderr
     proven = {f"{i['tool']}@{i['version']}": i["full_version"] for i in json.loads(p.stdout)}
     assert proven["sqlite3@3.34"] == "3.34.1"

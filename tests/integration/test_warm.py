@@ -1,7 +1,11 @@
 """Warm mode: shims `docker exec` into a long-lived container with the cold container's isolation.
 
-Each test gets its own SANDMAN_HOME with the runtime probe (rtprobe@1, from the runtime kit's
-recipes: a cache hit) so warm containers, their state folder and the reaper are private to it.
+The tests run the runtime probe (rtprobe@1, from the runtime kit's recipes: a cache hit) in a
+warm home (warm_helpers.py). Those that only make calls share one home and one folder to call
+from (`wh`: one warm container for all of them); a test that needs a container of its own (the
+first call's, one it breaks, one the reaper stops) calls from a folder of its own in that home
+(`own`); a test that stops, lists, uninstalls or reconfigures everything a home has, or plays
+with its reaper, gets a home of its own (`private`). Everything a home started is removed with it.
 Signals, exit codes, bytes and paths in warm mode are also covered by the runtime fidelity tests
 (tests/integration/test_runtime_*.py, parametrized over cold and warm).
 """
@@ -18,105 +22,62 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import paths_of, warm_dir
+from helpers import SeedPool, paths_of, require_program, run_sandman, warm_dir
 
-pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, ensure_agent, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+pytest.register_assert_rewrite("runtime_helpers", "warm_helpers")
+from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+from warm_helpers import WarmHome, empty, remove_warm, warm_home  # noqa: E402
+
+from sandman.errors import BuildError  # noqa: E402
+from sandman.names import LABEL_HOME, LABEL_ROLE, LABEL_TOOL, LABEL_UID, LABEL_VERSION  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
 
-@dataclass(frozen=True)
-class WarmHome:
-    home: Path
-    env: dict[str, str]
-    work: Path
-
-    @property
-    def shim(self) -> str:
-        return str(paths_of(self.home).bin_dir / "rtprobe-1")
-
-    def run(self, *args: str, warm: str | None = "1", cwd: Path | None = None,
-            input: bytes | None = None, **extra: str) -> subprocess.CompletedProcess:
-        env = dict(self.env, **extra)
-        if warm is not None:
-            env["SANDMAN_WARM"] = warm
-        return subprocess.run([self.shim, *args], env=env, cwd=cwd or self.work, input=input,
-                              capture_output=True, timeout=120)
-
-    def sandman(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "sandman", *args], env=self.env,
-                              cwd=self.work, capture_output=True, text=True, timeout=600)
-
-    def containers(self, all_states: bool = False) -> list[dict]:
-        ids = subprocess.run(
-            ["docker", "ps", *(["-a"] if all_states else []), "-q", "--no-trunc",
-             "--filter", "label=io.sandman.role=warm",
-             "--filter", f"label=io.sandman.home={warm_dir(self.home)}"],
-            capture_output=True, text=True, check=True).stdout.split()
-        if not ids:
-            return []
-        # the reaper may remove one between the two calls: inspect reports the rest (and fails
-        # for the gone one), so its exit status says nothing here; its JSON is what exists
-        out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True)
-        return json.loads(out.stdout or "[]")
-
-
-def remove_warm(home: Path) -> None:
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", "label=io.sandman.role=warm",
-                          "--filter", f"label=io.sandman.home={warm_dir(home)}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-
-
-def warm_home(kit: Kit, tmp_path: Path, agent: bool = False) -> Iterator[WarmHome]:
-    """A fresh SANDMAN_HOME with rtprobe@1 installed; its warm containers and reaper end after.
-
-    Warm calls go through `docker exec`, or with agent=True through the warm agent (its binary
-    built first, so that every warm container of the home runs it)."""
-    home = tmp_path / "home"
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANDMAN_", "DOCKER_"))}
-    env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes),
-               PATH=f"{paths_of(home).bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-               SANDMAN_AGENT="0")  # the `docker exec` path; the agent's: test_agent.py
-    proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"], env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    if agent:
-        del env["SANDMAN_AGENT"]
-        ensure_agent(home)
-    w = WarmHome(home, env, work)
-    try:
-        yield w
-    finally:
-        remove_warm(home)
-        stop_reaper(home)
+@pytest.fixture(scope="module")
+def shared(kit: Kit, tmp_path_factory: pytest.TempPathFactory,
+           seed_pool: SeedPool) -> Iterator[WarmHome]:
+    """The module's warm home: installed once; its containers and reaper end with the module."""
+    yield from warm_home(kit, tmp_path_factory.mktemp("warm-shared"), seed=seed_pool)
 
 
 @pytest.fixture
-def wh(kit: Kit, tmp_path: Path) -> Iterator[WarmHome]:
-    yield from warm_home(kit, tmp_path)
+def wh(shared: WarmHome) -> WarmHome:
+    """The shared home, its folder emptied of what the last test left there."""
+    empty(shared.work)
+    return shared
 
 
-def test_first_call_starts_one_isolated_container_later_calls_reuse_it(wh: WarmHome) -> None:
-    first = wh.run("sh", "-c", "echo one")
+@pytest.fixture
+def own(tmp_path: Path) -> Path:
+    """A folder of this test's own to call from: a warm container of its own in `wh`."""
+    d = tmp_path / "own"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def private(kit: Kit, tmp_path: Path, seed_pool: SeedPool) -> Iterator[WarmHome]:
+    """A warm home of this test's own."""
+    yield from warm_home(kit, tmp_path, seed=seed_pool)
+
+
+def test_first_call_starts_one_isolated_container_later_calls_reuse_it(wh: WarmHome,
+                                                                       own: Path) -> None:
+    first = wh.run("sh", "-c", "echo one", cwd=own)
     assert (first.returncode, first.stdout) == (0, b"one\n"), first.stderr
-    [c] = wh.containers()
-    second = wh.run("sh", "-c", "echo two")
+    [c] = wh.containers(cwd=own)
+    second = wh.run("sh", "-c", "echo two", cwd=own)
     assert (second.returncode, second.stdout) == (0, b"two\n"), second.stderr
-    assert [x["Id"] for x in wh.containers()] == [c["Id"]], "the second call must reuse it"
+    assert [x["Id"] for x in wh.containers(cwd=own)] == [c["Id"]], "the second call must reuse it"
     labels = c["Config"]["Labels"]
     uid, gid = os.geteuid(), os.getegid()
-    assert labels["io.sandman.role"] == "warm"
-    assert (labels["io.sandman.tool"], labels["io.sandman.version"]) == ("rtprobe", "1")
-    assert labels["io.sandman.uid"] == str(uid)
+    assert labels[LABEL_ROLE] == "warm"
+    assert (labels[LABEL_TOOL], labels[LABEL_VERSION]) == ("rtprobe", "1")
+    assert labels[LABEL_UID] == str(uid)
     assert c["Name"].lstrip("/").startswith(f"sandman-warm-{uid}-rtprobe-1-")
     hc = c["HostConfig"]
     assert hc["CapDrop"] == ["ALL"] and "no-new-privileges" in hc["SecurityOpt"]
@@ -137,7 +98,7 @@ def test_warm_call_sees_what_a_cold_call_sees(wh: WarmHome) -> None:
     assert warm.stdout == cold.stdout
     assert b"RT_PASS=passed through" in warm.stdout and b"secret" not in warm.stdout
     assert b"data-ro" in warm.stdout
-    assert len(wh.containers()) == 1
+    assert len(wh.containers(cwd=wh.work)) == 1
 
 
 def test_exit_status_and_stdin_pass_through(wh: WarmHome) -> None:
@@ -148,12 +109,12 @@ def test_exit_status_and_stdin_pass_through(wh: WarmHome) -> None:
     assert r.returncode == 128 + signal.SIGKILL
 
 
-def test_concurrent_first_calls_end_up_with_one_container(wh: WarmHome) -> None:
+def test_concurrent_first_calls_end_up_with_one_container(wh: WarmHome, own: Path) -> None:
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(lambda i: wh.run("sh", "-c", f"echo {i}"), range(6)))
+        results = list(pool.map(lambda i: wh.run("sh", "-c", f"echo {i}", cwd=own), range(6)))
     for i, r in enumerate(results):
         assert (r.returncode, r.stdout) == (0, f"{i}\n".encode()), r.stderr
-    assert len(wh.containers()) == 1
+    assert len(wh.containers(cwd=own)) == 1
 
 
 def test_another_directory_gets_its_own_container_with_its_own_mounts(wh: WarmHome,
@@ -166,7 +127,8 @@ def test_another_directory_gets_its_own_container_with_its_own_mounts(wh: WarmHo
                cwd=other)
     assert a.stdout == f"{wh.work}\n".encode(), a.stderr
     assert b.stdout == f"{other}\nhere\nnot-visible\n".encode(), b.stderr
-    assert len(wh.containers()) == 2
+    [mine], [theirs] = wh.containers(cwd=wh.work), wh.containers(cwd=other)
+    assert mine["Id"] != theirs["Id"]
 
 
 def test_signal_reaches_the_tool_in_warm_mode(wh: WarmHome) -> None:
@@ -186,58 +148,81 @@ def test_signal_reaches_the_tool_in_warm_mode(wh: WarmHome) -> None:
     assert p.returncode == 7, err
     assert out == b"got-TERM\n"
     assert wait_for(lambda: not tool_processes(tok), 10)
-    assert len(wh.containers()) == 1, "the warm container stays for the next call"
+    assert len(wh.containers(cwd=wh.work)) == 1, "the warm container stays for the next call"
 
 
-def test_sandman_warm_zero_forces_cold_and_config_bakes_warm(wh: WarmHome) -> None:
-    paths_of(wh.home).config_file.write_text("[tools.rtprobe]\nwarm = true\n")
-    r = wh.run("true", warm="0")  # the changed config makes the shim rewrite itself first
+def test_sandman_warm_zero_forces_cold_and_config_bakes_warm(private: WarmHome) -> None:
+    paths_of(private.home).config_file.write_text("[tools.rtprobe]\nwarm = true\n")
+    r = private.run("true", warm="0")  # the changed config makes the shim rewrite itself first
     assert r.returncode == 0, r.stderr
-    assert "SM_WARM=1" in Path(wh.shim).read_text()
-    assert wh.containers() == []
-    r = wh.run("true", warm=None)
+    assert "SM_WARM=1" in Path(private.shim).read_text()
+    assert private.containers() == []
+    r = private.run("true", warm=None)
     assert r.returncode == 0, r.stderr
-    assert len(wh.containers()) == 1
+    assert len(private.containers()) == 1
 
 
-def test_idle_container_stops_by_itself(wh: WarmHome) -> None:
-    r = wh.run("true", SANDMAN_WARM_IDLE_SECONDS="2")
+def test_idle_container_stops_by_itself(wh: WarmHome, own: Path) -> None:
+    r = wh.run("true", cwd=own, SANDMAN_WARM_IDLE_SECONDS="2")
     assert r.returncode == 0, r.stderr
-    assert len(wh.containers()) == 1
-    assert wait_for(lambda: not wh.containers(all_states=True), 30, interval=0.5), \
+    assert len(wh.containers(cwd=own)) == 1
+    assert wait_for(lambda: not wh.containers(all_states=True, cwd=own), 30, interval=0.5), \
         "an idle warm container must stop after its idle time"
-    again = wh.run("sh", "-c", "echo back")
+    again = wh.run("sh", "-c", "echo back", cwd=own)
     assert (again.returncode, again.stdout) == (0, b"back\n"), again.stderr
 
 
-def test_busy_container_is_not_stopped_while_a_call_runs(wh: WarmHome) -> None:
-    r = wh.run("sh", "-c", "sleep 6; echo finished", SANDMAN_WARM_IDLE_SECONDS="1")
-    assert (r.returncode, r.stdout) == (0, b"finished\n"), r.stderr
+def test_busy_container_is_not_stopped_while_a_call_runs(wh: WarmHome, own: Path,
+                                                         tmp_path: Path) -> None:
+    """The call runs until the reaper has stopped another container, idle since after this
+    call began: the sweep that did it saw this one past its 1 s idle limit too, and kept it
+    for its running call. (Waiting for that, not for a fixed time, is what proves a sweep
+    looked at it at all.)"""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    env = dict(wh.env, SANDMAN_WARM="1", SANDMAN_WARM_IDLE_SECONDS="1")
+    busy = subprocess.Popen([wh.shim, "sh", "-c",
+                             "echo running; while [ ! -e go ]; do sleep 0.1; done; echo finished"],
+                            env=env, cwd=own, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert busy.stdout is not None and busy.stdout.readline() == b"running\n"
+        [c] = wh.containers(cwd=own)
+        r = wh.run("true", cwd=canary, SANDMAN_WARM_IDLE_SECONDS="1")
+        assert r.returncode == 0, r.stderr
+        assert wait_for(lambda: not wh.containers(all_states=True, cwd=canary), 30, interval=0.2), \
+            "the reaper must stop the idle canary"
+        (own / "go").touch()
+        out, err = busy.communicate(timeout=30)
+    finally:
+        busy.kill()
+    assert (busy.returncode, out) == (0, b"finished\n"), err
+    assert [x["Id"] for x in wh.containers(cwd=own)] == [c["Id"]]
 
 
-def test_list_and_stop(wh: WarmHome) -> None:
-    assert wh.run("true").returncode == 0
-    listed = json.loads(wh.sandman("warm", "list", "--json").stdout)
+def test_list_and_stop(private: WarmHome) -> None:
+    assert private.run("true").returncode == 0
+    listed = json.loads(private.sandman("warm", "list", "--json").stdout)
     assert [w["key"] for w in listed] == ["rtprobe@1"]
-    assert any(m.startswith(f"{wh.work} -> {wh.work} (rw)") for m in listed[0]["mounts"])
-    table = wh.sandman("warm", "list").stdout
+    assert any(m.startswith(f"{private.work} -> {private.work} (rw)") for m in listed[0]["mounts"])
+    table = private.sandman("warm", "list").stdout
     assert "rtprobe@1" in table and listed[0]["name"] in table
-    stopped = wh.sandman("warm", "stop", "rtprobe@1")
+    stopped = private.sandman("warm", "stop", "rtprobe@1")
     assert stopped.returncode == 0, stopped.stderr
-    assert wait_for(lambda: not wh.containers(all_states=True), 15)
-    assert json.loads(wh.sandman("warm", "list", "--json").stdout) == []
-    r = wh.run("sh", "-c", "echo again")
+    assert wait_for(lambda: not private.containers(all_states=True), 15)
+    assert json.loads(private.sandman("warm", "list", "--json").stdout) == []
+    r = private.run("sh", "-c", "echo again")
     assert (r.returncode, r.stdout) == (0, b"again\n"), r.stderr
 
 
-def test_container_removed_behind_the_shims_back_is_replaced(wh: WarmHome) -> None:
-    assert wh.run("true").returncode == 0
-    [c] = wh.containers()
+def test_container_removed_behind_the_shims_back_is_replaced(wh: WarmHome, own: Path) -> None:
+    assert wh.run("true", cwd=own).returncode == 0
+    [c] = wh.containers(cwd=own)
     subprocess.run(["docker", "rm", "-f", c["Id"]], capture_output=True, check=True)
     t = time.monotonic()
-    r = wh.run("sh", "-c", "echo fine")
+    r = wh.run("sh", "-c", "echo fine", cwd=own)
     assert (r.returncode, r.stdout) == (0, b"fine\n"), r.stderr
-    assert [x["Id"] for x in wh.containers()] != [c["Id"]]
+    assert [x["Id"] for x in wh.containers(cwd=own)] != [c["Id"]]
     assert time.monotonic() - t < 30
 
 
@@ -271,10 +256,9 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(recipes))
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "sandman", "install", "pbtest@ok1", "pbtest@bad", "pbtest@nope",
-             "pbtest@ok2"], env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 114, proc.stderr  # the first failure's code: a build failure
+        proc = run_sandman("install", "pbtest@ok1", "pbtest@bad", "pbtest@nope", "pbtest@ok2",
+                           env=env)
+        assert proc.returncode == BuildError.exit_code, proc.stderr  # the first failure's code: a build failure
         assert "pbtest@bad" in proc.stderr and "pbtest@nope" in proc.stderr
         assert "installed pbtest@ok1" in proc.stderr and "installed pbtest@ok2" in proc.stderr
         for v in ("ok1", "ok2"):
@@ -294,8 +278,7 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
 def traced(shim: Path, env: dict[str, str], cwd: Path, *args: str,
            docker: str = "/bin/true") -> list[str]:
     """Process-creating syscalls of one shim run under strace (its docker replaced by `docker`)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
+    require_program("strace")
     fake = cwd / f"{shim.name}-fake"
     text = shim.read_text()
     fake.write_text(re.sub(r"(?m)^SM_DOCKER=.*$", f"SM_DOCKER={docker}", text))
@@ -319,7 +302,7 @@ def test_cold_shim_forks_nothing_before_exec_docker(wh: WarmHome) -> None:
 
 def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
     assert wh.run("true").returncode == 0  # the warm container runs now
-    [wd] = [d for d in warm_dir(wh.home).glob("sandman-warm-*") if d.is_dir()]
+    wd = wh.folder(wh.work)
     # A stand-in for `docker exec` that does what the wrapper in the container does first:
     # write the tool's pid into the call file (a warm call is trusted only when it is there).
     fake = wh.work / "fake-docker"
@@ -334,12 +317,12 @@ def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
     assert len(forks) == 1, calls  # the background `docker exec`, nothing else
 
 
-def test_uninstall_stops_the_versions_warm_containers(wh: WarmHome) -> None:
-    assert wh.run("true").returncode == 0
-    assert len(wh.containers()) == 1
-    proc = wh.sandman("uninstall", "rtprobe@1")
+def test_uninstall_stops_the_versions_warm_containers(private: WarmHome) -> None:
+    assert private.run("true").returncode == 0
+    assert len(private.containers()) == 1
+    proc = private.sandman("uninstall", "rtprobe@1")
     assert proc.returncode == 0, proc.stderr
-    assert wait_for(lambda: not wh.containers(all_states=True), 15)
+    assert wait_for(lambda: not private.containers(all_states=True), 15)
 
 
 def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path) -> None:
@@ -354,8 +337,7 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
     env["PATH"] = f"{paths_of(home).bin_dir}:/usr/local/bin:/usr/bin:/bin"
     root_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
     root_env.update(SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(kit.recipes))
-    proc = subprocess.run([sys.executable, "-m", "sandman", "-q", "install", "rtprobe@1"],
-                          env=root_env, capture_output=True, text=True, timeout=900)
+    proc = run_sandman("-q", "install", "--yes", "rtprobe@1", env=root_env)
     assert proc.returncode == 0, proc.stderr
     for dirpath, dirnames, filenames in os.walk(home):
         for n in dirnames + filenames:
@@ -381,7 +363,7 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
         info = json.loads(subprocess.run(["docker", "inspect", ids[0]], capture_output=True,
                                          text=True, check=True).stdout)[0]
         assert info["Config"]["User"] == f"{TEST_UID}:{TEST_GID}"
-        assert info["Config"]["Labels"]["io.sandman.uid"] == str(TEST_UID)
+        assert info["Config"]["Labels"][LABEL_UID] == str(TEST_UID)
     finally:
         remove_warm(home)
         stop_reaper(home)
@@ -422,36 +404,36 @@ def on_duty(pidfile: Path) -> int | None:
     return pid if pid in reapers(pidfile) else None
 
 
-def test_garbage_in_the_reaper_pidfile_stops_costing_forks(wh: WarmHome) -> None:
+def test_garbage_in_the_reaper_pidfile_stops_costing_forks(private: WarmHome) -> None:
     """`echo 1 > reaper.pid` (pid 1 is alive, and not a reaper): calls must not fork a reaper
     each, with a reaper on duty (it writes its pid back) or without one (the next one does)."""
-    pidfile = paths_of(wh.home).reaper_pidfile
-    assert wh.run("true", warm="0").returncode == 0
+    pidfile = paths_of(private.home).reaper_pidfile
+    assert private.run("true", warm="0").returncode == 0
     assert wait_for(lambda: on_duty(pidfile), 20)
     for with_reaper in (True, False):
         if not with_reaper:
-            stop_reaper(wh.home)
+            stop_reaper(private.home)
             assert wait_for(lambda: not reapers(pidfile), 20)
         pidfile.write_text("1\n")
         for _ in range(5):
-            assert wh.run("true", warm="0").returncode == 0
+            assert private.run("true", warm="0").returncode == 0
         assert wait_for(lambda: on_duty(pidfile), 20), pidfile.read_text()
         assert len(reapers(pidfile)) == 1, "one reaper on duty, no pile of them"
-        calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="0"), wh.work, "true")
+        calls = traced(Path(private.shim), dict(private.env, SANDMAN_WARM="0"), private.work, "true")
         assert not [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)], calls
 
 
-def test_another_homes_reaper_in_the_pidfile_does_not_count(wh: WarmHome) -> None:
+def test_another_homes_reaper_in_the_pidfile_does_not_count(private: WarmHome) -> None:
     """A recycled pid that now belongs to a reaper of another home is not this home's reaper."""
-    pidfile = paths_of(wh.home).reaper_pidfile
-    stop_reaper(wh.home)
+    pidfile = paths_of(private.home).reaper_pidfile
+    stop_reaper(private.home)
     impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
                                  "sandman.reaper", "/elsewhere/state/reaper.pid",
                                  "unix:///var/run/docker.sock"])
     try:
         assert wait_for(lambda: b"sandman.reaper" in Path(f"/proc/{impostor.pid}/cmdline").read_bytes(), 10)
         pidfile.write_text(f"{impostor.pid}\n")
-        assert wh.run("true", warm="0").returncode == 0
+        assert private.run("true", warm="0").returncode == 0
         assert wait_for(lambda: on_duty(pidfile), 20), "this home's reaper must be started"
         assert on_duty(pidfile) != impostor.pid
     finally:
@@ -459,43 +441,43 @@ def test_another_homes_reaper_in_the_pidfile_does_not_count(wh: WarmHome) -> Non
         impostor.wait()
 
 
-def test_reaper_and_warm_containers_are_keyed_by_the_daemon(wh: WarmHome, tmp_path: Path) -> None:
+def test_reaper_and_warm_containers_are_keyed_by_the_daemon(private: WarmHome, tmp_path: Path) -> None:
     """DOCKER_HOST names the daemon: another socket path gets its own reaper (started with that
     DOCKER_HOST) and its own warm containers; the default socket spelt out is the default."""
     link_dir = tmp_path / "sock dir"
     link_dir.mkdir()
     (link_dir / "docker.sock").symlink_to("/var/run/docker.sock")
     other = f"unix://{link_dir}/docker.sock"
-    state = paths_of(wh.home).state_dir
-    default_pidfile = paths_of(wh.home).reaper_pidfile
+    state = paths_of(private.home).state_dir
+    default_pidfile = paths_of(private.home).reaper_pidfile
     key = "@" + other.replace("%", "%25").replace("/", "%2F")
     other_pidfile = state / f"reaper{key}.pid"
     try:
         for host in (None, "unix:///var/run/docker.sock", other):
             env = {"DOCKER_HOST": host} if host else {}
-            r = wh.run("sh", "-c", "echo hi", **env)
+            r = private.run("sh", "-c", "echo hi", **env)
             assert (r.returncode, r.stdout, r.stderr) == (0, b"hi\n", b""), r
         assert wait_for(lambda: on_duty(default_pidfile) and on_duty(other_pidfile), 20)
         assert len(reapers(default_pidfile)) == 1, "the default socket spelt out is the same daemon"
         argv = Path(f"/proc/{on_duty(other_pidfile)}/cmdline").read_bytes().split(b"\0")
         assert other.encode() in argv, "the reaper connects with the DOCKER_HOST it was started for"
-        homes = sorted(c["Config"]["Labels"]["io.sandman.home"]
+        homes = sorted(c["Config"]["Labels"][LABEL_HOME]
                        for c in json.loads(subprocess.run(
                            ["docker", "inspect", *subprocess.run(
                                ["docker", "ps", "-q", "--filter", "label=io.sandman.role=warm",
                                 "--filter", f"label=io.sandman.uid={os.geteuid()}"],
                                capture_output=True, text=True, check=True).stdout.split()],
                            capture_output=True, text=True, check=True).stdout)
-                       if c["Config"]["Labels"]["io.sandman.home"].startswith(str(state)))
-        assert homes == [str(warm_dir(wh.home)), str(warm_dir(wh.home) / key)]
-        assert list((warm_dir(wh.home) / key).glob("sandman-warm-*/calls"))
+                       if c["Config"]["Labels"][LABEL_HOME].startswith(str(state)))
+        assert homes == [str(warm_dir(private.home)), str(warm_dir(private.home) / key)]
+        assert list((warm_dir(private.home) / key).glob("sandman-warm-*/calls"))
         # Each side lists and stops only its own.
-        listed = json.loads(subprocess.run(
-            [sys.executable, "-m", "sandman", "warm", "list", "--json"], env=dict(wh.env, DOCKER_HOST=other),
-            capture_output=True, text=True, check=True).stdout)
+        p = run_sandman("warm", "list", "--json", env=dict(private.env, DOCKER_HOST=other))
+        assert p.returncode == 0, p.stderr
+        listed = json.loads(p.stdout)
         assert [w["state"] for w in listed] == ["live"]
-        assert wh.sandman("warm", "stop").returncode == 0
-        assert len(wh.containers()) == 0
+        assert private.sandman("warm", "stop").returncode == 0
+        assert len(private.containers()) == 0
         left = subprocess.run(["docker", "ps", "-q", "--filter",
                                f"label=io.sandman.home={state / 'warm' / key}"],
                               capture_output=True, text=True, check=True).stdout.split()

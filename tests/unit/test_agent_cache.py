@@ -34,6 +34,8 @@ def test_platform_names_follow_docker(monkeypatch) -> None:
         assert agent.platform_name() == name
 
 
-def test_the_toolchain_image_is_keyed_by_its_step() -> None:
-    assert agent.toolchain_tag().startswith("sandman/agent-toolchain:")
-    assert len(agent.toolchain_tag().rsplit(":", 1)[1]) == 12
+def test_the_toolchain_image_is_keyed_by_its_step_and_base_id() -> None:
+    one, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert agent.toolchain_tag(one).startswith("sandman/agent-toolchain:")
+    assert len(agent.toolchain_tag(one).rsplit(":", 1)[1]) == 12
+    assert agent.toolchain_tag(one) != agent.toolchain_tag(other)  # another base, another image

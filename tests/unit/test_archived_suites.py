@@ -1,7 +1,7 @@
 """`sandman bootstrap` of archived Debian suites (stretch, jessie, wheezy...): the mmdebstrap
 command built for them, the mirror chosen, what is said, and bad mirrors. The real archive is
-not reachable from CI; tests/integration/test_bootstrap_archived.py runs the same command
-shape against a reachable suite."""
+not reachable from CI; tests/integration/test_bootstrap_archived.py runs the CLI for stretch
+end to end through a recording stand-in for mmdebstrap (the command it gets, the image made)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests.exceptions
 import urllib3.exceptions
+from fakes import FakeEngine
 
 from sandman.build import (
     BuildPlan,
@@ -27,33 +28,17 @@ from sandman.build import (
     with_bases,
     write_context,
 )
-from sandman.engine import Engine, ImageInfo
+from sandman.engine import BUILD_STEP_LABEL, Engine, ImageInfo
 from sandman.errors import (
     BuildError,
     DaemonUnavailableError,
     ImageMissingError,
     KitError,
     MissingCommandError,
-    RemoteError,
     UnsafeInputError,
 )
+from sandman.names import LABEL_FINGERPRINT, LABEL_ROLE
 from sandman.recipes import load_recipe
-
-
-class FakeEngine:
-    def __init__(self, images: dict[str, str]) -> None:
-        self.images = images
-        self.pulled: list[str] = []
-
-    def image(self, ref: str) -> ImageInfo | None:
-        if ref in self.images:
-            return ImageInfo(self.images[ref], (ref,), {}, 1, "")
-        return None
-
-    def pull(self, ref: str) -> ImageInfo:
-        self.pulled.append(ref)
-        raise RemoteError(f"cannot pull {ref}: registry unreachable")
-
 
 RECIPE = """\
 schema = 1
@@ -139,7 +124,7 @@ def test_dockerfile_bases_and_kits(recipe_dir: Path, kits: Path) -> None:
     assert plan.files["kits/kit.tgz"] == kits / "kit.tgz"
     assert "Dockerfile" in plan.files
     assert plan.tag == image_ref("demo", "2", plan.fingerprint)
-    assert plan.labels["io.sandman.fingerprint"] == plan.fingerprint
+    assert plan.labels[LABEL_FINGERPRINT] == plan.fingerprint
 
 
 def test_base_refs() -> None:
@@ -162,10 +147,10 @@ def test_missing_base_names_the_fix(recipe_dir: Path, kits: Path) -> None:
     engine = FakeEngine({})
     r = load(recipe_dir)
     plan = plan_build(r, r.version("1"), source="env", kits_folder=kits, engine=engine)
-    assert (plan.bases, plan.base_refs, engine.pulled) == ({}, ("debian:bookworm-slim",), [])
+    assert (plan.bases, plan.base_refs, engine.called("pull")) == ({}, ("debian:bookworm-slim",), [])
     with pytest.raises(ImageMissingError, match="sandman bootstrap debian:bookworm-slim"):
         with_bases(engine, plan)  # only a build needs the base
-    assert engine.pulled == ["debian:bookworm-slim"]  # it tried to pull first
+    assert engine.called("pull") == ["debian:bookworm-slim"]  # it tried to pull first
 
 
 # -- build inputs are regular files inside their folder (issue 9 item 4) ----------------------
@@ -221,26 +206,25 @@ def test_the_context_holds_file_contents_never_links(recipe_dir: Path, kits: Pat
 def test_build_steps_are_labelled_and_the_final_image_is_not() -> None:
     df = "ARG B=x\nFROM ${B} AS one\nRUN a\nfrom one\nRUN b\n"
     out = mark_build_steps(df).splitlines()
-    assert out == ["ARG B=x", "FROM ${B} AS one", 'LABEL io.sandman.build-step="1"', "RUN a",
-                   "from one", 'LABEL io.sandman.build-step="1"', "RUN b",
-                   'LABEL io.sandman.build-step=""']
+    assert out == ["ARG B=x", "FROM ${B} AS one", f'LABEL {BUILD_STEP_LABEL}="1"', "RUN a",
+                   "from one", f'LABEL {BUILD_STEP_LABEL}="1"', "RUN b",
+                   f'LABEL {BUILD_STEP_LABEL}=""']
 
 
 # -- declared commands are checked in the new image (issue 10 §5) -----------------------------
-class CheckEngine:
-    """Answers the check container like an image with (or without) /bin/sh would."""
+NEW = "sha256:new"
 
-    def __init__(self, present: set[str], *, shell: bool = True) -> None:
-        self.present, self.shell, self.runs = present, shell, []
 
-    def run_capture(self, image: str, command: list[str], *, entrypoint=None, user=None,
-                    network=False) -> tuple[int, str]:
-        self.runs.append(command)
+def check_engine(present: set[str], *, shell: bool = True) -> FakeEngine:
+    """The new image NEW, with (or without) /bin/sh and the commands present, answering the
+    check container as it would; its PATH has a folder it lacks (/opt/bin)."""
+
+    def run(command: list[str]) -> tuple[int, str]:
         if command[0] == "/bin/sh":
-            if not self.shell:
+            if not shell:
                 return 127, "cannot run /bin/sh: no such file or directory"
             sep = command.index("--")
-            missing = [c for c in command[4:sep] if c not in self.present]
+            missing = [c for c in command[4:sep] if c not in present]
             smoke = command[sep + 1:]
             head = "sandman-missing-commands:" + "".join(" " + m for m in missing) + "\n"
             if missing:
@@ -248,13 +232,10 @@ class CheckEngine:
             return (1, head + "smoke failed\n") if smoke == ["false"] else (0, head)
         return (1, "smoke failed\n") if command == ["false"] else (0, "")
 
-    def image(self, ref: str) -> ImageInfo:
-        return ImageInfo(ref, (), {}, 1, "", env=("PATH=/opt/bin:/usr/bin",))
-
-    def read_files(self, image: str, files: list[str]) -> dict[str, bytes]:
-        return {d: "\n".join(sorted(n.rsplit("/", 1)[-1] for n in self.present
-                                    if n.startswith(d + "/") or "/" not in n)).encode()
-                for d in files if d == "/usr/bin"}
+    usr_bin = "\n".join(sorted(n.rsplit("/", 1)[-1] for n in present
+                               if n.startswith("/usr/bin/") or "/" not in n)).encode()
+    image = ImageInfo(NEW, (), {}, 1, "", env=("PATH=/opt/bin:/usr/bin",))
+    return FakeEngine({NEW: image}, files={"/usr/bin": usr_bin}, run=run)
 
 
 def plan_with(commands: tuple[str, ...], smoke: tuple[str, ...]) -> BuildPlan:
@@ -265,21 +246,21 @@ def plan_with(commands: tuple[str, ...], smoke: tuple[str, ...]) -> BuildPlan:
 
 @pytest.mark.parametrize("shell", [True, False])
 def test_missing_commands_are_listed(shell: bool) -> None:
-    engine = CheckEngine({"ls", "cat"}, shell=shell)
+    engine = check_engine({"ls", "cat"}, shell=shell)
     with pytest.raises(MissingCommandError) as exc:
-        verify_image(engine, plan_with(("ls", "jqx", "cat", "yqx"), ("true",)), "sha256:new",
+        verify_image(engine, plan_with(("ls", "jqx", "cat", "yqx"), ("true",)), NEW,
                      lambda line: None)
-    assert exc.value.exit_code == 106
+    assert exc.value.exit_code == MissingCommandError.exit_code
     assert "declared commands 'jqx', 'yqx' not found in the new image" in exc.value.message
 
 
 @pytest.mark.parametrize("shell", [True, False])
 def test_commands_and_smoke_pass_in_one_container(shell: bool) -> None:
-    engine = CheckEngine({"ls"}, shell=shell)
-    verify_image(engine, plan_with(("ls",), ("true",)), "sha256:new", lambda line: None)
-    assert len(engine.runs) == (1 if shell else 2)  # without a shell the smoke test runs alone
+    engine = check_engine({"ls"}, shell=shell)
+    verify_image(engine, plan_with(("ls",), ("true",)), NEW, lambda line: None)
+    assert len(engine.called("run_capture")) == (1 if shell else 2)  # without a shell the smoke test runs alone
     with pytest.raises(BuildError, match="smoke test `false` exited 1"):
-        verify_image(engine, plan_with(("ls",), ("false",)), "sha256:new", lambda line: None)
+        verify_image(engine, plan_with(("ls",), ("false",)), NEW, lambda line: None)
 
 
 def test_entrypoint_counts_as_a_declared_command(recipe_dir: Path) -> None:
@@ -316,7 +297,7 @@ def test_a_dropped_build_stream_is_daemon_unavailable(exc: BaseException) -> Non
     with pytest.raises(DaemonUnavailableError) as err:
         Engine(client).build(io.BytesIO(b""), labels={}, buildargs={}, on_line=lines.append,
                              what="demo@1")
-    assert err.value.exit_code == 115
+    assert err.value.exit_code == DaemonUnavailableError.exit_code
     assert "\n" not in err.value.message and err.value.message.startswith("building demo@1: ")
     assert lines == ["Step 1/3 : FROM debian:bookworm-slim"]
 
@@ -327,10 +308,10 @@ class LeftoverApi:
         new = time.strftime("%Y-%m-%dT%H:%M:%S.1Z", time.gmtime(now - 5))
         self.finished = {"old": old, "fresh": new, "probe": old}
         self.listed = [
-            {"Id": "old", "State": "exited", "Labels": {"io.sandman.build-step": "1"}},
-            {"Id": "fresh", "State": "exited", "Labels": {"io.sandman.build-step": "1"}},
+            {"Id": "old", "State": "exited", "Labels": {BUILD_STEP_LABEL: "1"}},
+            {"Id": "fresh", "State": "exited", "Labels": {BUILD_STEP_LABEL: "1"}},
             {"Id": "probe", "State": "exited",
-             "Labels": {"io.sandman.build-step": "1", "io.sandman.role": "probe"}},
+             "Labels": {BUILD_STEP_LABEL: "1", LABEL_ROLE: "probe"}},
             {"Id": "stuck", "State": "created", "Created": int(now - 3600), "Labels": {}},
         ]
         self.removed: list[str] = []
@@ -352,4 +333,4 @@ def test_leftover_build_containers_are_removed_once_stopped_a_while() -> None:
     client = type("Client", (), {"api": api})()
     assert Engine(client).remove_build_leftovers() == 2
     assert api.removed == ["old", "stuck"]  # the fresh one may be a live build's step
-    assert api.filters["label"] == "io.sandman.build-step=1"
+    assert api.filters["label"] == f"{BUILD_STEP_LABEL}=1"

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import log_file
+from helpers import log_file, run_sandman
 
 from sandman import installs
 from sandman.cli import click_command
 from sandman.completion import installed_specs, matrix_specs, recipe_specs
 from sandman.docgen import render, walk
+from sandman.errors import ConsentError, NotFoundError
 from sandman.installs import InstallRecord
 from sandman.paths import Paths
 
@@ -45,7 +46,7 @@ def test_reference_covers_every_command() -> None:
     text = render(click_command())
     names = [" ".join(p) for p, _, _ in walk(click_command())][1:]
     assert names and all(f"## `{n}`" in text for n in names)
-    for must in ("sandman matrix", "sandman upgrade", "--dry-run", "--yes", "| 124 |"):
+    for must in ("sandman matrix", "sandman upgrade", "--dry-run", "--yes", f"| {ConsentError.exit_code} |"):
         assert must in text
 
 
@@ -146,8 +147,7 @@ def test_show_completion_script_names_the_completion_variable(home: Path) -> Non
 
 def test_usage_errors_are_one_line_exit_2(home: Path) -> None:
     e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home)}
-    p = subprocess.run([sys.executable, "-m", "sandman", "install", "--no-such-option"], env=e,
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    p = run_sandman("install", "--no-such-option", env=e, timeout=60, cwd=ROOT)
     assert p.returncode == 2 and "No such option" in p.stderr and "internal error" not in p.stderr
     log = log_file(home).read_text()
     assert "sandman install --no-such-option" in log and "exit 2" in log
@@ -155,12 +155,11 @@ def test_usage_errors_are_one_line_exit_2(home: Path) -> None:
 
 def test_errors_are_logged_with_their_exit_code(home: Path) -> None:
     e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home)}
-    p = subprocess.run([sys.executable, "-m", "sandman", "uninstall", "nosuch@1"], env=e,
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert p.returncode == 111 and p.stderr.count("\n") == 1
+    p = run_sandman("uninstall", "nosuch@1", env=e, timeout=60, cwd=ROOT)
+    assert p.returncode == NotFoundError.exit_code and p.stderr.count("\n") == 1
     log = log_file(home).read_text()
     assert "sandman uninstall nosuch@1" in log
-    assert "Traceback" in log and "NotFoundError" in log and log.rstrip().endswith("exit 111")
+    assert "Traceback" in log and "NotFoundError" in log and log.rstrip().endswith(f"exit {NotFoundError.exit_code}")
     assert p.stdout == ""
 
 
@@ -177,8 +176,7 @@ def test_exit_code_table_in_runtime_md_is_the_one_sandman_prints() -> None:
         code, meaning = line.strip("| ").split(" | ", 1)
         rows.append((int(code), meaning))
     assert rows == sorted(EXIT_CODES.items())
-    p = subprocess.run([sys.executable, "-m", "sandman", "exit-codes"], capture_output=True,
-                       text=True, timeout=60, cwd=ROOT)
+    p = run_sandman("exit-codes", timeout=60, cwd=ROOT)
     printed = [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in p.stdout.splitlines()]
     assert printed == rows
 

@@ -94,7 +94,7 @@ def test_auto_docker_installed_but_down_stays_docker(tmp_path) -> None:
 def test_auto_nothing_installed_is_92(tmp_path) -> None:
     with pytest.raises(NoEngineError) as e:
         engines.choose({"PATH": fake_bin(tmp_path)})
-    assert e.value.exit_code == 92
+    assert e.value.exit_code == NoEngineError.exit_code
     assert "neither Docker nor Podman is installed" in e.value.message
     assert "podman uidmap" in e.value.message
 
@@ -118,7 +118,7 @@ def test_auto_a_docker_socket_this_user_cannot_open_and_no_podman_is_92(tmp_path
 def test_named_podman_not_installed_is_93(tmp_path, env, config, origin) -> None:
     with pytest.raises(EngineNotInstalledError) as e:
         engines.choose({"PATH": fake_bin(tmp_path, "docker"), **env}, config)
-    assert e.value.exit_code == 93
+    assert e.value.exit_code == EngineNotInstalledError.exit_code
     assert e.value.message.startswith(f'engine "podman" ({origin}) is not installed here')
 
 
@@ -249,7 +249,7 @@ def test_preflight_refuses_a_stale_podman_socket(tmp_path, dead_socket, monkeypa
     monkeypatch.setattr(engines, "check_usable", lambda choice: None)  # subids: not this test
     with pytest.raises(StaleSocketError) as e:
         status.preflight(None)
-    assert e.value.exit_code == 95
+    assert e.value.exit_code == StaleSocketError.exit_code
     assert f"(rm {dead_socket})" in e.value.message
     monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", str(tmp_path / "none.sock"))
     assert status.preflight(None).socket_path == str(tmp_path / "none.sock")

@@ -1,6 +1,6 @@
 """images.facts without a daemon: what is read from an image, and the cache of it.
 
-The engine is a stand-in that answers `read_files` as Docker's archive API does: a path the
+The engine is tests/fakes.py's, answering `read_files` as Docker's archive API does: a path the
 image lacks is absent from the answer, a symlink (/bin/sh -> dash) is there with no content.
 """
 
@@ -9,19 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fakes import FakeEngine
+
 from sandman import images
 from sandman.paths import Paths
-
-
-class FakeEngine:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.calls = 0
-
-    def read_files(self, image: str, paths: list[str]) -> dict[str, bytes]:
-        self.calls += 1
-        return {p: self.files[p] for p in paths if p in self.files}
-
 
 DEBIAN = {"/etc/passwd": b"root:x:0:0:root:/root:/bin/bash\n", "/etc/group": b"root:x:0:\n",
           "/usr/lib/locale": b"C.utf8", "/bin/sh": b""}
@@ -29,17 +20,17 @@ DEBIAN = {"/etc/passwd": b"root:x:0:0:root:/root:/bin/bash\n", "/etc/group": b"r
 
 def test_an_image_with_a_shell_and_the_cache(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
-    eng = FakeEngine(DEBIAN)
+    eng = FakeEngine(files=DEBIAN)
     f = images.facts(eng, paths, "sha256:abc")  # type: ignore[arg-type]
     assert (f.shell, f.utf8_locale) == (True, "C.UTF-8")
     again = images.facts(eng, paths, "sha256:abc")  # type: ignore[arg-type]
-    assert (again, eng.calls) == (f, 1)
+    assert (again, len(eng.called("read_files"))) == (f, 1)
 
 
 def test_an_image_without_a_shell(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     files = {k: v for k, v in DEBIAN.items() if k != "/bin/sh"}
-    assert images.facts(FakeEngine(files), paths, "sha256:def").shell is False  # type: ignore[arg-type]
+    assert images.facts(FakeEngine(files=files), paths, "sha256:def").shell is False  # type: ignore[arg-type]
 
 
 def test_facts_cached_by_an_older_sandman_are_read_again(tmp_path: Path) -> None:
@@ -48,6 +39,6 @@ def test_facts_cached_by_an_older_sandman_are_read_again(tmp_path: Path) -> None
     paths.facts_dir.mkdir(parents=True)
     (paths.facts_dir / "old.json").write_text(json.dumps(
         {"passwd": "root:x:0:0::/:/bin/sh\n", "group": "root:x:0:\n", "locales": ["c"]}))
-    eng = FakeEngine({k: v for k, v in DEBIAN.items() if k != "/bin/sh"})
+    eng = FakeEngine(files={k: v for k, v in DEBIAN.items() if k != "/bin/sh"})
     f = images.facts(eng, paths, "sha256:old")  # type: ignore[arg-type]
-    assert (f.shell, eng.calls) == (False, 1)
+    assert (f.shell, len(eng.called("read_files"))) == (False, 1)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import pins
-from sandman.errors import StateError
+from sandman import pins, shims
+from sandman.errors import NotFoundError, StateError
 from sandman.paths import Paths, shim_templates_dir
 
 
@@ -61,7 +61,7 @@ def test_read_pins_names_the_file_and_line(tmp_path, text, line, message):
     with pytest.raises(StateError) as e:
         pins.read_pins(f)
     assert e.value.message == f"{f}:{line}: {message}"
-    assert e.value.exit_code == 123
+    assert e.value.exit_code == StateError.exit_code
 
 
 def test_read_pins_also_checks_the_whole_file_as_toml(tmp_path):
@@ -136,7 +136,8 @@ def stub_bin(paths: Paths, tool: str, versions: list[str]) -> None:
     paths.bin_dir.mkdir(parents=True, exist_ok=True)
     for v in versions:
         f = paths.bin_dir / f"{tool}-{v}"
-        f.write_text(f'#!/bin/bash\nprintf "%s\\n" "{tool}-{v}" "$@"\n')
+        # the head of a versioned shim sandman wrote (a plain shim runs nothing else)
+        f.write_text(f'#!/bin/bash\n{shims.MARKER}\n# for: {tool}@{v}\nprintf "%s\\n" "{tool}-{v}" "$@"\n')
         f.chmod(0o755)
     shim = paths.bin_dir / tool
     shim.write_text(pins.render_default(paths, tool, tool))
@@ -179,7 +180,7 @@ def test_shim_and_python_agree(tmp_path, paths, files, cwd, env):
     expected = pins.choose(paths, "tt", where, env)
     r = run_shim(paths, "tt", where, env)
     if expected.version is None:
-        assert r.returncode == 111 and "sandman use tt VERSION" in r.stderr
+        assert r.returncode == NotFoundError.exit_code and "sandman use tt VERSION" in r.stderr
     else:  # with no PATH, any external command would have failed loudly
         assert (r.returncode, r.stdout, r.stderr) == (0, f"tt-{expected.version}\na b\n\n", "")
 
@@ -195,7 +196,7 @@ def test_shim_steps_aside_for_a_host_tool_and_refuses_odd_versions(tmp_path, pat
     r = run_shim(paths, "tt", tmp_path, {"SANDMAN_TT_VERSION": "../../x"})
     assert r.returncode == 2 and "is not a version" in r.stderr
     r = run_shim(paths, "tt", tmp_path, {"SANDMAN_TT_VERSION": "7"})
-    assert r.returncode == 111 and "sandman install tt@7" in r.stderr
+    assert r.returncode == NotFoundError.exit_code and "sandman install tt@7" in r.stderr
 
 
 @pytest.mark.parametrize(("text", "line", "message"), BROKEN)
@@ -213,7 +214,7 @@ def test_shim_stops_on_a_broken_pin_file_as_python_does(tmp_path, paths, text, l
     with pytest.raises(StateError) as python:
         pins.choose(paths, "tt", project / "sub", {})
     r = run_shim(paths, "tt", project / "sub", path=f"{paths.bin_dir}:{host}")
-    assert (r.returncode, r.stdout) == (123, "")
+    assert (r.returncode, r.stdout) == (StateError.exit_code, "")
     assert r.stderr == f"sandman: {python.value.message}\n"
     assert r.stderr == f"sandman: {project / '.sandman.toml'}:{line}: {message}\n"
 
@@ -224,7 +225,7 @@ def test_shim_stops_on_a_broken_global_file(tmp_path, paths):
     g.parent.mkdir(parents=True, exist_ok=True)
     g.write_text('[tools]\ntt = 1\n')
     r = run_shim(paths, "tt", tmp_path)
-    assert (r.returncode, r.stderr) == (123, f"sandman: {g}:2: write each pin as tool = \"version\"\n")
+    assert (r.returncode, r.stderr) == (StateError.exit_code, f"sandman: {g}:2: write each pin as tool = \"version\"\n")
     r = run_shim(paths, "tt", tmp_path, {"SANDMAN_TT_VERSION": "1"})  # the variable wins: no file read
     assert (r.returncode, r.stdout) == (0, "tt-1\na b\n\n")
 

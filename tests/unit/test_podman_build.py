@@ -24,6 +24,7 @@ import pytest
 from sandman.engine import Engine, _unpack_context
 from sandman.engines import DOCKER, PODMAN, EngineChoice
 from sandman.errors import BuildError, EngineSetupError, NoSpaceError
+from sandman.names import LABEL_TOOL
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
@@ -108,7 +109,7 @@ def context() -> io.BytesIO:
 
 
 def build(engine: Engine, lines: list[str]) -> str:
-    return engine.build(context(), labels={"io.sandman.tool": "t"}, buildargs={"A": "1"},
+    return engine.build(context(), labels={LABEL_TOOL: "t"}, buildargs={"A": "1"},
                         on_line=lines.append, what="t@1", platform="linux/arm64")
 
 
@@ -122,7 +123,7 @@ def test_podman_builds_with_its_client_and_the_same_options(tmp_path: Path,
     for opt in ("--pull=never", "--rm", "--force-rm", "--layers"):
         assert opt in argv
     assert argv[argv.index("--format") + 1] == "docker"
-    assert argv[argv.index("--label") + 1] == "io.sandman.tool=t"
+    assert argv[argv.index("--label") + 1] == f"{LABEL_TOOL}=t"
     assert argv[argv.index("--build-arg") + 1] == "A=1"
     assert argv[argv.index("--platform") + 1] == "linux/arm64"
     assert call["files"] == {"Dockerfile": ["FROM debian:bookworm-slim\n", "0o644"],
@@ -152,7 +153,7 @@ def test_a_host_setup_problem_in_a_podman_build_names_the_fix(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(EngineSetupError) as e:
         build(podman_engine(tmp_path, "setup", monkeypatch), [])
-    assert 'runtime = "runc"' in e.value.message and e.value.exit_code == 96
+    assert 'runtime = "runc"' in e.value.message and e.value.exit_code == EngineSetupError.exit_code
 
 
 def alive(pid: int) -> bool:

@@ -38,7 +38,7 @@ def load(tmp_path: Path, body: str, versions: str = '[versions."1.0"]\nbase = "d
 def error_of(tmp_path: Path, body: str, versions: str = '[versions."1.0"]\nbase = "debian:bookworm-slim"\n') -> str:
     with pytest.raises(RecipeError) as exc:
         load(tmp_path, body, versions)
-    assert exc.value.exit_code == 112
+    assert exc.value.exit_code == RecipeError.exit_code
     return exc.value.message
 
 
@@ -230,7 +230,7 @@ def test_check_devices_names_the_recipe_line(tmp_path: Path) -> None:
     r = load_recipe(f)
     with pytest.raises(DeviceError) as exc:
         consent.check_devices(f, "1.0", r.versions[0].runtime, ToolSettings(), None)
-    assert exc.value.exit_code == 98
+    assert exc.value.exit_code == DeviceError.exit_code
     assert exc.value.message.startswith(f"{f}:7: devices: /dev/sandman-no-such does not exist on this host")
     consent.check_devices(f, "1.0", Runtime(devices=("/dev/null",)), ToolSettings(), None)
     with pytest.raises(DeviceError) as exc:  # a regular file is not a device
@@ -286,7 +286,7 @@ def test_shim_network_devices_and_caps(tmp_path: Path, work: Path) -> None:
 def test_shim_refuses_a_missing_device_with_exit_98(tmp_path: Path, work: Path) -> None:
     rt = Runtime(entrypoint=("demo",), devices=("/dev/sandman-no-such",))
     p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), [], work)
-    assert p.returncode == names.EXIT_CODES["DEVICE"] == 98
+    assert p.returncode == names.EXIT_CODES["DEVICE"] == DeviceError.exit_code
     assert p.stderr == ("sandman: demo@1.0: device /dev/sandman-no-such does not exist on this host (it is "
                         "in the recipe's devices; set [tools.demo] devices in config.toml to use another)\n")
     assert p.stdout == ""

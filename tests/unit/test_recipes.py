@@ -200,7 +200,7 @@ def test_names_with_a_trailing_newline_are_rejected(tmp_path: Path, old: str, ne
     with pytest.raises(RecipeError) as exc:
         load_recipe(f)
     err = exc.value
-    assert err.exit_code == 112
+    assert err.exit_code == RecipeError.exit_code
     line = next(n for n, text in enumerate(f.read_text().splitlines(), 1) if new.split("\n")[0] in text)
     assert err.message.startswith(f"{f}:{line}: {key}"), err.message
     assert "\\n'" in err.message  # the name is shown escaped...
@@ -221,7 +221,7 @@ def files_recipe(tmp_path: Path, files: str = '["etc/shadow"]', extra: str = "")
 def unsafe_of(f: Path, *, check: bool = False) -> UnsafeInputError:
     with pytest.raises(UnsafeInputError) as exc:
         (check_recipe if check else load_recipe)(f)
-    assert exc.value.exit_code == 108
+    assert exc.value.exit_code == UnsafeInputError.exit_code
     return exc.value
 
 

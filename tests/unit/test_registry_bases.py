@@ -6,22 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fakes import FakeEngine
+
 from sandman import images, pins
 from sandman.build import BASES_LABEL
-from sandman.engine import ImageInfo
 from sandman.installs import InstallRecord
 from sandman.registry import base_remote_ref, built_on, local_base_ref
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64
-
-
-class Engine:
-    def __init__(self, images: dict[str, str]) -> None:
-        self.images = images
-
-    def image(self, ref: str) -> ImageInfo | None:
-        return ImageInfo(self.images[ref], (ref,), {}, 1, "") if ref in self.images else None
 
 
 def rec(bases: dict[str, str], origin: str, image_id: str = A) -> InstallRecord:
@@ -48,12 +41,12 @@ def test_the_bases_label_names_only_plain_images_by_full_digest() -> None:
 
 
 def test_a_base_bootstrapped_again_makes_a_local_build_stale_not_a_pulled_one() -> None:
-    moved = Engine({"debian:bookworm-slim": B})  # the name now holds another image
+    moved = FakeEngine({"debian:bookworm-slim": B})  # the name now holds another image
     assert images.moved_bases(moved, rec({"debian:bookworm-slim": A}, "built")) == ["debian:bookworm-slim"]
     assert images.moved_bases(moved, rec({"debian:bookworm-slim": A}, "local")) == ["debian:bookworm-slim"]
     assert images.moved_bases(moved, rec({"debian:bookworm-slim": A}, "registry")) == []
-    assert images.moved_bases(Engine({"debian:bookworm-slim": A}), rec({"debian:bookworm-slim": A}, "built")) == []
-    assert images.moved_bases(Engine({}), rec({"debian:bookworm-slim": A}, "built")) == []  # no base here
+    assert images.moved_bases(FakeEngine({"debian:bookworm-slim": A}), rec({"debian:bookworm-slim": A}, "built")) == []
+    assert images.moved_bases(FakeEngine({}), rec({"debian:bookworm-slim": A}, "built")) == []  # no base here
 
 
 def test_the_lock_names_each_digest_that_differs(tmp_path: Path) -> None:

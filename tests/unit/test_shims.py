@@ -9,15 +9,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from shim_helpers import argv_of, ctx, dry_run
 
 from sandman import names
 from sandman.config import ToolSettings
-from sandman.errors import ConflictError, MountError, StateError
-from sandman.paths import Paths, shim_templates_dir
+from sandman.errors import (
+    ConflictError,
+    DaemonPermissionError,
+    DaemonUnavailableError,
+    MountError,
+    StateError,
+)
+from sandman.paths import shim_templates_dir
 from sandman.recipes import Mount, Runtime
 from sandman.shims import (
     MARKER,
-    ShimContext,
     env_file,
     made_from,
     owner_of,
@@ -32,29 +38,6 @@ from sandman.shims import (
     write_runtime,
     write_shims,
 )
-
-
-def ctx(tmp_path: Path, runtime: Runtime, settings: ToolSettings | None = None) -> ShimContext:
-    paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
-    return ShimContext(
-        tool="demo", version="1.0", image="sandman/demo:1.0-abc", runtime=runtime,
-        settings=settings or ToolSettings(), locales=("c", "c.utf8", "posix"),
-        utf8_locale="C.UTF-8", passwd_uid=None, passwd_dir=None, paths=paths,
-    )
-
-
-def dry_run(script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    e = {"PATH": os.environ["PATH"], "HOME": str(cwd.parent), "DOCKER_HOST": "tcp://127.0.0.1:9",
-         "SANDMAN_DRY_RUN": "1", **(env or {})}
-    return subprocess.run(["bash", "-c", script, "demo-1.0", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True)
-
-
-def argv_of(out: str) -> list[str]:
-    """Split a dry-run line the way bash would (it uses $'...' quoting for control bytes)."""
-    p = subprocess.run(["bash", "-c", 'eval "set -- $1"; printf "%s\\0" "$@"', "_", out],
-                       capture_output=True, check=True)
-    return [a.decode() for a in p.stdout.split(b"\0")[:-1]]
 
 
 @pytest.fixture
@@ -83,8 +66,8 @@ def test_dry_run_command_has_isolation_and_args_verbatim(tmp_path: Path, work: P
     assert f"--workdir={work}" in " ".join(opts).replace("--workdir ", "--workdir=")
     assert "-t" not in opts  # not a terminal
     # run by hand there is no shim behind it: no pid label for the reaper to judge it by
-    assert not any(a.startswith(("io.sandman.pid=", "io.sandman.reaper=")) for a in opts)
-    assert "io.sandman.role=run" in opts
+    assert not any(a.startswith((f"{names.LABEL_PID}=", f"{names.LABEL_REAPER}=")) for a in opts)
+    assert f"{names.LABEL_ROLE}=run" in opts
     assert opts[opts.index("--user") + 1] == f"{os.geteuid()}:{os.getegid()}"
     assert not Path("/tmp/pwned").exists()
 
@@ -102,21 +85,21 @@ def test_tool_shim_without_entrypoint_needs_command(tmp_path: Path, work: Path) 
 def test_refuses_home_and_root(tmp_path: Path, work: Path) -> None:
     script = render(ctx(tmp_path, Runtime()), "demo-1.0")
     p = dry_run(script, ["ls"], work, {"HOME": str(work)})
-    assert p.returncode == 118
+    assert p.returncode == MountError.exit_code
     assert "home directory" in p.stderr and str(work) in p.stderr
     p = dry_run(script, ["ls"], work, {"HOME": str(work), "SANDMAN_ALLOW_HOME": "1"})
     assert p.returncode == 0
     p = dry_run(script, ["ls"], Path("/"))
-    assert p.returncode == 118 and "it is /" in p.stderr
+    assert p.returncode == MountError.exit_code and "it is /" in p.stderr
     p = dry_run(script, ["ls", "/var/run"], work)
-    assert p.returncode == 118 and "Docker socket" in p.stderr
+    assert p.returncode == MountError.exit_code and "Docker socket" in p.stderr
 
 
 def test_missing_data_mount_fails_and_creates_nothing(tmp_path: Path, work: Path) -> None:
     src = tmp_path / "data" / "db"
     rt = Runtime(mounts=(Mount("db", str(src), "/var/db", "rw"),))
     p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), ["ls"], work)
-    assert p.returncode == 118
+    assert p.returncode == MountError.exit_code
     assert "'db' is missing" in p.stderr and "SANDMAN_DEMO_DB" in p.stderr
     assert not src.exists() and not src.parent.exists()
     # optional: skipped
@@ -214,7 +197,7 @@ def test_missing_runtime_is_one_line_with_the_fix(tmp_path: Path, work: Path) ->
     runtime = runtime_path(ctx(tmp_path, Runtime()).paths, runtime_digest())
     runtime.unlink()
     p = dry_run(script, ["x"], work)
-    assert p.returncode == StateError.exit_code == 123
+    assert p.returncode == StateError.exit_code
     lines = p.stderr.splitlines()
     assert len(lines) == 1 and "sandman reshim --all" in lines[0] and str(runtime) in lines[0]
 
@@ -222,8 +205,9 @@ def test_missing_runtime_is_one_line_with_the_fix(tmp_path: Path, work: Path) ->
 def test_runtime_takes_label_names_and_exit_codes_from_python() -> None:
     template = (shim_templates_dir() / "shim.bash").read_text()
     body = template.split("@@NAMES@@", 1)[1]
-    assert "io.sandman" not in body
-    for code in (MountError.exit_code, StateError.exit_code, 115, 116):
+    assert names.LABEL not in body
+    for code in (MountError.exit_code, StateError.exit_code, DaemonUnavailableError.exit_code,
+                 DaemonPermissionError.exit_code):
         assert f'" {code}' not in body and f" {code}\n" not in body, code
     text = runtime_text()
     assert f"SM_EXIT_MOUNT={MountError.exit_code}\n" in text

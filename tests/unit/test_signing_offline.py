@@ -11,7 +11,7 @@ import pytest
 from sandman import repos, signing
 from sandman.config import load_config
 from sandman.context import Context
-from sandman.errors import SignatureError, StateError
+from sandman.errors import MissingProgramError, SignatureError, StateError
 from sandman.paths import Paths
 from sandman.signing import Signed, Statement, Unverified
 
@@ -144,7 +144,7 @@ def test_check_applies_each_policy(ctx, keys, monkeypatch):
                 signing.check(ctx, signed=None, **args)
             assert e.value.message == ("tool@1.0 from registry/tool:1.0: unsigned; refused "
                                        "(signature policy: require)")
-            assert e.value.exit_code == 97
+            assert e.value.exit_code == SignatureError.exit_code
         else:
             assert signing.check(ctx, signed=None, **args) is None
             expected = ["warning: tool@1.0 from registry/tool:1.0: unsigned (signature policy: warn)"]
@@ -198,4 +198,4 @@ def test_missing_ssh_keygen_is_a_clear_error(keys, monkeypatch):
     monkeypatch.setattr(signing.shutil, "which", lambda name: None)
     with pytest.raises(Exception, match="ssh-keygen is not installed") as e:
         signing.sign(keys["alice"], statement())
-    assert e.value.exit_code == 101  # type: ignore[attr-defined]
+    assert e.value.exit_code == MissingProgramError.exit_code  # type: ignore[attr-defined]

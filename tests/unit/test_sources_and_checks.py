@@ -9,14 +9,13 @@ tests/integration/test_sources.py and test_version_check.py.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeEngine
+from helpers import FileServer
 
 from sandman.build import (
     CHECK_MARK,
@@ -28,6 +27,7 @@ from sandman.build import (
     verify_image,
 )
 from sandman.config import load_config
+from sandman.engine import ImageInfo
 from sandman.errors import (
     BuildError,
     RecipeError,
@@ -59,7 +59,7 @@ def line_of(f: Path, needle: str) -> int:
 def refused(f: Path) -> RecipeError:
     with pytest.raises(RecipeError) as exc:
         load_recipe(f)
-    assert exc.value.exit_code == 112
+    assert exc.value.exit_code == RecipeError.exit_code
     return exc.value
 
 
@@ -71,22 +71,22 @@ base = "debian:bookworm-slim"
 sources = [
   {{ url = "https://example.org/dl/tool-1.2.3.tar.gz", sha256 = "{SHA}" }},
   {{ url = "https://example.org/get?id=7", sha256 = "{"1" * 64}", file = "patch.diff" }},
-  {{ url = "file:///srv/mirror/a%2Bb.tgz", sha256 = "{"2" * 64}" }},
+  {{ url = "https://example.org/dl/a%2Bb.tgz", sha256 = "{"2" * 64}" }},
 ]
 ''')
     srcs = load_recipe(f).version("1").build.sources
     assert srcs == (Source("https://example.org/dl/tool-1.2.3.tar.gz", SHA, "tool-1.2.3.tar.gz"),
                     Source("https://example.org/get?id=7", "1" * 64, "patch.diff"),
-                    Source("file:///srv/mirror/a%2Bb.tgz", "2" * 64, "a+b.tgz"))
+                    Source("https://example.org/dl/a%2Bb.tgz", "2" * 64, "a+b.tgz"))
 
 
 @pytest.mark.parametrize(("entry", "needle", "message"), [
     ('{ url = "https://example.org/t.tar.gz" }', "url =",
      "versions.1.sources[0]: missing required key 'sha256'"),
     (f'{{ url = "ftp://example.org/t.tar.gz", sha256 = "{SHA}" }}', "ftp://",
-     "versions.1.sources[0].url: 'ftp://example.org/t.tar.gz' is not an http://, https:// or file:// URL"),
+     "versions.1.sources[0].url: 'ftp://example.org/t.tar.gz' is not an http:// or https:// URL"),
     (f'{{ url = "/srv/t.tar.gz", sha256 = "{SHA}" }}', "/srv/t",
-     "is not an http://, https:// or file:// URL"),
+     "is not an http:// or https:// URL"),
     ('{ url = "https://example.org/t.tar.gz", sha256 = "ABC123" }', "ABC123",
      "versions.1.sources[0].sha256: expected 64 lower-case hex digits"),
     (f'{{ url = "https://example.org/t.tar.gz", sha256 = "{SHA.upper()}" }}', "sha256",
@@ -96,8 +96,8 @@ sources = [
     (f'{{ url = "https://example.org/t.tar.gz", sha256 = "{SHA}", file = "../x" }}', "../x",
      "versions.1.sources[0].file: '../x' is not a plain file name"),
     (f'{{ url = "https:///t.tar.gz", sha256 = "{SHA}" }}', "https:///", "has no host"),
-    (f'{{ url = "file://host/t.tar.gz", sha256 = "{SHA}" }}', "file://host",
-     "a file URL names an absolute path on this host"),
+    (f'{{ url = "file:///etc/shadow", sha256 = "{SHA}" }}', "file://",
+     "'file:///etc/shadow' is not an http:// or https:// URL"),
     (f'{{ url = "https://example.org/t.tar.gz", sha256 = "{SHA}", size = 3 }}', "size",
      "versions.1.sources[0].size: unknown key"),
 ])
@@ -124,8 +124,6 @@ sources = [
 
 
 def test_sources_are_in_the_fingerprint_by_sha256_not_url(tmp_path: Path) -> None:
-    from test_build_plan import FakeEngine
-
     engine = FakeEngine({"debian:bookworm-slim": "sha256:base"})
 
     def fp(url: str, sha: str) -> str:
@@ -235,34 +233,26 @@ def test_a_mismatch_shows_both_escaped() -> None:
     with pytest.raises(VersionMismatchError) as exc:
         match_version(check, "t \x1b[2J2.5.0\r0\n", "building t@2.4", "the new image was discarded")
     e = exc.value
-    assert e.exit_code == 103 and isinstance(e, BuildError)
+    assert e.exit_code == VersionMismatchError.exit_code and isinstance(e, BuildError)
     assert e.message == ("building t@2.4: the version check `t --version` printed 't \\e[2J2.5.0\\r0', "
                          "which does not match '^t (2\\.4\\.\\d+)'; the new image was discarded "
                          "(is the recipe's base or package the version it names?)")
 
 
-class VersionEngine:
-    """Answers CHECK_SCRIPT by running it with the host's /bin/sh (commands: the host's)."""
+def host_engine(image: str, *, shell: bool = True) -> FakeEngine:
+    """An image that is this host: CHECK_SCRIPT runs with the host's /bin/sh (unless shell is
+    False), the commands are the host's, its PATH and the folders on it too."""
 
-    def __init__(self, *, shell: bool = True) -> None:
-        self.runs: list[list[str]] = []
-        self.shell = shell
-
-    def run_capture(self, image: str, command: list[str], *, entrypoint=None, user=None,
-                    network=False) -> tuple[int, str]:
-        self.runs.append(command)
-        if command[0] == "/bin/sh" and not self.shell:
+    def run(command: list[str]) -> tuple[int, str]:
+        if command[0] == "/bin/sh" and not shell:
             return 127, "cannot run /bin/sh: no such file or directory"
         p = subprocess.run(command, capture_output=True, text=True)
         return p.returncode, p.stdout + p.stderr
 
-    def image(self, ref: str):
-        from sandman.engine import ImageInfo
-
-        return ImageInfo(ref, (), {}, 1, "", env=(f"PATH={os.environ['PATH']}",))
-
-    def read_files(self, image: str, files: list[str]) -> dict[str, bytes]:
-        return {d: "\n".join(os.listdir(d)).encode() for d in files if os.path.isdir(d)}
+    path = os.environ["PATH"]
+    folders = {d: "\n".join(os.listdir(d)).encode() for d in path.split(":") if os.path.isdir(d)}
+    return FakeEngine({image: ImageInfo(image, (), {}, 1, "", env=(f"PATH={path}",))},
+                      files=folders, run=run)
 
 
 def plan_for(check: VersionCheck | None, smoke: tuple[str, ...] = ("true",),
@@ -276,10 +266,10 @@ def plan_for(check: VersionCheck | None, smoke: tuple[str, ...] = ("true",),
 
 @pytest.mark.parametrize("shell", [True, False])
 def test_the_check_runs_with_commands_and_smoke_in_one_container(shell: bool) -> None:
-    engine = VersionEngine(shell=shell)
+    engine = host_engine("img", shell=shell)
     check = VersionCheck(("sh", "-c", "echo 't version 2.4.7' >&2"), r"t version (2\.4\.\d+)")
     assert verify_image(engine, plan_for(check), "img", lambda line: None) == "2.4.7"
-    assert len(engine.runs) == (1 if shell else 3)
+    assert len(engine.called("run_capture")) == (1 if shell else 3)
     bad = VersionCheck(("sh", "-c", "echo 't version 2.5.0'"), r"t version (2\.4\.\d+)")
     with pytest.raises(VersionMismatchError, match=r"printed 't version 2\.5\.0'"):
         verify_image(engine, plan_for(bad), "img", lambda line: None)
@@ -300,11 +290,11 @@ def test_the_version_words_with_spaces_and_dashes_reach_the_command_intact() -> 
 
 def test_a_cached_image_is_checked_once_and_kept_on_a_mismatch(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
-    engine = VersionEngine()
+    engine = host_engine("sha256:abc")
     check = VersionCheck(("echo", "t 2.4.1"), r"t (2\.4\.\d+)")
     assert check_existing(engine, paths, "sha256:abc", plan_for(check)) == "2.4.1"
     assert check_existing(engine, paths, "sha256:abc", plan_for(check)) == "2.4.1"
-    assert len(engine.runs) == 1  # the second time from what was remembered
+    assert len(engine.called("run_capture")) == 1  # the second time from what was remembered
     other = VersionCheck(("echo", "t 2.4.1"), r"t (2\.5\.\d+)")
     with pytest.raises(VersionMismatchError, match=r"nothing was installed .its image .* is kept"):
         check_existing(engine, paths, "sha256:abc", plan_for(other))
@@ -338,44 +328,14 @@ def test_a_mirror_is_tried_first_by_name_then_by_sha256() -> None:
 
 
 # -- downloads -------------------------------------------------------------------------------------
-class Server:
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.root = root
-        self.hits: list[str] = []
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a, **kw) -> None:
-                super().__init__(*a, directory=str(root), **kw)
-
-            def log_request(self, code: object = "-", size: object = "-") -> None:
-                outer.hits.append(self.path)  # once per request, whatever its status
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.running = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.running:
-            self.running = False
-            self.httpd.shutdown()
-            self.httpd.server_close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "www")
-    (s.root / "tool-1.0.tar.gz").write_bytes(PAYLOAD)
-    yield s
-    s.stop()
+def server(http_server: FileServer) -> FileServer:
+    """The payload at /tool-1.0.tar.gz."""
+    (http_server.root / "tool-1.0.tar.gz").write_bytes(PAYLOAD)
+    return http_server
 
 
-def test_download_verify_cache_then_offline(tmp_path: Path, server: Server) -> None:
+def test_download_verify_cache_then_offline(tmp_path: Path, server: FileServer) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
     src = Source(f"{server.url}/tool-1.0.tar.gz", SHA, "tool-1.0.tar.gz")
     lines: list[str] = []
@@ -390,21 +350,21 @@ def test_download_verify_cache_then_offline(tmp_path: Path, server: Server) -> N
     assert fetch(src, paths, mirror=None, on_line=lines.append, what="t@1") == target  # offline
 
 
-def test_a_mismatch_names_the_url_and_the_cache_path_and_keeps_nothing(tmp_path: Path, server: Server) -> None:
+def test_a_mismatch_names_the_url_and_the_cache_path_and_keeps_nothing(tmp_path: Path, server: FileServer) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
     wrong = "0" * 64
     src = Source(f"{server.url}/tool-1.0.tar.gz", wrong, "tool-1.0.tar.gz")
     with pytest.raises(SourceError) as exc:
         fetch(src, paths, mirror=None, on_line=lambda line: None, what="t@1")
     e = exc.value
-    assert e.exit_code == 104
+    assert e.exit_code == SourceError.exit_code
     assert e.message == (f"t@1: cannot get source 'tool-1.0.tar.gz' from {src.url}: sha256 {SHA}, the "
                          f"recipe expects {wrong}; nothing was built. Download it yourself, check that "
                          f"`sha256sum` prints {wrong}, and put it at {cache_path(paths, wrong)}")
     assert list(cache_path(paths, wrong).parent.iterdir()) == []
 
 
-def test_a_404_and_an_unreachable_host(tmp_path: Path, server: Server) -> None:
+def test_a_404_and_an_unreachable_host(tmp_path: Path, server: FileServer) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
     src = Source(f"{server.url}/nope.tar.gz", SHA, "nope.tar.gz")
     with pytest.raises(SourceError, match=r"from http://127\.0\.0\.1:\d+/nope\.tar\.gz: HTTP 404 "):
@@ -428,7 +388,7 @@ def test_a_file_dropped_by_hand_is_used_when_it_matches(tmp_path: Path) -> None:
     assert fetch(src, paths, mirror=None, on_line=lambda line: None, what="t@1") == target
 
 
-def test_mirror_folder_and_url_prefix_come_before_the_url(tmp_path: Path, server: Server) -> None:
+def test_mirror_folder_and_url_prefix_come_before_the_url(tmp_path: Path, server: FileServer) -> None:
     src = Source("http://127.0.0.1:9/dl/tool-1.0.tar.gz", SHA, "tool-1.0.tar.gz")  # unreachable
     folder = tmp_path / "mirror"
     (folder / "sha256").mkdir(parents=True)
@@ -449,16 +409,18 @@ def test_mirror_folder_and_url_prefix_come_before_the_url(tmp_path: Path, server
     assert "http://127.0.0.1:9/dl/tool-1.0.tar.gz: unreachable" in detail
 
 
-def test_a_fifo_as_a_file_url_is_refused_without_blocking(tmp_path: Path) -> None:
-    fifo = tmp_path / "t.tar.gz"
-    os.mkfifo(fifo)
+def test_a_fifo_in_a_mirror_folder_is_refused_without_blocking(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    os.mkfifo(mirror / "t.tar.gz")
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")})
-    src = Source(fifo.as_uri(), SHA, "t.tar.gz")
-    with pytest.raises(SourceError, match="not a regular file"):
-        fetch(src, paths, mirror=None, on_line=lambda line: None, what="t")
+    src = Source("http://127.0.0.1:9/t.tar.gz", SHA, "t.tar.gz")  # discard port
+    with pytest.raises(SourceError) as exc:
+        fetch(src, paths, mirror=str(mirror), on_line=lambda line: None, what="t")
+    assert "t.tar.gz: not a regular file" in (exc.value.detail or "")
 
 
-def test_a_long_download_reports_its_progress(tmp_path: Path, server: Server,
+def test_a_long_download_reports_its_progress(tmp_path: Path, server: FileServer,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import sandman.sources
 

@@ -46,12 +46,12 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path,
 def test_write_failures_are_typed_and_name_the_path(tmp_path: Path) -> None:
     target = tmp_path / "state" / "x.json"
     ro = state.write_failure(target, OSError(errno.EROFS, "Read-only file system"))
-    assert isinstance(ro, StateWriteError) and ro.exit_code == 107
+    assert isinstance(ro, StateWriteError) and ro.exit_code == StateWriteError.exit_code
     assert str(target) in ro.message and "read-only" in ro.message
     denied = state.write_failure(target, OSError(errno.EACCES, "Permission denied"))
     assert isinstance(denied, StateWriteError) and f"make {target.parent} writable" in denied.message
     quota = state.write_failure(target, OSError(errno.EDQUOT, "Disk quota exceeded"))
-    assert isinstance(quota, NoSpaceError) and quota.exit_code == 122
+    assert isinstance(quota, NoSpaceError) and quota.exit_code == NoSpaceError.exit_code
     tmp = state.write_failure(tmp_path / ".x.json.abc123.tmp", OSError(errno.EROFS, "ro"))
     assert tmp is not None and ".tmp" not in tmp.message and str(tmp_path) in tmp.message
     assert state.write_failure(target, OSError(errno.EIO, "I/O error")) is None

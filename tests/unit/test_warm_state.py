@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import FakeEngine
 from helpers import paths_of
 
 from sandman import warm
 from sandman.engine import ContainerInfo
+from sandman.names import LABEL_HOME, LABEL_HOST, LABEL_IDLE, LABEL_ROLE, LABEL_TOOL, LABEL_VERSION
 from sandman.paths import Paths
 
 
@@ -105,18 +107,6 @@ def test_shim_values_make_the_state_folder(tmp_path: Path) -> None:
     assert warm.shim_values(paths, None, 10)["SM_WARM"] == "0"
 
 
-class FakeEngine:
-    def __init__(self, containers: list[ContainerInfo]) -> None:
-        self._containers = containers
-        self.removed: list[str] = []
-
-    def containers(self, **labels: str) -> list[ContainerInfo]:
-        return [c for c in self._containers if c.labels.get("io.sandman.role") == labels.get("role")]
-
-    def remove_container(self, ident: str) -> None:
-        self.removed.append(ident)
-
-
 def ctr(paths: Paths, folder: str, idle: str = "60", home: Path | None = None,
         wid: str = "0123abcd4567", make: bool = True) -> ContainerInfo:
     """A warm container `<folder>-<id>` with its folder (as shims/warm.bash makes them)."""
@@ -126,10 +116,10 @@ def ctr(paths: Paths, folder: str, idle: str = "60", home: Path | None = None,
         (base / folder / "used").touch()
         (base / folder / "id").write_text(wid + "\n")
     name = f"{folder}-{wid}"
-    return ContainerInfo(name, name, {"io.sandman.role": "warm",
-                                      "io.sandman.home": str(home or warm.warm_dir(paths)),
-                                      "io.sandman.host": "h", "io.sandman.idle": idle,
-                                      "io.sandman.tool": "t", "io.sandman.version": "1"},
+    return ContainerInfo(name, name, {LABEL_ROLE: "warm",
+                                      LABEL_HOME: str(home or warm.warm_dir(paths)),
+                                      LABEL_HOST: "h", LABEL_IDLE: idle,
+                                      LABEL_TOOL: "t", LABEL_VERSION: "1"},
                          "running")
 
 
@@ -147,9 +137,9 @@ def test_sweep_stops_only_idle_containers_of_this_home(tmp_path: Path) -> None:
     busy = ctr(paths, "busy")
     age(base / "busy" / "used")
     (base / "busy" / "calls" / my_token()).write_text("12\n")
-    eng = FakeEngine([idle, fresh, other, busy])
+    eng = FakeEngine(containers=[idle, fresh, other, busy])
     assert warm.sweep(eng, paths, "h") == 2
-    assert eng.removed == [idle.id]
+    assert eng.called("remove_container") == [idle.id]
     assert not (base / "idle").exists() and not (base / warm.RETIRED / idle.name).exists()
     assert [w.name for w in warm.list_warm(eng, paths)] == [busy.name, fresh.name, idle.name]
 
@@ -161,12 +151,12 @@ def test_a_container_whose_folder_is_gone_or_made_again_is_an_orphan(tmp_path: P
     gone, remade, ok = ctr(paths, "gone"), ctr(paths, "remade"), ctr(paths, "ok", "600")
     shutil.rmtree(base / "gone")
     (base / "remade" / "id").write_text("ffffeeeedddd\n")  # made again: another id
-    eng = FakeEngine([gone, remade, ok])
+    eng = FakeEngine(containers=[gone, remade, ok])
     states = {w.name: (w.state, w.status) for w in warm.list_warm(eng, paths)}
     assert states[gone.name] == states[remade.name] == (warm.ORPHAN, "orphaned")
     assert states[ok.name] == (warm.LIVE, "running")
     assert warm.sweep(eng, paths, "h") == 1
-    assert sorted(eng.removed) == sorted([gone.id, remade.id])
+    assert sorted(eng.called("remove_container")) == sorted([gone.id, remade.id])
     assert (base / "remade" / "id").exists(), "the new folder stays for its own container"
 
 
@@ -176,7 +166,7 @@ def test_stop_moves_the_folder_aside_at_once_and_waits_for_calls_running(tmp_pat
     c = ctr(paths, "t1")
     call = base / "t1" / "calls" / my_token()  # a call of a live shim (this process)
     call.write_text("")
-    eng = FakeEngine([c])
+    eng = FakeEngine(containers=[c])
     ended: list[float] = []
 
     def finish() -> None:
@@ -188,8 +178,8 @@ def test_stop_moves_the_folder_aside_at_once_and_waits_for_calls_running(tmp_pat
     t.start()
     stopped = warm.stop(eng, paths)
     t.join()
-    assert [w.name for w in stopped] == [c.name] and eng.removed == [c.id]
-    assert ended and eng.removed, "removed only after the call ended"
+    assert [w.name for w in stopped] == [c.name] and eng.called("remove_container") == [c.id]
+    assert ended and eng.called("remove_container"), "removed only after the call ended"
     assert not (base / "t1").exists() and not (base / warm.RETIRED / c.name).exists()
 
 
@@ -197,10 +187,10 @@ def test_stop_gives_up_waiting_after_its_limit(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     c = ctr(paths, "t1")
     (warm.daemon_dir(paths) / "t1" / "calls" / my_token()).write_text("5\n")
-    eng = FakeEngine([c])
+    eng = FakeEngine(containers=[c])
     t = time.monotonic()
     warm.stop(eng, paths, wait=0.3)
-    assert eng.removed == [c.id] and 0.3 <= time.monotonic() - t < 5
+    assert eng.called("remove_container") == [c.id] and 0.3 <= time.monotonic() - t < 5
 
 
 def test_sweep_never_waits_for_a_stopping_container(tmp_path: Path) -> None:
@@ -213,10 +203,10 @@ def test_sweep_never_waits_for_a_stopping_container(tmp_path: Path) -> None:
     warm.begin_retire(base, c.name)  # as if a stopper was interrupted after the move
     grave = base / warm.RETIRED / c.name
     (grave / "calls" / my_token()).write_text("77\n")
-    eng = FakeEngine([c])
-    assert warm.sweep(eng, paths, "h") == 1 and eng.removed == []
+    eng = FakeEngine(containers=[c])
+    assert warm.sweep(eng, paths, "h") == 1 and eng.called("remove_container") == []
     (grave / "calls" / my_token()).write_text("done\n")
-    assert warm.sweep(eng, paths, "h") == 0 and eng.removed == [c.id]
+    assert warm.sweep(eng, paths, "h") == 0 and eng.called("remove_container") == [c.id]
     assert not grave.exists()
 
 
@@ -224,7 +214,7 @@ def test_sweep_forgets_folders_of_containers_already_removed(tmp_path: Path) -> 
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     base = warm.daemon_dir(paths)
     (base / warm.RETIRED / "sandman-warm-0-t-1-aaa-bbb" / "calls").mkdir(parents=True)
-    warm.sweep(FakeEngine([]), paths, "h")
+    warm.sweep(FakeEngine(containers=[]), paths, "h")
     assert list((base / warm.RETIRED).iterdir()) == []
 
 
