@@ -122,14 +122,18 @@ def ensure_podman_user(name: str = PODMAN_USER, *, subids: bool = True,
 
 
 def ensure_bases(user: PodmanUser | None, bases: tuple[str, ...] = BASES) -> None:
-    """The Debian bases in this user's Podman store (None: root's, rootful), from Docker's."""
+    """The Debian bases in this user's Podman store (None: root's, rootful), from Docker's: the
+    same content (the same id), so a base re-made by `sandman bootstrap` reaches them too."""
     for ref in bases:
+        want = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref],
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+        argv = ["podman", "image", "inspect", "-f", "{{.Id}}", ref]
         if user is None:
-            have = subprocess.run(["podman", "image", "exists", ref], capture_output=True)
+            have = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         else:
-            have = subprocess.run(user.argv(["podman", "image", "exists", ref]), env=user.env(),
-                                  cwd="/", capture_output=True)
-        if have.returncode == 0:
+            have = subprocess.run(user.argv(argv), env=user.env(), cwd="/", capture_output=True,
+                                  text=True, timeout=60)
+        if have.returncode == 0 and want and have.stdout.strip() in (want, want.removeprefix("sha256:")):
             continue
         fd, tar = tempfile.mkstemp(prefix="sandman-base-", suffix=".tar")
         os.close(fd)
