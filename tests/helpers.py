@@ -227,3 +227,13 @@ def require_program(name: str) -> None:
         if in_ci():
             pytest.fail(f"{name} is not installed (.ci/run installs it); CI never skips")
         pytest.skip(f"needs {name}")
+
+
+def said_recipe(root: Path, tool: str, text: str, description: str) -> None:
+    """A one-version recipe under root whose tool prints `text` (written into its image at
+    build): the bundle and provenance tests tell images apart by what they say."""
+    (root / tool).mkdir(parents=True, exist_ok=True)
+    (root / tool / "recipe.toml").write_text(
+        f'schema = 1\ntool = "{tool}"\ndescription = "{description}"\n'
+        f'entrypoint = ["cat", "/said"]\n\n[versions."1"]\nbase = "debian:bookworm-slim"\n'
+        f"run = [\"echo '{text}' > /said\"]\n")

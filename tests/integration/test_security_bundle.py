@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import ImageRemover, paths_of, record_file, run_sandman, sandman_argv
+from helpers import ImageRemover, paths_of, record_file, run_sandman, said_recipe, sandman_argv
 
 from sandman.errors import IntegrityError
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
@@ -36,11 +36,7 @@ def cli(home: Path, recipes: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def recipe(root: Path, tool: str, text: str) -> None:
-    (root / tool).mkdir(parents=True, exist_ok=True)
-    (root / tool / "recipe.toml").write_text(
-        f'schema = 1\ntool = "{tool}"\ndescription = "bundle test"\n'
-        f'entrypoint = ["cat", "/said"]\n\n[versions."1"]\nbase = "debian:bookworm-slim"\n'
-        f"run = [\"echo '{text}' > /said\"]\n")
+    said_recipe(root, tool, text, "bundle test")
 
 
 def image_id(ref: str) -> str | None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import base_env, paths_of, record_file, run_sandman
+from helpers import base_env, paths_of, record_file, run_sandman, said_recipe
 from runtime_helpers import ensure_agent
 from signing_helpers import cli, publish, registry, team, teammate  # noqa: F401 (require + registry)
 from teams_helpers import image_id, second_engine, unique_tool
@@ -77,11 +77,7 @@ def evil_agent(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Path:
 
 
 def recipe(root: Path, tool: str, text: str) -> None:
-    (root / tool).mkdir(parents=True, exist_ok=True)
-    (root / tool / "recipe.toml").write_text(
-        f'schema = 1\ntool = "{tool}"\ndescription = "provenance test"\n'
-        f'entrypoint = ["cat", "/said"]\n\n[versions."1"]\nbase = "debian:bookworm-slim"\n'
-        f"run = [\"echo '{text}' > /said\"]\n")
+    said_recipe(root, tool, text, "provenance test")
 
 
 def rewrite_bundle(src: Path, dst: Path, edit: Callable[[dict], None], *,
