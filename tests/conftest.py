@@ -83,13 +83,45 @@ def is_smoke(item: pytest.Item) -> bool:
     return params.get("kit", "docker") == "docker" and params.get("mode", "cold") == "cold"
 
 
+# The suite runs on two pytest-xdist workers (`-n 2 --dist loadgroup`, README): most of a
+# daemon test is waiting for the daemon, so two of them fill two cores. A worker takes a whole
+# group at a time; every module is a group of its own (its module fixtures are made once), and
+# what shares something outside a test's own folders is one group, run by one worker in order:
+SHARED_GROUPS = {
+    # the sandman-podman user, its subordinate ids and its Podman store (the bases loaded in
+    # it), rootful Podman's store, and debian:bookworm, which test_bootstrap and
+    # test_podman_images re-make; test_security_grants edits /etc/subuid
+    "podman": ("test_podman_images.py", "test_podman_registry.py", "test_podman_revive.py",
+               "test_podman_rootful.py", "test_engine_choice.py", "test_security_grants.py",
+               "test_benchmark.py", "test_bootstrap.py", "test_bootstrap_archived.py"),
+    # the second dockerd (teams_helpers.MACHINE_B_ROOT: one fixed place, so that a run that
+    # died is found and cleaned by the next)
+    "machine-b": ("test_two_machines.py", "test_security_provenance.py"),
+}
+_GROUP_OF = {module: group for group, modules in SHARED_GROUPS.items() for module in modules}
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The group an item runs in: a runtime test's Podman parametrizations join "podman" (the
+    kit is the sandman-podman user's), the rest follow their module."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if params.get("kit") == "podman":
+        return "podman"
+    return _GROUP_OF.get(item.path.name, item.path.name)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The fast tier (`-m "not slow"`): unit tests and one cold Docker smoke per area. Every
-    other integration test is slow, so a new one lands in the full suite unless it is chosen."""
+    other integration test is slow, so a new one lands in the full suite unless it is chosen.
+    Then the xdist groups, and the groups that share something first: they are the longest
+    units of work, and a worker that takes one late would leave the other idle at the end."""
     integration = ROOT / "tests" / "integration"
     for item in items:
         if item.path.is_relative_to(integration) and not is_smoke(item):
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    order = {group: i for i, group in enumerate(SHARED_GROUPS)}
+    items.sort(key=lambda it: order.get(xdist_group(it), len(order)))  # stable: else as collected
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

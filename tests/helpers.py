@@ -11,8 +11,10 @@ and the name `conftest` means whichever was loaded last.)
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -237,3 +239,17 @@ def said_recipe(root: Path, tool: str, text: str, description: str) -> None:
         f'schema = 1\ntool = "{tool}"\ndescription = "{description}"\n'
         f'entrypoint = ["cat", "/said"]\n\n[versions."1"]\nbase = "debian:bookworm-slim"\n'
         f"run = [\"echo '{text}' > /said\"]\n")
+
+
+def ensure_unix_user(name: str, *useradd_options: str) -> pwd.struct_passwd:
+    """A real Unix user, made with useradd the first time. Under a lock: useradd does not wait
+    for /etc/passwd ("cannot lock /etc/passwd; try again later"), and the two xdist workers
+    may make their users at the same moment on a fresh machine."""
+    with open("/tmp/sandman-test-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "-m", *useradd_options, name], check=True,
+                           capture_output=True)
+            return pwd.getpwnam(name)

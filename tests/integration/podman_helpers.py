@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the benchmark's rootless plumbing is shared, not copied
     sys.path.insert(0, str(ROOT))
-from helpers import EngineCLI, run_sandman  # noqa: E402
+from helpers import EngineCLI, ensure_unix_user, run_sandman  # noqa: E402
 
 from benchmarks import rootless  # noqa: E402
 
@@ -96,12 +95,7 @@ def python_for(uid: int, gid: int) -> tuple[str, str]:
 def ensure_podman_user(name: str = PODMAN_USER, *, subids: bool = True,
                        start: int = SUBID_START) -> PodmanUser:
     """A Unix user (home under /home) with, or without, subordinate uid/gid ranges."""
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True,
-                       capture_output=True)
-        pw = pwd.getpwnam(name)
+    pw = ensure_unix_user(name, "-s", "/bin/bash")
     for path, opt in (("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")):
         has = rootless.has_subid_range(path, name)
         if subids and not has:

@@ -45,13 +45,17 @@ def bench_containers(engine: str) -> list[str]:
 
 
 def test_short_benchmark_prints_every_figure_for_both_engines(docker_client) -> None:
-    proc = run_benchmark("--engines", "docker,podman")
+    # What this proves is that every figure is measured and printed, for both engines in one
+    # round robin; the figures themselves are the benchmark's business (docs/performance.md).
+    # Two rounds and short loops print every line that five and 200 would.
+    proc = run_benchmark("--engines", "docker,podman", "--rounds", "2", "--loop", "3",
+                         "--agent-loop", "50")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     print(out)
     assert re.search(r"^machine: .+, \d+ cores, kernel ", out, re.M)
     assert re.search(r"^load average: [\d.]+ [\d.]+ [\d.]+ before, ", out, re.M)
-    assert re.search(r"^command: sqlite3-3\.46 -version   rounds: 5 \(round robin over docker, "
+    assert re.search(r"^command: sqlite3-3\.46 -version   rounds: 2 \(round robin over docker, "
                      r"podman\)", out, re.M)
     assert re.search(r"^native\s+\d+\.\d\s+\d+\.\d$", out, re.M)
     assert re.search(r"^docker \S+ \(as ", out, re.M)
@@ -66,8 +70,8 @@ def test_short_benchmark_prints_every_figure_for_both_engines(docker_client) -> 
                              r"\s+(PASS|FAIL)$", out, re.M), (engine, ratio)
         assert re.search(rf"^{engine} install sqlite3@3\.46 \(cache hit\): \d+ ms$", out, re.M)
         assert re.search(rf"^{engine} agent: (built|copied from the Docker build)", out, re.M)
-        assert re.search(rf"^{engine} warm loop: 20 calls in [\d.]+ s", out, re.M)
-        assert re.search(rf"^{engine} agent loop: 200 sqlite3 calls over 50 files in [\d.]+ s "
+        assert re.search(rf"^{engine} warm loop: 3 calls in [\d.]+ s", out, re.M)
+        assert re.search(rf"^{engine} agent loop: 50 sqlite3 calls over 50 files in [\d.]+ s "
                          r"\([\d.]+ ms per call\), 0 failures, 0 bytes on stderr, "
                          r"0 processes left$", out, re.M), engine
     # The variants of the two engines are sections of one round robin, Docker's first.

@@ -150,9 +150,11 @@ def test_rebuild_only_on_change_and_failed_build_keeps_good_image(
     assert run.stdout == "one\n", run.stderr
     assert image_ids(docker_client, test_tool) == first
     assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_TOOL}={test_tool}"})
+    # a build step's container of this recipe (the other xdist worker builds at the same time)
     leftovers = [c for c in docker_client.containers.list(all=True, ignore_removed=True)
                  if c.id not in before and c.status != "running"
-                 and c.attrs["Config"].get("Image", "").startswith("sha256:")]  # a build step's
+                 and c.attrs["Config"].get("Image", "").startswith("sha256:")
+                 and "boom" in " ".join(c.attrs["Config"].get("Cmd") or [])]
     assert not leftovers
 
     # a failing smoke test: the new image is discarded

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import ImageRemover, paths_of, record_file, run_sandman, sandman_argv
+from helpers import ImageRemover, ensure_unix_user, paths_of, record_file, run_sandman, sandman_argv
 from podman_helpers import python_for
 
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
@@ -43,12 +43,7 @@ USERS = ("sandman-gc-a", "sandman-gc-b")
 
 # -- real users who can run sandman -----------------------------------------------------------
 def ensure_user(name: str) -> tuple[int, int]:
-    try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-U", "-s", "/bin/bash", name], check=True,
-                       capture_output=True)
-        pw = pwd.getpwnam(name)
+    pw = ensure_unix_user(name, "-U", "-s", "/bin/bash")
     return pw.pw_uid, pw.pw_gid
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import log_file, paths_of, record_file, run_sandman, runtime_dir
+from helpers import ensure_unix_user, log_file, paths_of, record_file, run_sandman, runtime_dir
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import ECHO_RECIPE, docker_gid  # noqa: E402
@@ -38,12 +38,7 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, usera
 
 # -- helpers -----------------------------------------------------------------------------------
 def peer() -> tuple[int, int]:
-    try:
-        pw = pwd.getpwnam(PEER)
-    except KeyError:
-        subprocess.run(["useradd", "-m", "-U", "-s", "/bin/bash", PEER], check=True,
-                       capture_output=True)
-        pw = pwd.getpwnam(PEER)
+    pw = ensure_unix_user(PEER, "-U", "-s", "/bin/bash")
     return pw.pw_uid, pw.pw_gid
 
 

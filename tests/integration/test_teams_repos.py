@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import ImageRemover, base_env, paths_of, record_file, run_sandman, sandman_argv
+from helpers import ImageRemover, base_env, ensure_unix_user, paths_of, record_file, run_sandman, sandman_argv
 from ptyrun import run_on_pty
 from teams_helpers import commit_recipe, git, make_repo, recipe_text, unique_tool
 
@@ -238,8 +238,7 @@ OTHER_USER = "sandmanpeer"
 
 def other_user() -> str:
     """A second real Unix user (made once, idempotently): git checks who owns a repository."""
-    if subprocess.run(["id", "-u", OTHER_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", OTHER_USER], check=True, capture_output=True)
+    ensure_unix_user(OTHER_USER)
     return OTHER_USER
 
 
