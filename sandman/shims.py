@@ -20,6 +20,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -251,6 +252,23 @@ def refusal(real: str, *, argument: bool = False) -> str | None:
     for d in runtime_dirs():
         if _under(real, d):
             return f"it is in your run-time folder {d} (your session's sockets)"
+    # the shim's sm_map_path (issue 23 item 3): an argument that is itself a socket, FIFO or
+    # device, or a folder that is shared (sticky) or holds one, is not mounted whole
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        return None
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISBLK(mode) or stat.S_ISCHR(mode):
+        return "it is a socket, FIFO or device, not data"
+    if stat.S_ISDIR(mode):
+        if mode & stat.S_ISVTX:
+            return "it is a shared folder (sticky, as /tmp: other users' files and sessions' sockets)"
+        with contextlib.suppress(OSError), os.scandir(real) as entries:
+            for e in entries:
+                with contextlib.suppress(OSError):
+                    m = os.stat(e.path).st_mode
+                    if stat.S_ISSOCK(m) or stat.S_ISFIFO(m) or stat.S_ISBLK(m) or stat.S_ISCHR(m):
+                        return f"it holds {e.name}, a socket, FIFO or device"
     return None
 
 

@@ -7,6 +7,10 @@
  *       ask it to signal a tool started by `docker exec` (the exec path, shims/warm.bash).
  *       NAME is only there so that the shim can recognise the container's init in /proc.
  *
+ *   sandman-agent pin WHO EXIT [DST DEV INO]... -- CMD...
+ *       A cold container's entrypoint: checks that each mount point DST is the object the shim
+ *       pinned (device, inode), then execs CMD; else one line and exit EXIT (see pin()).
+ *
  *   sandman-agent call SOCK CALLFD SHIM NPREFIX [-e VAR[=VAL]]... [-w DIR] [-u U] [-t] -- CMD...
  *       Exec'd by a shim in warm mode. Sends the call (argv, cwd, env, umask) and its own
  *       fds 0/1/2 (SCM_RIGHTS) to the agent, forwards signals, and exits as the tool did (its
@@ -899,13 +903,47 @@ static int call(int argc, char **argv) {
     return status < 0 ? 128 + SIGKILL : status;
 }
 
+/* pin WHO EXIT [DST DEV INO]... -- CMD ARGS...: a cold container's entrypoint (shims/shim.bash).
+ * The engine mounts each source by its path, which it resolves again at mount time: a folder
+ * swapped for a symlink in between would bring in something that was never checked (issue 19
+ * item 2). The shim pinned each source (an fd) and passes the device and inode it had; here,
+ * before anything of the tool runs, each mount point must be that object, or nothing runs
+ * (exit EXIT, the shim's mount refusal code, one line naming WHO = tool@version). Then CMD
+ * replaces this process (same pid, argv, fds, signals), or 127 / 126 as a shell says them. */
+static int pin(int argc, char **argv) {
+    const char *who = argv[2];
+    int code = atoi(argv[3]), i = 4;
+    for (; i + 2 < argc && strcmp(argv[i], "--"); i += 3) {
+        struct stat st;
+        char *e1, *e2;
+        unsigned long long dev = strtoull(argv[i + 1], &e1, 10), ino = strtoull(argv[i + 2], &e2, 10);
+        if (*e1 || *e2 || stat(argv[i], &st) || (unsigned long long)st.st_dev != dev
+            || (unsigned long long)st.st_ino != ino) {
+            fprintf(stderr, "sandman: %s: the mount at %s is not the one that was checked (it was "
+                    "swapped after the check): nothing was run\n", who, argv[i]);
+            return code;
+        }
+    }
+    if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc) {
+        fprintf(stderr, "usage: sandman-agent pin WHO EXIT [DST DEV INO]... -- CMD [ARGS]...\n");
+        return 2;
+    }
+    execvp(argv[i + 1], argv + i + 1);
+    int err = errno;
+    fprintf(stderr, "sandman-agent: %s: %s\n", argv[i + 1],
+            err == ENOENT ? "not found" : strerror(err));
+    return err == ENOENT || err == ENOTDIR ? 127 : 126;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "pin")) return pin(argc, argv);
     if (argc >= 3 && !strcmp(argv[1], "serve")) return serve(argv[2], argc >= 4 ? argv[3] : "");
     if (argc >= 2 && !strcmp(argv[1], "call")) return call(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "version")) {
         puts("sandman-agent 1");
         return 0;
     }
-    fprintf(stderr, "usage: sandman-agent serve SOCK FIFO NAME | call SOCK CALLFD SHIM NPREFIX [OPTS] -- CMD...\n");
+    fprintf(stderr, "usage: sandman-agent serve SOCK FIFO NAME | call SOCK CALLFD SHIM NPREFIX [OPTS] -- CMD..."
+            " | pin WHO EXIT [DST DEV INO]... -- CMD...\n");
     return 2;
 }

@@ -114,26 +114,49 @@ done </proc/self/status
 unset CDPATH
 builtin cd -P . 2>/dev/null || sm_die "${SM_TOOL}@${SM_VERSION}: the current directory is not reachable" "$SM_EXIT_MOUNT"
 sm_cwd=$PWD
+# The engine mounts a source by its path, which it resolves again when it mounts it: a folder
+# swapped for a symlink in between (renameat2 in a loop) would bring in what was never checked
+# (issue 19 item 2). So what is checked is also pinned: sm_real leaves in sm_pin what holds the
+# object whose real path sm_rp is (an fd, not a name), sm_bind keeps it next to the mount, and
+# the container compares each mount with it before the tool runs (sm_pin_cold, agent.c `pin`;
+# warm: sm_warm_same). The shim's own cwd is pinned first, and sm_real comes back to it
+# through that fd, never through its name.
+sm_cwdfd= sm_pinfd=
+{ exec {sm_cwdfd}<.; } 2>/dev/null || sm_cwdfd=
+sm_back() { builtin cd -P "/dev/fd/$sm_cwdfd" 2>/dev/null || builtin cd -- "$sm_cwd" 2>/dev/null; }
 sm_real() {  # sm_rp: the real path of the existing $1 (absolute); false when it cannot be had
+  # sm_pin: "/dev/fd/N/." (a folder: fd N is open on it, taken while cd -P had it as the cwd,
+  # so its real path is sm_rp), "/dev/fd/N/NAME" (anything else: NAME in the folder open as
+  # N; checked later with lstat, so a link swapped in there never passes), or, when nothing
+  # can hold it (a folder we cannot enter or read), sm_rp itself.
   local p=$1 d
+  [[ -n $sm_pinfd ]] && exec {sm_pinfd}<&-  # the last one's, not taken by sm_bind
+  sm_pinfd= sm_pin=
   if [[ -d $p ]]; then
     if builtin cd -P -- "$p" 2>/dev/null; then
       sm_rp=$PWD
       while [[ $sm_rp == //* ]]; do sm_rp=${sm_rp:1}; done  # bash keeps a leading //
-      builtin cd -- "$sm_cwd" 2>/dev/null
+      { exec {sm_pinfd}<.; } 2>/dev/null && sm_pin=/dev/fd/$sm_pinfd/. || sm_pinfd= sm_pin=$sm_rp
+      sm_back
       return 0
     fi
-    sm_rp=$(realpath -e -- "$p" 2>/dev/null) && [[ $sm_rp == /* ]]  # a folder we cannot enter
+    sm_rp=$(realpath -e -- "$p" 2>/dev/null) && [[ $sm_rp == /* ]] && sm_pin=$sm_rp  # a folder we cannot enter
     return
   fi
   if [[ -L $p ]]; then  # the last part is a symlink: the rare path
-    sm_rp=$(realpath -e -- "$p" 2>/dev/null) && [[ $sm_rp == /* ]]
-    return
+    sm_rp=$(realpath -e -- "$p" 2>/dev/null) && [[ $sm_rp == /* ]] || return 1
+    [[ -d $sm_rp || -L $sm_rp ]] && { sm_pin=$sm_rp; return 0; }  # changed since: checked by path
+    p=$sm_rp
+    d=${p%/*}
+    sm_real "${d:-/}" && [[ $sm_rp == "${d:-/}" ]] || return 1  # a folder swapped meanwhile
+    sm_rp=$p
+  else
+    [[ -e $p ]] || return 1
+    d=${p%/*}
+    sm_real "${d:-/}" || return 1
+    sm_rp=${sm_rp%/}/${p##*/}
   fi
-  [[ -e $p ]] || return 1
-  d=${p%/*}
-  sm_real "${d:-/}" || return 1
-  sm_rp=${sm_rp%/}/${p##*/}
+  [[ $sm_pin == */. ]] && sm_pin=${sm_pin%.}${p##*/} || sm_pin=$sm_rp
 }
 sm_norm() {  # sm_np: the absolute $1 without //, . and .. (lexically: where the tool will look)
   local p=$1/ c out=
@@ -200,7 +223,7 @@ done
 
 # Mounts. sm_dsts holds every destination so that nothing is mounted twice or under a mount
 # that already covers it with the same or more rights.
-sm_dsts=() sm_modes=() sm_srcs=()
+sm_dsts=() sm_modes=() sm_srcs=() sm_pins=()
 sm_refused() {  # real [arg]: sets sm_why to the reason a real host path may not be mounted; true if refused
   # With arg (the cwd, an argument, a path_env variable, a home file: paths anyone can spell
   # with a symlink) also the host's kernel and device folders and the run-time folders that
@@ -242,10 +265,21 @@ sm_covered() {  # is $1 already inside a mount with at least mode $2?
   return 1
 }
 sm_bind() {  # src dst mode: add the mount (CSV-quoted: paths may hold commas and quotes)
-  local opt=
+  local opt= pin
   [[ $3 == ro ]] && opt=,readonly
+  # what holds src (see sm_real): the cwd's fd, or the pin of the sm_real that resolved src;
+  # anything else is resolved (and pinned) again here, and must still resolve to src
+  if [[ $1 == "$sm_cwd" && -n $sm_cwdfd ]]; then
+    pin=/dev/fd/$sm_cwdfd/.
+  elif [[ $1 == "${sm_rp-}" && -n ${sm_pin-} ]]; then
+    pin=$sm_pin sm_pinfd=  # taken: sm_real no longer closes it
+  else
+    local sm_rp sm_pin sm_pinfd=
+    sm_real "$1" && [[ $sm_rp == "$1" ]] || sm_die "${SM_TOOL}@${SM_VERSION}: $1 changed while it was checked (a folder on its path was moved or swapped); nothing was run" "$SM_EXIT_MOUNT"
+    pin=$sm_pin
+  fi
   sm_args+=(--mount "type=bind,\"source=${1//\"/\"\"}\",\"target=${2//\"/\"\"}\"$opt")
-  sm_dsts+=("$2") sm_modes+=("$3") sm_srcs+=("$1")
+  sm_dsts+=("$2") sm_modes+=("$3") sm_srcs+=("$1") sm_pins+=("$pin")
 }
 sm_mount() {  # realsrc dst mode what: skip when covered (nothing new is seen), refuse, else bind
   sm_covered "$2" "$3" && return
@@ -253,12 +287,27 @@ sm_mount() {  # realsrc dst mode what: skip when covered (nothing new is seen), 
   sm_bind "$1" "$2" "$3"
 }
 sm_map_path() {  # mount a path given on the command line or in the environment, where it is
-  local p=$1 mode=$2 what="$3 $1" t dir tdir
+  local p=$1 mode=$2 what="$3 $1" t dir tdir why
   [[ $p == /* ]] || p=$sm_cwd/$p
   sm_norm "$p"; t=$sm_np
   case $t in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) return 0 ;; esac
+  # A socket, FIFO or device is never handed over (one the cwd's mount shows is there already)
+  if [[ -S $p || -p $p || -b $p || -c $p ]] && ! sm_covered "$t" ro; then
+    why=
+    if sm_real "$p"; then
+      why=" (really $sm_rp)"
+      sm_refused "$sm_rp" arg || sm_why="it is a socket, FIFO or device, not data"
+    else
+      sm_why="it is a socket, FIFO or device, not data"
+    fi
+    sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $what$why: $sm_why" "$SM_EXIT_MOUNT"
+  fi
   if [[ -d $p ]]; then
     sm_real "$p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve $what" "$SM_EXIT_MOUNT"
+    # a folder is mounted whole only when nothing of other users or of the session is in it
+    if ! sm_covered "$t" "$mode" && ! sm_refused "$sm_rp" arg && ! sm_whole "$sm_rp" 0; then
+      sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $what (really $sm_rp): $sm_why; name a file in it, or use a folder of your own" "$SM_EXIT_MOUNT"
+    fi
     sm_mount "$sm_rp" "$t" "$mode" "$what"
     return
   fi
@@ -271,7 +320,20 @@ sm_map_path() {  # mount a path given on the command line or in the environment,
     sm_real "$dir" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve the folder of $what" "$SM_EXIT_MOUNT"
     case $tdir in
       /usr|/usr/*|/lib|/lib/*|/lib32*|/lib64*|/bin|/bin/*|/sbin|/sbin/*|/etc|/etc/*|/boot*|/var/lib|/var/lib/*|/opt|/opt/*) ;;
-      *) sm_refused "$sm_rp" arg || { sm_mount "$sm_rp" "$tdir" "$mode" "$what"; return; } ;;
+      *)
+        sm_covered "$t" "$mode" && return
+        if ! sm_refused "$sm_rp" arg; then
+          # the folder, unless it is shared or holds sockets: then the file (and sqlite's
+          # siblings) in a tmpfs at the folder's place
+          if sm_whole "$sm_rp"; then sm_mount "$sm_rp" "$tdir" "$mode" "$what"; else sm_map_alone "$p" "$t" "$mode" "$what"; fi
+          return
+        fi
+        # a folder refused for what it holds (/tmp holding rootless Podman's socket): the
+        # same, when the file itself may be mounted
+        if [[ $tdir != / ]] && sm_real "$p" && ! sm_refused "$sm_rp" arg; then
+          sm_map_alone "$p" "$t" "$mode" "$what"
+          return
+        fi ;;
     esac
     # the file alone: refused as a folder would be (a folder that resolves into /proc must not
     # get through as one of its files)
@@ -281,16 +343,113 @@ sm_map_path() {  # mount a path given on the command line or in the environment,
     :  # /CN=x (openssl -subj) names nothing on this host: every top-level folder exists
   elif [[ -d $dir ]]; then  # a file the tool will create
     sm_real "$dir" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve the folder of $what" "$SM_EXIT_MOUNT"
-    sm_refused "$sm_rp" arg && sm_die "${SM_TOOL}@${SM_VERSION}: cannot map $what: its folder $tdir (really $sm_rp) may not be mounted ($sm_why)" "$SM_EXIT_MOUNT"
-    sm_mount "$sm_rp" "$tdir" "$mode" "$what"
+    if sm_refused "$sm_rp" arg; then
+      # a folder refused for what it holds (/tmp holding rootless Podman's socket): the file
+      # alone in a tmpfs there, when the file itself may be mounted
+      why=$sm_why
+      sm_refused "${sm_rp%/}/${p##*/}" arg && sm_die "${SM_TOOL}@${SM_VERSION}: cannot map $what: its folder $tdir (really $sm_rp) may not be mounted ($why)" "$SM_EXIT_MOUNT"
+      sm_covered "$t" "$mode" || sm_map_alone "$p" "$t" "$mode" "$what"
+      return
+    fi
+    sm_covered "$t" "$mode" && return
+    if sm_whole "$sm_rp"; then sm_mount "$sm_rp" "$tdir" "$mode" "$what"; else sm_map_alone "$p" "$t" "$mode" "$what"; fi
   fi  # else: not a path on this host, passed on untouched
 }
+# -- shared folders (issue 23 item 3): /tmp holds ssh-agent's and X11's sockets, other users'
+# files; a folder with a socket, FIFO or device in it holds something of a session, not data --
+sm_whole_max=5000
+sm_whole() {  # real folder: may it be mounted whole? Not when it is sticky (shared: /tmp,
+  # /var/tmp, /dev/shm) or has a socket, FIFO or device node directly in it, dotfiles included
+  # (sm_why says which). One builtin glob and a test or two per entry, no fork (5000 entries:
+  # about 20 ms); a folder of more than sm_whole_max entries (or $2; 0: no limit) is not looked
+  # through and counts as not whole.
+  local f n=0 o= max=${2-$sm_whole_max}
+  sm_why=
+  if [[ -k $1 ]]; then
+    sm_why="it is a shared folder (sticky, as /tmp: other users' files and sessions' sockets)"
+    return 1
+  fi
+  shopt -q nullglob || o+=n; shopt -q dotglob || o+=d
+  shopt -s nullglob dotglob
+  for f in "${1%/}"/*; do
+    (( ++n > max && max )) && { sm_why="it holds more than $max entries (not looked through)"; break; }
+    [[ -f $f || -d $f ]] && continue
+    [[ -S $f || -p $f || -b $f || -c $f ]] && { sm_why="it holds ${f##*/}, a socket, FIFO or device"; break; }
+  done
+  [[ $o == *n* ]] && shopt -u nullglob; [[ $o == *d* ]] && shopt -u dotglob
+  [[ -z $sm_why ]]
+}
+sm_tmpfs_dsts=() sm_tmpfs_at=() sm_drymade=()
+sm_tmpfs() {  # dst mode: an empty tmpfs at dst (once; made read-write when a later path asks)
+  local i v
+  for i in "${!sm_tmpfs_dsts[@]}"; do
+    [[ ${sm_tmpfs_dsts[i]} == "$1" ]] || continue
+    v=${sm_args[sm_tmpfs_at[i]]}
+    if [[ $2 == rw ]]; then
+      case $v in
+        *:ro,exec,mode=1777) sm_args[sm_tmpfs_at[i]]=${v%ro,exec,mode=1777}exec,mode=1777 ;;
+        *,readonly) sm_args[sm_tmpfs_at[i]]=${v%,readonly} ;;
+      esac
+    fi
+    return
+  done
+  # mode 1777 as /tmp, exec as the image's own folder; the engine mounts it before the binds
+  # beneath it (it orders mounts by depth). --tmpfs cannot say a path with a colon in it.
+  v=exec,mode=1777; [[ $2 == ro ]] && v=ro,$v
+  sm_tmpfs_dsts+=("$1") sm_tmpfs_at+=($(( ${#sm_args[@]} + 1 )))
+  if [[ $1 == *:* ]]; then
+    v=tmpfs-mode=1777; [[ $2 == ro ]] && v+=,readonly
+    sm_args+=(--mount "type=tmpfs,\"target=${1//\"/\"\"}\",$v")
+  else
+    sm_args+=(--tmpfs "$1:$v")
+  fi
+}
+sm_map_alone() {  # path target mode what: the path's folder may not be mounted whole. A tmpfs
+  # takes its place (the tool creates its siblings there, for the call); the file is bound
+  # into it, and so are sqlite's siblings that exist (a hot journal, an unmerged WAL). A file
+  # the tool will create is made here first, empty (the umask; noclobber: nothing replaced, no
+  # link followed), so that what the tool writes is on the host.
+  local p=$1 t=$2 mode=$3 what=$4 tdir=${2%/*} s nc=+C u
+  sm_tmpfs "${tdir:-/}" "$mode"
+  if [[ ! -e $p && ! -L $p && $mode == rw && -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
+    # a dry run changes nothing: it says what the call would make (and its command lacks
+    # that one bind, which needs the file to exist)
+    sm_drymade+=("$p")
+    return 0
+  elif [[ ! -e $p && ! -L $p && $mode == rw ]]; then
+    [[ $- == *C* ]] && nc=-C
+    set -C
+    { : >"$p"; } 2>/dev/null
+    set $nc
+    [[ -f $p && ! -L $p && -O $p ]] || return 0  # not made: the tool sees an empty folder
+  elif [[ ! -e $p ]]; then
+    return 0  # read-only: the tool cannot make it, as in a read-only folder
+  fi
+  # a link in a sticky folder is followed only when it is the user's or the folder's owner's
+  # (the kernel's protected_symlinks rule): another user's link is no way to the user's files
+  if [[ -L $p && -k ${p%/*}/ ]]; then
+    u=$(command -p stat -c %u -- "$p" "${p%/*}/" 2>/dev/null)
+    [[ ${u%%$'\n'*} == "$EUID" || ${u%%$'\n'*} == "${u#*$'\n'}" ]] || sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $what: it is a link another user made in a shared folder" "$SM_EXIT_MOUNT"
+  fi
+  sm_real "$p" || sm_die "${SM_TOOL}@${SM_VERSION}: cannot resolve $what" "$SM_EXIT_MOUNT"
+  [[ -f $sm_rp ]] || sm_die "${SM_TOOL}@${SM_VERSION}: will not mount $what (really $sm_rp): not a regular file" "$SM_EXIT_MOUNT"
+  sm_mount "$sm_rp" "$t" "$mode" "$what"
+  for s in journal wal shm; do
+    [[ -f $p-$s && ! -L $p-$s ]] || continue
+    sm_real "$p-$s" || continue
+    sm_mount "$sm_rp" "$t-$s" "$mode" "$what-$s"
+  done
+}
+# -- end of shared folders --
 sm_expand() {  # sm_sp: a declared mount source as a path (~ is the home, relative is the cwd's)
   sm_sp=$1
   [[ $sm_sp == "~" || $sm_sp == "~/"* ]] && sm_sp=${HOME:-/nonexistent}${sm_sp:1}
   [[ $sm_sp == /* ]] || sm_sp=$sm_cwd/$sm_sp
 }
 
+# A shared folder (sticky: /tmp, /var/tmp, /dev/shm) as the cwd would hand the tool every
+# other session's and user's files there (ssh-agent's and X11's sockets): a test, no fork.
+[[ -k $sm_cwd && -z ${SANDMAN_ALLOW_SHARED-} ]] && sm_die "${SM_TOOL}@${SM_VERSION}: will not mount the current directory $sm_cwd: it is a shared folder (sticky, as /tmp: other users' files and sessions' sockets); cd into a folder of your own (cd \"\$(mktemp -d)\"), or set SANDMAN_ALLOW_SHARED=1 to allow" "$SM_EXIT_MOUNT"
 sm_mount "$sm_cwd" "$sm_cwd" rw "the current directory"
 sm_args+=(--workdir "$sm_cwd")
 
@@ -429,7 +588,53 @@ fi
 sm_exec=()
 [[ $sm_engine == podman && ${SM_SHELL-0} == 1 ]] && sm_exec=(/bin/sh -c 'exec "$@"' sh)
 
+# A cold container checks, before the tool runs, that each bind mount is the very object the
+# shim checked (its pin, see sm_real): the engine mounts by path, and a path can be swapped
+# between the check and the mount (issue 19 item 2). One stat here (the only fork of a cold
+# call) gives each pin's device and inode; in the container the agent (`pin`, a static binary
+# mounted read-only, when it is built for the image's platform) or else the image's sh and
+# stat compare each mount point with them and exec the tool, or print one line and exit
+# SM_EXIT_MOUNT with nothing run. An image with neither is not checked (docs/security.md).
+# sm_pinargs: engine options; sm_pincmd: the words before the command.
+sm_pin_cold() {
+  local i=0 how= out l d n t
+  sm_pinargs=() sm_pincmd=()
+  (( ${#sm_pins[@]} )) || return 0
+  if [[ -n ${SM_AGENT-} && -x $SM_AGENT && ( -z ${SM_PLATFORM-} || $SM_PLATFORM == "${SM_AGENT_PLATFORM-}" ) ]]; then
+    how=agent
+  elif [[ ${SM_SHELL-0} == 1 ]]; then
+    how=sh
+  else
+    return 0
+  fi
+  out=$(PATH=/usr/bin:/bin exec stat -c '%d %i %F' -- "${sm_pins[@]}" 2>/dev/null)  # one fork
+  while IFS=' ' read -r d n t; do
+    [[ -n ${sm_pins[i]} && $n == [0-9]* ]] || break
+    # a folder's fd is a folder; NAME in a pinned folder is never a link (lstat: not followed)
+    [[ ${sm_pins[i]} == /dev/fd/*/. && $t != directory ]] && break
+    [[ $t == "symbolic link" ]] && break
+    sm_pincmd+=("${sm_dsts[i]}" "$d" "$n")
+    (( i++ ))
+  done <<<"$out"
+  (( i == ${#sm_pins[@]} )) || sm_die "${SM_TOOL}@${SM_VERSION}: will not mount ${sm_srcs[i]}: it changed while it was checked (moved, removed or swapped for a link); nothing was run" "$SM_EXIT_MOUNT"
+  if [[ $how == agent ]]; then
+    sm_pinargs=(--mount "type=bind,\"source=${SM_AGENT//\"/\"\"}\",target=/run/sandman-agent/agent,readonly"
+                --entrypoint /run/sandman-agent/agent)
+    sm_pincmd=(pin "$SM_TOOL@$SM_VERSION" "$SM_EXIT_MOUNT" "${sm_pincmd[@]}" --)
+  else
+    sm_pinargs=(--entrypoint /bin/sh)
+    sm_pincmd=(-c 'w=$1 c=$2; shift 2; command -v stat >/dev/null 2>&1 || { while [ "$1" != -- ]; do shift 3; done; shift; exec "$@"; }
+while [ "$1" != -- ]; do
+  [ "$(stat -L -c "%d %i" -- "$1" 2>/dev/null)" = "$2 $3" ] || { echo "sandman: $w: the mount at $1 is not the one that was checked (it was swapped after the check): nothing was run" >&2; exit "$c"; }
+  shift 3
+done
+shift; exec "$@"' sh "$SM_TOOL@$SM_VERSION" "$SM_EXIT_MOUNT" "${sm_pincmd[@]}" --)
+  fi
+}
+
 if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
+  sm_pin_cold
+  sm_args+=("${sm_pinargs[@]}")
   # For people, on stderr: what the container would get. The exact command goes to stdout.
   sm_sum=() sm_envs=() sm_priv=() sm_i=0
   while (( sm_i < ${#sm_args[@]} )); do
@@ -451,6 +656,7 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
       --security-opt) sm_priv+=("$sm_v") ;;
       --userns) sm_sum+=("  userns:   $sm_v (rootless Podman: your uid:gid inside)") ;;
       --workdir) sm_sum+=("  workdir:  $sm_v") ;;
+      --tmpfs) sm_sum+=("  tmpfs:    ${sm_v%%:*} (empty, for the call: ${sm_v#*:})") ;;
       *) (( sm_i-- )) ;;
     esac
     (( sm_i += 2 ))
@@ -459,6 +665,9 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     printf 'sandman: dry run of %s@%s (nothing is started); the container would get:\n' "$SM_TOOL" "$SM_VERSION"
     printf '  image:    %s\n' "$SM_IMAGE"
     printf '%s\n' "${sm_sum[@]}"
+    for sm_v in "${sm_drymade[@]}"; do
+      printf '  creates:  %s (empty, then bound into the tmpfs; not by a dry run)\n' "$sm_v"
+    done
     printf '  env:      %s\n' "${sm_envs[*]}"
     sm_v=; for sm_a in "${sm_priv[@]}"; do sm_v+="${sm_v:+, }$sm_a"; done
     (( ${#SM_DEVICES[@]} )) && sm_a= || sm_a="; no devices"
@@ -475,11 +684,15 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     fi
     sm_run+=("$sm_a"); (( sm_i += 1 ))
   done
-  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
+  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
   printf '\n'
   exit 0
 fi
 
 @@WARM@@
 
-exec "$SM_DOCKER" run "${sm_args[@]}" "$SM_IMAGE" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
+sm_pin_cold
+for sm_v in "${sm_pins[@]}" "/dev/fd/$sm_cwdfd/"; do  # the engine's client needs none of them
+  [[ $sm_v == /dev/fd/[0-9]*/* ]] && sm_v=${sm_v#/dev/fd/} && sm_v=${sm_v%%/*} && exec {sm_v}<&-
+done 2>/dev/null
+exec "$SM_DOCKER" run "${sm_args[@]}" "${sm_pinargs[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"

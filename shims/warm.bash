@@ -104,10 +104,26 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     return 1
   }
   sm_warm_same() {  # does the kept container (its init is pid $1) mount what this call resolved?
+    # Compared with what this call pinned (sm_real's fds: the objects checked, not their
+    # names, which can be swapped since); builtins only, this runs on every warm call.
     local i r=/proc/$1/root
     [[ -d $r/ ]] || return 0  # its root is not ours to look at: the key alone decides
     for i in "${!sm_srcs[@]}"; do
-      [[ $r${sm_dsts[i]} -ef ${sm_srcs[i]} ]] || return 1
+      [[ $r${sm_dsts[i]} -ef ${sm_pins[i]:-${sm_srcs[i]}} ]] || return 1
+      [[ ${sm_pins[i]} == /dev/fd/*/. || ! -L ${sm_pins[i]} ]] || return 1
+    done
+  }
+  sm_warm_pinned() {  # is the container just started (init pid $1) made of what was checked?
+    # Its mounts were made from paths, like a cold call's: one stat (this path forks anyway)
+    # compares each mount point in its root with the pinned object. Fails closed: a root we
+    # cannot look at, or anything else, is not the same.
+    local i r=/proc/$1/root out a=() b=() l
+    out=$(PATH=/usr/bin:/bin exec stat -c '%d %i %F' -- "${sm_pins[@]}" "${sm_dsts[@]/#/$r}" 2>/dev/null) || return 1
+    mapfile -t a <<<"$out"
+    (( ${#a[@]} == 2 * ${#sm_pins[@]} )) || return 1
+    for i in "${!sm_pins[@]}"; do
+      l=${a[i]}
+      [[ $l != *" symbolic link" && ${l%% [a-z]*} == "${a[i + ${#sm_pins[@]}]%% [a-z]*}" ]] || return 1
     done
   }
   sm_warm_prepare() {  # the folder for sm_key with its FIFOs and id: sm_wd, sm_wid, sm_wname
@@ -181,6 +197,14 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
         "${main[@]}" 2>&1 >/dev/null)
       if [[ $? == 0 || $out == *"already in use"* ]]; then
         p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
+        if [[ -n $p && $p != 0 ]] && (( ${#sm_pins[@]} )) && ! sm_warm_pinned "$p"; then
+          # a mount is not what this call checked (swapped between the check and the start):
+          # the container is retired and removed, and the call runs cold, checked again there
+          { [[ -d $sm_wdir/$SM_WARM_RETIRED ]] || mkdir -m 700 "$sm_wdir/$SM_WARM_RETIRED"; } 2>/dev/null
+          mv -T -- "$sm_wd" "$sm_wdir/$SM_WARM_RETIRED/$sm_wname" 2>/dev/null
+          ("$SM_DOCKER" rm -f "$sm_wname" </dev/null >/dev/null 2>&1 &)
+          return 1
+        fi
         if [[ -n $p && $p != 0 ]]; then
           { printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"; } 2>/dev/null
           # the agent listens a moment after its start: wait for it (up to 2 s) rather than

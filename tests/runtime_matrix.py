@@ -162,6 +162,34 @@ MATRIX: dict[str, Reach] = {
     "test_security_agent.py::test_links_planted_in_calls_are_never_followed": Reach(
         DOCKER, ("warm", "agent"), "the shim's call file (both warm paths write it) and the "
         "reader in Python are the same on both engines"),
+    # Promise 10: a source swapped between the check and the mount (issue 19 item 2)
+    "test_security_swap.py::test_a_folder_swapped_after_the_check_is_never_mounted": Reach(
+        BOTH, CREATION, "each engine's runtime mounts by path (the race is its); the check runs "
+        "in the cold container (agent `pin`, or sh) and on a kept container's start"),
+    "test_security_swap.py::test_without_the_agent_the_images_sh_checks_the_mount": Reach(
+        BOTH, COLD, "the fallback check is the image's sh in a cold container (no kept "
+        "container starts without the agent); Podman's cold path wraps it in its own sh"),
+    "test_security_swap.py::test_the_issues_swap_loop_never_shows_the_home": Reach(
+        DOCKER, (), "the replay of the report under a real race; the per-kind test covers both "
+        "engines deterministically"),
+    # Promise 9: sockets in an argument's folder (issue 23 item 3)
+    "test_security_sockets.py::test_a_file_in_tmp_never_brings_the_ssh_agent_along": Reach(
+        BOTH, CREATION, "a tmpfs with binds beneath it: each engine orders the mounts itself, "
+        "and the kept container is created with them"),
+    "test_security_sockets.py::test_a_socket_under_the_runtime_folder_is_refused": Reach(
+        DOCKER, (), _BEFORE),
+    "test_security_sockets.py::test_a_socket_fifo_or_device_argument_is_refused": Reach(
+        DOCKER, (), _BEFORE + " (the file-alone mount shape is the test above's, on both)"),
+    "test_security_sockets.py::test_sqlite3_writes_a_database_in_tmp": Reach(
+        DOCKER, (), "sqlite3's own journal and WAL files; the mount shape is the ssh-agent test's"),
+    "test_security_sockets.py::test_an_unmerged_wal_next_to_a_database_in_tmp_is_seen": Reach(
+        DOCKER, (), "which siblings are bound is " + _BEFORE),
+    "test_security_sockets.py::test_a_new_file_in_tmp_is_made_by_the_shim_and_never_replaces_one": Reach(
+        DOCKER, (), "the shim makes the file before the engine runs"),
+    "test_security_sockets.py::test_a_shared_folder_as_the_cwd_is_refused_unless_allowed": Reach(
+        DOCKER, (), _BEFORE),
+    "test_security_sockets.py::test_a_dry_run_makes_no_file_in_a_shared_folder": Reach(
+        DOCKER, (), "a dry run never reaches an engine"),
 }
 
 

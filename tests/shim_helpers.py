@@ -32,6 +32,16 @@ def dry_run(script: str, args: list[str], cwd: Path, env: dict[str, str] | None 
                           capture_output=True, text=True)
 
 
+def tool_argv(argv: list[str], image: str) -> list[str]:
+    """The words after the image in a dry-run command, without the mount check in front of the
+    tool (shims/shim.bash sm_pin_cold: the agent's `pin WHO CODE [DST DEV INO]... --`, or the
+    image's `sh -c CHECK sh WHO CODE [DST DEV INO]... --`): what the tool's own argv starts with."""
+    tail = argv[argv.index(image) + 1:]
+    if tail[:1] == ["pin"] or (tail[:1] == ["-c"] and "is not the one that was checked" in tail[1]):
+        tail = tail[tail.index("--") + 1:]
+    return tail
+
+
 def argv_of(out: str) -> list[str]:
     """Split a dry-run line the way bash would (it uses $'...' quoting for control bytes)."""
     p = subprocess.run(["bash", "-c", 'eval "set -- $1"; printf "%s\\0" "$@"', "_", out],

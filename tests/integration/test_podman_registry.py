@@ -72,7 +72,7 @@ def record(home: Path, tool: str, version: str) -> dict:
     return json.loads(record_file(home, tool, version).read_text())
 
 
-def test_docker_pushes_rootless_podman_installs_without_building_and_back(shared, registry):
+def test_docker_pushes_rootless_podman_installs_without_building_and_back(shared, registry, tmp_path):
     root, tool, user = shared
     reg = f"{registry}/team"
     docker_home, podman_home = root / "docker-home", root / "podman-home"
@@ -113,7 +113,7 @@ def test_docker_pushes_rootless_podman_installs_without_building_and_back(shared
     got2 = record(docker_home, tool, "2.0")
     assert (got2["image_id"], got2["fingerprint"]) == (built2["image_id"], built2["fingerprint"])
     r = subprocess.run([str(paths_of(docker_home).bin_dir / f"{tool}-2.0")], capture_output=True,
-                       text=True, timeout=120, cwd="/tmp",
+                       text=True, timeout=120, cwd=tmp_path,  # a folder of its own: /tmp is shared
                        env={k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")})
     assert (r.returncode, r.stdout) == (0, f"{tool} 2.0 two\n")
 
@@ -125,7 +125,7 @@ def rootful_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> su
     return run_sandman(*args, env=e, cwd="/")
 
 
-def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry):
+def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry, tmp_path):
     """The same round trip with rootful Podman: root's store, root's API socket."""
     root, tool, _ = shared
     reg = f"{registry}/team"
@@ -147,7 +147,7 @@ def test_docker_and_rootful_podman_share_a_registry_both_ways(shared, registry):
         assert (got["image_id"], got["fingerprint"]) == (built["image_id"], built["fingerprint"])
         env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
         r = subprocess.run([str(paths_of(rootful_home).bin_dir / f"{tool}-1.0")], env=env,
-                           cwd="/tmp", capture_output=True, text=True, timeout=120)
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert (r.returncode, r.stdout, r.stderr) == (0, f"{tool} 1.0 one\n", "")
 
         p = rootful_cli(rootful_home, "install", f"{tool}@2.0")

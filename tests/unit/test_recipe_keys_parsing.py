@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from shim_helpers import tool_argv
 
 from sandman import consent, names
 from sandman.config import ToolSettings, load_config
@@ -324,23 +325,23 @@ def test_shim_runs_the_image_name_of_a_command(tmp_path: Path, work: Path) -> No
     rt = Runtime(commands=("db_load", "db_dump"), command_run={"db_dump": "db5.3_dump"})
     c = ctx(tmp_path, rt)
     argv, _ = opts_of(render(c, "db_dump-1.0"), ["-p", "x.db"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["db5.3_dump", "-p", "x.db"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["db5.3_dump", "-p", "x.db"]
     argv, _ = opts_of(render(c, "db_load-1.0"), ["x"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["db_load", "x"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["db_load", "x"]
     # the tool's own shim (no entrypoint) takes the command name the user knows
     argv, _ = opts_of(render(c, "demo-1.0"), ["db_dump", "y"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["db5.3_dump", "y"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["db5.3_dump", "y"]
     argv, _ = opts_of(render(c, "demo-1.0"), ["ls", "db_dump"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["ls", "db_dump"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["ls", "db_dump"]
 
 
 def test_alias_shim_runs_the_same_version(tmp_path: Path, work: Path) -> None:
     rt = Runtime(entrypoint=("demo",), commands=("demo", "demoadm"), aliases=("1.0.3",), alias_shims=True)
     c = ctx(tmp_path, rt)
     argv, _ = opts_of(render(c, "demo-1.0.3"), ["a"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["demo", "a"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["demo", "a"]
     argv, _ = opts_of(render(c, "demoadm-1.0.3"), ["a"], work)
-    assert argv[argv.index("sandman/demo:1.0-abc") + 1:] == ["demoadm", "a"]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["demoadm", "a"]
 
 
 def test_the_consent_names_the_platform_only_when_a_recipe_sets_one() -> None:

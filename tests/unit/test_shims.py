@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from shim_helpers import argv_of, ctx, dry_run
+from shim_helpers import argv_of, ctx, dry_run, tool_argv
 
 from sandman import names
 from sandman.config import ToolSettings
@@ -59,7 +59,7 @@ def test_dry_run_command_has_isolation_and_args_verbatim(tmp_path: Path, work: P
     assert p.returncode == 0, p.stderr
     argv = argv_of(p.stdout)
     i = argv.index("sandman/demo:1.0-abc")
-    assert argv[i + 1:] == ["demo", *weird]
+    assert tool_argv(argv, "sandman/demo:1.0-abc") == ["demo", *weird]
     opts = argv[:i]
     for flag in ("--rm", "-i", "--init", "--cap-drop", "ALL", "no-new-privileges", "--network", "none"):
         assert flag in opts
@@ -326,7 +326,7 @@ def test_podman_runs_the_tool_through_the_images_shell(tmp_path: Path, work: Pat
     p = dry_run(render(c, "demo-1.0"), ["a b", "-x"], work, env={"DOCKER_HOST": ""})
     assert p.returncode == 0, p.stderr
     argv = argv_of(p.stdout)
-    tail = argv[argv.index("sandman/demo:1.0-abc") + 1:]
+    tail = tool_argv(argv, "sandman/demo:1.0-abc")
     wrapper = ["/bin/sh", "-c", 'exec "$@"', "sh"] if wrapped else []
     assert tail == [*wrapper, "demo", "a b", "-x"]
     ran = subprocess.run(["sh", "-c", 'exec "$@"', "sh", "printf", "%s|", "a b", "-x"],
