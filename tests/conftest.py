@@ -25,6 +25,7 @@ from helpers import (
     base_env,
     remove_images,
     run_sandman,
+    stop_reapers,
 )
 
 from sandman.names import LABEL_HOME, LABEL_ROLE
@@ -110,6 +111,9 @@ def xdist_group(item: pytest.Item) -> str:
     return _GROUP_OF.get(item.path.name, item.path.name)
 
 
+# tryfirst: xdist's own hook (on each worker) turns the marks into the groups it schedules;
+# marks added after it are silently ignored, and modules end up split over the workers
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The fast tier (`-m "not slow"`): unit tests and one cold Docker smoke per area. Every
     other integration test is slow, so a new one lands in the full suite unless it is chosen.
@@ -218,7 +222,7 @@ def shared_home(request: pytest.FixtureRequest, docker_client, seed_pool: SeedPo
     # World-traversable (pytest's own tmp root is 0700) so tests can run shims as another uid.
     h = Path(tempfile.mkdtemp(prefix="sandman-shared-home-"))
     h.chmod(0o755)
-    request.addfinalizer(lambda: shutil.rmtree(h, ignore_errors=True))
+    request.addfinalizer(lambda: (stop_reapers(h), shutil.rmtree(h, ignore_errors=True)))
     seed_pool.seed(h)
     proc = run_sandman("install", "sqlite3@3.34", "sqlite3@3.46", "python2@2.7", env=base_env(h),
                        timeout=1800)
@@ -291,6 +295,29 @@ def _ours(home: str, basetemp: Path) -> bool:
     if home.startswith(str(basetemp)):
         return True
     return home.startswith(str(Path(tempfile.gettempdir()) / "sandman-")) and not Path(home).exists()
+
+
+@pytest.fixture(autouse=True)
+def _reapers_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A reaper outlives its home's last container by minutes and polls the daemon every 2 s
+    meanwhile: the reapers of the homes under a finished test's tmp_path are ended with it
+    (left alone, a suite's finished homes kept dozens of them busy)."""
+    if "tmp_path" not in request.fixturenames:
+        yield
+        return
+    root = str(request.getfixturevalue("tmp_path")) + "/"
+    yield
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sandman.reaper" in argv and argv.index(b"sandman.reaper") + 1 < len(argv) \
+                and argv[argv.index(b"sandman.reaper") + 1].decode(errors="replace").startswith(root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 @pytest.fixture(scope="session", autouse=True)

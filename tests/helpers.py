@@ -11,6 +11,7 @@ and the name `conftest` means whichever was loaded last.)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.server
 import os
@@ -253,3 +254,20 @@ def ensure_unix_user(name: str, *useradd_options: str) -> pwd.struct_passwd:
             subprocess.run(["useradd", "-m", *useradd_options, name], check=True,
                            capture_output=True)
             return pwd.getpwnam(name)
+
+
+def stop_reapers(home: Path) -> None:
+    """End the reapers this home's shims started (by pid, read from their pidfiles: one per
+    engine socket). A reaper outlives its last container by minutes (SANDMAN_REAPER_IDLE_SECONDS)
+    and polls the daemon every 2 s meanwhile: left to themselves, the reapers of a suite's
+    finished homes kept dozens of processes and the daemon busy."""
+    base = paths_of(home).reaper_pidfile
+    for pidfile in base.parent.glob(f"{base.stem}*{base.suffix}"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"sandman.reaper" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 15)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import runtime_matrix
-from helpers import SeedPool
+from helpers import SeedPool, stop_reapers
 
 # Rewritten asserts in the kit's checks (one_line_error...), as when it was a pytest plugin.
 pytest.register_assert_rewrite("runtime_helpers")
@@ -30,7 +30,6 @@ from runtime_helpers import (  # noqa: E402
     build_kit,
     ensure_agent,
     remove_test_containers,
-    stop_reaper,
     warm_mains,
 )
 
@@ -63,7 +62,7 @@ def kits(docker_client) -> Iterator[dict[str, Kit]]:
     yield made
     for k in made.values():
         remove_test_containers(k.home, kit=k)
-        stop_reaper(k.home)
+        stop_reapers(k.home)
         shutil.rmtree(k.root, ignore_errors=True)
 
 

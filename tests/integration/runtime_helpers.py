@@ -472,18 +472,6 @@ def remove_test_containers(home: Path, tools: tuple[str, ...] = TOOLS, *,
         _cli(kit, "rm", "-f", *ids, check=False)
 
 
-def stop_reaper(home: Path) -> None:
-    """End the reapers this home's shims started (by pid, read from their pidfiles: one per
-    engine socket, as the Podman kit's is keyed by its socket)."""
-    base = paths_of(home).reaper_pidfile
-    for pidfile in base.parent.glob(f"{base.stem}*{base.suffix}"):
-        try:
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"sandman.reaper" in cmdline:
-            os.kill(pid, 15)
 
 
 def token() -> str:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SeedPool, paths_of, require_program, run_sandman, warm_dir
+from helpers import SeedPool, paths_of, require_program, run_sandman, stop_reapers, warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers", "warm_helpers")
 from runtime_helpers import (  # noqa: E402
@@ -37,7 +37,6 @@ from runtime_helpers import (  # noqa: E402
     docker,
     ensure_agent,
     run,
-    stop_reaper,
     token,
     tool_processes,
     wait_for,
@@ -314,7 +313,7 @@ def sqlite_home(seed_pool: SeedPool) -> Iterator[tuple[Path, dict[str, str]]]:
         ids = docker("ps", "-aq", "--filter", f"label=io.sandman.home={warm_dir(home)}").split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-        stop_reaper(home)
+        stop_reapers(home)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import pytest
 from bootstrap_helpers import StandIn
-from helpers import PODMAN, remove_images, run_sandman
+from helpers import PODMAN, remove_images, run_sandman, stop_reapers
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
-from runtime_helpers import stop_reaper
 
 from sandman.engine import short_tag
 from sandman.errors import SubidError
@@ -100,7 +99,7 @@ def shared(user: PodmanUser) -> Iterator[Path]:
     for home in d.glob("*home"):  # a shim started the home's orphan reaper: end it first
         pids = [int(f.read_text()) for f in (home / "state").glob("reaper*.pid")
                 if f.read_text().strip().isdigit()]
-        stop_reaper(home)
+        stop_reapers(home)
         deadline = time.monotonic() + 10
         while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -21,6 +21,7 @@ import pytest
 from podman_helpers import ensure_bases
 
 pytest.register_assert_rewrite("runtime_helpers")
+from helpers import stop_reapers  # noqa: E402
 from runtime_helpers import (  # noqa: E402
     ATTEMPTS,
     Kit,
@@ -28,7 +29,6 @@ from runtime_helpers import (  # noqa: E402
     build_kit,
     manifest,
     remove_test_containers,
-    stop_reaper,
     token,
 )
 
@@ -49,7 +49,7 @@ def rootful(docker_client) -> Iterator[Kit]:
     finally:
         if kit is not None:
             remove_test_containers(kit.home, kit=kit)
-        stop_reaper(root / "home")
+        stop_reapers(root / "home")
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import ImageRemover, paths_of
+from helpers import ImageRemover, paths_of, stop_reapers
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
     one_line_error,
     remove_test_containers,
     sandman_cli,
-    stop_reaper,
 )
 
 from sandman.errors import DeviceError, MissingCommandError, MountError, RecipeError, StateError  # noqa: E402
@@ -121,7 +120,7 @@ def rk(docker_client, remove_images_after_module: ImageRemover) -> Iterator[Setu
         yield s
     finally:
         remove_test_containers(s.home, (TOOL,))
-        stop_reaper(s.home)
+        stop_reapers(s.home)
         shutil.rmtree(root, ignore_errors=True)
 
 

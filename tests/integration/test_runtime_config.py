@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import paths_of
+from helpers import paths_of, stop_reapers
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, one_line_error, stop_reaper  # noqa: E402
+from runtime_helpers import Kit, one_line_error  # noqa: E402
 
 from sandman.errors import MountError, StateError  # noqa: E402
 
@@ -29,7 +29,7 @@ def own(kit: Kit) -> Iterator[Kit]:
     p = mine.sandman("-q", "install", "--yes", "rtprobe@1")  # its read-write `out` mount
     assert p.returncode == 0, p.stderr
     yield mine
-    stop_reaper(mine.home)
+    stop_reapers(mine.home)
     shutil.rmtree(root, ignore_errors=True)
 
 

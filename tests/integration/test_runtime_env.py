@@ -13,8 +13,11 @@ from runtime_helpers import Kit  # noqa: E402
 pytestmark = pytest.mark.docker
 
 # What the container may see: the image's own ENV, what docker sets, and sandman's list.
+# COLUMNS, LINES and LANGUAGE are on the shim's list too (passed when set: pytest-xdist's
+# workers have COLUMNS and LINES in their environment, a plain run has not)
 ALLOWED = {"PATH", "HOSTNAME", "HOME", "DEBIAN_FRONTEND", "TERM", "USER", "LOGNAME", "TZ", "LANG",
-           "LC_ALL", "RT_FIXED", "RT_PASS", "PWD", "SHLVL", "_", "OLDPWD"}
+           "LC_ALL", "RT_FIXED", "RT_PASS", "PWD", "SHLVL", "_", "OLDPWD", "COLUMNS", "LINES",
+           "LANGUAGE"}
 
 
 def container_env(p: subprocess.CompletedProcess) -> dict[str, str]:

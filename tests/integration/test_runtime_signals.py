@@ -20,7 +20,8 @@ import pytest
 from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, leftovers, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+from helpers import stop_reapers  # noqa: E402
+from runtime_helpers import Kit, leftovers, token, tool_processes, wait_for  # noqa: E402
 
 from sandman.names import LABEL_HOST, LABEL_PID, LABEL_ROLE, LABEL_UID  # noqa: E402
 
@@ -154,7 +155,7 @@ def test_reaper_leaves_when_idle_and_the_next_shim_starts_another(kit: Kit, work
         assert wait_for(lambda: not leftovers(p.pid, tok, home, kit=mine), 30), \
             leftovers(p.pid, tok, home, kit=mine)
     finally:
-        stop_reaper(home)
+        stop_reapers(home)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ImageRemover, paths_of
+from helpers import ImageRemover, paths_of, stop_reapers
 
 pytest.register_assert_rewrite("runtime_helpers")
 from runtime_helpers import (  # noqa: E402
@@ -31,7 +31,6 @@ from runtime_helpers import (  # noqa: E402
     one_line_error,
     run,
     sandman_cli,
-    stop_reaper,
     user_env,
 )
 
@@ -92,7 +91,7 @@ def sec(kit: Kit, remove_images_after_module: ImageRemover) -> Iterator[Kit]:
             if not q.is_symlink():
                 q.chmod(q.stat().st_mode | (0o055 if q.is_dir() else 0o044))
     yield mine
-    stop_reaper(home)
+    stop_reapers(home)
     shutil.rmtree(root, ignore_errors=True)
 
 

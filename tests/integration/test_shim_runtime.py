@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ImageRemover, env_file, paths_of, record_file, run_sandman, runtime_dir
+from helpers import ImageRemover, env_file, paths_of, record_file, run_sandman, runtime_dir, stop_reapers
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import ROOT, one_line_error, stop_reaper  # noqa: E402
+from runtime_helpers import ROOT, one_line_error  # noqa: E402
 
 from sandman.errors import ConsentError, StateError  # noqa: E402
 
@@ -46,7 +46,7 @@ def home(docker_client, tmp_path: Path, remove_images_after: ImageRemover) -> It
     (paths_of(h).user_recipes_dir / "rtshim").mkdir(parents=True)
     (paths_of(h).user_recipes_dir / "rtshim" / "recipe.toml").write_text(RECIPE.format(more=""))
     yield h
-    stop_reaper(h)
+    stop_reapers(h)
 
 
 @pytest.fixture

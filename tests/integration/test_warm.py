@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import SeedPool, paths_of, require_program, run_sandman, warm_dir
+from helpers import SeedPool, paths_of, require_program, run_sandman, stop_reapers, warm_dir
 
 pytest.register_assert_rewrite("runtime_helpers", "warm_helpers")
-from runtime_helpers import Kit, stop_reaper, token, tool_processes, wait_for  # noqa: E402
+from runtime_helpers import Kit, token, tool_processes, wait_for  # noqa: E402
 from warm_helpers import WarmHome, empty, remove_warm, warm_home  # noqa: E402
 
 from sandman.errors import BuildError  # noqa: E402
@@ -271,7 +271,7 @@ def test_parallel_install_keeps_the_good_results_and_reports_each_failure(
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True)
-        stop_reaper(home)
+        stop_reapers(home)
 
 
 # -- the hot path forks nothing ---------------------------------------------------------------
@@ -369,7 +369,7 @@ def test_warm_as_a_non_root_user_who_owns_the_install(kit: Kit, user_home: Path)
         assert info["Config"]["Labels"][LABEL_UID] == str(TEST_UID)
     finally:
         remove_warm(home)
-        stop_reaper(home)
+        stop_reapers(home)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -415,7 +415,7 @@ def test_garbage_in_the_reaper_pidfile_stops_costing_forks(private: WarmHome) ->
     assert wait_for(lambda: on_duty(pidfile), 20)
     for with_reaper in (True, False):
         if not with_reaper:
-            stop_reaper(private.home)
+            stop_reapers(private.home)
             assert wait_for(lambda: not reapers(pidfile), 20)
         pidfile.write_text("1\n")
         for _ in range(5):
@@ -430,7 +430,7 @@ def test_garbage_in_the_reaper_pidfile_stops_costing_forks(private: WarmHome) ->
 def test_another_homes_reaper_in_the_pidfile_does_not_count(private: WarmHome) -> None:
     """A recycled pid that now belongs to a reaper of another home is not this home's reaper."""
     pidfile = paths_of(private.home).reaper_pidfile
-    stop_reaper(private.home)
+    stop_reapers(private.home)
     impostor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m",
                                  "sandman.reaper", "/elsewhere/state/reaper.pid",
                                  "unix:///var/run/docker.sock"])

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import SeedPool, paths_of, run_sandman, warm_dir
-from runtime_helpers import Kit, ensure_agent, stop_reaper
+from helpers import SeedPool, paths_of, run_sandman, stop_reapers, warm_dir
+from runtime_helpers import Kit, ensure_agent
 
 from sandman.names import LABEL_HOME, LABEL_ROLE
 
@@ -143,4 +143,4 @@ def warm_home(kit: Kit, root: Path, agent: bool = False,
         yield WarmHome(home, env, work)
     finally:
         remove_warm(home)
-        stop_reaper(home)
+        stop_reapers(home)
