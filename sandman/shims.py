@@ -311,20 +311,27 @@ def _home_env() -> list[str]:
             if os.environ.get(k)]
 
 
+def _real_program(name: str) -> str | None:
+    path = shutil.which(name)
+    return os.path.realpath(path) if path else None
+
+
 def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
               runtime: str | None = None) -> dict[str, str]:
     """Digests of what a shim bakes in besides the recipe: the runtime, config.toml, the host.
 
     Stored in the install record; `sandman list` compares them with today's to name the reason
     a shim is stale. config.toml's env values are not in here (only their names): they are
-    compared with the private env file instead.
+    compared with the private env file instead. The host is which programs run, not how they
+    were spelt: `python -m sandman` and `python3 -m sandman` of one venv (or /bin/docker and
+    /usr/bin/docker) are the same host, by their real paths and the venv (sys.prefix).
     """
     config = {"mounts": settings.mounts, "extra_mounts": list(settings.extra_mounts),
               "env": sorted(settings.env), "warm": settings.warm, "idle": warm_idle_minutes}
     if (settings.network, settings.devices, settings.cap_add) != (None, None, None):
         config["grants"] = [settings.network, settings.devices, settings.cap_add]
-    host = {"docker": shutil.which("docker") or "docker", "podman": shutil.which("podman") or "",
-            "python": sys.executable,
+    host = {"docker": _real_program("docker") or "docker", "podman": _real_program("podman") or "",
+            "python": [os.path.realpath(sys.executable), sys.prefix],
             "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
     return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host),
             # what config.toml grants beyond the recipe, kept as is: consent.granted reads it

@@ -69,8 +69,13 @@ def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Si
     try:
         read_until(p, b"ready")
         assert seen_running(kit, tok, p.pid), "the tool should be running now"
+        masks = {k: v.strip() for k, v in (ln.split(":", 1) for ln in
+                 Path(f"/proc/{p.pid}/status").read_text().splitlines() if ln.startswith("Sig"))}
         p.send_signal(sig)
-        out, err = p.communicate(timeout=30)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit 30 s after {sig.name}; the shim's signal masks then: {masks}")
     finally:
         p.kill()
     assert p.returncode == 7, err

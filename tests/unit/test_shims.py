@@ -332,3 +332,22 @@ def test_podman_runs_the_tool_through_the_images_shell(tmp_path: Path, work: Pat
     ran = subprocess.run(["sh", "-c", 'exec "$@"', "sh", "printf", "%s|", "a b", "-x"],
                          capture_output=True, text=True)
     assert ran.stdout == "a b|-x|"  # the wrapper hands the argv on untouched
+
+
+def test_the_host_digest_does_not_depend_on_how_python_was_spelt(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m sandman` and `python3 -m sandman` of one venv wrote shims that the other one
+    called stale (`shim-stale: host`): the same interpreter is the same host."""
+    import sys
+
+    from sandman.shims import made_from
+
+    real = Path(sys.executable).resolve()
+    spelt = tmp_path / "python"
+    spelt.symlink_to(real)
+    monkeypatch.setattr(sys, "executable", str(real))
+    before = made_from(ToolSettings(), 10)
+    monkeypatch.setattr(sys, "executable", str(spelt))
+    assert made_from(ToolSettings(), 10)["host"] == before["host"]
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "another-venv"))  # another venv is another host
+    assert made_from(ToolSettings(), 10)["host"] != before["host"]
