@@ -263,18 +263,20 @@ def declared_commands(version: Version) -> tuple[str, ...]:
 
 def _read_dockerfile(recipe: Recipe, version: Version, path: Path) -> str:
     """The recipe's Dockerfile, bounded in size; an error never quotes its content."""
-    where = locate(recipe.path, ("versions", version.version, "dockerfile"))
+    def where() -> str:  # the line is looked up only for an error (it reads the recipe again)
+        return locate(recipe.path, ("versions", version.version, "dockerfile"))
+
     try:
         data = read_regular(path, MAX_DOCKERFILE_BYTES)
     except NotRegularError as e:
-        raise UnsafeInputError(f"{where}: dockerfile {quoted(version.build.dockerfile)} {e}") from e
+        raise UnsafeInputError(f"{where()}: dockerfile {quoted(version.build.dockerfile)} {e}") from e
     except OSError as e:
-        raise RecipeError(f"{where}: dockerfile {quoted(version.build.dockerfile)} cannot be "
+        raise RecipeError(f"{where()}: dockerfile {quoted(version.build.dockerfile)} cannot be "
                           f"read: {e.strerror}") from e
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RecipeError(f"{where}: dockerfile {quoted(version.build.dockerfile)} is not UTF-8 "
+        raise RecipeError(f"{where()}: dockerfile {quoted(version.build.dockerfile)} is not UTF-8 "
                           f"text (byte {e.start})") from e
 
 

@@ -86,6 +86,9 @@ class Catalog:
         self.sources = sources
         self.paths = paths
         self._unchanged: dict[str, frozenset[str]] = {}
+        # recipe file and tool -> (the file's stat when parsed, its Recipe or its RecipeError):
+        # a command parses each recipe once, however many of its versions it looks at
+        self._parsed: dict[tuple[Path, str], tuple[tuple[int, ...], Recipe | RecipeError]] = {}
 
     @classmethod
     def default(cls, paths: Paths) -> Catalog:
@@ -123,7 +126,25 @@ class Catalog:
 
     def load(self, tool: str, source: str | None = None) -> tuple[Entry, Recipe]:
         entry = self.find(tool, source)
-        return entry, load_recipe(entry.recipe_file, expect_tool=tool)
+        return entry, self._recipe(entry.recipe_file, tool)
+
+    def _recipe(self, path: Path, tool: str) -> Recipe:
+        """load_recipe, once per file for this catalog (parsed again when the file changed)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return load_recipe(path, expect_tool=tool)  # its own error says what is wrong
+        sig = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        kept = self._parsed.get((path, tool))
+        if kept is None or kept[0] != sig:
+            try:
+                got: Recipe | RecipeError = load_recipe(path, expect_tool=tool)
+            except RecipeError as e:
+                got = e
+            kept = self._parsed[(path, tool)] = (sig, got)
+        if isinstance(kept[1], RecipeError):
+            raise kept[1]
+        return kept[1]
 
     def _trusted_if_unchanged(self, e: Entry) -> Entry:
         """e, trusted when its repo's pending update leaves its recipe folder as trusted."""

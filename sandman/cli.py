@@ -146,7 +146,10 @@ class CliReporter:
             m = re.match(r"^Step (\d+)/(\d+) : (.*)", line)
             if m:
                 line = f"Step {m.group(1)}/{m.group(2)}: {m.group(3).strip()}"
-            important = bool(m) or line.startswith(("smoke test", "$ ", "importing "))
+            # a source's download (not each progress line) or its cache hit is said too
+            important = bool(m) or line.startswith(("smoke test", "$ ", "importing ", "source ",
+                                                    "downloaded ")) \
+                or (line.startswith("downloading ") and " from " in line)
             if self.tty:
                 if (m and m.group(1) == "1") or self._progress is None:
                     self._progress = _Progress()  # a new build: the clock starts again
@@ -179,7 +182,7 @@ def _reporter(verbosity: int) -> CliReporter:
 
 
 # Commands that work, or report, without a usable engine: the others check it first (_ctx).
-_NO_ENGINE_COMMANDS = frozenset({"doctor", "recipes", "repo", "exit-codes"})
+_NO_ENGINE_COMMANDS = frozenset({"doctor", "recipes", "repo", "exit-codes", "outdated"})
 
 
 def _ctx() -> "Context":
@@ -592,8 +595,8 @@ def reshim(
     After upgrading sandman, `sandman reshim --all` moves every shim to the new runtime. A
     changed recipe (env, mounts...) is applied by `sandman upgrade`, which asks for consent.
     """
+    from sandman import images, installs
     from sandman import install as core
-    from sandman import installs
     from sandman.catalog import Spec
     from sandman.errors import UsageError as SandmanUsage
 
@@ -604,9 +607,10 @@ def reshim(
     if all_:
         parsed += [Spec(r.tool, r.version) for r in installs.all_records(ctx.paths)]
     failed: list[SandmanError] = []
+    known = images.Known(engine_of=lambda: ctx.engine)  # the engine's images, read once
     for spec in parsed:
         try:
-            for p in core.reshim(ctx, spec):
+            for p in core.reshim(ctx, spec, known):
                 ctx.out.info(f"rewrote {p}")
         except SandmanError as e:
             if len(parsed) == 1:
@@ -1216,12 +1220,16 @@ def use(
     global_: Annotated[bool, typer.Option("--global", help=(
         "Choose it everywhere (<config>/versions.toml) instead of in the nearest .sandman.toml."))]
     = False,
+    tool_versions: Annotated[bool, typer.Option("--tool-versions", help=(
+        "Write the pin into the nearest .tool-versions (asdf's format, which mise reads too), "
+        "or a new one here, instead of .sandman.toml."))] = False,
 ) -> None:
     """Choose which version the unversioned command (`sqlite3`) runs here, and write that shim."""
     from sandman import pins
 
     ctx = _ctx()
-    res = pins.use(ctx, tool, version, global_=global_, cwd=pins.cwd_of(dict(os.environ)))
+    res = pins.use(ctx, tool, version, global_=global_, cwd=pins.cwd_of(dict(os.environ)),
+                   tool_versions=tool_versions)
     ctx.out.info(f"{tool} {version} in {res.file}; shims: {', '.join(p.name for p in res.shims)}")
     if not res.installed:
         ctx.out.warn(f"{tool}@{version} is not installed yet; run: sandman install {tool}@{version}")
@@ -1240,36 +1248,118 @@ def which(
        "origin": "env" | "project" | "global" | "none",
        "where": "SANDMAN_SQLITE3_VERSION" | "/path/.sandman.toml" | null,
        "installed": true, "shim": "/path/bin/sqlite3-3.34" | null,
-       "plain_missing": ["sqlite3"]}
+       "plain_missing": ["sqlite3"], "runs": "3.34" | null}
     plain_missing: the plain commands of the chosen version that have no unversioned shim, so
-    they run the host's tool instead. Exit status 0 when a version is chosen, 111 when none
-    is, 105 when a plain shim is missing.
+    they run the host's tool instead; "runs": the installed version the choice runs (an alias
+    resolves to its version, as with `install`), null when not installed. Exit status 0 when
+    the chosen version is installed and its plain commands are there, 111 when no version is
+    chosen or the chosen one is not installed, 105 when a plain shim is missing, 123 when a pin
+    file is broken.
     """
-    from sandman import installs, pins
-    from sandman.errors import PinError
+    from sandman import pins
+    from sandman.errors import NotFoundError, PinError
 
     ctx = _ctx()
-    c = pins.choose(ctx.paths, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
-    rec = installs.load(ctx.paths, tool, c.version) if c.version else None
-    shim = str(Path(rec.bin_dir) / f"{tool}-{c.version}") if rec else None
-    missing = pins.missing_plain_shims(ctx.paths, tool, c.version) if c.version else []
+    w = pins.which(ctx, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
+    c = w.choice
     if as_json:
         _emit_json({"tool": tool, "version": c.version, "origin": c.origin, "where": c.where,
-                    "installed": rec is not None, "shim": shim, "plain_missing": missing})
+                    "installed": w.installed is not None, "shim": w.shim,
+                    "plain_missing": w.plain_missing, "runs": w.installed})
     elif c.version is None:
         print(f"{tool}: no version chosen here (no ${pins.env_var(tool)}, no .sandman.toml naming "
               f"it, no global choice)", file=sys.stderr)
-    else:
+    elif w.problem is None:
         why = {"env": f"set by ${c.where}", "project": f"set by {c.where}",
                "global": f"set by {c.where} (global)"}[c.origin]
-        state = shim if shim else f"not installed; run: sandman install {tool}@{c.version}"
-        print(f"{tool} {c.version} ({why}): {state}")
+        alias = f" = {w.installed}" if w.installed and w.installed != c.version else ""
+        print(f"{tool} {c.version}{alias} ({why}): {w.shim}")
     if c.version is None:
-        raise typer.Exit(111)
-    if missing:
-        raise PinError(f"{', '.join(missing)} in {ctx.paths.bin_dir} is missing, so the plain "
-                       f"command runs another {tool} (the host's) or none, not {c.version}; "
+        raise typer.Exit(NotFoundError.exit_code)
+    if w.problem:
+        if as_json:
+            raise typer.Exit(NotFoundError.exit_code)
+        where = f"${c.where}" if c.origin == "env" else c.where
+        raise NotFoundError(f"{tool} {c.version} (set by {where}) is {w.problem}")
+    if w.plain_missing:
+        raise PinError(f"{', '.join(w.plain_missing)} in {ctx.paths.bin_dir} is missing, so the "
+                       f"plain command runs another {tool} (the host's) or none, not {c.version}; "
                        f"run: {pins.fix_command(c)}")
+
+
+@app.command()
+def outdated(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Versions the recipe sources now offer for tools installed here, and installed ones dropped.
+
+    Each installed tool is compared with the source it was installed from, at that source's
+    pinned commit (run `sandman repo update` first to see what was pushed since). NEW: versions
+    the source has that are not installed here (`sandman install TOOL@VERSION`); DROPPED:
+    installed versions the source no longer has (they keep working; `upgrade` cannot rebuild
+    them). An untrusted repo's offers are not listed. Only tools with something to say are
+    shown; exit status 0 either way.
+
+    \b
+    --json prints a list of objects:
+      {"tool": "acmecli", "source": "team", "kind": "repo", "installed": ["4.1"],
+       "new": ["5.0"], "dropped": [], "trusted": true, "note": null}
+    """
+    from sandman import outdated as od
+
+    ctx = _ctx()
+    rows = od.report(ctx.paths, ctx.catalog)
+    if as_json:
+        _emit_json([r.as_json() for r in rows])
+        return
+    if not rows:
+        print("nothing new: every installed tool's source offers only what is installed",
+              file=sys.stderr)
+        return
+    _table([[r.tool, r.source, ", ".join(r.installed), ", ".join(r.new) or "-",
+             ", ".join(r.dropped) or "-"] for r in rows],
+           ["TOOL", "SOURCE", "INSTALLED", "NEW", "DROPPED"])
+    for r in rows:
+        if r.note:
+            print(f"note: {r.tool}: {r.note}", file=sys.stderr)
+
+
+@app.command("man")
+def man_page(
+    spec: Annotated[str, typer.Argument(help="Installed TOOL@VERSION.", autocompletion=_complete_installed)],
+    page: Annotated[str | None, typer.Argument(help=(
+        "Which of its pages (default: the tool's own, else its first command's)."))] = None,
+    path_only: Annotated[bool, typer.Option("--path", "-w", help="Print the page's file, like man -w.")]
+    = False,
+) -> None:
+    """Show that version's own manual page (the same page `man TOOL-VERSION` shows)."""
+    import shutil
+
+    from sandman import install as core
+    from sandman import toolfiles
+    from sandman.errors import NotFoundError
+
+    ctx = _ctx()
+    rec = core.installed(ctx, parse_spec(spec))
+    found = toolfiles.pages(ctx.paths, rec.key)
+    if not found:  # not read yet, or the download failed at install: try again now
+        rt = core.runtime_from_dict(rec.runtime)
+        r = core.resolve(ctx, parse_spec(rec.key))
+        core.tool_files(ctx, rec, rt, list(r.version.build.packages), retry=True)
+        found = toolfiles.pages(ctx.paths, rec.key)
+    names = {f.name.split(f"-{rec.version}.", 1)[0]: f for f in sorted(found)}
+    wanted = [page] if page else [rec.tool, *(n[: -len(rec.version) - 1] for n in rec.shims)]
+    hit = next((names[w] for w in wanted if w in names), None)
+    if hit is None:
+        have = ", ".join(sorted(names)) or "none"
+        raise NotFoundError(f"{rec.key} has no manual page {page or rec.tool} (its pages: {have})")
+    if path_only:
+        print(hit)
+        return
+    man = shutil.which("man")
+    if man is None:
+        raise NotFoundError(f"man is not installed; the page is {hit}")
+    os.execv(man, ["man", "-l", str(hit)])
 
 
 # -- warm containers -------------------------------------------------------------------------

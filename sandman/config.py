@@ -26,8 +26,11 @@ from sandman.recipes import (
 )
 
 TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror",
-            "archive_mirror", "signatures", "engine"}
-TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm", "network", "devices", "cap_add"}
+            "archive_mirror", "signatures", "engine", "proxy_env"}
+TOOL_KEYS = {"mounts", "extra_mounts", "env", "warm", "network", "devices", "cap_add", "proxy_env"}
+# Passed to a tool that has a network (never with network "none") unless proxy_env = false.
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "ALL_PROXY", "NO_PROXY",
+              "http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ToolSettings:
     network: str | None = None
     devices: tuple[str, ...] | None = None
     cap_add: tuple[str, ...] | None = None
+    proxy_env: bool | None = None  # pass the host's proxy variables (None: config's default, on)
 
     def apply(self, rt: Runtime) -> Runtime:
         """rt with this host's network, devices and cap_add: what the shim really grants."""
@@ -63,6 +67,7 @@ class Config:
     archive_mirror: str | None = None  # the Debian mirror for archived suites (stretch and older)
     signatures: str | None = None  # require | warn | off; None: the repo's word, else warn (signing.py)
     engine: str | None = None  # docker | podman | auto (sandman/engines.py); None: auto
+    proxy_env: bool = True  # the host's HTTP_PROXY & co. reach tools with a network
 
     def for_tool(self, tool: str, version: str) -> ToolSettings:
         """Settings for tool@version: `[tools."tool@version"]` wins over `[tools.tool]`."""
@@ -76,6 +81,8 @@ class Config:
             network=specific.network if specific.network is not None else general.network,
             devices=specific.devices if specific.devices is not None else general.devices,
             cap_add=specific.cap_add if specific.cap_add is not None else general.cap_add,
+            proxy_env=next(v for v in (specific.proxy_env, general.proxy_env, self.proxy_env)
+                           if v is not None),
         )
 
 
@@ -125,6 +132,9 @@ def load_config(path: Path) -> Config:
         raise fail(("signatures",), "expected \"require\", \"warn\" or \"off\"")
     if opt_str("engine") not in (None, "docker", "podman", "auto"):
         raise fail(("engine",), "expected \"docker\", \"podman\" or \"auto\"")
+    proxy_env = data.get("proxy_env", True)
+    if not isinstance(proxy_env, bool):
+        raise fail(("proxy_env",), "expected true or false")
     idle = data.get("warm_idle_minutes", 10)
     if not isinstance(idle, int) or isinstance(idle, bool) or idle < 1:
         raise fail(("warm_idle_minutes",), "expected a whole number of minutes >= 1")
@@ -152,6 +162,7 @@ def load_config(path: Path) -> Config:
         archive_mirror=opt_str("archive_mirror"),
         signatures=opt_str("signatures"),
         engine=opt_str("engine"),
+        proxy_env=proxy_env,
     )
 
 
@@ -174,6 +185,9 @@ def _tool_settings(t: dict[str, Any], kp: tuple, fail: Any) -> ToolSettings:
     warm = t.get("warm")
     if warm is not None and not isinstance(warm, bool):
         raise fail((*kp, "warm"), "expected true or false")
+    proxy_env = t.get("proxy_env")
+    if proxy_env is not None and not isinstance(proxy_env, bool):
+        raise fail((*kp, "proxy_env"), "expected true or false")
     network = None
     if "network" in t:
         network = network_value(t["network"])
@@ -190,6 +204,7 @@ def _tool_settings(t: dict[str, Any], kp: tuple, fail: Any) -> ToolSettings:
         devices=devices,
         cap_add=tuple(dict.fromkeys(c.upper().removeprefix("CAP_") for c in caps))
         if caps is not None else None,
+        proxy_env=proxy_env,
     )
 
 

@@ -33,6 +33,8 @@ from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sandman.engine import Engine, ImageInfo
 
 
@@ -195,6 +197,57 @@ def drop_root(engine: Engine, paths: Paths, rec: InstallRecord) -> None:
     engine.untag(root_ref(paths, rec.tool, rec.version))
 
 
+class Known:
+    """The engine's images as one command reads them: sandman's images from one listing by
+    label (not an inspect per install), and any other name (a base, a tag someone moved onto
+    an image without sandman's labels) inspected once; every answer is kept for the command.
+
+    Only for a command's reads (`list`, `doctor`, `upgrade`'s look, `reshim`): what it changes
+    on the engine afterwards is not seen here. `image` answers as Engine.image does, for the
+    facts these commands use (id, tags, labels, size); a name missing from the listing is
+    inspected, so the answer is the engine's own either way.
+    """
+
+    def __init__(self, engine: Engine | None = None, *,
+                 engine_of: Callable[[], Engine] | None = None) -> None:
+        """engine, or engine_of: how to get it when first needed (a command with nothing
+        installed never connects)."""
+        self._engine_of = engine_of or (lambda: engine)  # type: ignore[return-value]
+        self._listed: dict[str, ImageInfo] | None = None
+        self._answers: dict[str, ImageInfo | None] = {}
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine_of()
+
+    def _listing(self) -> dict[str, ImageInfo]:
+        if self._listed is None:
+            by_ref: dict[str, ImageInfo] = {}
+            for img in self.engine.image_list(LABEL_TOOL):
+                by_ref[img.id] = img
+                for t in img.tags:
+                    by_ref[t] = img
+            self._listed = by_ref
+        return self._listed
+
+    def image(self, ref: str) -> ImageInfo | None:
+        if ref not in self._answers:
+            info = self._listing().get(ref)
+            self._answers[ref] = info if info is not None else self.engine.image(ref)
+        return self._answers[ref]
+
+
+def ensure_root(engine: Engine, paths: Paths, rec: InstallRecord, known: Known) -> bool:
+    """add_root, unless rec's image (as known) already carries this home's root and its claim:
+    no tag posted when the tags are right. Returns whether it tagged."""
+    info = known.image(rec.image_id)
+    if info is not None and {root_ref(paths, rec.tool, rec.version),
+                             claim_ref(rec.fingerprint)} <= set(info.tags):
+        return False
+    add_root(engine, paths, rec)
+    return True
+
+
 def claim_missing_roots(engine: Engine, paths: Paths, records: list[InstallRecord],
                         known: list[ImageInfo]) -> int:
     """Root every image this home's records use that lacks the root (installs made by a
@@ -251,7 +304,7 @@ def publish(engine: Engine, image_id: str, ref: str, fingerprint: str, *, replac
     return image_id
 
 
-def moved_bases(engine: Engine, rec: InstallRecord) -> list[str]:
+def moved_bases(engine: Engine | Known, rec: InstallRecord) -> list[str]:
     """The bases of rec's image whose name here now holds another image: a locally built
     image whose base was bootstrapped again (a rebuild would start from the new one).
 

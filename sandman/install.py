@@ -53,10 +53,11 @@ def resolve(ctx: Context, spec: Spec) -> Resolved:
     return Resolved(entry, recipe, version)
 
 
-def plan(ctx: Context, r: Resolved) -> BuildPlan:
+def plan(ctx: Context, r: Resolved, known: images.Known | None = None) -> BuildPlan:
+    """r's build plan; `known` (a command's images, read once) answers its base lookups."""
     folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
     return plan_build(r.recipe, r.version, source=r.entry.source.name, kits_folder=folder,
-                      engine=ctx.engine)
+                      engine=known if known is not None else ctx.engine)
 
 
 def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
@@ -256,7 +257,35 @@ def finish(ctx: Context, r: Resolved, result: BuildResult) -> InstallResult:
     )
     images.add_root(ctx.engine, ctx.paths, record)  # this home holds the image: no gc takes it
     installs.write_record(ctx.paths, record)
+    _aliases_changed(ctx, record.tool)
+    tool_files(ctx, record, rt, list(r.version.build.packages))
     return InstallResult(record, result.built, written)
+
+
+def tool_files(ctx: Context, rec: InstallRecord, rt: Runtime, packages: list[str] | None, *,
+               retry: bool = False) -> None:
+    """The tool's own completion and man pages beside its shims (sandman/toolfiles.py).
+    packages None: from the cache only (a reshim starts no container). Never fails an install."""
+    from sandman import toolfiles
+
+    try:
+        files = toolfiles.install_files(
+            ctx.engine, ctx.paths, rec.key, rec.version, rec.image_id,
+            toolfiles.plan_for(rec.tool, rec.version, rt, list(rec.shims)), packages or [],
+            extract_ok=packages is not None, retry=retry)
+    except (SandmanError, OSError) as e:
+        ctx.out.warn(f"{rec.key}: no completion or manual pages: {getattr(e, 'message', e)}")
+        return
+    if files is not None and files.man_error:
+        ctx.out.warn(f"{rec.key}: no manual pages of {', '.join(packages or [])}: "
+                     f"{files.man_error.splitlines()[-1]}")
+
+
+def _aliases_changed(ctx: Context, tool: str) -> None:
+    """A pinned alias runs the installed version that has it (the plain shim reads this file)."""
+    from sandman import aliases
+
+    aliases.write_alias_file(ctx.paths, tool)
 
 
 def rewrite_shims(ctx: Context, spec: Spec, approve: consent.Approver | None = None) -> InstallResult:
@@ -291,7 +320,12 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     rec = installed(ctx, spec)
     images.drop_root(ctx.engine, ctx.paths, rec)  # gc may take the image once no home holds it
     removed = shims.remove_shims(Path(rec.bin_dir), rec.shims, rec.key)
+    from sandman import toolfiles
+
+    with contextlib.suppress(OSError):
+        toolfiles.remove(ctx.paths, rec.key)  # its completion and man pages
     installs.remove_record(ctx.paths, rec.tool, rec.version)
+    _aliases_changed(ctx, rec.tool)
     if (ctx.paths.state_dir / "warm").is_dir():  # its warm containers go too (daemon permitting)
         from sandman import warm
 
@@ -300,19 +334,22 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     return removed
 
 
-def reshim(ctx: Context, spec: Spec) -> list[Path]:
+def reshim(ctx: Context, spec: Spec, known: images.Known | None = None) -> list[Path]:
     """Rewrite an install's shims from its record, the current config and runtime (no build).
 
     The recipe's settings stay those of the record (taking a changed recipe's is `upgrade`,
     which asks for consent when permissions change); what changes is the shim runtime (a new
     sandman), config.toml, the host's docker. The record then says what the shims are made of.
+    `known`: the engine's images as this command read them (one listing for `reshim --all`).
     """
     from dataclasses import replace
 
     rec = installed(ctx, spec)
-    if ctx.engine.image(rec.image_tag) is None:
+    known = known if known is not None else images.Known(engine_of=lambda: ctx.engine)
+    if known.image(rec.image_tag) is None:
         raise ImageMissingError(f"{rec.key}: image {rec.image_tag} is gone; run: sandman install {rec.key}")
-    images.add_root(ctx.engine, ctx.paths, rec)  # claims an install made before roots existed
+    # claims an install made before roots existed; no tag posted when both are already there
+    images.ensure_root(ctx.engine, ctx.paths, rec, known)
     rt = runtime_from_dict(rec.runtime)
     sctx = shim_context(ctx, rec.tool, rec.version, rec.image_tag, rec.image_id, rt)
     consent.check(rec.key, consent.granted(rt, rec.shim_inputs), sctx.settings.apply(rt), None,
@@ -322,6 +359,8 @@ def reshim(ctx: Context, spec: Spec) -> list[Path]:
     inputs = shims.made_from(sctx.settings, sctx.warm_idle_minutes)
     if inputs != rec.shim_inputs:
         installs.write_record(ctx.paths, replace(rec, shim_inputs=inputs))
+    _aliases_changed(ctx, rec.tool)  # an install made before alias files existed
+    tool_files(ctx, rec, rt, None)  # from the cache: a shim's refresh runs this
     return written
 
 

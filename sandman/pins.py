@@ -20,6 +20,7 @@ from the registry, or a warning naming each digest that differs when it had to b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,10 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandman import installs, repos, shims
+from sandman import aliases, installs, pinfiles, repos, shims
 from sandman.catalog import Spec
 from sandman.context import Context
-from sandman.errors import USAGE, LockError, NotFoundError, StateError, UsageError
+from sandman.errors import (
+    USAGE,
+    LockError,
+    NotFoundError,
+    SandmanError,
+    StateError,
+    UsageError,
+)
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import VERSION_RE, tomllib
 from sandman.text import safe
@@ -192,6 +200,12 @@ def choose(paths: Paths, tool: str, cwd: Path, env: dict[str, str]) -> Choice:
             pins = read_pins(f)
             if tool in pins:
                 return Choice(tool, pins[tool], "project", str(f))
+        for name in (pinfiles.TOOL_VERSIONS, *pinfiles.MISE_FILES):  # asdf's and mise's pins:
+            f = d / name  # .sandman.toml wins where both speak (sandman/pinfiles.py)
+            if f.is_file():
+                version = pinfiles.read_pin(f, tool)
+                if version is not None:
+                    return Choice(tool, version, "project", str(f))
     g = global_file(paths)
     if g.is_file():
         pins = read_pins(g)
@@ -253,6 +267,17 @@ def default_names(ctx: Context, tool: str, version: str) -> list[str]:
     return [n[: -len(suffix)] for n in versioned if n.endswith(suffix)]
 
 
+def installed_version(paths: Paths, tool: str, name: str) -> str | None:
+    """The installed version a pin (or `SANDMAN_<TOOL>_VERSION`) of `name` runs: the version
+    called so, else the installed one that has it among its aliases; None when neither."""
+    try:
+        if installs.load(paths, tool, name) is not None:
+            return name
+    except StateError:
+        return name  # installed, with a record `list` says how to repair
+    return aliases.installed_aliases(paths, tool).get(name)
+
+
 def render_default(paths: Paths, tool: str, command: str) -> str:
     template = (shim_templates_dir() / "default.bash").read_text(encoding="utf-8")
     values = {
@@ -261,6 +286,7 @@ def render_default(paths: Paths, tool: str, command: str) -> str:
         "SM_BIN": shlex.quote(str(paths.bin_dir)),
         "SM_VAR": env_var(tool),
         "SM_GLOBAL": shlex.quote(str(global_file(paths))),
+        "SM_ALIASES": shlex.quote(str(aliases.alias_file(paths, tool))),
         "SM_EXIT_USAGE": str(USAGE),
         "SM_EXIT_NOT_FOUND": str(NotFoundError.exit_code),
         "SM_EXIT_STATE": str(StateError.exit_code),
@@ -277,9 +303,17 @@ def pin_target(paths: Paths, tool: str, command: str, version: str) -> Path | No
     A pin comes from a file in the project, which anyone may have written; the bin folder may
     hold other programs named `<command>-<something>` (another tool's shims, `python2-config`)
     that would run outside any container. The same rule as shims/default.bash (a unit test
-    feeds both the same cases).
+    feeds both the same cases). A version without a shim of its own name that is an alias of
+    an installed version (alias_file) runs that version's shim, as `install` resolves it.
     """
     target = paths.bin_dir / f"{command}-{version}"
+    if not target.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            for line in aliases.alias_file(paths, tool).read_text(encoding="utf-8").splitlines():
+                a, _, v = line.partition(" ")
+                if a == version and VERSION_RE.match(v):
+                    target = paths.bin_dir / f"{command}-{v}"
+                    break
     try:
         if not (target.is_file() and os.access(target, os.X_OK)):
             return None
@@ -326,15 +360,32 @@ class UseResult:
     installed: bool
 
 
-def use(ctx: Context, tool: str, version: str, *, global_: bool, cwd: Path) -> UseResult:
+def use(ctx: Context, tool: str, version: str, *, global_: bool, cwd: Path,
+        tool_versions: bool = False) -> UseResult:
     """Pin tool@version and write its plain shims: the shims first, so a pin never exists
-    without them (a plain command whose shim is missing would run the host's tool instead)."""
+    without them (a plain command whose shim is missing would run the host's tool instead).
+    tool_versions: the pin goes into the nearest `.tool-versions` (asdf's format), else a new
+    one in cwd; a `.sandman.toml` that names the tool in the same folder or nearer still wins."""
     version = ctx.catalog.resolve(Spec(tool, version))[2].version  # exists; an alias pins its version
-    file = global_file(ctx.paths) if global_ else (find_project(cwd) or cwd / PROJECT_FILE)
-    if file.exists():
-        read_pins(file)  # a broken pin file stops here, before any shim is written
+    if tool_versions and global_:
+        raise UsageError("--tool-versions writes the project's .tool-versions; --global writes "
+                         f"{global_file(ctx.paths)}: choose one")
+    if tool_versions:
+        file = next((d / pinfiles.TOOL_VERSIONS for d in (cwd, *cwd.parents)
+                     if (d / pinfiles.TOOL_VERSIONS).is_file()), cwd / pinfiles.TOOL_VERSIONS)
+        data = pinfiles.set_tool_versions(file, tool, version)  # a broken line stops here
+    else:
+        file = global_file(ctx.paths) if global_ else (find_project(cwd) or cwd / PROJECT_FILE)
+        if file.exists():
+            read_pins(file)  # a broken pin file stops here, before any shim is written
     written = write_defaults(ctx, tool, version)
-    set_pin(file, tool, version)
+    if tool_versions:
+        installs.atomic_write(file, data)
+        c = choose(ctx.paths, tool, cwd, {})
+        if c.where != str(file):
+            ctx.out.warn(f"{c.where} pins {tool} {c.version} and wins over {file} here")
+    else:
+        set_pin(file, tool, version)
     return UseResult(file, written, installs.load(ctx.paths, tool, version) is not None)
 
 
@@ -355,6 +406,41 @@ def missing_plain_shims(paths: Paths, tool: str, version: str) -> list[str]:
     each of them runs whatever else is on PATH (the host's tool), not the pinned version."""
     return [n for n in plain_names(paths, tool, version)
             if shims.owner_of(paths.bin_dir / n) != tool]
+
+
+@dataclass(frozen=True)
+class Which:
+    """What `sandman which` says: the choice, the installed version it runs (an alias resolved)."""
+
+    choice: Choice
+    installed: str | None  # the installed version the pin runs (None: not installed)
+    shim: str | None
+    plain_missing: list[str]
+    problem: str | None  # why the chosen version cannot run (None when it can)
+
+
+def which(ctx: Context, tool: str, cwd: Path, env: dict[str, str]) -> Which:
+    """The choice for tool in cwd, resolved as the plain shim and `install` resolve it."""
+    c = choose(ctx.paths, tool, cwd, env)
+    if c.version is None:
+        return Which(c, None, None, [], None)
+    version = installed_version(ctx.paths, tool, c.version)
+    rec = None
+    if version is not None:
+        with contextlib.suppress(StateError):
+            rec = installs.load(ctx.paths, tool, version)
+    shim = str(Path(rec.bin_dir) / f"{tool}-{version}") if rec else None
+    missing = missing_plain_shims(ctx.paths, tool, version or c.version)
+    problem = None
+    if version is None:
+        problem = f"not installed; run: sandman install {tool}@{c.version}"
+        try:
+            ctx.catalog.resolve(Spec(tool, c.version))
+        except NotFoundError as e:
+            problem = f"not installed, and no recipe has it: {e.message}"
+        except SandmanError:
+            pass  # a recipe that does not load: `install` says why
+    return Which(c, version, shim, missing, problem)
 
 
 def fix_command(c: Choice) -> str:
@@ -383,12 +469,13 @@ def doctor_checks(paths: Paths, cwd: Path, env: dict[str, str]) -> list[tuple[bo
         if c.version is None:
             continue
         what = f"pin {tool} {c.version}"
-        missing = missing_plain_shims(paths, tool, c.version)
+        runs = installed_version(paths, tool, c.version)  # an alias: its installed version
+        missing = missing_plain_shims(paths, tool, runs or c.version)
         if missing:
             out.append((False, what, f"set by {c.where}, but {', '.join(missing)} in "
                         f"{paths.bin_dir} is missing, so the plain command runs another "
                         f"{tool} (the host's) or none; run: {fix_command(c)}"))
-        elif installs.load(paths, tool, c.version) is None:
+        elif runs is None:
             out.append((False, what, f"set by {c.where}, not installed; run: sandman install "
                         f"{tool}@{c.version}"))
         else:

@@ -8,6 +8,7 @@ everything downstream can rely on the model; every error names file, line and ke
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import stat
@@ -387,9 +388,14 @@ def _toml_error(path: Path, msg: str) -> str:
 class _Validator:
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
-        self.lines = LineLocator(text)
+        self.text = text
         self.errors: list[str] = []
         self.unsafe: list[str] = []  # the errors that are unsafe build inputs
+
+    @functools.cached_property
+    def lines(self) -> LineLocator:
+        """Line numbers, found only when an error needs one (a valid recipe never pays)."""
+        return LineLocator(self.text)
 
     def err(self, keypath: tuple[str | int, ...], msg: str, *, unsafe: bool = False) -> None:
         line = self.lines.find(keypath)

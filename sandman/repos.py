@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, replace
@@ -184,6 +185,12 @@ def add(paths: Paths, name: str, url: str, ref: str | None = None) -> Repo:
     dest.parent.mkdir(parents=True, exist_ok=True)
     url = _url_arg(url)
     what = f"repo add {name}"
+    local = Path(url) if "://" not in url and Path(url).is_dir() else None
+    if local is not None and not (local / ".git").exists() and not (
+            (local / "HEAD").is_file() and (local / "objects").is_dir()):
+        q = shlex.quote(str(local))
+        raise RemoteError(f"{what}: {local} is a folder, not a git repository; make it one: "
+                          f"git -C {q} init && git -C {q} add -A && git -C {q} commit -m recipes")
     try:
         git(["clone", "--quiet", "--no-checkout", "--no-recurse-submodules", "--", url, str(dest)],
             what=what)

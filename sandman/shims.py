@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sandman import names, warm
-from sandman.config import ToolSettings
+from sandman.config import PROXY_VARS, ToolSettings
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
@@ -330,6 +330,8 @@ def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
               "env": sorted(settings.env), "warm": settings.warm, "idle": warm_idle_minutes}
     if (settings.network, settings.devices, settings.cap_add) != (None, None, None):
         config["grants"] = [settings.network, settings.devices, settings.cap_add]
+    if settings.proxy_env is False:  # the default (on) leaves earlier digests as they were
+        config["proxy_env"] = False
     host = {"docker": _real_program("docker") or "docker", "podman": _real_program("podman") or "",
             "python": [os.path.realpath(sys.executable), sys.prefix],
             "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
@@ -408,6 +410,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_ENV": _arr(f"{k}={v}" for k, v in env.items()),
         "SM_ENV_FILE": shlex.quote(str(envf or "")),
         "SM_PASS_ENV": _arr(rt.pass_env),
+        "SM_PROXY_ENV": _arr(PROXY_VARS if st.proxy_env is not False else ()),
         "SM_PATH_ENV": _arr(f"{k}:{v}" for k, v in rt.path_env.items()),
         "SM_MOUNTS": _arr(mounts),
         "SM_EXTRA_MOUNTS": _arr(extras),

@@ -117,6 +117,9 @@ def fetch(source: Source, paths: Paths, *, mirror: str | None, on_line: Callable
     tried: list[str] = []
     cached = _cached_digest(target)
     if cached == source.sha256:
+        # said, not silent: a rebuild (`install --force`) from the cache is no fresh download
+        on_line(f"source {quoted(source.file)} of {what}: from the download cache "
+                f"({safe(target)}, sha256 checked)")
         return target.resolve()
     if cached is not None:  # a file dropped by hand that is not the one the recipe names
         tried.append(f"{safe(target)}: {cached}")

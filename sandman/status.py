@@ -34,7 +34,8 @@ class InstallStatus:
     full_version: str | None = None  # what the recipe's version_check proved, when it has one
 
 
-def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStatus]:
+def list_installs(ctx: Context, *, check_stale: bool = True,
+                  known: images.Known | None = None) -> list[InstallStatus]:
     """Every install and its state, the first that applies of:
 
     image-missing (the tag is gone), image-replaced (the tag names another image than the one
@@ -42,14 +43,19 @@ def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStat
     rebuild; `image-stale: base` when built here on a base bootstrapped again since),
     shim-stale (something a shim bakes in changed: the runtime, config.toml, the host's docker,
     or a recipe runtime field such as env or mounts: a rewrite, no build).
+
+    The engine is read once for the whole list (`known`: one listing of sandman's images,
+    each base inspected once), and each recipe parsed once (ctx.catalog keeps it).
     """
     from sandman.catalog import Spec
     from sandman.install import plan, resolve
 
     runtime = shims.runtime_digest()
+    known = known if known is not None else images.Known(engine_of=lambda: ctx.engine)
+    made: dict[str, dict[str, str]] = {}
     out = []
     for rec in installs.all_records(ctx.paths):
-        info = ctx.engine.image(rec.image_tag)
+        info = known.image(rec.image_tag)
         state, reasons = "current", []
         if info is None:
             state = "image-missing"
@@ -63,15 +69,17 @@ def list_installs(ctx: Context, *, check_stale: bool = True) -> list[InstallStat
                 try:
                     r = resolve(ctx, Spec(rec.tool, rec.version))
                     recipe_rt = r.version.runtime
-                    if plan(ctx, r).fingerprint != rec.fingerprint:
+                    if plan(ctx, r, known).fingerprint != rec.fingerprint:
                         state = "image-stale"
-                    elif images.moved_bases(ctx.engine, rec):  # built here on an older base
+                    elif images.moved_bases(known, rec):  # built here on an older base
                         state = "image-stale: base"
                 except SandmanError:
                     state = "image-stale"  # the recipe or its inputs are gone or broken: not current
             if state == "current":
                 settings = ctx.config.for_tool(rec.tool, rec.version)
-                now = shims.made_from(settings, ctx.config.warm_idle_minutes, runtime=runtime)
+                # the same settings make the same digests within one command: computed once
+                now = made.get(repr(settings)) or made.setdefault(repr(settings), shims.made_from(
+                    settings, ctx.config.warm_idle_minutes, runtime=runtime))
                 reasons = shims.stale_reasons(rec.shim_inputs, rec.runtime, ctx.paths, now, recipe_rt,
                                               rec.tool, rec.version, settings.env)
                 if reasons:
@@ -152,18 +160,19 @@ def doctor(ctx: Context) -> list[Check]:
                         shutil.which("mmdebstrap") or "not installed (only needed by bootstrap)"))
     records = installs.all_records(ctx.paths)
     owned = {(Path(r.bin_dir) / n) for r in records for n in r.shims}
+    known = images.Known(engine_of=lambda: ctx.engine)  # read once for all the checks below
     for rec in records:
         for n in rec.shims:
             owner = shims.owner_of(Path(rec.bin_dir) / n)
             if owner != rec.key:
                 checks.append(Check(False, f"{rec.key} shim {n}",
                                     f"missing; run: sandman install {rec.key}"))
-        if daemon and ctx.engine.image(rec.image_tag) is None:
+        if daemon and known.image(rec.image_tag) is None:
             checks.append(Check(False, f"{rec.key} image",
                                 f"{rec.image_tag} is missing; run: sandman install {rec.key}"))
         checks += _device_checks(ctx, rec)
     if daemon:  # what `list` calls image-replaced, image-stale or shim-stale (missing: above)
-        for item in list_installs(ctx):
+        for item in list_installs(ctx, known=known):
             if item.state not in ("current", "image-missing", "shim-missing"):
                 key = f"{item.tool}@{item.version}"
                 checks.append(Check(False, f"{key} state", f"{item.state}; run: sandman upgrade {key}"))

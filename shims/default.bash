@@ -55,6 +55,55 @@ sm_pin() {  # sm_pin FILE: check every line; set sm_ver to SM_TOOL's version; fa
   [[ -n $found ]]
 }
 
+# asdf's .tool-versions and mise's mise.toml pin sandman's tools too (sandman/pinfiles.py: the
+# same rules and messages). Only SM_TOOL's line is read closely; `system` chooses nothing.
+sm_tv_re='^[[:space:]]*([^[:space:]]+)([[:space:]]+([^[:space:]]+))?'
+sm_key_re='^(([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'"'"'([A-Za-z0-9._-]+)'"'"')[[:space:]]*=[[:space:]]*(.*)$'
+sm_mise_vals=('^"([^"]*)"' "^'([^']*)'" '^\[[[:space:]]*"([^"]*)"' "^\\[[[:space:]]*'([^']*)'"
+  '^\{(.*[[:space:],])?version[[:space:]]*=[[:space:]]*"([^"]*)"')
+sm_check_ver() {  # sm_check_ver FILE LINE VERSION
+  [[ -n $3 && $3 != [!A-Za-z0-9]* && $3 != *[!A-Za-z0-9._+-]* ]] ||
+    sm_bad "$1" "$2" "$SM_TOOL: not a version (letters, digits and . _ + - only)"
+}
+sm_tv() {  # sm_tv FILE: SM_TOOL's version in a .tool-versions (tool version...) into sm_ver
+  local line n=0 found= ver
+  [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
+  while IFS= read -r line || [[ -n $line ]]; do
+    ((++n))
+    line=${line%%#*}
+    [[ $line =~ $sm_tv_re && ${BASH_REMATCH[1]} == "$SM_TOOL" ]] || continue
+    [[ -z $found ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
+    ver=${BASH_REMATCH[3]} found=1
+    [[ -n $ver ]] || sm_bad "$1" "$n" "$SM_TOOL: no version (write: $SM_TOOL VERSION)"
+    sm_check_ver "$1" "$n" "$ver"
+  done <"$1"
+  [[ -n $found && $ver != system ]] && sm_ver=$ver
+}
+sm_mise() {  # sm_mise FILE: SM_TOOL's version in a mise.toml's [tools] into sm_ver
+  local line n=0 found= ver= sect= head re
+  [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
+  while IFS= read -r line || [[ -n $line ]]; do
+    ((++n))
+    line=${line#"${line%%[![:space:]]*}"}
+    line=${line%"${line##*[![:space:]]}"}
+    if [[ $line == '['* ]]; then
+      head=${line#[} head=${head%%]*} head=${head//[[:space:]\"\']/}
+      [[ $line != '[['* && $head == tools ]] && sect=tools || sect=other
+      continue
+    fi
+    [[ $sect == tools && $line =~ $sm_key_re ]] || continue
+    [[ ${BASH_REMATCH[2]}${BASH_REMATCH[3]}${BASH_REMATCH[4]} == "$SM_TOOL" ]] || continue
+    [[ -z $found ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
+    found=1 line=${BASH_REMATCH[5]} ver=
+    for re in "${sm_mise_vals[@]}"; do
+      [[ $line =~ $re ]] && { ver=${BASH_REMATCH[${#BASH_REMATCH[@]}-1]}; break; }
+    done
+    [[ -n $re && $line =~ $re ]] || sm_bad "$1" "$n" "write the pin as $SM_TOOL = \"version\""
+    sm_check_ver "$1" "$n" "$ver"
+  done <"$1"
+  [[ -n $found && $ver != system ]] && sm_ver=$ver
+}
+
 sm_ver= sm_from=
 if [[ -n ${!SM_VAR-} ]]; then
   sm_ver=${!SM_VAR} sm_from="\$$SM_VAR"
@@ -65,6 +114,13 @@ else
       sm_from=$sm_d/.sandman.toml
       break
     fi
+    if [[ -f $sm_d/.tool-versions ]] && sm_tv "$sm_d/.tool-versions"; then
+      sm_from=$sm_d/.tool-versions
+      break
+    fi
+    for sm_f in "$sm_d/mise.toml" "$sm_d/.mise.toml"; do
+      [[ -f $sm_f ]] && sm_mise "$sm_f" && sm_from=$sm_f && break 2
+    done
     [[ -z $sm_d || $sm_d == / ]] && break
     sm_d=${sm_d%/*}
   done
@@ -86,6 +142,14 @@ fi
 
 [[ $sm_ver =~ $sm_version_re ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" "$SM_EXIT_USAGE"
 sm_c=$SM_BIN/$SM_CMD-$sm_ver
+# No shim of that name: an alias of an installed version runs that version, as `install`
+# resolves it (sandman/pins.py installed_version; the file lists "ALIAS VERSION" lines).
+if [[ ! -f $sm_c && -n ${SM_ALIASES-} && -f $SM_ALIASES ]]; then
+  while read -r sm_a sm_v _; do
+    [[ $sm_a == "$sm_ver" && -n $sm_v && $sm_v != [!A-Za-z0-9]* && $sm_v != *[!A-Za-z0-9._+-]* ]] &&
+      { sm_c=$SM_BIN/$SM_CMD-$sm_v; break; }
+  done 2>/dev/null <"$SM_ALIASES"
+fi
 [[ -f $sm_c && -x $sm_c ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed or has no $SM_CMD; run: sandman install $SM_TOOL@$sm_ver" "$SM_EXIT_NOT_FOUND"
 # Only a shim sandman wrote for this tool: a pin is a file in the project (anyone's), and
 # $SM_BIN may hold other programs named <command>-<something> (another tool's shims, a

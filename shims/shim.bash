@@ -8,8 +8,23 @@
 
 sm_die() { printf 'sandman: %s\n' "$1" >&2; exit "$2"; }
 
+# Completion mode (issue 21 item 7; docs/security.md, "Completion and manual pages"): the Tab
+# handler sandman registered for this shim (sandman/toolfiles.py) runs it with
+# SANDMAN_COMPLETE=<command in the image>, SANDMAN_COMPLETE_CWORD/_LINE/_POINT and the words as
+# arguments. The command's completion script is the image's code: it runs here in the tool's
+# container and sandbox, never in the user's shell, with every mount read-only (it may list the
+# cwd, never write it), no argument mounted (the words are not the tool's arguments), stdin
+# /dev/null, no tty; only its words come back (NUL-separated, sm_complete_eval below).
+sm_complete=
+if [[ -n ${SANDMAN_COMPLETE-} ]]; then
+  [[ $SANDMAN_COMPLETE =~ ^[A-Za-z0-9._+-]+$ && ${SANDMAN_COMPLETE_CWORD-} =~ ^[0-9]{1,4}$ && ${SANDMAN_COMPLETE_POINT:-0} =~ ^[0-9]{1,6}$ && ${SM_SHELL-0} == 1 ]] || exit "$SM_EXIT_USAGE"
+  sm_complete=$SANDMAN_COMPLETE
+  exec </dev/null
+fi
+
 # config.toml changed since this shim was written: let sandman rewrite it, then run the new one.
-if [[ -n $SM_CONFIG && -n $SM_SELF && $SM_CONFIG -nt $SM_SELF && -z ${SANDMAN_NO_REFRESH-} ]]; then
+# (Not for a completion: the next call of the tool does it.)
+if [[ -n $SM_CONFIG && -n $SM_SELF && $SM_CONFIG -nt $SM_SELF && -z ${SANDMAN_NO_REFRESH-} && -z $sm_complete ]]; then
   SANDMAN_NO_REFRESH=1 "${SM_REFRESH[@]}" >&2 || sm_die "${SM_TOOL}@${SM_VERSION}: could not apply the changed $SM_CONFIG (see above)" "$SM_EXIT_STATE"
   SANDMAN_NO_REFRESH=1 exec "$SM_SELF" "$@"
 fi
@@ -265,8 +280,9 @@ sm_covered() {  # is $1 already inside a mount with at least mode $2?
   return 1
 }
 sm_bind() {  # src dst mode: add the mount (CSV-quoted: paths may hold commas and quotes)
-  local opt= pin
-  [[ $3 == ro ]] && opt=,readonly
+  local opt= pin m=$3
+  [[ -n $sm_complete ]] && m=ro  # completion mode: every mount read-only, the cwd's included
+  [[ $m == ro ]] && opt=,readonly
   # what holds src (see sm_real): the cwd's fd, or the pin of the sm_real that resolved src;
   # anything else is resolved (and pinned) again here, and must still resolve to src
   if [[ $1 == "$sm_cwd" && -n $sm_cwdfd ]]; then
@@ -279,7 +295,7 @@ sm_bind() {  # src dst mode: add the mount (CSV-quoted: paths may hold commas an
     pin=$sm_pin
   fi
   sm_args+=(--mount "type=bind,\"source=${1//\"/\"\"}\",\"target=${2//\"/\"\"}\"$opt")
-  sm_dsts+=("$2") sm_modes+=("$3") sm_srcs+=("$1") sm_pins+=("$pin")
+  sm_dsts+=("$2") sm_modes+=("$m") sm_srcs+=("$1") sm_pins+=("$pin")
 }
 sm_mount() {  # realsrc dst mode what: skip when covered (nothing new is seen), refuse, else bind
   sm_covered "$2" "$3" && return
@@ -288,6 +304,7 @@ sm_mount() {  # realsrc dst mode what: skip when covered (nothing new is seen), 
 }
 sm_map_path() {  # mount a path given on the command line or in the environment, where it is
   local p=$1 mode=$2 what="$3 $1" t dir tdir why
+  [[ -n $sm_complete ]] && mode=ro  # completion mode (a path_env variable): nothing is made
   [[ $p == /* ]] || p=$sm_cwd/$p
   sm_norm "$p"; t=$sm_np
   case $t in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) return 0 ;; esac
@@ -543,6 +560,13 @@ done
 for sm_v in "${SM_PASS_ENV[@]}"; do
   [[ -n ${!sm_v+x} ]] && sm_args+=(-e "$sm_v")
 done
+# The host's proxy settings (HTTP_PROXY, no_proxy...) when the tool has a network: never
+# with none; config.toml's proxy_env = false leaves SM_PROXY_ENV empty.
+if [[ $sm_net != none ]]; then
+  for sm_v in "${SM_PROXY_ENV[@]}"; do
+    [[ -n ${!sm_v+x} ]] && sm_args+=(-e "$sm_v")
+  done
+fi
 for sm_v in "${SM_ENV[@]}"; do
   sm_args+=(-e "$sm_v")
 done
@@ -560,8 +584,9 @@ done
 
 # Arguments: paths that exist on the host (or whose folder does) are mounted where the tool
 # will look for them, absolute or relative (`../b/x.db`); the argv itself is passed on as is.
-# A bare name is in the current directory, which is mounted already.
-if [[ $SM_PATH_ARGS != off ]]; then
+# A bare name is in the current directory, which is mounted already. (Not the words of a
+# completion: they are not arguments to the tool.)
+if [[ $SM_PATH_ARGS != off && -z $sm_complete ]]; then
   for sm_a in "$@"; do
     case $sm_a in
       /*) sm_map_path "$sm_a" "$SM_PATH_ARGS" "argument" ;;
@@ -570,6 +595,51 @@ if [[ $SM_PATH_ARGS != off ]]; then
       */*) sm_map_path "$sm_a" "$SM_PATH_ARGS" "argument" ;;
     esac
   done
+fi
+
+# Completion mode: the image's bash runs sm_complete_eval instead of the tool. It finds the
+# command's script where the probe at install found one (sandman/toolfiles.py COMPLETION_DIRS),
+# sources it (after the image's bash-completion library, when it has one, as that library's
+# loader would), calls the function the script registered for the command (or its compgen
+# spec) with COMP_WORDS/COMP_CWORD/COMP_LINE/COMP_POINT (the command's name in place of the
+# shim's), and prints COMPREPLY, a NUL after each word. The host keeps only what it checks.
+if [[ -n $sm_complete ]]; then
+  (( $# )) || exit 0
+  sm_complete_eval='c=$1 cw=$2 line=$3 point=$4; shift 4
+(( $# > cw )) || exit 0
+f=
+for d in /usr/share/bash-completion/completions /etc/bash_completion.d; do
+  for n in "$c" "$c.bash" "_$c"; do
+    [[ -f $d/$n && -r $d/$n ]] && { f=$d/$n; break 2; }
+  done
+done
+[[ -n $f ]] || exit 0
+w0=$1; shift
+COMP_WORDS=("$c" "$@") COMP_CWORD=$cw COMP_TYPE=9 COMP_KEY=9
+lead=${line%%[![:space:]]*}
+if [[ -n $w0 && ${line:${#lead}} == "$w0"* ]]; then
+  COMP_LINE=$lead$c${line:${#lead}+${#w0}} COMP_POINT=$(( point + ${#c} - ${#w0} ))
+else
+  COMP_LINE=${COMP_WORDS[*]} COMP_POINT=${#COMP_LINE}
+fi
+(( COMP_POINT >= 0 && COMP_POINT <= ${#COMP_LINE} )) || COMP_POINT=${#COMP_LINE}
+{
+  [[ -f /usr/share/bash-completion/bash_completion ]] && . /usr/share/bash-completion/bash_completion
+  . "$f"
+} </dev/null >/dev/null 2>&1
+spec=$(complete -p -- "$c" 2>/dev/null)
+COMPREPLY=() cur=${COMP_WORDS[cw]} prev=
+(( cw > 0 )) && prev=${COMP_WORDS[cw-1]}
+if [[ $spec =~ \ -F\ ([^ ]+)\  ]]; then
+  "${BASH_REMATCH[1]}" "$c" "$cur" "$prev" </dev/null >/dev/null 2>&1
+elif [[ -n $spec ]]; then
+  s=${spec#complete }
+  mapfile -t COMPREPLY < <(eval "compgen ${s% *} -- \"\$cur\"" </dev/null 2>/dev/null)
+fi
+(( ${#COMPREPLY[@]} )) && printf "%s\0" "${COMPREPLY[@]:0:1000}"
+exit 0'
+  SM_PREFIX=(bash -c "$sm_complete_eval" sandman-complete "$sm_complete" "$SANDMAN_COMPLETE_CWORD" "${SANDMAN_COMPLETE_LINE-}" "${SANDMAN_COMPLETE_POINT:-0}")
+  SM_NEEDCMD=0
 fi
 
 if [[ $SM_NEEDCMD == 1 && $# -gt 0 ]]; then  # a command whose name differs in the image

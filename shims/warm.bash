@@ -93,7 +93,14 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       sm_wname=${d##*/}-$sm_wid
       read -r p 2>/dev/null <"$d/pid"
       [[ -n $p ]] && { mapfile -d '' cl <"/proc/$p/cmdline"; } 2>/dev/null && [[ " ${cl[*]} " == *" $sm_wname "* ]] || return 1
-      sm_warm_same "$p" && return 0
+      # Started before the agent existed (its main is the shell loop, and no `noagent` mark
+      # says the agent could not run there): retired like a swapped folder below, so this
+      # call starts one whose main is the agent. Builtins only: the cmdline read above.
+      if [[ -n $sm_agent && " ${cl[*]} " != *" /run/sandman-agent/agent serve "* && ! -e $d/noagent ]]; then
+        :
+      elif sm_warm_same "$p"; then
+        return 0
+      fi
       # Another folder than this call resolved (deleted and made again at the same path, or
       # swapped): the container is retired as `warm stop` does it (its folder moves to
       # .retired/NAME; the reaper removes it once its calls ended) and this call gets a new one.
@@ -184,6 +191,9 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
               serve /run/sandman-warm/sock/agent.sock /run/sandman-warm/signals "$sm_wname")
       else
         rm -f -- "$sm_wd/sock/agent.sock" 2>/dev/null  # an earlier container's: calls must not take it
+        # the agent is there but cannot serve this image (platform, checksum, failed start):
+        # the mark keeps sm_warm_find from retiring this container for want of the agent
+        if [[ -x ${SM_AGENT-} ]]; then : 2>/dev/null >"$sm_wd/noagent"; else rm -f -- "$sm_wd/noagent" 2>/dev/null; fi
         main=(--workdir / --entrypoint /bin/sh "$SM_IMAGE"
               -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done'
               "$sm_wname")

@@ -35,6 +35,18 @@ BASES = ("debian:bullseye-slim", "debian:bookworm-slim", "debian:trixie-slim")
 _daemon: dict[str, object] = {}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tools are started as from a terminal, whatever started pytest: `nohup pytest ... &` leaves
+    SIGHUP (nohup) and SIGQUIT (`&` without job control) ignored, every child inherits that, and
+    a shim's bash cannot trap a signal ignored when it started (the warm path's HUP relay then
+    sees nothing, exactly as a tool run under nohup should). SIGINT too, when it came ignored
+    (Python keeps it so)."""
+    for sig, handler in ((signal.SIGHUP, signal.SIG_DFL), (signal.SIGQUIT, signal.SIG_DFL),
+                         (signal.SIGINT, signal.default_int_handler)):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, handler)
+
+
 def daemon_problem() -> str | None:
     """None when a daemon answers, else why not (cached for the session)."""
     if "problem" not in _daemon:

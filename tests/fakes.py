@@ -13,6 +13,7 @@ Importable as `fakes` from any test module, as `helpers` is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from sandman.engine import ContainerInfo, ImageInfo
@@ -86,6 +87,18 @@ class FakeEngine:
     def image_list(self, label: str = LABEL_TOOL) -> list[ImageInfo]:
         self._record("image_list", label)
         return [i for i in self._distinct() if _matches(i.labels, [label])]
+
+    def tag(self, image_id: str, ref: str) -> None:
+        """Recorded, and the name added to that image, as the daemon would list it afterwards."""
+        self._record("tag", image_id, ref)
+        old = next((i for i in self._images.values() if i.id == image_id), None)
+        if old is None:
+            raise AssertionError(f"tag({image_id!r}, {ref!r}): no such image")
+        new = replace(old, tags=(*(t for t in old.tags if t != ref), ref))
+        for name, info in list(self._images.items()):
+            if info.id == image_id:
+                self._images[name] = new
+        self._images[ref] = new
 
     def pull(self, ref: str) -> ImageInfo:
         self._record("pull", ref)

@@ -380,3 +380,37 @@ def test_a_loop_of_sqlite3_calls_leaves_the_agent_as_it_was(
     assert wait_for(lambda: not container_pids(home), 10), container_pids(home)
     assert wait_for(lambda: agent_state(home) == before, 10), (
         "the same agent, with the same descriptors and no child", before, agent_state(home))
+
+
+def test_a_container_started_before_the_agent_moves_to_it_on_the_next_call(
+        kit: Kit, agent_env: dict, own_work: Path) -> None:
+    """Issue 21.4: a warm container whose main is the shell loop (the agent was not built yet
+    when it started) is retired by the first call that finds the agent, which starts one
+    whose main is the agent: no waiting for the idle timeout."""
+    binary = ensure_agent(kit.home)
+    hidden = binary.with_name(binary.name + ".hidden")
+    tried = Path(f"{binary}.try")
+    made_try = not tried.exists()
+    probe = '{ tr "\\0" " " </proc/$PPID/cmdline; } 2>/dev/null; echo " ppid=$PPID"'
+    binary.rename(hidden)
+    try:
+        tried.touch()  # no background build of the agent while it is hidden
+        p = run([kit.shim("rtprobe-1"), "sh", "-c", probe], env=agent_env, cwd=own_work)
+        assert p.returncode == 0 and p.stderr == b"", p.stderr
+        assert p.stdout == b" ppid=0\n", p.stdout  # `docker exec`: no agent in that container
+    finally:
+        hidden.rename(binary)
+        if made_try:
+            tried.unlink(missing_ok=True)
+    old = warm_folder(kit.home, own_work)
+    old_name = f"{old.name}-{(old / 'id').read_text().strip()}"
+    p = run([kit.shim("rtprobe-1"), "sh", "-c", probe], env=agent_env, cwd=own_work)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    assert p.stdout.startswith(f"{AGENT_PATH} serve".encode()), p.stdout
+    new = warm_folder(kit.home, own_work)
+    new_name = f"{new.name}-{(new / 'id').read_text().strip()}"
+    assert new_name != old_name  # the old one was retired (moved aside, as a stop does)
+    # the agent's container stays: the next call uses it, no new start
+    p = run([kit.shim("rtprobe-1"), "true"], env=agent_env, cwd=own_work)
+    assert p.returncode == 0
+    assert f"{new.name}-{(new / 'id').read_text().strip()}" == new_name

@@ -20,6 +20,7 @@ from source_helpers import NAME, SHA, TARBALL, write_recipe
 
 from sandman.errors import RecipeError, SourceError
 from sandman.names import LABEL_TOOL
+from sandman.text import quoted
 
 TOOLS = ("h7src", "h7src-bad")
 
@@ -82,6 +83,7 @@ def test_a_version_built_from_a_source_tarball_then_offline(
     p = sandman("-v", "install", "--force", "h7src@1.0", env=env)
     assert p.returncode == 0, p.stderr
     assert "downloading" not in p.stderr and "built sandman/h7src:1.0-" in p.stderr
+    assert f"source {quoted(NAME)} of h7src@1.0: from the download cache (" in p.stderr  # said
     assert server.hits == [f"/dl/{NAME}"]
     # and an image that exists needs no download at all (another home, empty cache)
     other = {**env, "SANDMAN_HOME": str(tmp_path / "other-home")}
