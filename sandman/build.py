@@ -22,7 +22,7 @@ import re
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -695,3 +695,27 @@ def check_existing(engine: Engine, paths: Paths, image_id: str, plan: BuildPlan)
 def _discard(engine: Engine, image_id: str) -> None:
     with contextlib.suppress(Exception):
         engine.remove_image(image_id, force=True)
+
+
+def packages_without_apt(engine: Engine, recipes: Iterable[Recipe]) -> list[RecipeError]:
+    """Versions that declare `packages` on a base that has no apt-get: the build would fail at
+    its first step (exit 114); `recipes check` says so before, at the line of `packages`. Only
+    bases present here are looked at (read from the image, nothing runs; once per base)."""
+    has_apt: dict[str, bool] = {}
+    errors: list[RecipeError] = []
+    for recipe in recipes:
+        for v in recipe.versions:
+            if not v.build.packages or not v.build.base:
+                continue
+            info = engine.image(v.build.base)
+            if info is None:
+                continue
+            if info.id not in has_apt:
+                has_apt[info.id] = "/usr/bin/apt-get" in engine.read_files(info.id, ["/usr/bin/apt-get"])
+            if not has_apt[info.id]:
+                where = locate(recipe.path, ("versions", v.version, "packages"))
+                errors.append(RecipeError(
+                    f"{where}: versions.{safe(v.version)}.packages: its base {safe(v.build.base)} has no "
+                    "apt-get (not a Debian or Ubuntu image): install with the base's own package "
+                    "manager in `run`, or use a Debian base"))
+    return errors

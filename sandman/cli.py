@@ -381,16 +381,20 @@ def recipes_check(
 
     A folder may be one recipe's folder or hold several (a recipe repository's root).
     """
-    from sandman.recipes import check_paths
+    from sandman.recipes import check_paths, recipe_files
     from sandman.text import safe_lines
 
     errors: list[RecipeError] = []
+    ctx = _ctx()
     if paths:
         checked, errors = check_paths(paths)
+        files = recipe_files(paths)[0]
     else:
-        ctx = _ctx()
         checked = len(ctx.catalog.entries())
         errors = ctx.catalog.check_all()
+        files = [e.recipe_file for e in ctx.catalog.entries()]
+    if not errors:
+        errors = _packages_checked(ctx, files)
     for e in errors:
         print(safe_lines(e.message), file=sys.stderr)
         if e.detail:
@@ -401,6 +405,20 @@ def recipes_check(
         raise typer.Exit(codes.pop() if len(codes) == 1 else RecipeError.exit_code)
     if _state["verbosity"]:
         print(f"{checked} recipe(s) OK", file=sys.stderr)
+
+
+def _packages_checked(ctx: "Context", files: list[Path]) -> list[RecipeError]:
+    """`packages` on a base without apt, where an engine answers (without one: not checked)."""
+    from sandman.build import packages_without_apt
+    from sandman.errors import SandmanError
+    from sandman.recipes import load_recipe
+
+    try:
+        return packages_without_apt(ctx.engine, (load_recipe(f) for f in files))
+    except SandmanError as e:
+        if _state["verbosity"]:
+            print(f"sandman: the bases of `packages` were not checked: {e.message}", file=sys.stderr)
+        return []
 
 
 # -- images ----------------------------------------------------------------------------------

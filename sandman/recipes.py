@@ -358,23 +358,30 @@ def check_paths(paths: list[Path]) -> tuple[int, list[RecipeError]]:
 
     Returns how many recipes were checked and the errors, each starting with file:line.
     """
+    files, errors = recipe_files(paths)
+    for f in files:
+        try:
+            check_recipe(f, expect_tool=f.absolute().parent.name)
+        except RecipeError as e:
+            errors.append(e)
+    return len(files), errors
+
+
+def recipe_files(paths: list[Path]) -> tuple[list[Path], list[RecipeError]]:
+    """The recipe.toml files that paths name (files, recipe folders, folders of them), and an
+    error for each folder that holds none."""
+    files: list[Path] = []
     errors: list[RecipeError] = []
-    checked = 0
     for p in paths:
         if p.is_dir() and not (p / "recipe.toml").exists():
-            files = sorted(d / "recipe.toml" for d in p.iterdir()
+            found = sorted(d / "recipe.toml" for d in p.iterdir()
                            if d.is_dir() and (d / "recipe.toml").exists())
-            if not files:
+            if not found:
                 errors.append(RecipeError(f"{safe(p)}: no recipe.toml in it or in its subfolders"))
+            files += found
         else:
-            files = [p / "recipe.toml" if p.is_dir() else p]
-        for f in files:
-            checked += 1
-            try:
-                check_recipe(f, expect_tool=f.absolute().parent.name)
-            except RecipeError as e:
-                errors.append(e)
-    return checked, errors
+            files.append(p / "recipe.toml" if p.is_dir() else p)
+    return files, errors
 
 
 def _toml_error(path: Path, msg: str) -> str:

@@ -314,3 +314,34 @@ def test_list_uninstall_doctor_and_conflicts(tmp_path: Path, home: Path, sandman
     assert p.returncode == 0
     assert not (paths_of(home).bin_dir / "sqlite3-3.46").exists()
     assert json.loads(sandman("list", "--json").stdout) == []
+
+
+@pytest.mark.docker
+def test_recipes_check_says_when_packages_have_no_apt(tmp_path: Path, sandman, docker_client) -> None:
+    """`packages` on a base without apt-get fails only at build (114) otherwise: `recipes check`
+    says so first, at the line of `packages`, for a base that is here (read, nothing run)."""
+    tag = f"sandman-test-noapt:{uuid.uuid4().hex[:10]}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"ID=plain\n"
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    repo, _, version = tag.partition(":")
+    docker_client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=version)
+    try:
+        folder = tmp_path / "recipes" / "noapt"
+        folder.mkdir(parents=True)
+        recipe = folder / "recipe.toml"
+        body = ('schema = 1\ntool = "noapt"\ndescription = "packages on a base without apt"\n\n'
+                '[versions."1"]\nbase = "{base}"\npackages = ["sqlite3"]\n')
+        recipe.write_text(body.format(base=tag))
+        p = sandman("recipes", "check", str(folder))
+        assert p.returncode == RecipeError.exit_code, p.stderr
+        assert p.stderr.startswith(f"{recipe}:7: versions.1.packages: its base {tag} has no apt-get "), p.stderr
+        assert len(p.stderr.splitlines()) == 1 and "Traceback" not in p.stderr
+        recipe.write_text(body.format(base="debian:bookworm-slim"))
+        p = sandman("recipes", "check", str(folder))
+        assert (p.returncode, p.stderr) == (0, "1 recipe(s) OK\n"), p.stderr
+    finally:
+        docker_client.images.remove(tag, force=True)
