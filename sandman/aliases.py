@@ -51,10 +51,5 @@ def write_alias_file(paths: Paths, tool: str) -> None:
         f.unlink(missing_ok=True)
         return
     data = "".join(f"{a} {v}\n" for a, v in sorted(found.items())).encode()
-    try:
-        if f.read_bytes() == data:
-            return
-    except OSError:
-        pass
     # shared like the shim runtime: other users may run this home's shims
-    state.atomic_write(f, data, 0o644, dir_mode=0o755)
+    state.write_if_changed(f, data, 0o644, dir_mode=0o755)

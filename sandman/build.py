@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from filelock import FileLock
-
 from sandman.engine import BUILD_STEP_LABEL, LABEL, Engine
 from sandman.errors import (
     BuildError,
@@ -414,6 +412,8 @@ def ensure_image(
     starts; `mirror` is the sources mirror in effect (sources.configured_mirror).
     """
     paths.locks_dir.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # (and asyncio): only a build takes the lock, not list or reshim
+
     lock = FileLock(str(paths.locks_dir / f"{plan.tool}@{plan.version}.lock"))
     with lock:
         what = f"{plan.tool}@{plan.version}"
@@ -697,25 +697,22 @@ def _discard(engine: Engine, image_id: str) -> None:
         engine.remove_image(image_id, force=True)
 
 
-def packages_without_apt(engine: Engine, recipes: Iterable[Recipe]) -> list[RecipeError]:
+def packages_without_apt(engine: Engine, versions: Iterable[tuple[Recipe, Version]]) -> list[RecipeError]:
     """Versions that declare `packages` on a base that has no apt-get: the build would fail at
     its first step (exit 114); `recipes check` says so before, at the line of `packages`. Only
     bases present here are looked at (read from the image, nothing runs; once per base)."""
     has_apt: dict[str, bool] = {}
     errors: list[RecipeError] = []
-    for recipe in recipes:
-        for v in recipe.versions:
-            if not v.build.packages or not v.build.base:
-                continue
-            info = engine.image(v.build.base)
-            if info is None:
-                continue
-            if info.id not in has_apt:
-                has_apt[info.id] = "/usr/bin/apt-get" in engine.read_files(info.id, ["/usr/bin/apt-get"])
-            if not has_apt[info.id]:
-                where = locate(recipe.path, ("versions", v.version, "packages"))
-                errors.append(RecipeError(
-                    f"{where}: versions.{safe(v.version)}.packages: its base {safe(v.build.base)} has no "
-                    "apt-get (not a Debian or Ubuntu image): install with the base's own package "
-                    "manager in `run`, or use a Debian base"))
+    for recipe, v in versions:
+        info = engine.image(v.build.base)
+        if info is None:
+            continue
+        if info.id not in has_apt:
+            has_apt[info.id] = "/usr/bin/apt-get" in engine.read_files(info.id, ["/usr/bin/apt-get"])
+        if not has_apt[info.id]:
+            where = locate(recipe.path, ("versions", v.version, "packages"))
+            errors.append(RecipeError(
+                f"{where}: versions.{safe(v.version)}.packages: its base {safe(v.build.base)} has no "
+                "apt-get (not a Debian or Ubuntu image): install with the base's own package "
+                "manager in `run`, or use a Debian base"))
     return errors

@@ -408,13 +408,18 @@ def recipes_check(
 
 
 def _packages_checked(ctx: "Context", files: list[Path]) -> list[RecipeError]:
-    """`packages` on a base without apt, where an engine answers (without one: not checked)."""
-    from sandman.build import packages_without_apt
+    """`packages` on a base without apt, where an engine answers (without one: not checked);
+    bases named debian or ubuntu are not looked at (recipes.bases_to_check)."""
     from sandman.errors import SandmanError
-    from sandman.recipes import load_recipe
+    from sandman.recipes import bases_to_check, load_recipe
+
+    versions = bases_to_check(load_recipe(f) for f in files)
+    if not versions:  # every one on a Debian or Ubuntu base: no engine needed
+        return []
+    from sandman.build import packages_without_apt
 
     try:
-        return packages_without_apt(ctx.engine, (load_recipe(f) for f in files))
+        return packages_without_apt(ctx.engine, versions)
     except SandmanError as e:
         if _state["verbosity"]:
             print(f"sandman: the bases of `packages` were not checked: {e.message}", file=sys.stderr)
@@ -626,9 +631,10 @@ def reshim(
         parsed += [Spec(r.tool, r.version) for r in installs.all_records(ctx.paths)]
     failed: list[SandmanError] = []
     known = images.Known(engine_of=lambda: ctx.engine)  # the engine's images, read once
+    aliases_done: set[str] = set()  # each tool's alias file written once
     for spec in parsed:
         try:
-            for p in core.reshim(ctx, spec, known):
+            for p in core.reshim(ctx, spec, known, aliases_done=aliases_done):
                 ctx.out.info(f"rewrote {p}")
         except SandmanError as e:
             if len(parsed) == 1:

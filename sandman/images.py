@@ -31,6 +31,7 @@ from sandman.errors import ImageMissingError
 from sandman.installs import InstallRecord, atomic_write
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
+from sandman.state import SHARED_FILE, unchanged
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,17 +116,15 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     parallel `sandman run` of the same image must not swap the file under it, even for an
     identical one, even when both are the first to write it.
     """
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == data:
-            return
+    if unchanged(path, data, SHARED_FILE):  # ours, 0644 (as written below), those bytes
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    atomic_write(tmp, data)
+    atomic_write(tmp, data, SHARED_FILE)
     try:
         os.link(tmp, path)
     except FileExistsError:
-        with contextlib.suppress(OSError):
-            if path.read_bytes() == data:
-                return
+        if unchanged(path, data, SHARED_FILE):
+            return
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):

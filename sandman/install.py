@@ -334,13 +334,16 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     return removed
 
 
-def reshim(ctx: Context, spec: Spec, known: images.Known | None = None) -> list[Path]:
+def reshim(ctx: Context, spec: Spec, known: images.Known | None = None, *,
+           aliases_done: set[str] | None = None) -> list[Path]:
     """Rewrite an install's shims from its record, the current config and runtime (no build).
 
     The recipe's settings stay those of the record (taking a changed recipe's is `upgrade`,
     which asks for consent when permissions change); what changes is the shim runtime (a new
     sandman), config.toml, the host's docker. The record then says what the shims are made of.
-    `known`: the engine's images as this command read them (one listing for `reshim --all`).
+    `known`: the engine's images as this command read them (one listing for `reshim --all`);
+    `aliases_done`: the tools whose alias file this command already wrote (it depends on the
+    tool's records alone, which a reshim does not change: once per tool, not per install).
     """
     from dataclasses import replace
 
@@ -359,7 +362,10 @@ def reshim(ctx: Context, spec: Spec, known: images.Known | None = None) -> list[
     inputs = shims.made_from(sctx.settings, sctx.warm_idle_minutes)
     if inputs != rec.shim_inputs:
         installs.write_record(ctx.paths, replace(rec, shim_inputs=inputs))
-    _aliases_changed(ctx, rec.tool)  # an install made before alias files existed
+    if aliases_done is None or rec.tool not in aliases_done:
+        _aliases_changed(ctx, rec.tool)  # an install made before alias files existed
+        if aliases_done is not None:
+            aliases_done.add(rec.tool)
     tool_files(ctx, rec, rt, None)  # from the cache: a shim's refresh runs this
     return written
 

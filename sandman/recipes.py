@@ -14,6 +14,7 @@ import re
 import stat
 import tomllib
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -942,3 +943,14 @@ def split_key(key: str) -> tuple[str, ...]:
             p = p[1:-1]
         parts.append(p)
     return tuple(parts)
+
+
+_APT_FAMILIES = re.compile(r"^(docker\.io/)?(library/)?(debian|ubuntu)(:|@|$)")
+
+
+def bases_to_check(recipes: Iterable[Recipe]) -> list[tuple[Recipe, Version]]:
+    """The versions whose `packages` sit on a base not named as Debian's or Ubuntu's: only
+    those are worth a look (a lint, not a trust decision: a base named debian that lacks
+    apt-get only fails its build). The common case needs no engine at all."""
+    return [(r, v) for r in recipes for v in r.versions
+            if v.build.packages and v.build.base and not _APT_FAMILIES.match(v.build.base)]

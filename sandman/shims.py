@@ -32,7 +32,7 @@ from sandman.config import PROXY_VARS, ToolSettings
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
-from sandman.state import atomic_write
+from sandman.state import unchanged, write_if_changed
 
 MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -113,10 +113,7 @@ def write_runtime(paths: Paths) -> Path:
     """Write the current runtime (if that content is not there yet): temp file, then rename."""
     text = runtime_text()
     path = runtime_path(paths, runtime_digest(text))
-    with contextlib.suppress(OSError):
-        if path.read_text(encoding="utf-8") == text:
-            return path
-    atomic_write(path, text.encode(), 0o644, dir_mode=0o755)
+    write_if_changed(path, text.encode(), 0o644, dir_mode=0o755)
     return path
 
 
@@ -165,10 +162,7 @@ def write_env_file(paths: Paths, tool: str, version: str, env: dict[str, str]) -
     data = env_file_content(env)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path.parent, 0o700)
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == 0o600:
-            return path
-    atomic_write(path, data, 0o600, dir_mode=0o700)
+    write_if_changed(path, data, 0o600, dir_mode=0o700)
     return path
 
 
@@ -496,12 +490,17 @@ def check_targets(bin_dir: Path, names: Iterable[str], owner: str) -> None:
 
 
 def write_shims(bin_dir: Path, scripts: dict[str, str], owner: str) -> list[Path]:
-    """Write every shim or none: check all targets first, then rename into place."""
+    """Write every shim or none: check all targets first, then rename into place.
+
+    A shim that already is exactly the script (ours, 0755, same bytes) is left as it is: a
+    `reshim --all` writes only what changed. Returns every shim's path, written or not."""
     check_targets(bin_dir, scripts, owner)
     bin_dir.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[str, Path]] = []
     try:
         for name, text in scripts.items():
+            if unchanged(bin_dir / name, text.encode(), 0o755):
+                continue
             fd, tmp = tempfile.mkstemp(dir=bin_dir, prefix=f".{name}.", suffix=".tmp")
             staged.append((tmp, bin_dir / name))
             with os.fdopen(fd, "wb") as f:
@@ -513,7 +512,7 @@ def write_shims(bin_dir: Path, scripts: dict[str, str], owner: str) -> list[Path
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    return [path for _, path in staged]
+    return [bin_dir / name for name in scripts]
 
 
 def remove_shims(bin_dir: Path, names: Iterable[str], owner: str) -> list[Path]:

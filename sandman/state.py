@@ -116,6 +116,36 @@ def atomic_write(path: Path, data: bytes, mode: int = PRIVATE_FILE, *,
             raise
 
 
+def unchanged(path: Path, data: bytes, mode: int) -> bool:
+    """path is already exactly what a write of data with mode would leave: a regular file (not
+    a symlink) owned by this user, of that mode, holding those bytes. A write that finds it so
+    can be skipped (issue 24: work in proportion to what changed); any doubt says False."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                or stat.S_IMODE(st.st_mode) != mode or st.st_size != len(data)):
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def write_if_changed(path: Path, data: bytes, mode: int = PRIVATE_FILE, *,
+                     dir_mode: int = PRIVATE_DIR) -> bool:
+    """atomic_write, unless path is already unchanged(path, data, mode); returns whether it wrote."""
+    if unchanged(path, data, mode):
+        return False
+    atomic_write(path, data, mode, dir_mode=dir_mode)
+    return True
+
+
 def write_json(path: Path, data: Mapping[str, Any], *, schema: int, mode: int = PRIVATE_FILE) -> None:
     """Write a versioned JSON object (sorted keys, one trailing newline) atomically."""
     body = {**data, "schema": schema}

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandman import state
 from sandman.paths import Paths
 from sandman.state import atomic_write
 
@@ -232,12 +233,13 @@ MAX_WORDS, MAX_LEN, MAX_BYTES, SECONDS = 1000, 4096, 262144, 3
 
 def expose(paths: Paths, key: str, plan: dict[str, str], files: ToolFiles, version: str) -> None:
     """Write the completion of each shim (plan: shim name -> command in the image) and the man
-    pages of key, renamed `<page>-<version>`; what was there for key before goes first."""
-    remove(paths, key)
+    pages of key, renamed `<page>-<version>`; what was there for key before and is no longer
+    wanted goes first. A file or link already exactly as wanted is left as it is (a `reshim
+    --all` writes only what changed): the result is the same as removing all and writing again."""
     regs = registrations_dir(paths)
-    regs.mkdir(parents=True, exist_ok=True, mode=0o755)
     comp = completion_dir(paths)
-    written: list[str] = []
+    wanted: dict[Path, bytes] = {}  # every file, 0644
+    links: dict[Path, Path] = {}  # completion link -> its registration
     for shim, cmd in plan.items():
         own = cmd in files.completions and bool(_CMD_RE.match(cmd))
         body = (TOOL_COMPLETE.format(
@@ -245,29 +247,51 @@ def expose(paths: Paths, key: str, plan: dict[str, str], files: ToolFiles, versi
             max_words=MAX_WORDS, max_len=MAX_LEN, max_bytes=MAX_BYTES, seconds=SECONDS)
             if own else FILE_NAMES.format(fn=_fn_name(shim)))
         reg = regs / f"{shim}.bash"
-        atomic_write(reg, REGISTRATION.format(
+        wanted[reg] = REGISTRATION.format(
             shim=shlex.quote(shim), key=key, fn=_fn_name(shim), body=body,
             what=f"{cmd}'s own completion, run in its container" if own else "file names",
-            loader=loader(paths)).encode(), 0o644, dir_mode=0o755)
-        written.append(str(reg))
-        link = comp / shim
-        if not link.exists() or (link.is_symlink() and os.readlink(link) == str(reg)):
-            comp.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                link.unlink()
-            link.symlink_to(reg)
-            written.append(str(link))
+            loader=loader(paths)).encode()
+        links[comp / shim] = reg
+    pages: dict[Path, bytes] = {}
     for rel, content in sorted(files.man.items()):
         m = _PAGE_RE.match(rel)
         if not m:
             continue
         folder, page, section, gz = m.groups()
-        out = man_dir(paths) / f"man{folder}" / f"{page}-{version}.{section}{gz or ''}"
-        atomic_write(out, content, 0o644, dir_mode=0o755)
+        pages[man_dir(paths) / f"man{folder}" / f"{page}-{version}.{section}{gz or ''}"] = content
+    keep = {p for p, data in {**wanted, **pages}.items() if state.unchanged(p, data, 0o644)}
+    keep |= {link for link, reg in links.items() if _links_to(link, reg)}
+    remove(paths, key, keep=keep)
+    regs.mkdir(parents=True, exist_ok=True, mode=0o755)
+    written: list[str] = []
+    for shim in plan:
+        reg = regs / f"{shim}.bash"
+        if reg not in keep:
+            atomic_write(reg, wanted[reg], 0o644, dir_mode=0o755)
+        written.append(str(reg))
+        link = comp / shim
+        if link in keep:
+            written.append(str(link))
+        elif not link.exists() or (link.is_symlink() and os.readlink(link) == str(reg)):
+            comp.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(reg)
+            written.append(str(link))
+    for out, content in pages.items():
+        if out not in keep:
+            atomic_write(out, content, 0o644, dir_mode=0o755)
         written.append(str(out))
     _write_loader(paths)
-    atomic_write(_manifest(paths, key), ("\n".join(written) + "\n").encode(), 0o644,
-                 dir_mode=0o755)
+    state.write_if_changed(_manifest(paths, key), ("\n".join(written) + "\n").encode(), 0o644,
+                           dir_mode=0o755)
+
+
+def _links_to(link: Path, target: Path) -> bool:
+    try:
+        return os.readlink(link) == str(target)
+    except OSError:
+        return False
 
 
 def _manifest(paths: Paths, key: str) -> Path:
@@ -281,14 +305,12 @@ def _write_loader(paths: Paths) -> None:
             f"for _sm_f in {shlex.quote(str(registrations_dir(paths)))}/*.bash; do\n"
             '  [[ -r $_sm_f ]] && . "$_sm_f"\n'
             "done\nunset _sm_f\n")
-    with contextlib.suppress(OSError):
-        if loader(paths).read_text(encoding="utf-8") == text:
-            return
-    atomic_write(loader(paths), text.encode(), 0o644, dir_mode=0o755)
+    state.write_if_changed(loader(paths), text.encode(), 0o644, dir_mode=0o755)
 
 
-def remove(paths: Paths, key: str) -> None:
-    """Take away what expose wrote for key (the files its manifest lists)."""
+def remove(paths: Paths, key: str, *, keep: set[Path] | frozenset[Path] = frozenset()) -> None:
+    """Take away what expose wrote for key (the files its manifest lists), but those in keep
+    (expose's own, already as it would write them)."""
     manifest = _manifest(paths, key)
     try:
         listed = manifest.read_text(encoding="utf-8").split("\n")
@@ -300,11 +322,12 @@ def remove(paths: Paths, key: str) -> None:
         ours = (p.parent == regs or p.parent.parent == man_dir(paths)
                 or (p.parent == completion_dir(paths) and p.is_symlink()
                     and Path(os.readlink(p)).parent == regs))
-        if ours:
+        if ours and p not in keep:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        manifest.unlink()
+    if not keep:
+        with contextlib.suppress(FileNotFoundError):
+            manifest.unlink()
 
 
 def pages(paths: Paths, key: str) -> list[Path]:

@@ -7,6 +7,9 @@
  *       ask it to signal a tool started by `docker exec` (the exec path, shims/warm.bash).
  *       NAME is only there so that the shim can recognise the container's init in /proc.
  *
+ *   sandman-agent reap -- CMD...
+ *       A `docker exec` call's wrapper: the subreaper of what the call starts (see reap()).
+ *
  *   sandman-agent pin WHO EXIT [DST DEV INO]... -- CMD...
  *       A cold container's entrypoint: checks that each mount point DST is the object the shim
  *       pinned (device, inode), then execs CMD; else one line and exit EXIT (see pin()).
@@ -398,6 +401,52 @@ static int signal_number(const char *name) {
     return atoi(name);
 }
 
+/* SIGKILL for pid and everything below it: a call through `reap` (the `docker exec` path) has
+ * its pid in the call file, and the reaper kills a call whose shim was killed hard by that pid;
+ * `reap` cannot pass SIGKILL on, and its orphans would go to the container's init. Stopped
+ * first, then killed, a few rounds (a fork in between is found in the next). */
+static void kill_tree(pid_t root) {
+    for (int round = 0; round < 4; round++) {
+        static pid_t pids[2048], ppids[2048];
+        int n = 0;
+        DIR *d = opendir("/proc");
+        if (!d) break;
+        for (struct dirent *e; (e = readdir(d)) && n < 2048;) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            char path[300], buf[512];
+            snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t r = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (r <= 0) continue;
+            buf[r] = '\0';
+            char *rp = strrchr(buf, ')');
+            long ppid = 0;
+            if (!rp || sscanf(rp + 1, " %*c %ld", &ppid) != 1) continue;
+            pids[n] = (pid_t)atoi(e->d_name);
+            ppids[n++] = (pid_t)ppid;
+        }
+        closedir(d);
+        int found = 0;
+        for (int i = 0; i < n; i++) {
+            pid_t up = ppids[i];
+            for (int depth = 0; depth < 64 && up > 1 && up != root; depth++) {
+                int j = 0;
+                while (j < n && pids[j] != up) j++;
+                up = j < n ? ppids[j] : 0;
+            }
+            if (up == root && pids[i] != root) {
+                kill(pids[i], SIGSTOP);
+                pids[found++] = pids[i];  /* below i: the slots before it are read already */
+            }
+        }
+        for (int i = 0; i < found; i++) kill(pids[i], SIGKILL);
+        if (!found) break;
+    }
+    kill(root, SIGKILL);
+}
+
 /* "SIG PID" lines from the signal FIFO (the `docker exec` path and the reaper). */
 static void relay_fifo(int fd, char *buf, size_t *have, size_t cap) {
     ssize_t r = read(fd, buf + *have, cap - 1 - *have);
@@ -409,7 +458,11 @@ static void relay_fifo(int fd, char *buf, size_t *have, size_t cap) {
         *nl = '\0';
         char name[16];
         long pid = 0;
-        if (sscanf(line, "%15s %ld", name, &pid) == 2 && pid > 1) kill((pid_t)pid, signal_number(name));
+        if (sscanf(line, "%15s %ld", name, &pid) == 2 && pid > 1) {
+            int sig = signal_number(name);
+            if (sig == SIGKILL) kill_tree((pid_t)pid);
+            else kill((pid_t)pid, sig);
+        }
         line = nl + 1;
     }
     *have = strlen(line);
@@ -935,7 +988,55 @@ static int pin(int argc, char **argv) {
     return err == ENOENT || err == ENOTDIR ? 127 : 126;
 }
 
+/* reap -- CMD ARGS...: a `docker exec` call's wrapper in a kept container that runs the agent
+ * (shims/warm.bash, the warm path with SANDMAN_AGENT=0 or a call handed back): the subreaper of
+ * everything the call starts. The tool is its child; when the tool ends, whatever it left
+ * (a `setsid` daemon, another group) is killed and reaped (end_all) before this exits as the
+ * tool did: a call that returned leaves no process, as a cold container that stopped (promise
+ * 14). Its pid is the one the call file names, so a signal sent to it by kill(2) (the signal
+ * FIFO) is passed on to the tool; one a terminal sent to the whole group (^C) is not: the tool
+ * got it already. */
+static pid_t reap_child = -1;
+
+static void reap_forward(int sig, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    int saved = errno;
+    if (reap_child > 0 && (info->si_code == SI_USER || info->si_code == SI_QUEUE)) kill(reap_child, sig);
+    errno = saved;
+}
+
+static int reap(int argc, char **argv) {
+    if (argc < 4 || strcmp(argv[2], "--")) {
+        fprintf(stderr, "usage: sandman-agent reap -- CMD [ARGS]...\n");
+        return 2;
+    }
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) execvp(argv[3], argv + 3);  /* as before */
+    static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
+                                    SIGWINCH, SIGALRM, SIGCONT};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = reap_forward;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp(argv[3], argv + 3);
+        int err = errno;
+        fprintf(stderr, "sandman-agent: %s: %s\n", argv[3], err == ENOENT ? "not found" : strerror(err));
+        _exit(err == ENOENT || err == ENOTDIR ? 127 : 126);
+    }
+    if (pid < 0) execvp(argv[3], argv + 3);
+    reap_child = pid;
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaction(forwarded[i], &sa, NULL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    reap_child = -1;
+    end_all();
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "reap")) return reap(argc, argv);
     if (argc >= 4 && !strcmp(argv[1], "pin")) return pin(argc, argv);
     if (argc >= 3 && !strcmp(argv[1], "serve")) return serve(argv[2], argc >= 4 ? argv[3] : "");
     if (argc >= 2 && !strcmp(argv[1], "call")) return call(argc, argv);
@@ -944,6 +1045,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     fprintf(stderr, "usage: sandman-agent serve SOCK FIFO NAME | call SOCK CALLFD SHIM NPREFIX [OPTS] -- CMD..."
-            " | pin WHO EXIT [DST DEV INO]... -- CMD...\n");
+            " | pin WHO EXIT [DST DEV INO]... -- CMD... | reap -- CMD...\n");
     return 2;
 }

@@ -96,7 +96,13 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       # Started before the agent existed (its main is the shell loop, and no `noagent` mark
       # says the agent could not run there): retired like a swapped folder below, so this
       # call starts one whose main is the agent. Builtins only: the cmdline read above.
-      if [[ -n $sm_agent && " ${cl[*]} " != *" /run/sandman-agent/agent serve "* && ! -e $d/noagent ]]; then
+      # Its agent an older build than this one (sandman was upgraded: the binary is named by
+      # its source's hash): retired the same way, its calls would miss what the new one does.
+      sm_wagent=
+      [[ " ${cl[*]} " == *" /run/sandman-agent/agent serve "* ]] && sm_wagent=1
+      if [[ -n $sm_agent && -z $sm_wagent && ! -e $d/noagent ]]; then
+        :
+      elif [[ -n $sm_agent && -n $sm_wagent && -d /proc/$p/root/ && ! /proc/$p/root/run/sandman-agent/agent -ef $sm_agent ]]; then
         :
       elif sm_warm_same "$p"; then
         return 0
@@ -217,6 +223,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
         fi
         if [[ -n $p && $p != 0 ]]; then
           { printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"; } 2>/dev/null
+          sm_wagent=${sm_agent:+1}
           # the agent listens a moment after its start: wait for it (up to 2 s) rather than
           # sending this first call down the slower path
           for (( i = 0; i < 200; i++ )); do
@@ -282,8 +289,12 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     fi
     sm_pending=()
     trap '' TERM HUP
+    # In a container that runs the agent, the call goes through its `reap`: the subreaper that
+    # ends whatever the tool leaves behind when it returns (promise 14), as the agent's calls do.
+    local reap=()
+    [[ -n $sm_wagent ]] && reap=(/run/sandman-agent/agent reap --)
     "$SM_DOCKER" exec -i "${sm_xargs[@]}" "$sm_wname" /bin/sh -c '{ echo "$$" >"$0"; } 2>/dev/null || exit 125; exec "$@"' \
-      "/run/sandman-warm/calls/$tok" "${SM_PREFIX[@]}" "$@" 0<&0 {sm_napfd}<&- {sm_cfd}<&- &
+      "/run/sandman-warm/calls/$tok" "${reap[@]}" "${SM_PREFIX[@]}" "$@" 0<&0 {sm_napfd}<&- {sm_cfd}<&- &
     sm_cp=$!
     trap 'sm_pending+=(INT)' INT; trap 'sm_pending+=(TERM)' TERM; trap 'sm_pending+=(HUP)' HUP
     while :; do
@@ -319,7 +330,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
           fi ;;
       esac
     fi
-    sm_napfd= sm_cfd=
+    sm_napfd= sm_cfd= sm_wagent=
     for sm_try in 1 2 3; do
       sm_warm_find || sm_warm_start || break
       sm_warm_exec "$@" && exit "$sm_rc"

@@ -156,7 +156,8 @@ MATRIX: dict[str, Reach] = {
         BOTH, CREATION, "run -t's pty vs the agent's pty relay; the container's end vs the "
         "agent's per-call subreaper"),
     "test_security_agent.py::test_a_finished_call_leaves_no_process_behind": Reach(
-        BOTH, CREATION, "the container's end (cold) vs the agent's per-call subreaper"),
+        BOTH, ALL, "the container's end (cold), the agent's `reap` under `docker exec` (warm) and "
+        "the agent's per-call subreaper (agent)"),
     "test_security_agent.py::test_the_pty_follows_the_terminals_size": Reach(
         DOCKER, CREATION, "the agent's own pty relay (no engine in it) against run -t's"),
     "test_security_agent.py::test_links_planted_in_calls_are_never_followed": Reach(

@@ -181,3 +181,67 @@ def test_a_valid_recipe_never_looks_for_line_numbers(tmp_path, monkeypatch) -> N
     with pytest.raises(sandman.recipes.RecipeError) as e:
         sandman.recipes.load_recipe(bad)
     assert f"{bad}:6:" in e.value.message and len(made) == 1  # found when the error needs it
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file and link under root: (inode, mtime, mode); a rewrite (a new inode by rename)
+    or a chmod shows."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_mode)
+    return out
+
+
+@pytest.mark.parametrize("n", [3, 12])
+def test_reshim_all_writes_only_what_changed(tmp_path, n) -> None:
+    """A second `reshim --all` leaves every shim, passwd file, alias file and record as it is;
+    a shim or passwd file whose mode is wrong, or whose bytes differ, is written again."""
+    engine, _ = installed_home(tmp_path, n)
+    home = tmp_path / "home"
+
+    def reshim_all() -> list[Path]:
+        ctx = command_ctx(tmp_path, engine)
+        known = images.Known(engine_of=lambda: ctx.engine)
+        done: set[str] = set()
+        return [p for rec in installs.all_records(ctx.paths)
+                for p in install.reshim(ctx, Spec(rec.tool, rec.version), known, aliases_done=done)]
+
+    first = reshim_all()
+    before = snapshot(home)
+    again = reshim_all()
+    assert again == first  # every shim is still named (the CLI says "rewrote" as before)
+    after = snapshot(home)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed <= {"state/log", "state"} | {k for k in after if k.startswith("state/log")}
+    shim = first[0]
+    text = shim.read_bytes()
+    shim.chmod(0o775)
+    passwd = next(p for p in home.rglob("passwd") if p.is_file())
+    passwd.chmod(0o600)
+    other = first[-1]
+    other.write_bytes(other.read_bytes() + b"# edited\n")
+    reshim_all()
+    assert shim.stat().st_mode & 0o777 == 0o755 and shim.read_bytes() == text
+    assert passwd.stat().st_mode & 0o777 == 0o644
+    assert not other.read_bytes().endswith(b"# edited\n")
+
+
+def test_tool_files_rewritten_only_when_changed(tmp_path) -> None:
+    """expose twice: nothing written the second time; the same files as a fresh expose."""
+    from sandman import toolfiles
+
+    paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"})
+    files = toolfiles.ToolFiles(("flat",), {"usr/share/man/man1/flat.1.gz": b"page"}, None)
+    plan = {"flat-1": "flat", "flat-1-x": "x"}
+    toolfiles.expose(paths, "flat@1", plan, files, "1")
+    before = snapshot(tmp_path / "home")
+    toolfiles.expose(paths, "flat@1", plan, files, "1")
+    assert snapshot(tmp_path / "home") == before
+    fewer = toolfiles.ToolFiles((), {}, None)
+    toolfiles.expose(paths, "flat@1", {"flat-1": "flat"}, fewer, "1")
+    fresh = tmp_path / "fresh"
+    fpaths = Paths.from_env({"SANDMAN_HOME": str(fresh), "PATH": "/usr/bin:/bin"})
+    toolfiles.expose(fpaths, "flat@1", {"flat-1": "flat"}, fewer, "1")
+    assert sorted(snapshot(tmp_path / "home")) == sorted(snapshot(fresh))
+    assert toolfiles.pages(paths, "flat@1") == []
