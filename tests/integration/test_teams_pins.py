@@ -79,7 +79,8 @@ def test_pins_resolve_by_directory_and_env_wins(setup):
     p = cli(home, "which", tool, "--json", cwd=deep)
     assert json.loads(p.stdout) == {
         "tool": tool, "version": "1.0", "origin": "project", "where": str(p1 / ".sandman.toml"),
-        "installed": True, "shim": str(paths_of(home).bin_dir / f"{tool}-1.0"), "plain_missing": []}
+        "installed": True, "shim": str(paths_of(home).bin_dir / f"{tool}-1.0"), "plain_missing": [],
+        "runs": "1.0"}  # the installed version it runs (an alias pin names another)
     p = cli(home, "which", tool, cwd=deep, env={var: "2.0"})
     assert p.stdout.startswith(f"{tool} 2.0 (set by ${var})")
 
