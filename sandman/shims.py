@@ -86,19 +86,36 @@ def shim_names(tool: str, version: str, runtime: Runtime) -> list[str]:
 
 
 # -- the shared runtime ----------------------------------------------------------------------
+# (text, digest) by the templates' (path, mtime, size): `reshim --all` renders every install's
+# shims in one process, and read and hashed the same 40 KB for each (issue 24)
+_runtime_memo: dict[tuple, tuple[str, str]] = {}
+
+
+def _runtime() -> tuple[str, str]:
+    folder = shim_templates_dir()
+    files = (folder / "shim.bash", folder / "warm.bash")
+    key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    if key not in _runtime_memo:
+        template = files[0].read_text(encoding="utf-8")
+        warm_part = files[1].read_text(encoding="utf-8")
+        template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
+        values = "\n".join(f"{k}={v}" for k, v in names.bash_values().items())
+        text = template.replace("@@NAMES@@", values, 1)
+        _runtime_memo.clear()
+        _runtime_memo[key] = (text, hashlib.sha256(text.encode()).hexdigest()[:12])
+    return _runtime_memo[key]
+
+
 def runtime_text() -> str:
     """The runtime every shim sources: shim.bash, warm.bash at @@WARM@@, names at @@NAMES@@."""
-    folder = shim_templates_dir()
-    template = (folder / "shim.bash").read_text(encoding="utf-8")
-    warm_part = (folder / "warm.bash").read_text(encoding="utf-8")
-    template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
-    values = "\n".join(f"{k}={v}" for k, v in names.bash_values().items())
-    return template.replace("@@NAMES@@", values, 1)
+    return _runtime()[0]
 
 
 def runtime_digest(text: str | None = None) -> str:
     """The runtime's name: the first 12 hex digits of the sha256 of its content."""
-    return hashlib.sha256((runtime_text() if text is None else text).encode()).hexdigest()[:12]
+    if text is None:
+        return _runtime()[1]
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def runtime_dir(paths: Paths) -> Path:
@@ -109,11 +126,17 @@ def runtime_path(paths: Paths, digest: str) -> Path:
     return runtime_dir(paths) / f"shim-{digest}.bash"
 
 
+_written: set[Path] = set()
+
+
 def write_runtime(paths: Paths) -> Path:
-    """Write the current runtime (if that content is not there yet): temp file, then rename."""
-    text = runtime_text()
-    path = runtime_path(paths, runtime_digest(text))
-    write_if_changed(path, text.encode(), 0o644, dir_mode=0o755)
+    """Write the current runtime (if that content is not there yet): temp file, then rename.
+    Once per process and file: `reshim --all` asks for every install."""
+    text, digest = _runtime()
+    path = runtime_path(paths, digest)
+    if path not in _written:
+        write_if_changed(path, text.encode(), 0o644, dir_mode=0o755)
+        _written.add(path)
     return path
 
 
@@ -305,8 +328,20 @@ def _home_env() -> list[str]:
             if os.environ.get(k)]
 
 
+_which_memo: dict[tuple[str, str], str | None] = {}
+
+
+def _which(name: str) -> str | None:
+    """shutil.which, once per name and PATH in a process: a command rendering every install's
+    shims asked it five times per install (issue 24)."""
+    key = (name, os.environ.get("PATH", ""))
+    if key not in _which_memo:
+        _which_memo[key] = shutil.which(name)
+    return _which_memo[key]
+
+
 def _real_program(name: str) -> str | None:
-    path = shutil.which(name)
+    path = _which(name)
     return os.path.realpath(path) if path else None
 
 
@@ -415,9 +450,9 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_PASSWD_UID": str(ctx.passwd_uid if ctx.passwd_uid is not None else -1),
         "SM_PASSWD_DIR": shlex.quote(str(ctx.passwd_dir or "")),
         "SM_ENGINE": shlex.quote(ctx.engine),
-        "SM_DOCKER": shlex.quote(shutil.which(ctx.engine) or ctx.engine),
-        "SM_DOCKER_CLI": shlex.quote(shutil.which("docker") or "docker"),
-        "SM_PODMAN_CLI": shlex.quote(shutil.which("podman") or ""),
+        "SM_DOCKER": shlex.quote(_which(ctx.engine) or ctx.engine),
+        "SM_DOCKER_CLI": shlex.quote(_which("docker") or "docker"),
+        "SM_PODMAN_CLI": shlex.quote(_which("podman") or ""),
         "SM_SOCKET": shlex.quote(DOCKER_SOCKET),
         "SM_SOCKET_REAL": _arr(sockets[1:]),
         "SM_SOCKET_GIDS": _arr(str(g) for g in socket_gids()),
