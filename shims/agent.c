@@ -981,6 +981,15 @@ static int pin(int argc, char **argv) {
         fprintf(stderr, "usage: sandman-agent pin WHO EXIT [DST DEV INO]... -- CMD [ARGS]...\n");
         return 2;
     }
+    /* `docker run -t` (20.10) sizes the pty only after the process started: a tool that reads
+     * its size first (stty, less, psql) would see 0 x 0. A terminal still without a size is
+     * given up to 200 ms to get the caller's, as a native tool has it from the start. */
+    struct winsize ws;
+    for (int n = 0; n < 40 && isatty(0) && ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row == 0
+                    && ws.ws_col == 0; n++) {
+        struct timespec t = {0, 5000000};
+        nanosleep(&t, NULL);
+    }
     execvp(argv[i + 1], argv + i + 1);
     int err = errno;
     fprintf(stderr, "sandman-agent: %s: %s\n", argv[i + 1],

@@ -116,10 +116,12 @@ def test_calls_are_served_by_the_agent_and_exec_mode_still_works(kit: Kit, agent
     assert p.returncode == 0 and p.stderr == b"", p.stderr
     assert p.stdout.startswith(f"{AGENT_PATH} serve".encode()), p.stdout
     assert warm_mains(kit.home) and set(warm_mains(kit.home)) == {AGENT_PATH}
-    # the same container, through `docker exec` (SANDMAN_AGENT=0): not the agent's child
+    # the same container, through `docker exec` (SANDMAN_AGENT=0): not the agent's child but
+    # its `reap`'s, the call's own subreaper, itself what `docker exec` started (no parent inside)
     p = run([kit.shim("rtprobe-1"), "sh", "-c", parent], env=kit.env("warm"), cwd=own_work)
     assert p.returncode == 0 and p.stderr == b"", p.stderr
-    assert p.stdout == b" ppid=0\n", p.stdout  # a `docker exec` process has no parent inside
+    assert p.stdout.startswith(f"{AGENT_PATH} reap -- sh -c ".encode()), p.stdout
+    assert p.stdout.endswith(b" ppid=" + p.stdout.rsplit(b"ppid=", 1)[1]) and b" serve " not in p.stdout
     # an agent that is gone (its socket left behind) costs nothing but time: same result
     sock = warm_folder(kit.home, own_work) / "sock" / "agent.sock"
     moved = sock.with_name("moved.sock")
