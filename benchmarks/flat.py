@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.shim import load, machine  # the same machine lines as the shim benchmark
 
 TOOL = "sm-bench-flat"
 BASE = "debian:bookworm-slim"
@@ -61,26 +62,6 @@ COUNTING = ("import atexit, sys, requests\n"
             "sys.argv = ['sandman', *sys.argv[1:]]\n"
             "from sandman.cli import main\n"
             "main()\n")
-
-
-def load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
-
-
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "kernel": platform.release(),
-            "python": platform.python_version()}
 
 
 def write_recipe(root: Path, versions: int) -> None:
