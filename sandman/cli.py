@@ -188,15 +188,15 @@ _NO_ENGINE_COMMANDS = frozenset({"doctor", "recipes", "repo", "exit-codes", "out
 def _ctx() -> "Context":
     from sandman.context import Context
 
+    ctx = Context.from_env(engine_option=_state.get("engine"))
     if _state.get("command") not in _NO_ENGINE_COMMANDS:  # refused before anything is made
         from sandman import status
-        from sandman.config import load_config
-        from sandman.paths import Paths
 
-        status.preflight(load_config(Paths.from_env().config_file).engine)
+        status.preflight(ctx)
     out = _reporter(_state["verbosity"])
     _state["reporter"] = out
-    return Context.from_env(out=out)
+    ctx.out = out
+    return ctx
 
 
 def parse_spec(text: str, *, need_version: bool = True) -> "Spec":
@@ -284,11 +284,10 @@ def main_options(
     engine: Annotated[str | None, typer.Option(
         "--engine", metavar="docker|podman|auto",
         help="The container engine for this command (default: config.toml `engine`, else auto: "
-             "a reachable Docker socket, else Podman). Same as SANDMAN_ENGINE.")] = None,
+             "a reachable Docker socket, else Podman). Wins over SANDMAN_ENGINE.")] = None,
 ) -> None:
     """Run several versions of a legacy command-line tool side by side, each in its own container."""
-    if engine is not None:  # an environment variable, so the processes sandman starts follow it
-        os.environ["SANDMAN_ENGINE"] = engine
+    _state["engine"] = engine  # chosen once, by the command's Context (sandman/engines.py)
     _state["command"] = cli_ctx.invoked_subcommand
     _state["debug"] = debug or bool(os.environ.get("SANDMAN_DEBUG"))
     _state["verbosity"] = 0 if quiet else 2 if verbose else 1

@@ -18,6 +18,7 @@ from sandman.paths import Paths
 
 if TYPE_CHECKING:  # the docker SDK costs ~175 ms of imports: only commands that use it pay
     from sandman.engine import Engine
+    from sandman.engines import EngineChoice
 
 
 class Reporter(Protocol):
@@ -46,20 +47,30 @@ class Context:
     config: Config
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     out: Reporter = field(default_factory=SilentReporter)
+    engine_option: str | None = None  # --engine, which wins over SANDMAN_ENGINE and config.toml
 
     @classmethod
-    def from_env(cls, out: Reporter | None = None) -> Context:
+    def from_env(cls, out: Reporter | None = None, engine_option: str | None = None) -> Context:
         paths = Paths.from_env()
         config = load_config(paths.config_file)
         if config.bin_dir and not os.environ.get("SANDMAN_BIN_DIR"):
             paths = paths.with_bin_dir(config.bin_dir)
-        return cls(paths=paths, config=config, out=out or SilentReporter())
+        return cls(paths=paths, config=config, out=out or SilentReporter(),
+                   engine_option=engine_option)
+
+    @cached_property
+    def choice(self) -> EngineChoice:
+        """The engine of this command, chosen once: the SDK connection, doctor and the shims
+        it writes all read this one decision (raises when the one asked for cannot be had)."""
+        from sandman.engines import choose
+
+        return choose(self.env, self.config.engine, self.engine_option)
 
     @cached_property
     def engine(self) -> Engine:
         from sandman.engine import Engine
 
-        return Engine.connect(self.config.engine, service_log=self.paths.state_dir / "podman-service.log",
+        return Engine.connect(self.choice, service_log=self.paths.state_dir / "podman-service.log",
                               say=self.out.info)
 
     @cached_property

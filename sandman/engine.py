@@ -29,8 +29,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from sandman.engines import DOCKER, EngineChoice, choose, ensure_service, setup_fix
-from sandman.engines import check_usable as _check_usable
+from sandman.engines import Docker, EngineChoice, setup_fix
 from sandman.errors import (
     BuildError,
     DaemonPermissionError,
@@ -43,6 +42,7 @@ from sandman.errors import (
     SandmanError,
 )
 from sandman.names import LABEL
+from sandman.plan import probe_options
 from sandman.text import safe, safe_lines
 
 # Set to "1" right after each FROM of a Dockerfile sandman builds and to "" at its end, so the
@@ -133,37 +133,28 @@ class Engine:
     def __init__(self, client: Any, choice: EngineChoice | None = None) -> None:
         self.client = client
         self.api = client.api
-        self.choice = choice or EngineChoice(
-            DOCKER, "docker", str(getattr(self.api, "base_url", "")), False, "")
+        self.choice = choice or Docker("docker", str(getattr(self.api, "base_url", "")), False, "")
 
     @classmethod
-    def connect(cls, config_engine: str | None = None, *, service_log: Path | None = None,
+    def connect(cls, choice: EngineChoice, *, service_log: Path | None = None,
                 say: Callable[[str], None] | None = None) -> Engine:
-        """The engine chosen by engines.choose; Podman's API service is started when needed."""
-        choice = choose(config_engine=config_engine)
-        _check_usable(choice)
-        ensure_service(choice, service_log, say)
+        """The SDK client of the engine chosen once for this process (Context.choice);
+        Podman's API service is started when needed."""
+        choice.check_usable()
+        choice.ensure_service(service_log, say)
         with translate(f"connecting to {choice.label}"):
-            if choice.kind == DOCKER:
+            if choice.sdk_from_env:  # DOCKER_HOST with DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
                 client = docker.from_env(version="auto", timeout=600)
             else:
                 client = docker.DockerClient(base_url=choice.base_url, version="auto", timeout=600)
             client.ping()
         return cls(client, choice)
 
-    @property
-    def podman(self) -> bool:
-        return self.choice.kind != DOCKER
-
     def network_mode(self, network: bool) -> str | None:
-        """The network of a container sandman starts itself (None: the engine's default).
-
-        Rootless Podman's "bridge" is a CNI network that needs a logind run-time folder (no
-        XDG_RUNTIME_DIR: it fails); its own default for rootless, slirp4netns, always works.
-        """
-        if not network:
-            return "none"
-        return "slirp4netns" if self.podman and self.choice.rootless else None
+        """The network of a container sandman starts itself (probes, the agent's build);
+        None: the engine's default network."""
+        mode = self.choice.network_mode("bridge" if network else "none")
+        return None if mode == "bridge" else mode
 
     # -- facts about the daemon -----------------------------------------------------------
     def version(self) -> dict[str, Any]:
@@ -233,7 +224,7 @@ class Engine:
         repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
         try:
             with translate(f"pulling {ref}"):
-                if self.podman and _loopback(repo):
+                if self.choice.plain_http_api(repo):
                     # Podman's compat pull has no TLS switch: its own API has
                     res = self.api._post(f"{self.api.base_url}/v4.0.0/libpod/images/pull",
                                          stream=True, params={"reference": f"{repo}:{tag}",
@@ -285,7 +276,7 @@ class Engine:
         log = _BuildLog(on_line, what)
         with contextlib.suppress(SandmanError):
             self.remove_build_leftovers()
-        if self._builds_with_cli():
+        if self.choice.builds_with_cli(os.environ):
             image_id: str | None = self._podman_build(context, labels=labels, buildargs=buildargs,
                                                       platform=platform, log=log)
         else:
@@ -327,13 +318,6 @@ class Engine:
                 if "error" in chunk:
                     log.fail(str(chunk.get("error", "")))
         return image_id
-
-    def _builds_with_cli(self) -> bool:
-        """Podman on this machine, its client at hand: CONTAINER_HOST (or a named connection)
-        makes `podman` a remote client, which cannot stop a build either, so those keep the API.
-        The client and the service are the same user's Podman: one image store."""
-        return (self.podman and bool(self.choice.cli) and not os.environ.get("CONTAINER_HOST")
-                and not os.environ.get("CONTAINER_CONNECTION"))
 
     def _podman_build(self, context: IO[bytes], *, labels: dict[str, str], buildargs: dict[str, str],
                       platform: str | None, log: _BuildLog) -> str:
@@ -427,10 +411,7 @@ class Engine:
         with translate(f"running {' '.join(command)} in {image}"):
             container = self.client.containers.create(
                 image, command=command, entrypoint=entrypoint, user=user,
-                network_mode=self.network_mode(network),
-                labels={f"{LABEL}.role": "probe"},
-                security_opt=["no-new-privileges"], cap_drop=["ALL"],
-            )
+                **probe_options(self.choice, network=network))
             try:
                 try:
                     container.start()
@@ -508,7 +489,7 @@ class Engine:
     def push(self, ref: str, on_line: Callable[[str], None]) -> None:
         repo, _, tag = ref.rpartition(":")
         with translate(f"pushing {ref}"):
-            if self.podman and _loopback(repo):
+            if self.choice.plain_http_api(repo):
                 res = self.api._post(self.api._url("/images/{0}/push", repo),
                                      params={"tag": tag, "tlsVerify": "false"}, stream=True)
                 self.api._raise_for_status(res)
@@ -730,13 +711,6 @@ def _epoch(stamp: str, *, default: float) -> float:
 # Podman names every image in full (localhost/sandman/x:1, docker.io/library/debian:...), Docker
 # the way it was tagged: sandman compares names as Docker writes them.
 _DEFAULT_PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
-
-
-def _loopback(repo: str) -> bool:
-    """A registry on this machine: plain HTTP is fine there (Docker's own default, which Podman
-    does not share: it asks for TLS unless told per call)."""
-    host = repo.split("/", 1)[0].rpartition(":")[0] or repo.split("/", 1)[0]
-    return "/" in repo and (host in ("localhost", "[::1]") or host.startswith("127."))
 
 
 def short_tag(tag: str) -> str:

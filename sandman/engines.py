@@ -9,13 +9,14 @@ all, so the hot path never waits for one.
 
 Rootless Podman is the point: an ordinary user with no `docker` group (which is root on that
 host) gets every feature, each user with a private image store. The choice is made here, once,
-from the first of `--engine` (the CLI sets SANDMAN_ENGINE), SANDMAN_ENGINE, config.toml's
+from the first of `--engine`, SANDMAN_ENGINE, config.toml's
 `engine`, and "auto": a reachable Docker socket, else Podman. Nothing here imports the SDK.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import shutil
@@ -23,8 +24,10 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from sandman.errors import (
     DaemonUnavailableError,
@@ -45,11 +48,19 @@ SERVICE_START_SECONDS = 20.0
 
 @dataclass(frozen=True)
 class EngineChoice:
-    kind: str  # "docker" or "podman"
+    """The engine this process uses, chosen once (`choose`), and every way engines differ.
+
+    Docker and Podman are its two kinds; the rest of sandman asks this object (its network
+    mapping, its service, its socket, its values for the shims) and never tests which kind it
+    is, so a difference lives in one method here, not in branches across modules.
+    """
+
     cli: str  # the client shims exec (absolute path), "" when it is not installed
     base_url: str  # what the SDK connects to: unix:///..., tcp://... (Docker's DOCKER_HOST)
     rootless: bool  # Podman as a non-root user: its own store, --userns=keep-id in shims
     why: str  # how it was chosen, for doctor and --debug
+    kind: ClassVar[str] = ""
+    sdk_from_env: ClassVar[bool] = False  # the SDK reads DOCKER_HOST and its TLS settings
 
     @property
     def socket_path(self) -> str:
@@ -58,14 +69,178 @@ class EngineChoice:
     @property
     def label(self) -> str:
         """"Docker", "Podman (rootless)", "Podman (rootful)": for messages."""
-        if self.kind == DOCKER:
-            return "Docker"
+        return "Docker"
+
+    def network_mode(self, network: str) -> str:
+        """The engine's network for a container that asks for `network` (none, bridge, host)."""
+        return network
+
+    def userns(self) -> str:
+        """The user namespace mode of a shim's container ("": the engine's default)."""
+        return ""
+
+    def command_prefix(self, shell: bool) -> list[str]:
+        """Words before a cold call's command (shell: the image has /bin/sh)."""
+        return []
+
+    def for_caller(self, *, root: bool) -> EngineChoice:
+        """This engine as a shim's caller meets it (a shim one user wrote, another may run)."""
+        return self
+
+    def check_usable(self) -> None:
+        """Refuse, before anything is created, an engine this user cannot run containers with."""
+
+    def socket_state(self) -> str:
+        """The API socket: "answers", "absent", "restartable" or "stale" (see Podman's)."""
+        return "answers"
+
+    def ensure_service(self, log: Path | None = None,
+                       say: Callable[[str], None] | None = None) -> bool:
+        """The API answers when this returns; True when sandman had to start it."""
+        return False
+
+    def builds_with_cli(self, env: Mapping[str, str]) -> bool:
+        """Whether a build runs the engine's client rather than the API (see Podman's)."""
+        return False
+
+    def plain_http_api(self, repo: str) -> bool:
+        """Whether a push/pull of repo must ask the engine's own API for plain HTTP."""
+        return False
+
+    def daemon_host(self) -> str | None:
+        """The daemon a shim's warm files are keyed by: Docker's is the call's DOCKER_HOST
+        (None: the environment's), Podman's its API socket (shims/warm.bash)."""
+        return None
+
+    def shim_values(self) -> dict[str, str]:
+        """What a shim needs to reach this engine, decided here and never again by the shim."""
+        return {"SM_ENGINE": self.kind, "SM_DOCKER": self.cli or self.kind}
+
+
+@dataclass(frozen=True)
+class Docker(EngineChoice):
+    """dockerd, through its socket or DOCKER_HOST; images built by the API."""
+
+    kind: ClassVar[str] = DOCKER
+    sdk_from_env: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Podman(EngineChoice):
+    """Podman: rootless as any user but root (a private store, no daemon, no group that is
+    root in disguise); the SDK talks to its API service, which sandman starts when needed."""
+
+    kind: ClassVar[str] = PODMAN
+
+    @property
+    def label(self) -> str:
         return f"Podman ({'rootless' if self.rootless else 'rootful'})"
 
+    def network_mode(self, network: str) -> str:
+        """Rootless Podman's "bridge" is a CNI network that needs a logind run-time folder (no
+        XDG_RUNTIME_DIR: it fails); its own rootless default, slirp4netns, gives the same
+        outbound-only network everywhere."""
+        return "slirp4netns" if self.rootless and network == "bridge" else network
 
-def requested(env: dict[str, str] | None = None, config_engine: str | None = None) -> tuple[str, str]:
-    """(engine name, where it was said): SANDMAN_ENGINE (--engine sets it) > config.toml > auto."""
+    def userns(self) -> str:
+        """Rootless: the caller's uid and gid are the same numbers inside (files made in the
+        current directory are theirs); only they are mapped, so no supplementary group goes."""
+        return "keep-id" if self.rootless else ""
+
+    def command_prefix(self, shell: bool) -> list[str]:
+        """Podman's --init (catatonit) exits 1 when it cannot exec the command; a shell, and
+        Docker's --init, say 127 (not found) or 126 (not executable). In an image with /bin/sh
+        a cold call goes through `sh -c 'exec "$@"'`: the shell replaces itself with the tool
+        (same pid, argv, stdin, signals), or exits 127/126 with its message. Warm calls go
+        through sh already."""
+        return ["/bin/sh", "-c", 'exec "$@"', "sh"] if shell else []
+
+    def for_caller(self, *, root: bool) -> EngineChoice:
+        """Podman is rootless for every caller but root."""
+        return dataclasses.replace(self, rootless=not root)
+
+    def check_usable(self) -> None:
+        if self.rootless:
+            uid = os.geteuid()
+            if problem := subid_problem(_user_name(uid), uid):
+                raise SubidError(problem)
+
+    def socket_state(self) -> str:
+        """"restartable": left by sandman's service, which is gone (sandman starts it again);
+        "stale": a file nothing listens on, not sandman's (the user's to look at)."""
+        sock = self.socket_path
+        if not sock or _answers(sock):
+            return "answers"
+        if not os.path.lexists(sock):
+            return "absent"
+        pid = ""
+        with contextlib.suppress(OSError):
+            pid = _pidfile(sock).read_text().strip()
+        return "restartable" if pid.isdigit() and not _alive(pid) else "stale"
+
+    def ensure_service(self, log: Path | None = None,
+                       say: Callable[[str], None] | None = None) -> bool:
+        """A socket file nothing listens on is only replaced when sandman's own service made it
+        (its pidfile names a process that is gone); any other is the user's to look at."""
+        sock = self.socket_path
+        state = self.socket_state()
+        if state == "answers":
+            return False
+        if state == "stale":
+            raise StaleSocketError(stale_message(sock))
+        if state == "restartable":
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
+        self.check_usable()
+        Path(sock).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if say is not None:
+            say(f"starting Podman's API service on {sock} (it stops after "
+                f"{SERVICE_IDLE_SECONDS // 60} idle minutes)")
+        failure = _start_service(self.cli, sock, log)
+        if failure and (done := revive(self.cli)):
+            if say is not None:
+                say(done)
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
+            failure = _start_service(self.cli, sock, log)
+        if failure:
+            raise DaemonUnavailableError(
+                f"Podman's API service did not start on {sock}{': ' + failure.strip(': ')} "
+                "(run `sandman doctor`)")
+        return True
+
+    def daemon_host(self) -> str | None:
+        return self.base_url
+
+    def builds_with_cli(self, env: Mapping[str, str]) -> bool:
+        """Podman on this machine, its client at hand: CONTAINER_HOST (or a named connection)
+        makes `podman` a remote client, which cannot stop a build either, so those keep the API.
+        The client and the service are the same user's Podman: one image store."""
+        return bool(self.cli) and not env.get("CONTAINER_HOST") and not env.get("CONTAINER_CONNECTION")
+
+    def plain_http_api(self, repo: str) -> bool:
+        """A registry on this machine: plain HTTP is fine there (Docker's own default, which
+        Podman's compat API does not share: it asks for TLS unless told per call)."""
+        host = repo.split("/", 1)[0].rpartition(":")[0] or repo.split("/", 1)[0]
+        return "/" in repo and (host in ("localhost", "[::1]") or host.startswith("127."))
+
+
+def make(kind: str, cli: str, base_url: str, rootless: bool, why: str) -> EngineChoice:
+    """The choice of that kind (tests and callers that know the kind already)."""
+    return (Podman if kind == PODMAN else Docker)(cli, base_url, rootless, why)
+
+
+def stale_message(sock: str) -> str:
+    return (f"the Podman socket {sock} is stale (nothing listens on it): remove it (rm {sock}) "
+            "or restart the service (podman system service), then try again")
+
+
+def requested(env: Mapping[str, str] | None = None, config_engine: str | None = None,
+              option: str | None = None) -> tuple[str, str]:
+    """(engine name, where it was said): --engine > SANDMAN_ENGINE > config.toml > auto."""
     env = os.environ if env is None else env
+    if option is not None and option.strip():
+        return option.strip(), "--engine"
     if value := env.get("SANDMAN_ENGINE", "").strip():
         return value, "SANDMAN_ENGINE"
     if config_engine:
@@ -161,14 +336,18 @@ def _docker_reachable(path: str) -> bool:
     return os.access(path, os.R_OK | os.W_OK) and _answers(path)
 
 
-def choose(env: dict[str, str] | None = None, config_engine: str | None = None) -> EngineChoice:
+def choose(env: Mapping[str, str] | None = None, config_engine: str | None = None,
+           option: str | None = None) -> EngineChoice:
     """The engine for this process; raises when the one asked for cannot be had.
+
+    Called once per process (sandman.context.Context.choice); everything after asks the
+    object it returns.
 
     Only cheap checks (a PATH lookup, a socket connect): the SDK connection, and starting
     Podman's service, come later (`ensure_service`).
     """
     env = os.environ if env is None else env
-    name, origin = requested(env, config_engine)
+    name, origin = requested(env, config_engine, option)
     uid = os.geteuid()
     docker_cli = shutil.which("docker", path=env.get("PATH")) or ""
     podman_cli = shutil.which("podman", path=env.get("PATH")) or ""
@@ -178,7 +357,7 @@ def choose(env: dict[str, str] | None = None, config_engine: str | None = None) 
             f"unknown engine {name!r} (from {origin}): use \"docker\", \"podman\" or \"auto\"")
 
     def docker_choice(why: str) -> EngineChoice:
-        return EngineChoice(DOCKER, docker_cli, docker_host or f"unix://{DOCKER_SOCKET}", False, why)
+        return Docker(docker_cli, docker_host or f"unix://{DOCKER_SOCKET}", False, why)
 
     def podman_choice(why: str) -> EngineChoice:
         sock = env.get("SANDMAN_PODMAN_SOCKET") or podman_socket(uid, env)
@@ -193,7 +372,7 @@ def choose(env: dict[str, str] | None = None, config_engine: str | None = None) 
                 os.environ["XDG_RUNTIME_DIR"] = run_dir  # as the shims do
         if problem := socket_problem(sock, uid):
             raise EngineSetupError(problem)
-        return EngineChoice(PODMAN, podman_cli, f"unix://{sock}", uid != 0, why)
+        return Podman(podman_cli, f"unix://{sock}", uid != 0, why)
 
     if name == DOCKER:
         if not docker_cli and not docker_host and not os.path.exists(DOCKER_SOCKET):
@@ -227,14 +406,23 @@ def choose(env: dict[str, str] | None = None, config_engine: str | None = None) 
         "works without root: apt-get/dnf install podman uidmap), see docs/guide.md")
 
 
+def subid_range(user: str, uid: int, path: str) -> str:
+    """The subordinate range of user (by name or uid) in path ("start+count"), "" when none.
+
+    The one reader of /etc/subuid and /etc/subgid in Python (`doctor` shows it, `subid_problem`
+    needs one); the shim runtime checks the same before a rootless call (shims/shim.bash)."""
+    with contextlib.suppress(OSError):
+        for ln in Path(path).read_text().splitlines():
+            parts = ln.split(":")
+            if len(parts) == 3 and parts[0] in (user, str(uid)):
+                return f"{parts[1]}+{parts[2]}"
+    return ""
+
+
 def subid_problem(user: str, uid: int, files: tuple[str, str] = ("/etc/subuid", "/etc/subgid")) -> str:
     """Why rootless Podman cannot map users for this account, or "" when it can."""
     for path in files:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError:
-            lines = []
-        if not any(ln.split(":")[0] in (user, str(uid)) for ln in lines if ln.count(":") == 2):
+        if not subid_range(user, uid, path):
             return (f"rootless Podman needs subordinate uid and gid ranges for {user} ({path} has "
                     f"none): an admin runs `usermod --add-subuids 100000-165535 --add-subgids "
                     f"100000-165535 {user}`, then `podman system migrate`")
@@ -246,14 +434,6 @@ def _user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
-
-
-def check_usable(choice: EngineChoice) -> None:
-    """Refuse, before anything is created, an engine this user cannot run containers with."""
-    if choice.kind == PODMAN and choice.rootless:
-        uid = os.geteuid()
-        if problem := subid_problem(_user_name(uid), uid):
-            raise SubidError(problem)
 
 
 def _pidfile(sock: str) -> Path:
@@ -268,44 +448,6 @@ def _alive(pid: str) -> bool:
     except OSError:
         return False
     return stat_line.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def ensure_service(choice: EngineChoice, log: Path | None = None, say=None) -> bool:
-    """Podman's API socket answers when this returns; True when sandman had to start it.
-
-    A socket file nothing listens on is only replaced when sandman's own service made it (its
-    pidfile names a process that is gone); any other is the user's to look at.
-    """
-    sock = choice.socket_path
-    if choice.kind != PODMAN or not sock or _answers(sock):
-        return False
-    if os.path.lexists(sock):
-        pid = ""
-        with contextlib.suppress(OSError):
-            pid = _pidfile(sock).read_text().strip()
-        if not (pid.isdigit() and not _alive(pid)):
-            raise StaleSocketError(
-                f"the Podman socket {sock} is stale (nothing listens on it): remove it "
-                f"(rm {sock}) or restart the service (podman system service), then try again")
-        with contextlib.suppress(OSError):
-            os.unlink(sock)
-    check_usable(choice)
-    Path(sock).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if say is not None:
-        say(f"starting Podman's API service on {sock} (it stops after "
-            f"{SERVICE_IDLE_SECONDS // 60} idle minutes)")
-    failure = _start_service(choice.cli, sock, log)
-    if failure and (done := revive(choice.cli)):
-        if say is not None:
-            say(done)
-        with contextlib.suppress(OSError):
-            os.unlink(sock)
-        failure = _start_service(choice.cli, sock, log)
-    if failure:
-        raise DaemonUnavailableError(
-            f"Podman's API service did not start on {sock}{': ' + failure.strip(': ')} "
-            "(run `sandman doctor`)")
-    return True
 
 
 def _start_service(cli: str, sock: str, log: Path | None) -> str:

@@ -120,7 +120,7 @@ def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id
         settings=ctx.config.for_tool(tool, version), locales=f.locales,
         utf8_locale=f.utf8_locale, passwd_uid=uid, passwd_dir=pw_dir, paths=ctx.paths,
         extra_mounts=extra_mounts, refresh=refresh,
-        warm_idle_minutes=ctx.config.warm_idle_minutes, engine=ctx.engine.choice.kind,
+        warm_idle_minutes=ctx.config.warm_idle_minutes, engine=ctx.engine.choice,
         shell=f.shell,
     )
 

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _write_pid(fd)
     from sandman.engine import Engine
+    from sandman.engines import choose
     from sandman.errors import SandmanError
 
     host = socket.gethostname()
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if own_warm:
         _log_to(paths.log_dir / "reaper.log")
     try:
-        engine = Engine.connect()
+        engine = Engine.connect(choose())  # SANDMAN_ENGINE: the shim's engine, passed on
     except SandmanError:
         os.ftruncate(fd, 0)
         return 1

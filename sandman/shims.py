@@ -27,15 +27,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandman import names, warm
+from sandman import names, plan, warm
 from sandman.config import PROXY_VARS, ToolSettings
+from sandman.engines import DOCKER_SOCKET, Docker, EngineChoice
 from sandman.errors import ConflictError, MountError
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
 from sandman.state import unchanged, write_if_changed
 
 MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
-DOCKER_SOCKET = "/var/run/docker.sock"
+DEFAULT_ENGINE = Docker("", f"unix://{DOCKER_SOCKET}", False, "the default")  # unit tests
 # the recipe's runtime fields a shim bakes in (smoke is only run by install)
 RECIPE_FIELDS = ("entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "mounts",
                  "network", "command_run", "home_files", "devices", "cap_add", "aliases",
@@ -59,7 +60,7 @@ class ShimContext:
     extra_mounts: tuple[str, ...] = ()  # HOST:CONTAINER[:ro|rw] from `sandman run --mount`
     refresh: bool = True  # shims on PATH refresh when config.toml changes; `sandman run` does not
     warm_idle_minutes: int = 10  # config.toml `warm_idle_minutes`: warm containers stop after this
-    engine: str = "docker"  # docker | podman: whose client the shim execs (sandman/engines.py)
+    engine: EngineChoice = DEFAULT_ENGINE  # the command's engine: whose client the shim execs
     shell: bool = True  # the image has /bin/sh (images.ImageFacts.shell)
 
 
@@ -421,6 +422,11 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
     refresh = (["env", *home_env] if home_env else []) + [
         sys.executable, "-m", "sandman", "-q", "reshim", f"{ctx.tool}@{ctx.version}"]
     reaper = ["env", *home_env, sys.executable, "-m", "sandman.reaper"]
+    launch = plan.LaunchPlan(
+        tool=ctx.tool, version=ctx.version, image=ctx.image, network=rt.network,
+        platform=rt.platform or "", cap_add=tuple(rt.cap_add), devices=tuple(rt.devices),
+        host=socket.gethostname(), reaper_pidfile=str(ctx.paths.reaper_pidfile))
+    run_root, run_user = launch.run_args_by_caller(ctx.engine)
     values = {
         "SM_TOOL": shlex.quote(ctx.tool),
         "SM_VERSION": shlex.quote(ctx.version),
@@ -430,11 +436,13 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_NEEDCMD": "1" if needcmd else "0",
         "SM_COMMANDS": _arr(rt.commands),
         "SM_NETWORK": shlex.quote(rt.network),
+        "SM_RUN": _arr(run_root),  # sandman/plan.py: the words of `run` no call changes
+        "SM_RUN_USER": _arr(run_user),  # the same, for a caller other than root
+        "SM_EXEC": _arr(ctx.engine.command_prefix(ctx.shell)),
         "SM_PLATFORM": shlex.quote(rt.platform or ""),
         "SM_RUN_AS": _arr(f"{k}={v}" for k, v in rt.command_run.items()),
         "SM_HOME_FILES": _arr(rt.home_files),
         "SM_DEVICES": _arr(rt.devices),
-        "SM_CAP_ADD": _arr(rt.cap_add),
         "SM_PATH_ARGS": rt.path_args,
         "SM_ENV": _arr(f"{k}={v}" for k, v in env.items()),
         "SM_ENV_FILE": shlex.quote(str(envf or "")),
@@ -449,10 +457,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_SHELL": "1" if ctx.shell else "0",
         "SM_PASSWD_UID": str(ctx.passwd_uid if ctx.passwd_uid is not None else -1),
         "SM_PASSWD_DIR": shlex.quote(str(ctx.passwd_dir or "")),
-        "SM_ENGINE": shlex.quote(ctx.engine),
-        "SM_DOCKER": shlex.quote(_which(ctx.engine) or ctx.engine),
-        "SM_DOCKER_CLI": shlex.quote(_which("docker") or "docker"),
-        "SM_PODMAN_CLI": shlex.quote(_which("podman") or ""),
+        **{k: shlex.quote(v) for k, v in ctx.engine.shim_values().items()},
         "SM_SOCKET": shlex.quote(DOCKER_SOCKET),
         "SM_SOCKET_REAL": _arr(sockets[1:]),
         "SM_SOCKET_GIDS": _arr(str(g) for g in socket_gids()),

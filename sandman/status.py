@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import engines, images, installs, pins, shims
+from sandman import engines, images, installs, pins, plan, shims
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
 from sandman.names import LABEL
@@ -123,13 +123,13 @@ def doctor(ctx: Context) -> list[Check]:
     checks: list[Check] = []
     daemon = False
     try:
-        choice: engines.EngineChoice | None = engines.choose(ctx.env, ctx.config.engine)
+        choice: engines.EngineChoice | None = ctx.choice
     except SandmanError as e:  # neither engine, or the one named is not here: one line, the fix
         checks.append(Check(False, "engine", e.message))
         choice = None
     if choice is not None:
         checks.append(Check(True, "engine", f"{choice.label} at {choice.base_url} ({choice.why})"))
-    if choice is not None and choice.kind == engines.DOCKER:
+    if isinstance(choice, engines.Docker):
         docker_cli = shutil.which("docker")
         checks.append(Check(bool(docker_cli), "docker client", docker_cli or
                             "not on PATH: shims exec `docker run`; install the docker CLI"))
@@ -189,37 +189,17 @@ def doctor(ctx: Context) -> list[Check]:
     return checks
 
 
-def socket_state(choice: engines.EngineChoice) -> str:
-    """Podman's API socket: "answers", "absent", "restartable" (left by sandman's service,
-    which is gone: sandman starts it again) or "stale" (a file nothing listens on, not
-    sandman's: the user's to look at). The same rule as engines.ensure_service."""
-    sock = choice.socket_path
-    if not sock or engines._answers(sock):
-        return "answers"
-    if not os.path.lexists(sock):
-        return "absent"
-    pid = ""
-    with contextlib.suppress(OSError):
-        pid = engines._pidfile(sock).read_text().strip()
-    return "restartable" if pid.isdigit() and not engines._alive(pid) else "stale"
-
-
-def stale_message(sock: str) -> str:
-    return (f"the Podman socket {sock} is stale (nothing listens on it): remove it (rm {sock}) "
-            "or restart the service (podman system service), then try again")
-
-
-def preflight(config_engine: str | None) -> engines.EngineChoice:
+def preflight(ctx: Context) -> engines.EngineChoice:
     """The engine of a command that needs one, refused before the command creates anything.
 
     Only the cheap checks (a PATH lookup, a socket connect, /etc/subuid): no engine (92), the
     named one not installed (93), rootless Podman without subordinate ids (94), a stale
     Podman socket (95). The SDK connection, and starting Podman's service, come later.
     """
-    choice = engines.choose(config_engine=config_engine)
-    engines.check_usable(choice)
-    if choice.kind == engines.PODMAN and socket_state(choice) == "stale":
-        raise StaleSocketError(stale_message(choice.socket_path))
+    choice = ctx.choice
+    choice.check_usable()
+    if choice.socket_state() == "stale":
+        raise StaleSocketError(engines.stale_message(choice.socket_path))
     return choice
 
 
@@ -236,15 +216,6 @@ def _first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     errors = [ln for ln in lines if ln.startswith("Error")]  # podman's own error, not a warning
     return (errors or lines or ["(no output)"])[-1]
-
-
-def _subid_ranges(user: str, uid: int, path: str) -> str:
-    with contextlib.suppress(OSError):
-        for ln in Path(path).read_text().splitlines():
-            parts = ln.split(":")
-            if len(parts) == 3 and parts[0] in (user, str(uid)):
-                return f"{parts[1]}+{parts[2]}"
-    return ""
 
 
 def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
@@ -269,9 +240,9 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
         problem = engines.subid_problem(user, uid)
         subids_ok = not problem
         out.append(Check(subids_ok, "subordinate ids", problem or
-                         f"subuid {_subid_ranges(user, uid, '/etc/subuid')}, "
-                         f"subgid {_subid_ranges(user, uid, '/etc/subgid')}"))
-    state = socket_state(choice)
+                         f"subuid {engines.subid_range(user, uid, '/etc/subuid')}, "
+                         f"subgid {engines.subid_range(user, uid, '/etc/subgid')}"))
+    state = choice.socket_state()
     sock = choice.socket_path
     out.append(Check(state != "stale", "podman API socket", {
         "answers": f"{sock} answers",
@@ -279,7 +250,7 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
                   f"command needs it (it stops after {engines.SERVICE_IDLE_SECONDS // 60} idle minutes)",
         "restartable": f"{sock} was left by sandman's service, which has exited: sandman starts "
                        "it again when a command needs it",
-        "stale": stale_message(sock),
+        "stale": engines.stale_message(sock),
     }[state]))
     if not subids_ok:
         return out  # nothing can start a container: the line above says why and what to do
@@ -321,9 +292,10 @@ def _container_check(choice: engines.EngineChoice) -> Check:
     if not image:
         return Check(True, "podman run", "not tried: no Debian base in this store yet "
                      "(sandman bootstrap debian:bookworm-slim)")
-    argv = ["run", "--rm", "--network", "none", "--label", f"{LABEL}.role=doctor"]
-    if choice.rootless:
-        argv += ["--userns", "keep-id"]
+    argv = ["run", "--rm", *plan.security_args(), "--network", choice.network_mode("none"),
+            "--label", f"{LABEL}.role=doctor"]
+    if userns := choice.userns():
+        argv += ["--userns", userns]
     try:
         run = _podman(choice.cli, *argv, image, "true", timeout=120)
     except (OSError, subprocess.SubprocessError) as e:

@@ -81,7 +81,7 @@ def _docker_host(docker_host: str | None) -> str:
 def _engine_host(engine: Engine) -> str | None:
     """Podman's containers are keyed by its API socket (as shims/warm.bash does), Docker's by
     DOCKER_HOST."""
-    return engine.choice.base_url if getattr(engine, "podman", False) else None
+    return engine.choice.daemon_host()
 
 
 def warm_dir(paths: Paths) -> Path:

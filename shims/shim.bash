@@ -30,12 +30,9 @@ if [[ -n $SM_CONFIG && -n $SM_SELF && $SM_CONFIG -nt $SM_SELF && -z ${SANDMAN_NO
 fi
 
 # The engine: Docker, or Podman (rootless as any user but root: its own store, no daemon, no
-# group that is root in disguise). SANDMAN_ENGINE picks the other one for this call.
+# group that is root in disguise). Chosen once, by the sandman command that wrote this shim
+# (sandman/engines.py); the shim never decides it again.
 sm_engine=$SM_ENGINE
-if [[ ${SANDMAN_ENGINE-} == docker || ${SANDMAN_ENGINE-} == podman ]] && [[ $SANDMAN_ENGINE != "$SM_ENGINE" ]]; then
-  sm_engine=$SANDMAN_ENGINE
-  [[ $sm_engine == podman ]] && SM_DOCKER=$SM_PODMAN_CLI || SM_DOCKER=$SM_DOCKER_CLI
-fi
 # Podman's API sockets (rootful, and this user's by Podman's own rule) are never mounted,
 # whichever engine runs the call.
 if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
@@ -199,34 +196,19 @@ if [[ $sm_engine == docker && $sm_sock != "$SM_SOCKET" && $sm_sock == /* ]]; the
   sm_real "$sm_sock" && sm_socks+=("$sm_rp")
 fi
 
-sm_net=$SM_NETWORK
-[[ -n $sm_rootless && $sm_net == bridge ]] && sm_net=slirp4netns  # see --userns below
-sm_args=(
-  --rm -i --init --log-driver none --pull never
+# The words of `run` that no call changes come from sandman/plan.py, rendered into the shim:
+# security options, network, user namespace, platform, capabilities, devices, labels. A caller
+# other than root may need other words (rootless Podman maps its ids and network its own way).
+if (( EUID )); then sm_args=("${SM_RUN_USER[@]}"); else sm_args=("${SM_RUN[@]}"); fi
+sm_args+=(
   --name "sandman-${SM_NAME}-$$-${RANDOM}"
-  --label "$SM_LABEL_ROLE=run" --label "$SM_LABEL_TOOL=$SM_TOOL" --label "$SM_LABEL_VERSION=$SM_VERSION"
-  --label "$SM_LABEL_PID=$$" --label "$SM_LABEL_HOST=$SM_HOST" --label "$SM_LABEL_UID=$sm_uid"
-  --label "$SM_LABEL_REAPER=$SM_REAPER_PIDFILE"
+  --label "$SM_LABEL_PID=$$" --label "$SM_LABEL_UID=$sm_uid"
   --user "$sm_uid:$sm_gid"
-  --security-opt no-new-privileges --cap-drop ALL
-  --network "$sm_net"
-  --entrypoint ""
 )
-# Rootless Podman: the caller's uid and gid are the same numbers inside (files made in the
-# current directory are theirs); only they are mapped, so no supplementary group goes along.
-# Its "bridge" is a CNI network that needs a logind session's run-time folder; slirp4netns,
-# rootless Podman's own default, gives the same outbound-only network everywhere.
-[[ -n $sm_rootless ]] && sm_args+=(--userns keep-id)
-# An image of another CPU (the recipe's platform) is named so: docker runs it through QEMU
-# user emulation without printing a platform warning on the user's stderr.
-[[ -n ${SM_PLATFORM-} ]] && sm_args+=(--platform "$SM_PLATFORM")
-# Capabilities and devices only when the recipe (or config.toml) asks; a device must exist
-# here, as a device, or nothing runs.
-for sm_v in "${SM_CAP_ADD[@]}"; do sm_args+=(--cap-add "$sm_v"); done
+# A device the plan passes in must exist here, as a device, or nothing runs.
 for sm_v in "${SM_DEVICES[@]}"; do
   sm_src=${sm_v%%:*}
   [[ -c $sm_src || -b $sm_src ]] || sm_die "${SM_TOOL}@${SM_VERSION}: device $sm_src does not exist on this host (it is in the recipe's devices; set [tools.$SM_TOOL] devices in config.toml to use another)" "$SM_EXIT_DEVICE"
-  sm_args+=(--device "$sm_v")
 done
 # Supplementary groups go along, except any group that owns the Docker socket (recorded at
 # install time): a container never gets the right to talk to the daemon.
@@ -562,7 +544,7 @@ for sm_v in "${SM_PASS_ENV[@]}"; do
 done
 # The host's proxy settings (HTTP_PROXY, no_proxy...) when the tool has a network: never
 # with none; config.toml's proxy_env = false leaves SM_PROXY_ENV empty.
-if [[ $sm_net != none ]]; then
+if [[ $SM_NETWORK != none ]]; then
   for sm_v in "${SM_PROXY_ENV[@]}"; do
     [[ -n ${!sm_v+x} ]] && sm_args+=(-e "$sm_v")
   done
@@ -651,12 +633,6 @@ if [[ $SM_NEEDCMD == 1 && $# -eq 0 ]]; then
   sm_die "${SM_TOOL}-${SM_VERSION} needs a command to run, for example: ${SM_TOOL}-${SM_VERSION} ${SM_COMMANDS[0]:-COMMAND} ARGS (commands: ${SM_COMMANDS[*]:-none declared})" "$SM_EXIT_USAGE"
 fi
 
-# Podman's --init (catatonit) exits 1 when it cannot exec the command; a shell, and Docker's
-# --init, say 127 (not found) or 126 (not executable). In an image with /bin/sh, a cold Podman
-# call goes through `sh -c 'exec "$@"'`: the shell replaces itself with the tool (same pid,
-# argv, stdin, signals), or exits 127/126 with its message. Warm calls already go through sh.
-sm_exec=()
-[[ $sm_engine == podman && ${SM_SHELL-0} == 1 ]] && sm_exec=(/bin/sh -c 'exec "$@"' sh)
 
 # A cold container checks, before the tool runs, that each bind mount is the very object the
 # shim checked (its pin, see sm_real): the engine mounts by path, and a path can be swapped
@@ -754,7 +730,7 @@ if [[ -n ${SANDMAN_DRY_RUN-} && ${SANDMAN_DRY_RUN-} != 0 ]]; then
     fi
     sm_run+=("$sm_a"); (( sm_i += 1 ))
   done
-  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
+  printf '%q ' "$SM_DOCKER" run "${sm_run[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${SM_EXEC[@]}" "${SM_PREFIX[@]}" "$@"
   printf '\n'
   exit 0
 fi
@@ -765,4 +741,4 @@ sm_pin_cold
 for sm_v in "${sm_pins[@]}" "/dev/fd/$sm_cwdfd/"; do  # the engine's client needs none of them
   [[ $sm_v == /dev/fd/[0-9]*/* ]] && sm_v=${sm_v#/dev/fd/} && sm_v=${sm_v%%/*} && exec {sm_v}<&-
 done 2>/dev/null
-exec "$SM_DOCKER" run "${sm_args[@]}" "${sm_pinargs[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${sm_exec[@]}" "${SM_PREFIX[@]}" "$@"
+exec "$SM_DOCKER" run "${sm_args[@]}" "${sm_pinargs[@]}" "$SM_IMAGE" "${sm_pincmd[@]}" "${SM_EXEC[@]}" "${SM_PREFIX[@]}" "$@"

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandman.engine import ContainerInfo, ImageInfo
+from sandman.engines import Docker
 from sandman.errors import RemoteError
 from sandman.names import LABEL, LABEL_TOOL
 
@@ -48,7 +49,8 @@ class FakeEngine:
     not expect sandman to look inside an image must not pass on an invented answer.
     """
 
-    podman = False  # a Docker daemon: warm containers are keyed by DOCKER_HOST, not a socket
+    # a Docker daemon: warm containers are keyed by DOCKER_HOST, not a socket
+    choice = Docker("docker", "unix:///var/run/docker.sock", False, "a fake engine")
 
     def __init__(self, images: Mapping[str, str | ImageInfo] | None = None, *,
                  containers: Iterable[ContainerInfo] = (),

@@ -396,8 +396,9 @@ _agents_built: set[Path] = set()
 # Tests never run mmdebstrap: the session's bases were bootstrapped when the machine was set up,
 # so this stands in for that bootstrap's record, in the home's own store and state.
 RECORD_BASE = ("from sandman import bootstrap; from sandman.engine import Engine; "
-               "from sandman.paths import Paths; ref = 'debian:bookworm-slim'; "
-               "bootstrap.record_made(Paths.from_env(), ref, Engine.connect().image(ref).id)")
+               "from sandman.engines import choose; from sandman.paths import Paths; "
+               "ref = 'debian:bookworm-slim'; "
+               "bootstrap.record_made(Paths.from_env(), ref, Engine.connect(choose()).image(ref).id)")
 
 
 def ensure_agent(home: Path, kit: Kit | None = None) -> Path:

@@ -147,14 +147,14 @@ def test_named_engine_not_installed_is_93_before_anything_is_made(tmp_path: Path
     p = root_cli("install", "sqlite3@3.46", env={**env, "SANDMAN_ENGINE": "podman"})
     assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("SANDMAN_ENGINE"))
     p = root_cli("--engine", "podman", "install", "sqlite3@3.46", env=env)
-    assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("SANDMAN_ENGINE"))
+    assert (p.returncode, one_line(p.stderr)) == (EngineNotInstalledError.exit_code, want.format("--engine"))
     assert not home.exists()
 
     # --engine with a name that is no engine: the same code (a typo in SANDMAN_ENGINE or
     # config.toml is no usage error either), said before anything is made
     p = root_cli("--engine", "nosuch", "list", env=env)
     assert (p.returncode, one_line(p.stderr)) == (
-        EngineNotInstalledError.exit_code, "sandman: unknown engine 'nosuch' (from SANDMAN_ENGINE): use \"docker\", \"podman\" or \"auto\"")
+        EngineNotInstalledError.exit_code, "sandman: unknown engine 'nosuch' (from --engine): use \"docker\", \"podman\" or \"auto\"")
     assert not home.exists()
 
     config = paths_of(home).config_file

@@ -68,7 +68,7 @@ def _stage(kit: Kit, *, agent: bool = True) -> dict[str, Path]:
     lines = []
     for line in (kit.bin / "rtprobe-1").read_text().splitlines():
         name = line.split("=", 1)[0]
-        if name in ("SM_DOCKER", "SM_DOCKER_CLI", "SM_PODMAN_CLI"):
+        if name == "SM_DOCKER":
             line = f"{name}={wrapper}"
         elif name == "SM_AGENT" and not agent:
             line = "SM_AGENT=/nonexistent/sandman-agent"

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from sandman import engines, status
+from sandman.config import Config
+from sandman.context import Context
 from sandman.errors import EngineNotInstalledError, NoEngineError, StaleSocketError
+from sandman.paths import Paths
 
 
 def fake_bin(tmp_path: Path, *names: str) -> str:
@@ -227,32 +230,38 @@ def test_setup_fix_says_nothing_of_other_failures() -> None:
 
 # -- doctor's socket rule and the commands' early check (status.py) ---------------------------
 def podman_at(sock: str) -> engines.EngineChoice:
-    return engines.EngineChoice("podman", "/bin/true", f"unix://{sock}", True, "test")
+    return engines.Podman("/bin/true", f"unix://{sock}", True, "test")
 
 
 def test_socket_state(tmp_path, listening, dead_socket) -> None:
-    assert status.socket_state(podman_at(listening)) == "answers"
-    assert status.socket_state(podman_at(str(tmp_path / "none.sock"))) == "absent"
-    assert status.socket_state(podman_at(dead_socket)) == "stale"
+    assert podman_at(listening).socket_state() == "answers"
+    assert podman_at(str(tmp_path / "none.sock")).socket_state() == "absent"
+    assert podman_at(dead_socket).socket_state() == "stale"
     # sandman's own service wrote its pid beside it; that process is gone: restartable
     pidfile = engines._pidfile(dead_socket)
     pidfile.write_text("999999999\n")
-    assert status.socket_state(podman_at(dead_socket)) == "restartable"
+    assert podman_at(dead_socket).socket_state() == "restartable"
     pidfile.write_text(f"{os.getpid()}\n")  # the process lives: not sandman's to replace
-    assert status.socket_state(podman_at(dead_socket)) == "stale"
+    assert podman_at(dead_socket).socket_state() == "stale"
+
+
+def fresh_context(tmp_path: Path) -> Context:
+    """A command's Context as the CLI makes it: its engine chosen from this environment."""
+    return Context(paths=Paths.from_env({"SANDMAN_HOME": str(tmp_path / "home")}), config=Config(),
+                   env=dict(os.environ))
 
 
 def test_preflight_refuses_a_stale_podman_socket(tmp_path, dead_socket, monkeypatch) -> None:
     monkeypatch.setenv("PATH", fake_bin(tmp_path, "podman"))
     monkeypatch.setenv("SANDMAN_ENGINE", "podman")
     monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", dead_socket)
-    monkeypatch.setattr(engines, "check_usable", lambda choice: None)  # subids: not this test
+    monkeypatch.setattr(engines.Podman, "check_usable", lambda self: None)  # subids: not this test
     with pytest.raises(StaleSocketError) as e:
-        status.preflight(None)
+        status.preflight(fresh_context(tmp_path))
     assert e.value.exit_code == StaleSocketError.exit_code
     assert f"(rm {dead_socket})" in e.value.message
     monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", str(tmp_path / "none.sock"))
-    assert status.preflight(None).socket_path == str(tmp_path / "none.sock")
+    assert status.preflight(fresh_context(tmp_path)).socket_path == str(tmp_path / "none.sock")
 
 
 def test_a_zombie_service_is_gone(tmp_path, dead_socket) -> None:
@@ -272,7 +281,7 @@ def test_a_zombie_service_is_gone(tmp_path, dead_socket) -> None:
         assert Path(f"/proc/{p.pid}").exists()  # not reaped yet: a zombie
         assert not engines._alive(str(p.pid))
         engines._pidfile(dead_socket).write_text(f"{p.pid}\n")
-        assert status.socket_state(podman_at(dead_socket)) == "restartable"
+        assert podman_at(dead_socket).socket_state() == "restartable"
     finally:
         p.kill()
         p.wait()
@@ -354,10 +363,10 @@ def test_revive_says_nothing_when_migrate_fails(stuck: Path) -> None:
 
 def test_the_service_starts_after_sandman_revives_podman(stuck: Path, tmp_path: Path) -> None:
     sock = str(tmp_path / "run" / "podman.sock")
-    choice = engines.EngineChoice("podman", str(stuck / "podman"), f"unix://{sock}", False, "test")
+    choice = engines.Podman(str(stuck / "podman"), f"unix://{sock}", False, "test")
     said: list[str] = []
     try:
-        assert engines.ensure_service(choice, tmp_path / "service.log", said.append) is True
+        assert choice.ensure_service(tmp_path / "service.log", said.append) is True
         assert engines._answers(sock)
         assert any("podman system migrate" in s for s in said), said
         assert calls(stuck)[0].startswith("system service")  # the first start failed...
@@ -373,7 +382,7 @@ def test_a_service_that_fails_otherwise_is_not_retried(tmp_path: Path) -> None:
                    "echo 'Error: crun: cgroups in hybrid mode not supported' >&2; exit 125\n")
     bad.chmod(0o755)
     sock = str(tmp_path / "podman.sock")
-    choice = engines.EngineChoice("podman", str(bad), f"unix://{sock}", False, "test")
+    choice = engines.Podman(str(bad), f"unix://{sock}", False, "test")
     with pytest.raises(engines.DaemonUnavailableError, match="hybrid mode"):
-        engines.ensure_service(choice, tmp_path / "service.log")
+        choice.ensure_service(tmp_path / "service.log")
     assert [c.split()[:2] for c in calls(tmp_path)] == [["system", "service"], ["info", "--format"]]

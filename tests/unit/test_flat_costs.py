@@ -24,7 +24,7 @@ from sandman.catalog import Catalog, Spec, default_sources
 from sandman.config import Config
 from sandman.context import Context
 from sandman.engine import ImageInfo
-from sandman.engines import DOCKER, EngineChoice
+from sandman.engines import Docker
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
 
@@ -38,7 +38,7 @@ FILES = {"/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "/etc/group": b"root
 def fake(images: dict) -> FakeEngine:
     """A FakeEngine that is Docker, as the shims it writes ask."""
     engine = FakeEngine(images, files=FILES)
-    engine.choice = EngineChoice(DOCKER, "docker", "unix:///var/run/docker.sock", False, "test")  # type: ignore[attr-defined]
+    engine.choice = Docker("docker", "unix:///var/run/docker.sock", False, "test")  # type: ignore[attr-defined]
     return engine
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sandman.engine import Engine, _unpack_context
-from sandman.engines import DOCKER, PODMAN, EngineChoice
+from sandman.engines import Docker, Podman
 from sandman.errors import BuildError, EngineSetupError, NoSpaceError
 from sandman.names import LABEL_TOOL
 
@@ -93,7 +93,7 @@ def podman_engine(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
     monkeypatch.delenv("CONTAINER_CONNECTION", raising=False)
     client = SimpleNamespace(api=FakeAPI(), images=FakeImages())
-    return Engine(client, EngineChoice(PODMAN, str(fake), "unix:///nowhere.sock", True, "test"))
+    return Engine(client, Podman(str(fake), "unix:///nowhere.sock", True, "test"))
 
 
 def context() -> io.BytesIO:
@@ -187,15 +187,15 @@ def test_an_interrupted_podman_build_kills_its_step_and_waits_for_the_cleanup(
                                  {"CONTAINER_CONNECTION": "elsewhere"}])
 def test_a_remote_podman_keeps_the_api(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     client = SimpleNamespace(api=FakeAPI(), images=FakeImages())
-    engine = Engine(client, EngineChoice(PODMAN, "/usr/bin/podman", "unix:///x.sock", True, "t"))
+    engine = Engine(client, Podman("/usr/bin/podman", "unix:///x.sock", True, "t"))
     monkeypatch.delenv("CONTAINER_HOST", raising=False)
     monkeypatch.delenv("CONTAINER_CONNECTION", raising=False)
-    assert engine._builds_with_cli()
+    assert engine.choice.builds_with_cli(os.environ)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert not engine._builds_with_cli()
-    docker = Engine(client, EngineChoice(DOCKER, "/usr/bin/docker", "unix:///d.sock", False, "t"))
-    assert not docker._builds_with_cli()
+    assert not engine.choice.builds_with_cli(os.environ)
+    docker = Engine(client, Docker("/usr/bin/docker", "unix:///d.sock", False, "t"))
+    assert not docker.choice.builds_with_cli(os.environ)
 
 
 @pytest.mark.parametrize("kind", ["../escape", "/abs", "link"])
