@@ -39,17 +39,9 @@ from sandman.errors import (
     VersionMismatchError,
 )
 from sandman.paths import Paths
-from sandman.recipes import (
-    MAX_DOCKERFILE_BYTES,
-    NotRegularError,
-    Recipe,
-    Source,
-    Version,
-    VersionCheck,
-    build_inputs,
-    locate,
-    read_regular,
-)
+from sandman.recipe_inputs import build_inputs
+from sandman.recipe_source import MAX_DOCKERFILE_BYTES, NotRegularError, locate, read_regular
+from sandman.recipes import Recipe, Source, Version, VersionCheck
 from sandman.text import quoted, safe
 
 FINGERPRINT_VERSION = 2  # 2: base references, not local base ids (portable across machines)

@@ -368,7 +368,7 @@ def _check_fingerprints(ctx: Context, stage: Path, manifest: Manifest, name: str
     image loads (the recipe is what the install will say it runs)."""
     from sandman.build import plan_build
     from sandman.errors import SandmanError
-    from sandman.recipes import load_recipe
+    from sandman.recipe_check import load_recipe
 
     folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
     for t in manifest.tools:

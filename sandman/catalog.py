@@ -20,7 +20,8 @@ from pathlib import Path
 from sandman import installs, repos
 from sandman.errors import NotFoundError, RecipeError, StateError, UsageError
 from sandman.paths import Paths, builtin_recipes_dir
-from sandman.recipes import Recipe, Version, load_recipe
+from sandman.recipe_check import load_recipe
+from sandman.recipes import Recipe, Version
 
 SPEC_RE = re.compile(
     r"^(?:(?P<source>[a-z0-9][a-z0-9._-]*)/)?(?P<tool>[a-z0-9][a-z0-9._-]*)"
@@ -195,7 +196,7 @@ class Catalog:
 
     def check_all(self) -> list[RecipeError]:
         """Every recipe in every source, build inputs included (nothing is built)."""
-        from sandman.recipes import check_recipe
+        from sandman.recipe_check import check_recipe
 
         errors: list[RecipeError] = []
         for e in self.entries():

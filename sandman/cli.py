@@ -299,7 +299,7 @@ def recipes_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List every recipe, where it comes from, its versions, and what it shadows."""
-    from sandman.recipes import load_recipe
+    from sandman.recipe_check import load_recipe
     from sandman.text import safe
 
     ctx = _ctx()
@@ -380,7 +380,7 @@ def recipes_check(
 
     A folder may be one recipe's folder or hold several (a recipe repository's root).
     """
-    from sandman.recipes import check_paths, recipe_files
+    from sandman.recipe_check import check_paths, recipe_files
     from sandman.text import safe_lines
 
     errors: list[RecipeError] = []
@@ -408,9 +408,9 @@ def recipes_check(
 
 def _packages_checked(ctx: "Context", files: list[Path]) -> list[RecipeError]:
     """`packages` on a base without apt, where an engine answers (without one: not checked);
-    bases named debian or ubuntu are not looked at (recipes.bases_to_check)."""
+    bases named debian or ubuntu are not looked at (recipe_check.bases_to_check)."""
     from sandman.errors import SandmanError
-    from sandman.recipes import bases_to_check, load_recipe
+    from sandman.recipe_check import bases_to_check, load_recipe
 
     versions = bases_to_check(load_recipe(f) for f in files)
     if not versions:  # every one on a Debian or Ubuntu base: no engine needed

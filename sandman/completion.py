@@ -15,7 +15,7 @@ from sandman.paths import Paths
 
 def _catalog_specs(paths: Paths) -> list[str]:
     from sandman.catalog import Catalog
-    from sandman.recipes import load_recipe
+    from sandman.recipe_check import load_recipe
 
     out: list[str] = []
     seen: set[str] = set()

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandman.errors import StateError
-from sandman.recipes import (
-    ENV_NAME_RE,
-    LineLocator,
-    Runtime,
-    _kind,
-    capability_problem,
-    device_problem,
-    dotted,
-    network_value,
-    tomllib,
-)
+from sandman.recipe_check import capability_problem, device_problem, network_value, toml_kind
+from sandman.recipe_source import LineLocator, dotted
+from sandman.recipes import ENV_NAME_RE, Runtime
 
 TOP_KEYS = {"bin_dir", "kits_dir", "registry", "mirror", "warm_idle_minutes", "tools", "sources_mirror",
             "archive_mirror", "signatures", "engine", "proxy_env"}
@@ -110,12 +103,12 @@ def load_config(path: Path) -> Config:
         if key not in data:
             return None
         if not isinstance(data[key], str):
-            raise fail((key,), f"expected a path string, got {_kind(data[key])}")
+            raise fail((key,), f"expected a path string, got {toml_kind(data[key])}")
         return Path(os.path.expanduser(data[key]))
 
     def opt_str(key: str) -> str | None:
         if key in data and not isinstance(data[key], str):
-            raise fail((key,), f"expected a string, got {_kind(data[key])}")
+            raise fail((key,), f"expected a string, got {toml_kind(data[key])}")
         return data.get(key)
 
     sources_mirror = opt_str("sources_mirror")
@@ -145,7 +138,7 @@ def load_config(path: Path) -> Config:
     for name, t in raw_tools.items():
         kp = ("tools", name)
         if not isinstance(t, dict):
-            raise fail(kp, f"expected a table, got {_kind(t)}")
+            raise fail(kp, f"expected a table, got {toml_kind(t)}")
         for key in t:
             if key not in TOOL_KEYS:
                 raise fail((*kp, key), "unknown key")
@@ -215,7 +208,7 @@ def _names(t: dict[str, Any], key: str, kp: tuple, fail: Any,
         return None
     val = t[key]
     if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-        raise fail((*kp, key), f"expected a list of strings, got {_kind(val)}")
+        raise fail((*kp, key), f"expected a list of strings, got {toml_kind(val)}")
     for v in val:
         if why := problem(v):
             raise fail((*kp, key), why)

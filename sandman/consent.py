@@ -24,7 +24,8 @@ from pathlib import Path
 
 from sandman.config import ToolSettings
 from sandman.errors import ConsentError, DeviceError
-from sandman.recipes import Mount, Runtime, locate
+from sandman.recipe_source import locate
+from sandman.recipes import Mount, Runtime
 from sandman.text import safe
 
 # decides about a list of changed permissions for tool@version: True to go on

@@ -16,7 +16,7 @@ from sandman import installs
 from sandman.catalog import Catalog
 from sandman.errors import NotFoundError, RecipeError
 from sandman.paths import Paths
-from sandman.recipes import load_recipe
+from sandman.recipe_check import load_recipe
 
 
 @dataclass(frozen=True)

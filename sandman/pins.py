@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from sandman.errors import (
     UsageError,
 )
 from sandman.paths import Paths, shim_templates_dir
-from sandman.recipes import VERSION_RE, tomllib
+from sandman.recipes import VERSION_RE
 from sandman.text import safe
 
 PROJECT_FILE = ".sandman.toml"

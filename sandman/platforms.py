@@ -5,7 +5,7 @@ vendor kits on an arm64 host, say. The kernel runs such programs through QEMU us
 when binfmt_misc has an entry for their ELF header; Docker needs nothing else. This module
 knows the platforms sandman accepts, which ELF header and Debian architecture each one has,
 and reads /proc/sys/fs/binfmt_misc to tell whether an entry would run it, and how to fix it
-when not. Stdlib only: recipes.py validates names with it.
+when not. Stdlib only: recipe_check.py validates names with it.
 """
 
 from __future__ import annotations

@@ -251,7 +251,7 @@ def policy_for(ctx: Context, source: str) -> str:
     repo_file = _repo_file(ctx, source, REPO_POLICY_FILE)
     if repo_file is None:
         return DEFAULT_POLICY
-    from sandman.recipes import tomllib
+    import tomllib
 
     text, where = repo_file
     try:
@@ -469,7 +469,7 @@ def _gives(ctx: Context, source: str, recipe_file: Path, fingerprint: str) -> bo
     """Some version of the recipe at recipe_file has this fingerprint here."""
     from sandman.build import kits_dir, plan_build
     from sandman.errors import SandmanError
-    from sandman.recipes import load_recipe
+    from sandman.recipe_check import load_recipe
 
     folder = kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env)
     try:

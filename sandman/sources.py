@@ -34,7 +34,7 @@ from sandman.text import quoted, safe
 
 MIRROR_ENV = "SANDMAN_SOURCES_MIRROR"
 # A mirror is the user's own setting (config.toml, the environment), so it may be a folder of this
-# host; a recipe's own URL is http(s) only (recipes.url_problem), and is fetched only as such.
+# host; a recipe's own URL is http(s) only (recipe_check.url_problem), and is fetched only as such.
 MIRROR_SCHEMES = (*SOURCE_SCHEMES, "file")
 TIMEOUT = 30  # seconds without a byte before a download is given up
 MAX_BYTES = 16 << 30  # a server that never stops sending cannot fill the disk

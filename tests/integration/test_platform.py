@@ -27,7 +27,7 @@ from sandman.bootstrap import plan
 from sandman.build import plan_build, require_platform
 from sandman.engine import ImageInfo
 from sandman.errors import PlatformError, RecipeError, UsageError
-from sandman.recipes import load_recipe
+from sandman.recipe_check import load_recipe
 
 ARM_BASE = f"sandman-test-platform/debian-arm64:{uuid.uuid4().hex[:10]}"  # this session's
 BINFMT = Path("/proc/sys/fs/binfmt_misc")

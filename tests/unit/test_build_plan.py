@@ -38,7 +38,7 @@ from sandman.errors import (
     UnsafeInputError,
 )
 from sandman.names import LABEL_FINGERPRINT, LABEL_ROLE
-from sandman.recipes import load_recipe
+from sandman.recipe_check import load_recipe
 
 RECIPE = """\
 schema = 1

@@ -17,6 +17,8 @@ import pytest
 from fakes import FakeEngine
 
 import sandman.catalog
+import sandman.recipe_check
+import sandman.recipe_source
 import sandman.recipes
 from sandman import images, install, installs, status
 from sandman.build import BASES_LABEL, BuildResult, image_ref
@@ -25,6 +27,7 @@ from sandman.config import Config
 from sandman.context import Context
 from sandman.engine import ImageInfo
 from sandman.engines import Docker
+from sandman.errors import RecipeError
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
 
@@ -165,21 +168,22 @@ def test_reshim_all_posts_tags_only_where_they_are_missing(tmp_path, n) -> None:
 def test_a_valid_recipe_never_looks_for_line_numbers(tmp_path, monkeypatch) -> None:
     write_recipe(tmp_path, 50)
     made: list[str] = []
-    real = sandman.recipes.LineLocator
+    real = sandman.recipe_source.LineLocator
 
     class Counted(real):  # type: ignore[misc, valid-type]
         def __init__(self, text: str) -> None:
             made.append(text)
             super().__init__(text)
 
-    monkeypatch.setattr(sandman.recipes, "LineLocator", Counted)
-    assert len(sandman.recipes.load_recipe(tmp_path / TOOL / "recipe.toml").versions) == 50
+    monkeypatch.setattr(sandman.recipe_check, "LineLocator", Counted)
+    monkeypatch.setattr(sandman.recipe_source, "LineLocator", Counted)
+    assert len(sandman.recipe_check.load_recipe(tmp_path / TOOL / "recipe.toml").versions) == 50
     assert made == []
     bad = tmp_path / "bad" / "recipe.toml"
     bad.parent.mkdir()
     bad.write_text('schema = 1\ntool = "bad"\ndescription = "d"\n\n[versions."1"]\nbase = 3\n')
-    with pytest.raises(sandman.recipes.RecipeError) as e:
-        sandman.recipes.load_recipe(bad)
+    with pytest.raises(RecipeError) as e:
+        sandman.recipe_check.load_recipe(bad)
     assert f"{bad}:6:" in e.value.message and len(made) == 1  # found when the error needs it
 
 

@@ -14,7 +14,8 @@ from shim_helpers import tool_argv
 from sandman import consent, names
 from sandman.config import ToolSettings, load_config
 from sandman.errors import ConsentError, DeviceError, RecipeError, StateError
-from sandman.recipes import Runtime, load_recipe
+from sandman.recipe_check import load_recipe
+from sandman.recipes import Runtime
 from sandman.shims import made_from, render, shim_names, stale_reasons, write_runtime
 from tests.unit.test_shims import argv_of, ctx, dry_run
 

@@ -9,15 +9,9 @@ import pytest
 
 from sandman.errors import RecipeError, UnsafeInputError
 from sandman.paths import builtin_recipes_dir
-from sandman.recipes import (
-    MAX_DOCKERFILE_BYTES,
-    MAX_RECIPE_BYTES,
-    LineLocator,
-    build_inputs,
-    check_paths,
-    check_recipe,
-    load_recipe,
-)
+from sandman.recipe_check import check_paths, check_recipe, load_recipe
+from sandman.recipe_inputs import build_inputs
+from sandman.recipe_source import MAX_DOCKERFILE_BYTES, MAX_RECIPE_BYTES, LineLocator
 
 GOOD = """\
 schema = 1

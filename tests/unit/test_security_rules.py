@@ -19,7 +19,7 @@ import pytest
 from sandman import engines, pins, shims
 from sandman.errors import NotFoundError, RecipeError
 from sandman.paths import Paths
-from sandman.recipes import load_recipe
+from sandman.recipe_check import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_UID = 4242

@@ -36,7 +36,8 @@ from sandman.errors import (
     VersionMismatchError,
 )
 from sandman.paths import Paths
-from sandman.recipes import Source, VersionCheck, load_recipe
+from sandman.recipe_check import load_recipe
+from sandman.recipes import Source, VersionCheck
 from sandman.sources import cache_path, candidates, configured_mirror, fetch, fetch_all
 
 PAYLOAD = b"#!/bin/sh\necho tool 1.2.3\n" * 50
