@@ -30,12 +30,12 @@ from pathlib import Path
 from sandman import names, warm
 from sandman.config import PROXY_VARS, ToolSettings
 from sandman.errors import ConflictError, MountError
+from sandman.names import DOCKER_SOCKET
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
 from sandman.state import unchanged, write_if_changed
 
 MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
-DOCKER_SOCKET = "/var/run/docker.sock"
 # the recipe's runtime fields a shim bakes in (smoke is only run by install)
 RECIPE_FIELDS = ("entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "mounts",
                  "network", "command_run", "home_files", "devices", "cap_add", "aliases",

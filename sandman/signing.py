@@ -43,11 +43,10 @@ from pathlib import Path
 from sandman.context import Context
 from sandman.errors import MissingProgramError, RemoteError, SignatureError, StateError, UsageError
 from sandman.installs import InstallRecord
-from sandman.names import LABEL, LABEL_ROLE
+from sandman.names import LABEL_ROLE, LABEL_SIGNATURE, ROLE_SIGNATURE
 from sandman.text import safe
 
 NAMESPACE = "sandman"
-LABEL_SIGNATURE = f"{LABEL}.signature"
 SIGNERS_FILE = "allowed_signers"
 REPO_POLICY_FILE = "signing.toml"
 POLICIES = ("require", "warn", "off")
@@ -347,7 +346,7 @@ def push_signature(ctx: Context, image_ref: str, signed: Signed) -> str:
         with tarfile.open(empty, "w"):
             pass
         ctx.engine.import_tarball(empty, ref, [f"LABEL {LABEL_SIGNATURE}={encoded}",
-                                               f"LABEL {LABEL_ROLE}=signature"])
+                                               f"LABEL {LABEL_ROLE}={ROLE_SIGNATURE}"])
     try:
         ctx.engine.push(ref, ctx.out.step)
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 from sandman import engines, images, installs, pins, shims
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
-from sandman.names import LABEL
+from sandman.names import LABEL_ROLE, ROLE_DOCTOR
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def _container_check(choice: engines.EngineChoice) -> Check:
     if not image:
         return Check(True, "podman run", "not tried: no Debian base in this store yet "
                      "(sandman bootstrap debian:bookworm-slim)")
-    argv = ["run", "--rm", "--network", "none", "--label", f"{LABEL}.role=doctor"]
+    argv = ["run", "--rm", "--network", "none", "--label", f"{LABEL_ROLE}={ROLE_DOCTOR}"]
     if choice.rootless:
         argv += ["--userns", "keep-id"]
     try:

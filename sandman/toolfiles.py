@@ -142,7 +142,8 @@ def extract(engine: Engine, image_id: str, commands: list[str], packages: list[s
     pages of packages (downloaded at their installed versions) or of the commands."""
     import docker
 
-    from sandman.engine import LABEL, translate
+    from sandman.engine import translate
+    from sandman.names import LABEL_ROLE, ROLE_PROBE
 
     commands = [c for c in dict.fromkeys(commands) if _CMD_RE.match(c)]
     packages = [p for p in dict.fromkeys(packages) if _PKG_RE.match(p)]
@@ -153,7 +154,7 @@ def extract(engine: Engine, image_id: str, commands: list[str], packages: list[s
             # else in it), with a network only to download the declared packages' pages
             user="65534:65534", cap_drop=["ALL"],
             network_mode=engine.network_mode(network and bool(packages)),
-            labels={f"{LABEL}.role": "probe"}, security_opt=["no-new-privileges"])
+            labels={LABEL_ROLE: ROLE_PROBE}, security_opt=["no-new-privileges"])
         try:
             container.start()
             container.wait(timeout=300)
