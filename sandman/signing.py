@@ -266,7 +266,7 @@ def check(ctx: Context, *, source: str, tool: str, version: str, fingerprint: st
           signed: Signed | None, where: str, unsigned: str = "unsigned") -> Verified | None:
     """Apply the policy to one image about to be installed; returns who signed it, if anyone.
 
-    `require` turns any failure into SignatureError (exit 97), `warn` into one warning line,
+    `require` turns any failure into SignatureError, `warn` into one warning line,
     `off` checks nothing. A verified signature is kept locally for `sandman verify`.
     """
     policy = policy_for(ctx, source)
@@ -407,7 +407,7 @@ class Report:
 
 def verify_installed(ctx: Context, record: InstallRecord, remote: str | None) -> Report:
     """Who signed an installed image: the signature kept here, else the one next to `remote`
-    (the image's registry reference); SignatureError (exit 97) when there is none or it fails."""
+    (the image's registry reference); SignatureError when there is none or it fails."""
     signed = stored(ctx, record.image_id)
     if signed is None and remote:
         signed, _ = fetch_signature(ctx, remote)
