@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandman.names import LABEL_ROLE
+from sandman.names import LABEL_ROLE, ROLE_AGENT_BUILD
 from sandman.paths import Paths, shim_templates_dir
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _made_from(engine: Engine, tag: str, base_id: str) -> bool:
     layers = (img.get("RootFS") or {}).get("Layers") or []
     under = (base.get("RootFS") or {}).get("Layers") or []
     labels = (img.get("Config") or {}).get("Labels") or {}
-    return bool(under) and layers[:len(under)] == under and labels.get(LABEL_ROLE) == "agent-build"
+    return bool(under) and layers[:len(under)] == under and labels.get(LABEL_ROLE) == ROLE_AGENT_BUILD
 
 
 def _toolchain(engine: Engine, paths: Paths, on_line: Callable[[str], None]) -> str:
@@ -178,7 +178,7 @@ def _toolchain(engine: Engine, paths: Paths, on_line: Callable[[str], None]) -> 
     on_line(f"agent: installing gcc and musl in {base_ref} ({base_id[:19]}, bootstrapped here)")
     with translate("making the agent's build image"):
         c = engine.client.containers.run(base_id, ["sh", "-c", TOOLCHAIN_STEP], detach=True,
-                                         labels={LABEL_ROLE: "agent-build"},
+                                         labels={LABEL_ROLE: ROLE_AGENT_BUILD},
                                          network_mode=engine.network_mode(True))
         try:
             code = int(c.wait(timeout=900).get("StatusCode", 1))
@@ -186,7 +186,7 @@ def _toolchain(engine: Engine, paths: Paths, on_line: Callable[[str], None]) -> 
                 tail = c.logs().decode("utf-8", "replace").strip().splitlines()[-1:]
                 raise BuildError(f"agent build image: apt-get failed ({code}): {' '.join(tail)}")
             repo, _, tg = tag.partition(":")
-            c.commit(repository=repo, tag=tg, changes=[f"LABEL {LABEL_ROLE}=agent-build"])
+            c.commit(repository=repo, tag=tg, changes=[f"LABEL {LABEL_ROLE}={ROLE_AGENT_BUILD}"])
         finally:
             with contextlib.suppress(Exception):
                 c.remove(force=True)
@@ -219,7 +219,7 @@ def build(engine: Engine, paths: Paths, *, force: bool = False,
             tar.addfile(info, io.BytesIO(src))
         with translate("compiling the warm agent"):
             c = engine.client.containers.create(tag, ["sh", "-c", COMPILE], network_disabled=True,
-                                                labels={LABEL_ROLE: "agent-build"})
+                                                labels={LABEL_ROLE: ROLE_AGENT_BUILD})
             try:
                 c.put_archive("/", buf.getvalue())
                 c.start()

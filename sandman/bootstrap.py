@@ -52,7 +52,7 @@ from sandman.errors import (
     SubidError,
     UsageError,
 )
-from sandman.names import LABEL
+from sandman.names import LABEL_ROOTFS_FILE, LABEL_ROOTFS_SHA256
 from sandman.platforms import (
     PLATFORMS,
     Platform,
@@ -372,7 +372,7 @@ def from_rootfs(path: Path, ref: str, engine: Engine, *, platform: str | None, t
     fs = inspect_rootfs(path)
     p = rootfs_platform(fs, platform)
     require_emulation(p, ref)
-    labels = {f"{LABEL}.rootfs.sha256": fs.sha256, f"{LABEL}.rootfs.file": path.name}
+    labels = {LABEL_ROOTFS_SHA256: fs.sha256, LABEL_ROOTFS_FILE: path.name}
     on_line(f"{path.name}: sha256 {fs.sha256}, {p.name}")
     return image_from_rootfs(engine, path, ref, p, shell=fs.shell, labels=labels,
                              tmp_dir=tmp_dir, on_line=on_line)

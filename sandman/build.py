@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from sandman.engine import BUILD_STEP_LABEL, LABEL, Engine
+from sandman.engine import Engine
 from sandman.errors import (
     BuildError,
     ImageMissingError,
@@ -38,6 +38,15 @@ from sandman.errors import (
     UnsafeInputError,
     VersionMismatchError,
 )
+from sandman.names import (
+    LABEL_BASES,
+    LABEL_BUILD_STEP,
+    LABEL_FINGERPRINT,
+    LABEL_INPUTS,
+    LABEL_SOURCE,
+    LABEL_TOOL,
+    LABEL_VERSION,
+)
 from sandman.paths import Paths
 from sandman.recipe_inputs import build_inputs
 from sandman.recipe_source import MAX_DOCKERFILE_BYTES, NotRegularError, locate, read_regular
@@ -46,7 +55,6 @@ from sandman.text import quoted, safe
 
 FINGERPRINT_VERSION = 2  # 2: base references, not local base ids (portable across machines)
 REPOSITORY = "sandman"
-BASES_LABEL = f"{LABEL}.bases"  # JSON {base ref: image id}: the bases an image was built on
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,12 @@ class BuildPlan:
     @property
     def labels(self) -> dict[str, str]:
         return {
-            f"{LABEL}.tool": self.tool,
-            f"{LABEL}.version": self.version,
-            f"{LABEL}.fingerprint": self.fingerprint,
-            f"{LABEL}.source": self.source,
-            BASES_LABEL: json.dumps(self.bases, sort_keys=True),  # what it was built on, here
-            f"{LABEL}.inputs": json.dumps({  # kits and sources by sha256, for `sandman sbom`
+            LABEL_TOOL: self.tool,
+            LABEL_VERSION: self.version,
+            LABEL_FINGERPRINT: self.fingerprint,
+            LABEL_SOURCE: self.source,
+            LABEL_BASES: json.dumps(self.bases, sort_keys=True),  # what it was built on, here
+            LABEL_INPUTS: json.dumps({  # kits and sources by sha256, for `sandman sbom`
                 "kits": json.loads(self.inputs.get("build", "{}")).get("kits", []),
                 "sources": [[s.file, s.sha256, s.url] for s in self.sources]}, sort_keys=True),
         }
@@ -288,7 +296,7 @@ def resolve_base(engine: Engine, ref: str, *, pull: bool) -> str:
 
 def with_bases(engine: Engine, plan: BuildPlan) -> BuildPlan:
     """plan with every base present here (pulled when missing, else ImageMissingError naming the
-    fix): only a build needs them; the image records their ids in its BASES_LABEL."""
+    fix): only a build needs them; the image records their ids in its LABEL_BASES."""
     bases = {ref: plan.bases.get(ref) or resolve_base(engine, ref, pull=True)
              for ref in plan.base_refs}
     return replace(plan, bases=bases)
@@ -339,7 +347,7 @@ def check_base_platforms(engine: Engine, plan: BuildPlan, what: str) -> None:
 
 
 def mark_build_steps(dockerfile: str) -> str:
-    """The Dockerfile docker gets: BUILD_STEP_LABEL="1" after each FROM, "" at the end.
+    """The Dockerfile docker gets: LABEL_BUILD_STEP="1" after each FROM, "" at the end.
 
     docker gives a build's intermediate containers no labels of their own, but they inherit
     their image's: so the containers a build killed mid-way leaves behind can be recognised and
@@ -351,8 +359,8 @@ def mark_build_steps(dockerfile: str) -> str:
     for line in dockerfile.splitlines():
         out.append(line)
         if FROM_RE.match(line) and not line.rstrip().endswith("\\"):
-            out.append(f'LABEL {BUILD_STEP_LABEL}="1"')
-    out.append(f'LABEL {BUILD_STEP_LABEL}=""')
+            out.append(f'LABEL {LABEL_BUILD_STEP}="1"')
+    out.append(f'LABEL {LABEL_BUILD_STEP}=""')
     return "\n".join(out) + "\n"
 
 
@@ -388,7 +396,7 @@ def write_context(plan: BuildPlan, out: io.BufferedIOBase | tempfile._TemporaryF
 
 def cached(engine: Engine, plan: BuildPlan) -> str | None:
     info = engine.image(plan.tag)
-    if info and info.labels.get(f"{LABEL}.fingerprint") == plan.fingerprint:
+    if info and info.labels.get(LABEL_FINGERPRINT) == plan.fingerprint:
         return info.id
     return None
 
@@ -691,7 +699,7 @@ def _discard(engine: Engine, image_id: str) -> None:
 
 def packages_without_apt(engine: Engine, versions: Iterable[tuple[Recipe, Version]]) -> list[RecipeError]:
     """Versions that declare `packages` on a base that has no apt-get: the build would fail at
-    its first step (exit 114); `recipes check` says so before, at the line of `packages`. Only
+    its first step (BuildError); `recipes check` says so before, at the line of `packages`. Only
     bases present here are looked at (read from the image, nothing runs; once per base)."""
     has_apt: dict[str, bool] = {}
     errors: list[RecipeError] = []

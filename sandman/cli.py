@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sandman import __version__
-from sandman.errors import EXIT_CODES, RecipeError, SandmanError
+from sandman.errors import EXIT_GROUPS, RecipeError, SandmanError
 
 if TYPE_CHECKING:  # the catalog, the config and the engine load when a command runs, not before
     from sandman.catalog import Spec
@@ -1432,9 +1432,13 @@ def warm_stop(
 
 @app.command("exit-codes")
 def exit_codes() -> None:
-    """Print the exit codes sandman and its shims use."""
-    for code, meaning in sorted(EXIT_CODES.items()):
-        print(f"{code:>4}  {meaning}")
+    """Print the exit codes sandman and its shims use, grouped by what failed."""
+    for i, group in enumerate(EXIT_GROUPS):
+        if i:
+            print()
+        print(f"{group.title}:")
+        for e in group.codes:
+            print(f"{e.code:>4}  {e.meaning}")
 
 
 def click_command() -> ClickCommand:

@@ -41,13 +41,9 @@ from sandman.errors import (
     RemoteError,
     SandmanError,
 )
-from sandman.names import LABEL
+from sandman.names import LABEL, LABEL_BUILD_STEP, LABEL_ROLE, LABEL_TOOL, ROLE_PROBE
 from sandman.plan import probe_options
 from sandman.text import safe, safe_lines
-
-# Set to "1" right after each FROM of a Dockerfile sandman builds and to "" at its end, so the
-# intermediate containers of a build carry it and no container of a finished image does.
-BUILD_STEP_LABEL = f"{LABEL}.build-step"
 
 LOG_TAIL = 25
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes tools print into build logs
@@ -171,12 +167,12 @@ class Engine:
         return _image_info(img)
 
     def images(self, **labels: str) -> list[ImageInfo]:
-        filters = [f"{LABEL}.{k}={v}" for k, v in labels.items()] or [f"{LABEL}.tool"]
+        filters = [f"{LABEL}.{k}={v}" for k, v in labels.items()] or [LABEL_TOOL]
         with translate("listing images"):
             imgs = self.client.images.list(filters={"label": filters})
         return [_image_info(i) for i in imgs]
 
-    def image_list(self, label: str = f"{LABEL}.tool") -> list[ImageInfo]:
+    def image_list(self, label: str = LABEL_TOOL) -> list[ImageInfo]:
         """Every image carrying label, from one listing call.
 
         `images()` inspects each image after listing them, so an image removed in between by
@@ -379,7 +375,7 @@ class Engine:
         """Remove the stopped containers of builds that never finished; return how many.
 
         docker removes a build's intermediate containers itself, unless it dies mid-build:
-        then they stay, exited. They are found by BUILD_STEP_LABEL="1" (inherited from the
+        then they stay, exited. They are found by LABEL_BUILD_STEP="1" (inherited from the
         build's intermediate images; finished images carry it empty) and removed only once
         stopped for `min_age` seconds, so another user's build in progress (which commits a
         step's container the moment it exits) is never disturbed.
@@ -388,9 +384,9 @@ class Engine:
         now = time.time()
         with translate("removing containers left by an interrupted build"):
             found = self.api.containers(all=True, filters={
-                "label": f"{BUILD_STEP_LABEL}=1", "status": ["exited", "dead", "created"]})
+                "label": f"{LABEL_BUILD_STEP}=1", "status": ["exited", "dead", "created"]})
             for c in found:
-                if f"{LABEL}.role" in (c.get("Labels") or {}):
+                if LABEL_ROLE in (c.get("Labels") or {}):
                     continue  # a container sandman ran on purpose, never a build step
                 if c.get("State") == "created":
                     stopped = float(c.get("Created") or now)
@@ -437,7 +433,7 @@ class Engine:
         out: dict[str, bytes] = {}
         with translate(f"reading files of {image}"):
             container = self.client.containers.create(image, command=["true"],
-                                                      labels={f"{LABEL}.role": "probe"})
+                                                      labels={LABEL_ROLE: ROLE_PROBE})
             try:
                 for path in files:
                     try:

@@ -37,10 +37,10 @@ from sandman.errors import (
     StaleSocketError,
     SubidError,
 )
+from sandman.names import DOCKER_SOCKET
 
 DOCKER, PODMAN, AUTO = "docker", "podman", "auto"
 ENGINES = (DOCKER, PODMAN, AUTO)
-DOCKER_SOCKET = "/var/run/docker.sock"
 PODMAN_ROOTFUL_SOCKET = "/run/podman/podman.sock"
 SERVICE_IDLE_SECONDS = 600  # a service sandman started exits after this long without requests
 SERVICE_START_SECONDS = 20.0

@@ -10,7 +10,7 @@ Only the lines of the tool asked about are read closely: the rest of the file is
 mise's business (`nodejs ref:v20`, `"ubi:x" = "latest"`). The unversioned shim
 (shims/default.bash, sm_tv and sm_mise) reads these files with bash builtins, rule for rule and
 message for message the same as here; a line of the tool it cannot read stops both with
-`FILE:LINE: ...` (exit 123). A version of `system` (asdf's and mise's word for the host's own
+`FILE:LINE: ...` (StateError). A version of `system` (asdf's and mise's word for the host's own
 tool) chooses nothing: the walk goes on.
 """
 

@@ -45,7 +45,7 @@ class LaunchPlan:
     def run_args(self, engine: EngineChoice) -> list[str]:
         """The call-independent words of `ENGINE run`, before the image, for this engine."""
         args = [*RUN_FIXED]
-        for key, value in ((names.LABEL_ROLE, "run"), (names.LABEL_TOOL, self.tool),
+        for key, value in ((names.LABEL_ROLE, names.ROLE_RUN), (names.LABEL_TOOL, self.tool),
                            (names.LABEL_VERSION, self.version), (names.LABEL_HOST, self.host),
                            (names.LABEL_REAPER, self.reaper_pidfile)):
             args += ["--label", f"{key}={value}"]
@@ -84,4 +84,4 @@ def probe_options(engine: EngineChoice, *, network: bool) -> dict[str, object]:
     mode = engine.network_mode("bridge" if network else "none")
     return {"security_opt": list(SECURITY_OPT), "cap_drop": list(CAP_DROP),
             "network_mode": None if mode == "bridge" else mode,  # None: the engine's default
-            "labels": {names.LABEL_ROLE: "probe"}}
+            "labels": {names.LABEL_ROLE: names.ROLE_PROBE}}

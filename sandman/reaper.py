@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandman import names
 from sandman.paths import Paths
 
 POLL_SECONDS = 2.0
@@ -50,12 +51,12 @@ def orphans(containers: list, host: str, uid: int | None = None) -> list:
     out = []
     for c in containers:
         labels = c.labels
-        if labels.get("io.sandman.role") != "run" or labels.get("io.sandman.host") != host:
+        if labels.get(names.LABEL_ROLE) != names.ROLE_RUN or labels.get(names.LABEL_HOST) != host:
             continue
-        if uid not in (None, 0) and labels.get("io.sandman.uid") != str(uid):
+        if uid not in (None, 0) and labels.get(names.LABEL_UID) != str(uid):
             continue
         try:
-            pid = int(labels.get("io.sandman.pid", ""))
+            pid = int(labels.get(names.LABEL_PID, ""))
         except ValueError:
             continue
         if not client_alive(pid, c.name.lstrip("/")):
@@ -70,13 +71,13 @@ def sweep(engine, host: str, pidfile: Path | None = None) -> tuple[int, int]:
     to this reaper's pidfile keep it alive: another user's or another SANDMAN_HOME's work must
     not keep every reaper on the machine polling the daemon.
     """
-    found = engine.containers(role="run")
+    found = engine.containers(role=names.ROLE_RUN)
     gone = orphans(found, host, os.geteuid())
     for c in gone:
         engine.remove_container(c.id)
     gone_ids = {c.id for c in gone}
     mine = [c for c in found if c.id not in gone_ids
-            and (pidfile is None or c.labels.get("io.sandman.reaper") == str(pidfile))]
+            and (pidfile is None or c.labels.get(names.LABEL_REAPER) == str(pidfile))]
     return len(gone), len(mine)
 
 
@@ -168,14 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     paths = Paths.from_env()
     docker_host = args[1] if len(args) > 1 and args[1] else (
-        os.environ.get("DOCKER_HOST") or warm.DEFAULT_DOCKER_HOST)
+        os.environ.get("DOCKER_HOST") or names.DEFAULT_DOCKER_HOST)
     # the engine talks to the daemon it was started for (a shim of Podman passes its API socket)
     if os.environ.get("SANDMAN_ENGINE") == "podman" and docker_host.startswith("unix://"):
         os.environ["SANDMAN_PODMAN_SOCKET"] = docker_host[len("unix://"):]
     else:
         os.environ["DOCKER_HOST"] = docker_host
     pidfile = Path(args[0]) if args and args[0] else warm.reaper_pidfile(paths, docker_host)
-    label = str(paths.reaper_pidfile)  # what shims put in io.sandman.reaper (one per home)
+    label = str(paths.reaper_pidfile)  # what shims put in names.LABEL_REAPER (one per home)
     try:
         fd = _open_pidfile(pidfile)
     except OSError:

@@ -28,10 +28,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sandman.build import BASES_LABEL, BuildPlan, cached
+from sandman.build import BuildPlan, cached
 from sandman.context import Context
 from sandman.errors import ImageMissingError, RemoteError, UsageError
-from sandman.names import LABEL_FINGERPRINT
+from sandman.names import LABEL_BASES, LABEL_FINGERPRINT
 
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
@@ -94,7 +94,7 @@ def built_on(labels: dict[str, str]) -> dict[str, str]:
     from sandman.images import is_sandman_tag
 
     try:
-        data = json.loads(labels.get(BASES_LABEL) or "{}")
+        data = json.loads(labels.get(LABEL_BASES) or "{}")
     except ValueError:
         return {}
     if not isinstance(data, dict):

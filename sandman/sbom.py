@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from sandman.context import Context
 from sandman.errors import ImageMissingError
 from sandman.installs import InstallRecord
-from sandman.names import LABEL, LABEL_FINGERPRINT
+from sandman.names import LABEL_BASES, LABEL_FINGERPRINT, LABEL_INPUTS
 from sandman.text import safe
 
 DPKG_STATUS = "/var/lib/dpkg/status"
-BASES_LABEL = f"{LABEL}.bases"  # written by build.BuildPlan.labels
-INPUTS_LABEL = f"{LABEL}.inputs"
 
 
 @dataclass(frozen=True)
@@ -106,10 +104,10 @@ def read(ctx: Context, record: InstallRecord) -> Bom:
                                 f"run: sandman install {record.key}")
     files = ctx.engine.read_files(record.image_id, [DPKG_STATUS])
     status = files.get(DPKG_STATUS)
-    sources, kits, recorded = parse_inputs(info.labels.get(INPUTS_LABEL))
+    sources, kits, recorded = parse_inputs(info.labels.get(LABEL_INPUTS))
     return Bom(key=record.key, tool=record.tool, version=record.version, image_id=info.id,
                fingerprint=info.labels.get(LABEL_FINGERPRINT, ""),
-               bases=parse_bases(info.labels.get(BASES_LABEL)),
+               bases=parse_bases(info.labels.get(LABEL_BASES)),
                packages=parse_dpkg_status(status.decode("utf-8", "replace")) if status else (),
                sources=sources, kits=kits, inputs_recorded=recorded, dpkg=status is not None)
 

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from sandman import names, plan, warm
 from sandman.config import PROXY_VARS, ToolSettings
-from sandman.engines import DOCKER_SOCKET, Docker, EngineChoice
+from sandman.engines import Docker, EngineChoice
 from sandman.errors import ConflictError, MountError
+from sandman.names import DOCKER_SOCKET
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
 from sandman.state import unchanged, write_if_changed

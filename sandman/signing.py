@@ -43,11 +43,10 @@ from pathlib import Path
 from sandman.context import Context
 from sandman.errors import MissingProgramError, RemoteError, SignatureError, StateError, UsageError
 from sandman.installs import InstallRecord
-from sandman.names import LABEL, LABEL_ROLE
+from sandman.names import LABEL_ROLE, LABEL_SIGNATURE, ROLE_SIGNATURE
 from sandman.text import safe
 
 NAMESPACE = "sandman"
-LABEL_SIGNATURE = f"{LABEL}.signature"
 SIGNERS_FILE = "allowed_signers"
 REPO_POLICY_FILE = "signing.toml"
 POLICIES = ("require", "warn", "off")
@@ -267,7 +266,7 @@ def check(ctx: Context, *, source: str, tool: str, version: str, fingerprint: st
           signed: Signed | None, where: str, unsigned: str = "unsigned") -> Verified | None:
     """Apply the policy to one image about to be installed; returns who signed it, if anyone.
 
-    `require` turns any failure into SignatureError (exit 97), `warn` into one warning line,
+    `require` turns any failure into SignatureError, `warn` into one warning line,
     `off` checks nothing. A verified signature is kept locally for `sandman verify`.
     """
     policy = policy_for(ctx, source)
@@ -347,7 +346,7 @@ def push_signature(ctx: Context, image_ref: str, signed: Signed) -> str:
         with tarfile.open(empty, "w"):
             pass
         ctx.engine.import_tarball(empty, ref, [f"LABEL {LABEL_SIGNATURE}={encoded}",
-                                               f"LABEL {LABEL_ROLE}=signature"])
+                                               f"LABEL {LABEL_ROLE}={ROLE_SIGNATURE}"])
     try:
         ctx.engine.push(ref, ctx.out.step)
     finally:
@@ -408,7 +407,7 @@ class Report:
 
 def verify_installed(ctx: Context, record: InstallRecord, remote: str | None) -> Report:
     """Who signed an installed image: the signature kept here, else the one next to `remote`
-    (the image's registry reference); SignatureError (exit 97) when there is none or it fails."""
+    (the image's registry reference); SignatureError when there is none or it fails."""
     signed = stored(ctx, record.image_id)
     if signed is None and remote:
         signed, _ = fetch_signature(ctx, remote)

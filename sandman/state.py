@@ -4,8 +4,8 @@ Every state file goes through here so three promises hold in one place:
 - a crash never leaves half a file: write to a temp file in the same folder, fsync, rename;
 - other local users read nothing: folders 0700, files 0600 unless the caller says the file is
   shared (shims, the shim runtime, image passwd files are read by whoever runs the shims);
-- a file that cannot be written is one clear line: a full disk is NoSpaceError (122), a
-  read-only or foreign folder StateWriteError (107), each naming the path and the fix.
+- a file that cannot be written is one clear line: a full disk is NoSpaceError, a
+  read-only or foreign folder StateWriteError, each naming the path and the fix.
 
 A versioned JSON file is an object with a "schema" number; the reader refuses a file of an
 unknown schema (or one that is not JSON) with the path and how to repair it, and can step an

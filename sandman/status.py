@@ -14,7 +14,7 @@ from pathlib import Path
 from sandman import engines, images, installs, pins, plan, shims
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
-from sandman.names import LABEL
+from sandman.names import LABEL_ROLE, ROLE_DOCTOR
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def _container_check(choice: engines.EngineChoice) -> Check:
         return Check(True, "podman run", "not tried: no Debian base in this store yet "
                      "(sandman bootstrap debian:bookworm-slim)")
     argv = ["run", "--rm", *plan.security_args(), "--network", choice.network_mode("none"),
-            "--label", f"{LABEL}.role=doctor"]
+            "--label", f"{LABEL_ROLE}={ROLE_DOCTOR}"]
     if userns := choice.userns():
         argv += ["--userns", userns]
     try:

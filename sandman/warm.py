@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sandman import names
+from sandman.names import DEFAULT_DOCKER_HOST
 from sandman.paths import Paths
 
 if TYPE_CHECKING:  # the docker SDK stays out of shim rendering and the reaper's start
@@ -55,7 +56,6 @@ TARGET = "/run/sandman-warm"
 DEFAULT_IDLE_SECONDS = 600
 DEAD_CALL_GRACE_SECONDS = 10.0
 STOP_WAIT_SECONDS = 10.0  # `warm stop` lets calls already running end for this long
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # the daemon a shim talks to without DOCKER_HOST
 RETIRED = names.WARM_RETIRED
 log = logging.getLogger("sandman.warm")
 

@@ -28,7 +28,7 @@ from sandman.build import (
     with_bases,
     write_context,
 )
-from sandman.engine import BUILD_STEP_LABEL, Engine, ImageInfo
+from sandman.engine import Engine, ImageInfo
 from sandman.errors import (
     BuildError,
     DaemonUnavailableError,
@@ -37,7 +37,7 @@ from sandman.errors import (
     MissingCommandError,
     UnsafeInputError,
 )
-from sandman.names import LABEL_FINGERPRINT, LABEL_ROLE
+from sandman.names import LABEL_BUILD_STEP, LABEL_FINGERPRINT, LABEL_ROLE, ROLE_PROBE
 from sandman.recipe_check import load_recipe
 
 RECIPE = """\
@@ -206,9 +206,9 @@ def test_the_context_holds_file_contents_never_links(recipe_dir: Path, kits: Pat
 def test_build_steps_are_labelled_and_the_final_image_is_not() -> None:
     df = "ARG B=x\nFROM ${B} AS one\nRUN a\nfrom one\nRUN b\n"
     out = mark_build_steps(df).splitlines()
-    assert out == ["ARG B=x", "FROM ${B} AS one", f'LABEL {BUILD_STEP_LABEL}="1"', "RUN a",
-                   "from one", f'LABEL {BUILD_STEP_LABEL}="1"', "RUN b",
-                   f'LABEL {BUILD_STEP_LABEL}=""']
+    assert out == ["ARG B=x", "FROM ${B} AS one", f'LABEL {LABEL_BUILD_STEP}="1"', "RUN a",
+                   "from one", f'LABEL {LABEL_BUILD_STEP}="1"', "RUN b",
+                   f'LABEL {LABEL_BUILD_STEP}=""']
 
 
 # -- declared commands are checked in the new image (issue 10 §5) -----------------------------
@@ -308,10 +308,10 @@ class LeftoverApi:
         new = time.strftime("%Y-%m-%dT%H:%M:%S.1Z", time.gmtime(now - 5))
         self.finished = {"old": old, "fresh": new, "probe": old}
         self.listed = [
-            {"Id": "old", "State": "exited", "Labels": {BUILD_STEP_LABEL: "1"}},
-            {"Id": "fresh", "State": "exited", "Labels": {BUILD_STEP_LABEL: "1"}},
+            {"Id": "old", "State": "exited", "Labels": {LABEL_BUILD_STEP: "1"}},
+            {"Id": "fresh", "State": "exited", "Labels": {LABEL_BUILD_STEP: "1"}},
             {"Id": "probe", "State": "exited",
-             "Labels": {BUILD_STEP_LABEL: "1", LABEL_ROLE: "probe"}},
+             "Labels": {LABEL_BUILD_STEP: "1", LABEL_ROLE: ROLE_PROBE}},
             {"Id": "stuck", "State": "created", "Created": int(now - 3600), "Labels": {}},
         ]
         self.removed: list[str] = []
@@ -333,4 +333,4 @@ def test_leftover_build_containers_are_removed_once_stopped_a_while() -> None:
     client = type("Client", (), {"api": api})()
     assert Engine(client).remove_build_leftovers() == 2
     assert api.removed == ["old", "stuck"]  # the fresh one may be a live build's step
-    assert api.filters["label"] == f"{BUILD_STEP_LABEL}=1"
+    assert api.filters["label"] == f"{LABEL_BUILD_STEP}=1"

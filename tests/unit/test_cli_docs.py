@@ -1,7 +1,9 @@
-"""The CLI reference is generated and complete, and TOOL@VERSION arguments complete in shells.
+"""The CLI reference and the exit-code tables are generated and complete, and TOOL@VERSION
+arguments complete in shells.
 
-docs/cli.md must equal `python -m sandman.docgen` output; when this fails after a CLI change,
-regenerate it with that command (`python -m sandman.docgen > docs/cli.md`).
+docs/cli.md must equal `python -m sandman.docgen` output, and docs/runtime.md's exit-code block
+docgen's; when this fails after a CLI or exit-code change, regenerate both with
+`python -m sandman.docgen --write`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from helpers import log_file, run_sandman
 from sandman import installs
 from sandman.cli import click_command
 from sandman.completion import installed_specs, matrix_specs, recipe_specs
-from sandman.docgen import render, walk
-from sandman.errors import ConsentError, NotFoundError
+from sandman.docgen import BEGIN, END, RUNTIME_DOC, render, runtime_block, walk, with_block
+from sandman.errors import EXIT_GROUPS, ConsentError, NotFoundError
 from sandman.installs import InstallRecord
 from sandman.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[2]
-REGENERATE = "python -m sandman.docgen > docs/cli.md"
+REGENERATE = "python -m sandman.docgen --write"
 
 
 def test_every_command_argument_and_option_has_help() -> None:
@@ -163,22 +165,38 @@ def test_errors_are_logged_with_their_exit_code(home: Path) -> None:
     assert p.stdout == ""
 
 
-def test_exit_code_table_in_runtime_md_is_the_one_sandman_prints() -> None:
-    """docs/runtime.md's table and `sandman exit-codes` come from errors.EXIT_CODES, row for row."""
-    from sandman.errors import EXIT_CODES
+def test_exit_code_block_in_runtime_md_is_up_to_date() -> None:
+    current = RUNTIME_DOC.read_text(encoding="utf-8")
+    assert RUNTIME_DOC == ROOT / "docs" / "runtime.md"
+    assert current == with_block(current, runtime_block()), \
+        f"docs/runtime.md's exit codes are out of date; regenerate them: {REGENERATE}"
 
-    doc = (ROOT / "docs" / "runtime.md").read_text(encoding="utf-8").splitlines()
-    start = doc.index("| code | meaning |") + 2
-    rows = []
-    for line in doc[start:]:
-        if not line.startswith("| "):
-            break
-        code, meaning = line.strip("| ").split(" | ", 1)
-        rows.append((int(code), meaning))
-    assert rows == sorted(EXIT_CODES.items())
+
+def test_exit_code_tables_in_the_docs_are_the_ones_sandman_prints() -> None:
+    """docs/runtime.md's tables, docs/cli.md's and `sandman exit-codes` come from
+    errors.EXIT_GROUPS: the same groups, in the same order, row for row."""
+    want = [(g.title, [(e.code, e.meaning) for e in g.codes]) for g in EXIT_GROUPS]
+    runtime = RUNTIME_DOC.read_text(encoding="utf-8")
+    cli = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    for doc, text in (("runtime.md", runtime[runtime.index(BEGIN):runtime.index(END)]),
+                      ("cli.md", cli[cli.index("\n## Exit codes\n"):])):
+        groups: list[tuple[str, list[tuple[int, str]]]] = []
+        for line in text.splitlines():
+            if line.startswith("**") and line.endswith("**"):
+                groups.append((line.strip("*"), []))
+            elif groups and line.startswith("| ") and line != "| code | meaning |":
+                code, meaning = line.strip("| ").split(" | ", 1)
+                groups[-1][1].append((int(code), meaning))
+        assert groups == want, doc
     p = run_sandman("exit-codes", timeout=60, cwd=ROOT)
-    printed = [(int(line.split(None, 1)[0]), line.split(None, 1)[1]) for line in p.stdout.splitlines()]
-    assert printed == rows
+    printed: list[tuple[str, list[tuple[int, str]]]] = []
+    for line in p.stdout.splitlines():
+        if line.endswith(":") and not line[0].isspace():
+            printed.append((line[:-1], []))
+        elif line.strip():
+            code, meaning = line.split(None, 1)
+            printed[-1][1].append((int(code), meaning))
+    assert printed == want
 
 
 def test_every_error_class_has_its_own_code_in_the_table() -> None:

@@ -21,14 +21,14 @@ import sandman.recipe_check
 import sandman.recipe_source
 import sandman.recipes
 from sandman import images, install, installs, status
-from sandman.build import BASES_LABEL, BuildResult, image_ref
+from sandman.build import BuildResult, image_ref
 from sandman.catalog import Catalog, Spec, default_sources
 from sandman.config import Config
 from sandman.context import Context
 from sandman.engine import ImageInfo
 from sandman.engines import Docker
 from sandman.errors import RecipeError
-from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
+from sandman.names import LABEL_BASES, LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
 
 TOOL = "flat"
@@ -78,7 +78,7 @@ def installed_home(tmp_path: Path, n: int) -> tuple[FakeEngine, list[ImageInfo]]
         image_id = "sha256:" + hashlib.sha256(f"{TOOL}@{v}".encode()).hexdigest()
         built.append(ImageInfo(image_id, (image_ref(TOOL, str(v), fp),),
                                {LABEL_TOOL: TOOL, LABEL_FINGERPRINT: fp,
-                                BASES_LABEL: json.dumps({BASE: BASE_ID})}, 1000 + v, ""))
+                                LABEL_BASES: json.dumps({BASE: BASE_ID})}, 1000 + v, ""))
     engine = fake({BASE: BASE_ID, **{i.tags[0]: i for i in built}})
     ctx = command_ctx(tmp_path, engine)
     for v, info in enumerate(built, start=1):

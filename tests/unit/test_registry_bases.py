@@ -9,8 +9,8 @@ from pathlib import Path
 from fakes import FakeEngine
 
 from sandman import images, pins
-from sandman.build import BASES_LABEL
 from sandman.installs import InstallRecord
+from sandman.names import LABEL_BASES
 from sandman.registry import base_remote_ref, built_on, local_base_ref
 
 A = "sha256:" + "a" * 64
@@ -36,8 +36,8 @@ def test_the_bases_label_names_only_plain_images_by_full_digest() -> None:
     label = {"debian:bookworm-slim": A, "sandman/sqlite3:3.46-0123456789ab": B,
              "sandman-root/0123456789ab/sqlite3:3.46": B, "sandman-claimed:abc": B,
              "sandman-base/x:sha256-1": B, "busybox": "sha256:short", "two words": B, "alpine": B}
-    assert built_on({BASES_LABEL: json.dumps(label)}) == {"debian:bookworm-slim": A, "alpine": B}
-    assert built_on({BASES_LABEL: "not json"}) == {} == built_on({BASES_LABEL: "[1]"}) == built_on({})
+    assert built_on({LABEL_BASES: json.dumps(label)}) == {"debian:bookworm-slim": A, "alpine": B}
+    assert built_on({LABEL_BASES: "not json"}) == {} == built_on({LABEL_BASES: "[1]"}) == built_on({})
 
 
 def test_a_base_bootstrapped_again_makes_a_local_build_stale_not_a_pulled_one() -> None:

@@ -1,9 +1,9 @@
 """The tests take sandman's exit codes and label names from sandman, not from literals.
 
-A literal `returncode == 118` keeps passing after someone renumbers MountError and updates
-docs/runtime.md (whose table test_cli_docs.py ties to errors.EXIT_CODES), yet then checks a code
-sandman no longer uses for that failure. So the numbers are pinned once, by the docs table, and
-the label names once, here; every other test asks errors and names.
+A literal `returncode == 118` keeps passing after someone renumbers MountError (and regenerates
+the docs, whose tables come from errors.EXIT_GROUPS), yet then checks a code sandman no longer
+uses for that failure. So the numbers and the label names are pinned once, here; every other
+test asks errors and names.
 """
 
 from __future__ import annotations
@@ -106,16 +106,39 @@ def test_no_test_spells_a_sandman_exit_code_as_a_number() -> None:
                     + "\n".join(bad), pytrace=False)
 
 
+def test_exit_codes_are_the_ones_scripts_rely_on() -> None:
+    """The one place a test spells sandman's exit codes as numbers: scripts test for them, so a
+    renumbering is a breaking change even when the generated docs follow it."""
+    assert errors.CODE == {
+        "OK": 0, "BUG": 1, "USAGE": 2, "CHECK_FAILED": 102, "INTERRUPTED": 130,
+        "PLATFORM": 99, "SOURCE": 104, "UNSAFE_INPUT": 108, "NOT_FOUND": 111, "RECIPE": 112, "KIT": 113,
+        "MISSING_PROGRAM": 101, "VERSION_MISMATCH": 103, "MISSING_COMMAND": 106, "BUILD": 114,
+        "IMAGE_MISSING": 117,
+        "NO_ENGINE": 92, "ENGINE_MISSING": 93, "SUBID": 94, "STALE_SOCKET": 95, "ENGINE_SETUP": 96,
+        "ENGINE": 100, "DAEMON_UNAVAILABLE": 115, "DAEMON_PERMISSION": 116,
+        "DEVICE": 98, "PIN": 105, "MOUNT": 118, "ENGINE_RUN": 125, "CANNOT_INVOKE": 126,
+        "COMMAND_NOT_FOUND": 127,
+        "STATE_WRITE": 107, "CONFLICT": 119, "NO_SPACE": 122, "STATE": 123,
+        "SIGNATURE": 97, "INTEGRITY": 109, "LOCK": 110, "UNTRUSTED": 120, "REMOTE": 121, "CONSENT": 124,
+    }
+
+
 def test_label_names_are_the_ones_users_filter_on() -> None:
-    """The one place a test spells the label names: users' `docker ps --filter label=...` and
-    shims already written by an older sandman use them, so a rename is a breaking change, and
-    the other tests take them from sandman.names."""
+    """The one place a test spells the label names and role values: users' `docker ps --filter
+    label=...`, images built and shims written by an older sandman use them, so a rename is a
+    breaking change, and the other tests take them from sandman.names."""
     assert names.LABELS == {
         "ROLE": "io.sandman.role", "TOOL": "io.sandman.tool", "VERSION": "io.sandman.version",
         "FINGERPRINT": "io.sandman.fingerprint", "SOURCE": "io.sandman.source",
         "PID": "io.sandman.pid", "HOST": "io.sandman.host", "UID": "io.sandman.uid",
         "REAPER": "io.sandman.reaper", "HOME": "io.sandman.home", "IDLE": "io.sandman.idle",
     }
+    assert names.IMAGE_LABELS == {
+        "BASES": "io.sandman.bases", "INPUTS": "io.sandman.inputs",
+        "BUILD_STEP": "io.sandman.build-step", "SIGNATURE": "io.sandman.signature",
+        "ROOTFS_SHA256": "io.sandman.rootfs.sha256", "ROOTFS_FILE": "io.sandman.rootfs.file",
+    }
+    assert sorted(names.ROLES) == ["agent-build", "doctor", "probe", "run", "signature", "warm"]
 
 
 def test_the_fake_engine_is_asked_as_engine_is() -> None:
