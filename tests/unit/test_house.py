@@ -22,13 +22,8 @@ PACKAGE = Path(sandman.__file__).resolve().parent
 MODULES = frozenset(p.stem for p in PACKAGE.glob("*.py"))
 
 # Known uses waiting for their owner, each as (importing module, "module._name"). Only shrink
-# this: the engine work of issue 20 (one engine object) gives status.py public ways to ask
-# what it asks here, and then removes these entries.
-ALLOWED = frozenset({
-    ("status", "engines._answers"),  # status: does the Podman socket answer
-    ("status", "engines._pidfile"),  # status: the pid file of the Podman service sandman started
-    ("status", "engines._alive"),    # status: is that service's pid still running
-})
+# this (test_the_allow_list_has_no_stale_entry): it is empty, and stays so.
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def _private(name: str) -> bool:
