@@ -14,6 +14,7 @@ when a second copy of one appears in sandman/ or shims/.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -24,19 +25,16 @@ from pathlib import Path
 _LOCALE = ("LANG", "LC_ALL", "LC_CTYPE", "LC_COLLATE")
 
 
-def _start(name: str) -> str:
-    return f"# -- {name}"
-
-
 def _end(name: str) -> str:
     return f"# -- end of {name} --"
 
 
 def block(text: str, name: str) -> str:
     """The rule `name` of a runtime file's text, from its first marker to its end marker."""
-    start = text.index(_start(name) + " ")
-    end = text.index(_end(name), start)
-    return text[start:end]
+    m = re.search(rf"^# -- {re.escape(name)}\b", text, re.MULTILINE)
+    if m is None:
+        raise ValueError(f"no rule {name!r} in the runtime's text")
+    return text[m.start():text.index(_end(name), m.start())]
 
 
 def upto(text: str, name: str) -> str:

@@ -230,7 +230,8 @@ def refusal(real: str) -> str | None:
     allow = {k: os.environ[k] for k in ("SANDMAN_ALLOW_ROOT", "SANDMAN_ALLOW_HOME")
              if k in os.environ}
     docker, podman = socket_paths(), podman_socket_paths()
-    key = (real, home, *docker, "", *podman, "", *(f"{k}={v}" for k, v in allow.items()))
+    key = (runtime_digest(), real, home, *docker, "", *podman, "",
+           *(f"{k}={v}" for k, v in allow.items()))
     if key not in _refusal_memo:  # a reshim renders one install's mounts once per shim
         script = (runtime_rules.assign("sm_home", home)
                   + runtime_rules.assign("sm_socks", docker)
