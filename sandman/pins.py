@@ -139,7 +139,10 @@ def _run_default(paths: Paths, tool: str, command: str, part: str, out: str, *,
     print the variables out names: (exit status, stderr, their values)."""
     script = runtime_rules.upto(render_default(paths, tool, command), part)
     script += "printf '%s\\0' " + " ".join(f'"${v}"' for v in out.split()) + "\n"
-    p = runtime_rules.run(script, env=env, cwd=cwd)
+    try:
+        p = runtime_rules.run(script, env=env, cwd=cwd)
+    except OSError as e:  # the folder asked about is gone, or not ours to enter
+        raise StateError(f"{cwd}: cannot look for pins there: {e.strerror}") from e
     return (p.returncode, runtime_rules.text_of(p.stderr),
             runtime_rules.text_of(p.stdout).split("\0")[:-1])
 
