@@ -1,118 +1,100 @@
-"""Pins that asdf's `.tool-versions` and mise's `mise.toml` already hold (issue 21 item 9).
+"""The pin files and their grammar, read by the one reader: the unversioned shim's bash.
 
-A project that pins its tools with asdf or mise pins sandman's tools too: a line for a tool
-sandman manages chooses its version. Walking up from the current directory, each folder is
-asked in order `.sandman.toml`, `.tool-versions`, `mise.toml`, `.mise.toml`: the first that
-names the tool decides, so `.sandman.toml` wins where both speak, and a nearer folder wins over
-a farther one (as with asdf and mise themselves).
+A project pins a tool in `.sandman.toml` (`tool = "version"` lines under `[tools]`), and asdf's
+`.tool-versions` and mise's `mise.toml` pin sandman's tools too (issue 21 item 9): walking up
+from the current directory, each folder is asked in order `.sandman.toml`, `.tool-versions`,
+`mise.toml`, `.mise.toml`; the first that names the tool decides, so `.sandman.toml` wins where
+both speak, and a nearer folder wins over a farther one (as with asdf and mise themselves).
 
-Only the lines of the tool asked about are read closely: the rest of the file is asdf's or
-mise's business (`nodejs ref:v20`, `"ubi:x" = "latest"`). The unversioned shim
-(shims/default.bash, sm_tv and sm_mise) reads these files with bash builtins, rule for rule and
-message for message the same as here; a line of the tool it cannot read stops both with
-`FILE:LINE: ...` (StateError). A version of `system` (asdf's and mise's word for the host's own
-tool) chooses nothing: the walk goes on.
+The unversioned shim (shims/default.bash) reads these files on every call, with bash builtins;
+its pin grammar block is the one copy of the rules (issue 20). sandman's own reads and checks
+run that block (sandman/runtime_rules.py), so `sandman which`, `use` and a project's install
+stop on exactly the lines the shim stops on, with its words: `FILE:LINE: ...` (StateError). Only
+the lines of the tool asked about are read closely in asdf's and mise's files: the rest is their
+business (`nodejs ref:v20`, `"ubi:x" = "latest"`). A version of `system` (asdf's and mise's word
+for the host's own tool) chooses nothing.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandman import runtime_rules
 from sandman.errors import StateError
+from sandman.paths import shim_templates_dir
 
+PROJECT_FILE = ".sandman.toml"
 TOOL_VERSIONS = ".tool-versions"
-MISE_FILES = ("mise.toml", ".mise.toml")
-SPACE = " \t\r\v\f"
-SYSTEM = "system"
-_TV_RE = re.compile(r"^[ \t\r\v\f]*([^ \t\r\v\f]+)(?:[ \t\r\v\f]+([^ \t\r\v\f]+))?")
-_KEY_RE = re.compile(r"""^(?:([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'([A-Za-z0-9._-]+)')"""
-                     r"""[ \t\r\v\f]*=[ \t\r\v\f]*(.*)\Z""")
-# the shim's sm_mise_vals, in order: "v", 'v', ["v", ...], ['v', ...], { version = "v", ... }
-_VALUE_RES = tuple(re.compile(r) for r in (
-    r'^"([^"]*)"', r"^'([^']*)'", r'^\[[ \t\r\v\f]*"([^"]*)"', r"^\[[ \t\r\v\f]*'([^']*)'",
-    r'^\{(.*[ \t\r\v\f,])?version[ \t\r\v\f]*=[ \t\r\v\f]*"([^"]*)"'))
+# the reader of each kind of file: the shim's function for it
+SANDMAN, ASDF, MISE = "sm_pin", "sm_tv", "sm_mise"
+_STDIN = "/dev/stdin"
 
 
-class _Bad(ValueError):
+class PinSyntaxError(ValueError):
+    """A line of a pin file that the shim cannot read: `line` is 1-based."""
+
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line, self.message = line, message
+        super().__init__(f"{line}: {message}")
+        self.line = line
+        self.message = message
 
 
-def _lines(text: str) -> list[str]:
+@dataclass(frozen=True)
+class Reading:
+    """What the shim's reader found in one file's content."""
+
+    version: str | None  # the tool's version (None: not named, or `system`)
+    line: int | None  # the line of the tool's pin
+    tools_line: int | None = None  # the line of `[tools]` (a .sandman.toml)
+    pins: dict[str, str] = field(default_factory=dict)  # every pin of a .sandman.toml, in order
+
+
+def lines_of(text: str) -> list[str]:
+    """The lines as the shim numbers them: split at newlines only."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return lines
 
 
-def _check_version(tool: str, version: str, n: int) -> None:
-    if not version or not version[0].isascii() or not version[0].isalnum() or \
-            re.search(r"[^A-Za-z0-9._+-]", version):
-        raise _Bad(n, f"{tool}: not a version (letters, digits and . _ + - only)")
+def read(reader: str, raw: bytes, tool: str = "") -> Reading:
+    """Read content with the shim's own reader for its kind of file; PinSyntaxError for a line
+    the shim stops on. tool: the tool asked about ('' for none: a .sandman.toml's pins only)."""
+    text = (shim_templates_dir() / "default.bash").read_text(encoding="utf-8")
+    script = (runtime_rules.assign("SM_TOOL", tool)
+              + runtime_rules.assign("SM_EXIT_STATE", str(StateError.exit_code))
+              + runtime_rules.block(text, "the pin grammar")
+              + f'sm_ver= sm_pins= sm_tools_at=\n{reader} "$1"\n'
+              + 'printf "%s\\0" "$sm_ver" "$sm_at" "$sm_tools_at" "$sm_pins"\n')
+    p = runtime_rules.run(script, [_STDIN], stdin=raw)
+    err = runtime_rules.text_of(p.stderr)
+    if p.returncode == StateError.exit_code:
+        m = re.fullmatch(rf"sandman: {_STDIN}:(\d+): (.*)\n", err, re.DOTALL)
+        if m:
+            raise PinSyntaxError(int(m.group(1)), m.group(2))
+    if p.returncode != 0 or err:
+        raise StateError(f"the shim's pin reader failed: {err.strip() or f'exit {p.returncode}'}")
+    version, at, tools_at, pins = runtime_rules.text_of(p.stdout).split("\0")[:4]
+    return Reading(version or None, int(at) if at else None, int(tools_at) if tools_at else None,
+                   dict(pin.split("=", 1) for pin in pins.split()))
 
 
-def tool_versions_pin(text: str, tool: str) -> str | None:
-    """tool's version in a `.tool-versions` (`tool version [fallbacks...]` lines, `#` comments);
-    None when the file does not name it (or says `system`)."""
-    found: str | None = None
-    seen = False
-    for n, raw in enumerate(_lines(text), 1):
-        m = _TV_RE.match(raw.split("#", 1)[0])
-        if not m or m.group(1) != tool:
-            continue
-        if seen:
-            raise _Bad(n, f"{tool} is pinned twice")
-        seen = True
-        version = m.group(2) or ""
-        if not version:
-            raise _Bad(n, f"{tool}: no version (write: {tool} VERSION)")
-        _check_version(tool, version, n)
-        found = version
-    return None if found == SYSTEM else found
-
-
-def mise_pin(text: str, tool: str) -> str | None:
-    """tool's version in a mise.toml's [tools]: `tool = "v"`, `tool = ["v", ...]` (the first) or
-    `tool = { version = "v", ... }`; None when [tools] does not name it (or says `system`)."""
-    section = ""
-    found: str | None = None
-    seen = False
-    for n, raw in enumerate(_lines(text), 1):
-        line = raw.strip(SPACE)
-        if line.startswith("["):
-            head = "" if line.startswith("[[") else "".join(
-                c for c in line[1:].split("]", 1)[0] if c not in SPACE + "\"'")
-            section = "tools" if head == "tools" else "other"
-            continue
-        if section != "tools":
-            continue
-        m = _KEY_RE.match(line)
-        if not m or (m.group(1) or m.group(2) or m.group(3)) != tool:
-            continue
-        if seen:
-            raise _Bad(n, f"{tool} is pinned twice")
-        seen = True
-        value = m.group(4)
-        got = next((m.groups()[-1] for m in map(lambda r: r.match(value), _VALUE_RES) if m), None)
-        if got is None:
-            raise _Bad(n, f'write the pin as {tool} = "version"')
-        _check_version(tool, got, n)
-        found = got
-    return None if found == SYSTEM else found
+def _file_error(file: Path, e: PinSyntaxError) -> StateError:
+    return StateError(f"{file}:{e.line}: {e.message}")
 
 
 def read_pin(file: Path, tool: str) -> str | None:
     """tool's version in an asdf or mise file (by its name); StateError `FILE:LINE: ...`."""
     try:
-        text = file.read_bytes().decode("utf-8", "replace")
+        raw = file.read_bytes()
     except OSError as e:
         raise StateError(f"{file}: cannot read: {e.strerror}") from e
     try:
-        return tool_versions_pin(text, tool) if file.name == TOOL_VERSIONS else mise_pin(text, tool)
-    except _Bad as e:
-        raise StateError(f"{file}:{e.line}: {e.message}") from e
+        return read(ASDF if file.name == TOOL_VERSIONS else MISE, raw, tool).version
+    except PinSyntaxError as e:
+        raise _file_error(file, e) from e
 
 
 def set_tool_versions(file: Path, tool: str, version: str) -> bytes:
@@ -123,15 +105,12 @@ def set_tool_versions(file: Path, tool: str, version: str) -> bytes:
     except OSError as e:
         raise StateError(f"{file}: cannot read: {e.strerror}") from e
     try:
-        tool_versions_pin(old, tool)  # a broken line of the tool is left for you to fix
-    except _Bad as e:
-        raise StateError(f"{file}:{e.line}: {e.message}") from e
-    lines, done = _lines(old), False
-    for i, raw in enumerate(lines):
-        m = _TV_RE.match(raw.split("#", 1)[0])
-        if m and m.group(1) == tool:
-            lines[i] = f"{tool} {version}"
-            done = True
-    if not done:
+        at = read(ASDF, old.encode(), tool).line  # a broken line of the tool is left for you to fix
+    except PinSyntaxError as e:
+        raise _file_error(file, e) from e
+    lines = lines_of(old)
+    if at is None:
         lines.append(f"{tool} {version}")
+    else:
+        lines[at - 1] = f"{tool} {version}"
     return ("\n".join(lines) + "\n").encode()

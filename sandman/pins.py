@@ -1,14 +1,15 @@
 """Which version an unversioned command (`sqlite3`) runs, and the project's lock file.
 
-The choice, first match wins: `SANDMAN_<TOOL>_VERSION` (one command), the nearest
-`.sandman.toml` walking up from the current directory that names the tool, then the global
-choice (`<config>/versions.toml`). The unversioned shim (shims/default.bash) makes the same
-choice with bash builtins only, so the pin files are read line by line, not as full TOML:
-`tool = "version"` lines under `[tools]`. `scan` here is the same reader, rule for rule and
-message for message: a line the shim cannot read stops both with `FILE:LINE: ...` (exit 123),
-so a broken pin never lets the plain command fall through to the host's tool. Python also
-parses the file as TOML and refuses one where TOML would see something else, so
-`sandman which` never disagrees with the shim.
+The choice, first match wins: `SANDMAN_<TOOL>_VERSION` (one command), the nearest pin file
+walking up from the current directory that names the tool (sandman/pinfiles.py), then the global
+choice (`<config>/versions.toml`). The unversioned shim (shims/default.bash) makes the choice on
+every call with bash builtins only, so the pin files are read line by line, not as full TOML:
+`tool = "version"` lines under `[tools]`. Its blocks are the one copy of the choice and of a
+pin's target (issue 20): `choose` and `pin_target` run them (sandman/runtime_rules.py), so
+`sandman which` never disagrees with the shim, and a line the shim cannot read stops both with
+`FILE:LINE: ...` (exit 123): a broken pin never lets the plain command fall through to the
+host's tool. Python also parses a .sandman.toml as TOML and refuses one where TOML would see
+something else.
 
 `sandman.lock` beside the project file records, per tool, the recipe source, the repository
 commit, the portable fingerprint (the same on every machine: no local id goes into it), and the
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandman import aliases, installs, pinfiles, repos, shims
+from sandman import aliases, installs, pinfiles, repos, runtime_rules, shims
 from sandman.catalog import Spec
 from sandman.context import Context
 from sandman.errors import (
@@ -42,18 +43,12 @@ from sandman.errors import (
     UsageError,
 )
 from sandman.paths import Paths, shim_templates_dir
-from sandman.recipes import VERSION_RE
+from sandman.pinfiles import PROJECT_FILE, PinSyntaxError
 from sandman.text import safe
 
-PROJECT_FILE = ".sandman.toml"
 LOCK_FILE = "sandman.lock"
 LOCK_SCHEMA = 2  # 2: portable fingerprints, image and base digests
-# The shim's regular expressions (shims/default.bash), in Python's spelling.
-PIN_RE = re.compile(r"""^(?:([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'([A-Za-z0-9._-]+)')"""
-                    r"""[ \t\r\v\f]*=[ \t\r\v\f]*(?:"([^"]*)"|'([^']*)')[ \t\r\v\f]*(?:#.*)?\Z""")
-HEAD_RE = re.compile(r"^\[(\[?)([^][#]*)\](\]?)[ \t\r\v\f]*(?:#.*)?\Z")
-BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-SPACE = " \t\r\v\f"  # bash's [[:space:]] within a line
+BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # TOML's bare keys: how sandman writes a tool's name
 
 
 def global_file(paths: Paths) -> Path:
@@ -77,67 +72,10 @@ def cwd_of(env: dict[str, str]) -> Path:
     return Path(real)
 
 
-class PinSyntaxError(ValueError):
-    """A line of a pin file that the shim cannot read: `line` is 1-based."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"{line}: {message}")
-        self.line = line
-        self.message = message
-
-
-def _name(text: str) -> str:
-    """A table or key name as the shim compares it: spaces and quotes taken out."""
-    return "".join(c for c in text if c not in SPACE + "\"'")
-
-
 def scan(text: str) -> dict[str, str]:
-    """The pins as the shim reads them, checking every line the way the shim does.
-
-    `tool = "version"` lines in the one [tools] table; comments, blank lines and other tables
-    are passed over. A malformed table header, a table inside [tools], a second [tools], a
-    top-level `tools` key, a [tools] line that is not a pin, a tool pinned twice or a value
-    that is not a version raise PinSyntaxError with the line number.
-    """
-    pins: dict[str, str] = {}
-    section = ""
-    had_tools = False
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    for n, raw in enumerate(lines, 1):
-        line = raw.strip(SPACE)
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            h = HEAD_RE.match(line)
-            if not h or len(h.group(1)) != len(h.group(3)):
-                raise PinSyntaxError(n, "malformed table header")
-            name = _name(h.group(2))
-            section = "other"
-            if name.startswith("tools.") or (name == "tools" and h.group(1)):
-                raise PinSyntaxError(n, '[tools] holds only tool = "version" lines, not tables')
-            if name == "tools":
-                if had_tools:
-                    raise PinSyntaxError(n, "a second [tools] table")
-                section, had_tools = "tools", True
-            continue
-        if section == "tools":
-            m = PIN_RE.match(line)
-            if not m:
-                raise PinSyntaxError(n, 'write each pin as tool = "version"')
-            key = m.group(1) or m.group(2) or m.group(3)
-            version = m.group(4) if m.group(4) is not None else m.group(5)
-            if key in pins:
-                raise PinSyntaxError(n, f"{key} is pinned twice")
-            if not VERSION_RE.match(version):
-                raise PinSyntaxError(n, f"{key}: not a version (letters, digits and . _ + - only)")
-            pins[key] = version
-        elif not section:
-            name = _name(line.split("=", 1)[0])
-            if name == "tools" or name.startswith("tools."):
-                raise PinSyntaxError(n, "pins go in a [tools] table")
-    return pins
+    """The pins of a .sandman.toml as the shim reads them, in order; PinSyntaxError (with the
+    line number) for a line the shim stops on (shims/default.bash, sm_pin)."""
+    return pinfiles.read(pinfiles.SANDMAN, text.encode()).pins
 
 
 def read_pins(file: Path) -> dict[str, str]:
@@ -152,11 +90,17 @@ def read_pins(file: Path) -> dict[str, str]:
 
 def pins_of(file: Path, raw: bytes) -> dict[str, str]:
     """read_pins on content that is (or is about to be) file's."""
+    return _reading(file, raw).pins
+
+
+def _reading(file: Path, raw: bytes, tool: str = "") -> pinfiles.Reading:
+    """What the shim reads in raw (file's content, or what is about to be), checked as TOML too."""
     text = raw.decode("utf-8", "replace")
     try:
-        pins = scan(text)
+        reading = pinfiles.read(pinfiles.SANDMAN, raw, tool)
     except PinSyntaxError as e:
         raise StateError(f"{file}:{e.line}: {e.message}") from e
+    pins = reading.pins
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -168,11 +112,9 @@ def pins_of(file: Path, raw: bytes) -> dict[str, str]:
         why = str(e)[: m.start()] if m else str(e)
         raise StateError(f"{file}:{line}: invalid TOML: {safe(why)}") from e
     if data.get("tools", {}) != pins:
-        at = next((n for n, raw_line in enumerate(text.split("\n"), 1)
-                   if _name(raw_line.split("]", 1)[0]) == "[tools"), 1)
-        raise StateError(f"{file}:{at}: [tools] reads differently as TOML than as "
-                         'tool = "version" lines; write each pin as one such line')
-    return pins
+        raise StateError(f"{file}:{reading.tools_line or 1}: [tools] reads differently as TOML "
+                         'than as tool = "version" lines; write each pin as one such line')
+    return reading
 
 
 def find_project(start: Path) -> Path | None:
@@ -191,28 +133,38 @@ class Choice:
     where: str | None  # the variable name or the file that decided
 
 
+def _run_default(paths: Paths, tool: str, command: str, part: str, out: str, *,
+                 env: dict[str, str], cwd: Path) -> tuple[int, str, list[str]]:
+    """Run tool's unversioned shim for command as far as the end of one of its parts, then
+    print the variables out names: (exit status, stderr, their values)."""
+    script = runtime_rules.upto(render_default(paths, tool, command), part)
+    script += "printf '%s\\0' " + " ".join(f'"${v}"' for v in out.split()) + "\n"
+    try:
+        p = runtime_rules.run(script, env=env, cwd=cwd)
+    except OSError as e:  # the folder asked about is gone, or not ours to enter
+        raise StateError(f"{cwd}: cannot look for pins there: {e.strerror}") from e
+    return (p.returncode, runtime_rules.text_of(p.stderr),
+            runtime_rules.text_of(p.stdout).split("\0")[:-1])
+
+
 def choose(paths: Paths, tool: str, cwd: Path, env: dict[str, str]) -> Choice:
+    """The choice the plain shim makes in cwd with env's SANDMAN_<TOOL>_VERSION: its own
+    code runs (the choice part of shims/default.bash), so the two never disagree."""
     var = env_var(tool)
-    if env.get(var):
-        return Choice(tool, env[var], "env", var)
-    for d in (cwd, *cwd.parents):
-        f = d / PROJECT_FILE
-        if f.is_file():
-            pins = read_pins(f)
-            if tool in pins:
-                return Choice(tool, pins[tool], "project", str(f))
-        for name in (pinfiles.TOOL_VERSIONS, *pinfiles.MISE_FILES):  # asdf's and mise's pins:
-            f = d / name  # .sandman.toml wins where both speak (sandman/pinfiles.py)
-            if f.is_file():
-                version = pinfiles.read_pin(f, tool)
-                if version is not None:
-                    return Choice(tool, version, "project", str(f))
-    g = global_file(paths)
-    if g.is_file():
-        pins = read_pins(g)
-        if tool in pins:
-            return Choice(tool, pins[tool], "global", str(g))
-    return Choice(tool, None, "none", None)
+    given = {var: env[var]} if env.get(var) else {}
+    code, err, out = _run_default(paths, tool, tool, "the choice", "sm_ver sm_from",
+                                  env={"PWD": str(cwd), **given}, cwd=cwd)
+    if code == StateError.exit_code and err.startswith("sandman: "):
+        raise StateError(err[len("sandman: "):].rstrip("\n"))
+    if code != 0 or len(out) != 2:
+        raise StateError(f"the plain shim of {tool} could not choose: {err.strip() or code}")
+    version, where = out
+    if not where:
+        return Choice(tool, None, "none", None)
+    if where == f"${var}":
+        return Choice(tool, version, "env", var)
+    return Choice(tool, version, "global" if where == str(global_file(paths)) else "project",
+                  where)
 
 
 def set_pin(file: Path, tool: str, version: str) -> None:
@@ -221,35 +173,23 @@ def set_pin(file: Path, tool: str, version: str) -> None:
     A file the shim cannot read is left alone (its FILE:LINE error says what to fix); the new
     content is checked before it replaces the old.
     """
-    old = None
+    reading = pinfiles.Reading(None, None)
+    lines: list[str] = []
     if file.exists():
         try:
             old = file.read_bytes()
         except OSError as e:
             raise StateError(f"{file}: cannot read: {e.strerror}") from e
-        pins_of(file, old)
-    lines = old.decode("utf-8").splitlines() if old is not None else []
+        reading = _reading(file, old, tool)  # the lines of the tool's pin and of [tools]
+        lines = [line.removesuffix("\r") for line in pinfiles.lines_of(old.decode("utf-8"))]
     key = tool if BARE_KEY_RE.match(tool) else json.dumps(tool)
     new = f'{key} = "{version}"'
-    section, tools_at, done = "", None, False
-    for i, raw in enumerate(lines):
-        line = raw.strip(SPACE)
-        if line.startswith("["):
-            h = HEAD_RE.match(line)
-            section = "tools" if h and not h.group(1) and _name(h.group(2)) == "tools" else "other"
-            if section == "tools":
-                tools_at = i
-            continue
-        m = PIN_RE.match(line)
-        if section == "tools" and m and (m.group(1) or m.group(2) or m.group(3)) == tool:
-            lines[i] = new
-            done = True
-            break
-    if not done:
-        if tools_at is None:
-            lines += ([""] if lines and lines[-1].strip() else []) + ["[tools]", new]
-        else:
-            lines.insert(tools_at + 1, new)
+    if reading.line is not None:
+        lines[reading.line - 1] = new
+    elif reading.tools_line is not None:
+        lines.insert(reading.tools_line, new)
+    else:
+        lines += ([""] if lines and lines[-1].strip() else []) + ["[tools]", new]
     data = ("\n".join(lines) + "\n").encode()
     pins_of(file, data)  # what the shim will read is what we meant
     installs.atomic_write(file, data)
@@ -286,6 +226,8 @@ def render_default(paths: Paths, tool: str, command: str) -> str:
         "SM_CMD": shlex.quote(command),
         "SM_BIN": shlex.quote(str(paths.bin_dir)),
         "SM_VAR": env_var(tool),
+        "SM_PROJECT_FILE": shlex.quote(PROJECT_FILE),
+        "SM_TOOL_VERSIONS": shlex.quote(pinfiles.TOOL_VERSIONS),
         "SM_GLOBAL": shlex.quote(str(global_file(paths))),
         "SM_ALIASES": shlex.quote(str(aliases.alias_file(paths, tool))),
         "SM_EXIT_USAGE": str(USAGE),
@@ -303,29 +245,13 @@ def pin_target(paths: Paths, tool: str, command: str, version: str) -> Path | No
 
     A pin comes from a file in the project, which anyone may have written; the bin folder may
     hold other programs named `<command>-<something>` (another tool's shims, `python2-config`)
-    that would run outside any container. The same rule as shims/default.bash (a unit test
-    feeds both the same cases). A version without a shim of its own name that is an alias of
+    that would run outside any container. The rule is the plain shim's own (the target part of
+    shims/default.bash), run here: a version without a shim of its own name that is an alias of
     an installed version (alias_file) runs that version's shim, as `install` resolves it.
     """
-    target = paths.bin_dir / f"{command}-{version}"
-    if not target.is_file():
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            for line in aliases.alias_file(paths, tool).read_text(encoding="utf-8").splitlines():
-                a, _, v = line.partition(" ")
-                if a == version and VERSION_RE.match(v):
-                    target = paths.bin_dir / f"{command}-{v}"
-                    break
-    try:
-        if not (target.is_file() and os.access(target, os.X_OK)):
-            return None
-        with target.open("rb") as f:
-            lines = [f.readline(limit).decode("utf-8", "replace").rstrip("\n")
-                     for limit in (64, 64, 512)]
-    except OSError:
-        return None
-    owner = f"# for: {tool}@"
-    ok = lines[1] == shims.MARKER and lines[2].startswith(owner) and len(lines[2]) > len(owner)
-    return target if ok else None
+    code, _, out = _run_default(paths, tool, command, "the target", "sm_c",
+                                env={env_var(tool): version}, cwd=Path("/"))
+    return Path(out[0]) if code == 0 and out and out[0] else None
 
 
 def write_defaults(ctx: Context, tool: str, version: str) -> list[Path]:

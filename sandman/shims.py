@@ -20,14 +20,13 @@ import os
 import shlex
 import shutil
 import socket
-import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandman import names, plan, warm
+from sandman import names, plan, runtime_rules, warm
 from sandman.config import PROXY_VARS, ToolSettings
 from sandman.engines import Docker, EngineChoice
 from sandman.errors import ConflictError, MountError
@@ -218,77 +217,35 @@ def socket_gids() -> list[int]:
     return sorted({g for g in gids if g != 0})
 
 
-# Refused only for paths anyone can spell with a symlink (the cwd, an argument, a path_env
-# variable, a home file): the host's kernel and device folders and the run-time folders.
-# shims/shim.bash (sm_refused ... arg) is the implementation a shim runs; this is its twin for
-# sandman's own checks, and tests/unit/test_refusal_table.py feeds both one table of paths.
-KERNEL_DIRS = ("/proc", "/sys", "/dev")
-RUN_DIR = "/run"
-MEDIA_DIR = "/run/media"  # udisks mounts removable media at /run/media/USER/LABEL: data
+_refusal_memo: dict[tuple[str, ...], str | None] = {}
 
 
-def runtime_dirs() -> list[str]:
-    """This user's run-time folders, resolved: XDG_RUNTIME_DIR, /run/user/UID, Podman's."""
-    from sandman.engines import podman_runtime_dir
+def refusal(real: str) -> str | None:
+    """Why the real host path may not be mounted as a declared mount, or None.
 
-    found: list[str] = []
-    for d in (os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{os.geteuid()}",
-              "/run" if os.geteuid() == 0 else podman_runtime_dir(os.geteuid())):
-        if d.startswith("/") and os.path.isdir(d):
-            found.append(os.path.realpath(d))
-    return found
-
-
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def refusal(real: str, *, argument: bool = False) -> str | None:
-    """Why the real host path may not be mounted, or None (the shim runtime says the same).
-
-    argument: the path came from the cwd, an argument, a path_env variable or a home file.
+    The rule is the shim runtime's (shims/shim.bash, sm_refused: its one copy), run on this
+    host's values: the home, the Docker socket as configured and as it really is, Podman's
+    sockets, and SANDMAN_ALLOW_ROOT / SANDMAN_ALLOW_HOME. So `sandman run --mount` and
+    config.toml's extra_mounts are refused at once with the words a shim would use.
     """
     home = os.path.realpath(os.path.expanduser("~"))
-    if real == "/" and not os.environ.get("SANDMAN_ALLOW_ROOT"):
-        return "it is / (set SANDMAN_ALLOW_ROOT=1 to allow)"
-    if real == home and not os.environ.get("SANDMAN_ALLOW_HOME"):
-        return "it is your home directory (set SANDMAN_ALLOW_HOME=1 to allow)"
-    for s in socket_paths():
-        if s == real or s.startswith(real.rstrip("/") + "/"):
-            return f"it would expose the Docker socket {s}"
-    for s in podman_socket_paths():
-        if s == real or s.startswith(real.rstrip("/") + "/"):
-            return f"it would expose the Podman socket {s}"
-    if not argument:
-        return None
-    for d in KERNEL_DIRS:
-        if _under(real, d):
-            return f"it is in {d}, the host's kernel and devices"
-    if _under(real, RUN_DIR):
-        if real.startswith(MEDIA_DIR + "/") and "/" in real[len(MEDIA_DIR) + 1:]:
-            return None
-        return "it is in /run, the host's run-time folder (service and session sockets)"
-    for d in runtime_dirs():
-        if _under(real, d):
-            return f"it is in your run-time folder {d} (your session's sockets)"
-    # the shim's sm_map_path (issue 23 item 3): an argument that is itself a socket, FIFO or
-    # device, or a folder that is shared (sticky) or holds one, is not mounted whole
-    try:
-        mode = os.stat(real).st_mode
-    except OSError:
-        return None
-    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISBLK(mode) or stat.S_ISCHR(mode):
-        return "it is a socket, FIFO or device, not data"
-    if stat.S_ISDIR(mode):
-        if mode & stat.S_ISVTX:
-            return "it is a shared folder (sticky, as /tmp: other users' files and sessions' sockets)"
-        with contextlib.suppress(OSError), os.scandir(real) as entries:
-            for e in entries:
-                with contextlib.suppress(OSError):
-                    m = os.stat(e.path).st_mode
-                    if stat.S_ISSOCK(m) or stat.S_ISFIFO(m) or stat.S_ISBLK(m) or stat.S_ISCHR(m):
-                        return f"it holds {e.name}, a socket, FIFO or device"
-    return None
+    allow = {k: os.environ[k] for k in ("SANDMAN_ALLOW_ROOT", "SANDMAN_ALLOW_HOME")
+             if k in os.environ}
+    docker, podman = socket_paths(), podman_socket_paths()
+    key = (runtime_digest(), real, home, *docker, "", *podman, "",
+           *(f"{k}={v}" for k, v in allow.items()))
+    if key not in _refusal_memo:  # a reshim renders one install's mounts once per shim
+        script = (runtime_rules.assign("sm_home", home)
+                  + runtime_rules.assign("sm_socks", docker)
+                  + runtime_rules.assign("sm_psocks", podman)
+                  + runtime_rules.block(runtime_text(), "the refusal rule")
+                  + 'if sm_refused "$1"; then printf %s "$sm_why"; fi\n')
+        p = runtime_rules.run(script, [real], env=allow)
+        if p.returncode != 0 or p.stderr:
+            raise MountError(f"could not check the mount {real}: "
+                             f"{runtime_rules.text_of(p.stderr).strip() or f'bash exit {p.returncode}'}")
+        _refusal_memo[key] = runtime_rules.text_of(p.stdout) or None
+    return _refusal_memo[key]
 
 
 def parse_mount_spec(spec: str) -> tuple[str, str, str]:

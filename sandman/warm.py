@@ -35,6 +35,7 @@ import contextlib
 import csv
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -45,9 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandman import names
+from sandman import names, runtime_rules
 from sandman.names import DEFAULT_DOCKER_HOST
-from sandman.paths import Paths
+from sandman.paths import Paths, shim_templates_dir
 
 if TYPE_CHECKING:  # the docker SDK stays out of shim rendering and the reaper's start
     from sandman.engine import ContainerInfo, Engine
@@ -63,15 +64,20 @@ log = logging.getLogger("sandman.warm")
 LIVE, STOPPING, ORPHAN = "live", "stopping", "orphan"
 
 
+@functools.lru_cache(maxsize=64)
 def daemon_key(docker_host: str | None) -> str:
-    """'' for the default daemon, else `@` and DOCKER_HOST with `%` and `/` escaped.
-
-    A file-name part that tells daemons apart (shims/warm.bash computes the same with builtins).
-    """
-    host = docker_host or DEFAULT_DOCKER_HOST
-    if host == DEFAULT_DOCKER_HOST:
-        return ""
-    return "@" + host.replace("%", "%25").replace("/", "%2F")
+    """'' for the default daemon, else `@` and DOCKER_HOST escaped: a file-name part that tells
+    daemons apart. A shim computes it on every call, so its one copy is shims/warm.bash's (the
+    daemon key block), run here; the reaper asks once per daemon, not once per pass."""
+    text = (shim_templates_dir() / "warm.bash").read_text(encoding="utf-8")
+    script = runtime_rules.block(text, "the daemon key") + 'printf %s "$sm_dkey"\n'
+    env = {"SM_DAEMON_DEFAULT": DEFAULT_DOCKER_HOST}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
+    p = runtime_rules.run(script, env=env)
+    if p.returncode != 0 or p.stderr:
+        raise OSError(f"shims/warm.bash's daemon key failed: {runtime_rules.text_of(p.stderr)}")
+    return runtime_rules.text_of(p.stdout)
 
 
 def _docker_host(docker_host: str | None) -> str:

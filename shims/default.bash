@@ -4,11 +4,13 @@
 # Runs the version of the tool chosen for the current directory: $SANDMAN_<TOOL>_VERSION, else
 # the nearest .sandman.toml (walking up) that names the tool, else the global choice. With no
 # choice it runs the next command of the same name on PATH, so it never hides a host tool.
-# A pin file it cannot read as sandman reads it (sandman/pins.py, the same rules) stops the
-# command with FILE:LINE and $SM_EXIT_STATE: a broken pin never falls through to the host tool.
-# Bash builtins only: no fork before the exec.
+# A pin file it cannot read stops the command with FILE:LINE and $SM_EXIT_STATE: a broken pin
+# never falls through to the host tool. Bash builtins only: no fork before the exec.
+# Its three parts are the one copy of their rules: sandman (sandman/pinfiles.py, pins.py) runs
+# them, cut out of this file, for `sandman which`, `use`, `doctor` and a project's install.
 @@VALUES@@
 
+# -- the pin grammar: how each pin file is read, and what stops a call --
 sm_die() { printf 'sandman: %s\n' "$1" >&2; exit "$2"; }
 sm_bad() { sm_die "$1:$2: $3" "$SM_EXIT_STATE"; }  # sm_bad FILE LINE MESSAGE
 
@@ -16,7 +18,9 @@ sm_pin_re='^(([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'"'"'([A-Za-z0-9._-]+)'"'"')[[
 sm_head_re='^\[(\[?)([^][#]*)\](\]?)[[:space:]]*(#.*)?$'
 sm_version_re='^[A-Za-z0-9][A-Za-z0-9._+-]*$'
 sm_pin() {  # sm_pin FILE: check every line; set sm_ver to SM_TOOL's version; false when none
-  local line name key ver n=0 sect= had_tools= seen=' ' found=
+  # (sm_pins: " TOOL=VERSION" for every pin; sm_at: SM_TOOL's line; sm_tools_at: [tools]'s line)
+  local line name key ver n=0 sect=
+  sm_pins=' ' sm_at= sm_tools_at=
   [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
   while IFS= read -r line || [[ -n $line ]]; do
     ((++n))
@@ -32,8 +36,8 @@ sm_pin() {  # sm_pin FILE: check every line; set sm_ver to SM_TOOL's version; fa
         if [[ $name == tools.* || ( $name == tools && -n ${BASH_REMATCH[1]} ) ]]; then
           sm_bad "$1" "$n" '[tools] holds only tool = "version" lines, not tables'
         elif [[ $name == tools ]]; then
-          [[ -z $had_tools ]] || sm_bad "$1" "$n" "a second [tools] table"
-          sect=tools had_tools=1
+          [[ -z $sm_tools_at ]] || sm_bad "$1" "$n" "a second [tools] table"
+          sect=tools sm_tools_at=$n
         fi
         continue ;;
     esac
@@ -41,22 +45,22 @@ sm_pin() {  # sm_pin FILE: check every line; set sm_ver to SM_TOOL's version; fa
       [[ $line =~ $sm_pin_re ]] || sm_bad "$1" "$n" 'write each pin as tool = "version"'
       key=${BASH_REMATCH[2]}${BASH_REMATCH[3]}${BASH_REMATCH[4]}
       ver=${BASH_REMATCH[6]}${BASH_REMATCH[7]}
-      [[ $seen != *" $key "* ]] || sm_bad "$1" "$n" "$key is pinned twice"
-      seen+="$key "
+      [[ $sm_pins != *" $key="* ]] || sm_bad "$1" "$n" "$key is pinned twice"
+      sm_pins+="$key=$ver "
       [[ -n $ver && $ver != [!A-Za-z0-9]* && $ver != *[!A-Za-z0-9._+-]* ]] ||  # globs: cheaper
         sm_bad "$1" "$n" "$key: not a version (letters, digits and . _ + - only)"  # than a regex
-      [[ $key == "$SM_TOOL" ]] && sm_ver=$ver found=1
+      [[ $key == "$SM_TOOL" ]] && sm_ver=$ver sm_at=$n
     elif [[ -z $sect ]]; then
       name=${line%%=*}
       name=${name//[[:space:]\"\']/}
       [[ $name == tools || $name == tools.* ]] && sm_bad "$1" "$n" "pins go in a [tools] table"
     fi
   done <"$1"
-  [[ -n $found ]]
+  [[ -n $sm_at ]]
 }
 
-# asdf's .tool-versions and mise's mise.toml pin sandman's tools too (sandman/pinfiles.py: the
-# same rules and messages). Only SM_TOOL's line is read closely; `system` chooses nothing.
+# asdf's .tool-versions and mise's mise.toml pin sandman's tools too. Only SM_TOOL's line is
+# read closely (sm_at: its line); `system` chooses nothing.
 sm_tv_re='^[[:space:]]*([^[:space:]]+)([[:space:]]+([^[:space:]]+))?'
 sm_key_re='^(([A-Za-z0-9_-]+)|"([A-Za-z0-9._-]+)"|'"'"'([A-Za-z0-9._-]+)'"'"')[[:space:]]*=[[:space:]]*(.*)$'
 sm_mise_vals=('^"([^"]*)"' "^'([^']*)'" '^\[[[:space:]]*"([^"]*)"' "^\\[[[:space:]]*'([^']*)'"
@@ -66,21 +70,23 @@ sm_check_ver() {  # sm_check_ver FILE LINE VERSION
     sm_bad "$1" "$2" "$SM_TOOL: not a version (letters, digits and . _ + - only)"
 }
 sm_tv() {  # sm_tv FILE: SM_TOOL's version in a .tool-versions (tool version...) into sm_ver
-  local line n=0 found= ver
+  local line n=0 ver
+  sm_at=
   [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
   while IFS= read -r line || [[ -n $line ]]; do
     ((++n))
     line=${line%%#*}
     [[ $line =~ $sm_tv_re && ${BASH_REMATCH[1]} == "$SM_TOOL" ]] || continue
-    [[ -z $found ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
-    ver=${BASH_REMATCH[3]} found=1
+    [[ -z $sm_at ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
+    ver=${BASH_REMATCH[3]} sm_at=$n
     [[ -n $ver ]] || sm_bad "$1" "$n" "$SM_TOOL: no version (write: $SM_TOOL VERSION)"
     sm_check_ver "$1" "$n" "$ver"
   done <"$1"
-  [[ -n $found && $ver != system ]] && sm_ver=$ver
+  [[ -n $sm_at && $ver != system ]] && sm_ver=$ver
 }
 sm_mise() {  # sm_mise FILE: SM_TOOL's version in a mise.toml's [tools] into sm_ver
-  local line n=0 found= ver= sect= head re
+  local line n=0 ver= sect= head re
+  sm_at=
   [[ -r $1 ]] || sm_die "$1: cannot read" "$SM_EXIT_STATE"
   while IFS= read -r line || [[ -n $line ]]; do
     ((++n))
@@ -93,29 +99,31 @@ sm_mise() {  # sm_mise FILE: SM_TOOL's version in a mise.toml's [tools] into sm_
     fi
     [[ $sect == tools && $line =~ $sm_key_re ]] || continue
     [[ ${BASH_REMATCH[2]}${BASH_REMATCH[3]}${BASH_REMATCH[4]} == "$SM_TOOL" ]] || continue
-    [[ -z $found ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
-    found=1 line=${BASH_REMATCH[5]} ver=
+    [[ -z $sm_at ]] || sm_bad "$1" "$n" "$SM_TOOL is pinned twice"
+    sm_at=$n line=${BASH_REMATCH[5]} ver=
     for re in "${sm_mise_vals[@]}"; do
       [[ $line =~ $re ]] && { ver=${BASH_REMATCH[${#BASH_REMATCH[@]}-1]}; break; }
     done
     [[ -n $re && $line =~ $re ]] || sm_bad "$1" "$n" "write the pin as $SM_TOOL = \"version\""
     sm_check_ver "$1" "$n" "$ver"
   done <"$1"
-  [[ -n $found && $ver != system ]] && sm_ver=$ver
+  [[ -n $sm_at && $ver != system ]] && sm_ver=$ver
 }
+# -- end of the pin grammar --
 
+# -- the choice: the version asked for, and where that was said (sm_ver, sm_from) --
 sm_ver= sm_from=
 if [[ -n ${!SM_VAR-} ]]; then
   sm_ver=${!SM_VAR} sm_from="\$$SM_VAR"
 else
   sm_d=${PWD:-/}
   while :; do
-    if [[ -f $sm_d/.sandman.toml ]] && sm_pin "$sm_d/.sandman.toml"; then
-      sm_from=$sm_d/.sandman.toml
+    if [[ -f $sm_d/$SM_PROJECT_FILE ]] && sm_pin "$sm_d/$SM_PROJECT_FILE"; then
+      sm_from=$sm_d/$SM_PROJECT_FILE
       break
     fi
-    if [[ -f $sm_d/.tool-versions ]] && sm_tv "$sm_d/.tool-versions"; then
-      sm_from=$sm_d/.tool-versions
+    if [[ -f $sm_d/$SM_TOOL_VERSIONS ]] && sm_tv "$sm_d/$SM_TOOL_VERSIONS"; then
+      sm_from=$sm_d/$SM_TOOL_VERSIONS
       break
     fi
     for sm_f in "$sm_d/mise.toml" "$sm_d/.mise.toml"; do
@@ -128,6 +136,7 @@ else
     sm_from=$SM_GLOBAL
   fi
 fi
+# -- end of the choice --
 
 if [[ -z $sm_from ]]; then
   # No choice here: behave as if this shim were not on PATH.
@@ -140,6 +149,7 @@ if [[ -z $sm_from ]]; then
   sm_die "no version of $SM_TOOL is chosen for ${PWD:-/}; run: sandman use $SM_TOOL VERSION [--global]" "$SM_EXIT_NOT_FOUND"
 fi
 
+# -- the target: the versioned shim the choice runs (sm_c) --
 [[ $sm_ver =~ $sm_version_re ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" "$SM_EXIT_USAGE"
 sm_c=$SM_BIN/$SM_CMD-$sm_ver
 # No shim of that name: an alias of an installed version runs that version, as `install`
@@ -154,8 +164,9 @@ fi
 # Only a shim sandman wrote for this tool: a pin is a file in the project (anyone's), and
 # $SM_BIN may hold other programs named <command>-<something> (another tool's shims, a
 # python2-config) that would run here, outside any container. Lines 2 and 3 of a versioned
-# shim say whose it is (pins.pin_target: the same rule); its name gives the version (or alias).
+# shim say whose it is; its name gives the version (or alias).
 sm_l2= sm_l3=
 { IFS= read -r -n 64 _; IFS= read -r -n 64 sm_l2; IFS= read -r -n 512 sm_l3; } <"$sm_c" 2>/dev/null
 [[ $sm_l2 == "$SM_MARKER" && $sm_l3 == "# for: $SM_TOOL@"?* ]] || sm_die "$SM_TOOL@$sm_ver (chosen by $sm_from) is not installed: $sm_c is not a shim of $SM_TOOL; run: sandman install $SM_TOOL@$sm_ver" "$SM_EXIT_NOT_FOUND"
+# -- end of the target --
 exec "$sm_c" "$@"

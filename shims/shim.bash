@@ -221,6 +221,8 @@ done
 # Mounts. sm_dsts holds every destination so that nothing is mounted twice or under a mount
 # that already covers it with the same or more rights.
 sm_dsts=() sm_modes=() sm_srcs=() sm_pins=()
+# -- the refusal rule (its one copy: sandman/shims.py refusal runs this block for `sandman run
+# --mount` and config.toml's extra_mounts, given sm_home, sm_socks and sm_psocks) --
 sm_refused() {  # real [arg]: sets sm_why to the reason a real host path may not be mounted; true if refused
   # With arg (the cwd, an argument, a path_env variable, a home file: paths anyone can spell
   # with a symlink) also the host's kernel and device folders and the run-time folders that
@@ -251,6 +253,7 @@ sm_refused() {  # real [arg]: sets sm_why to the reason a real host path may not
   esac
   [[ -n $sm_why ]]
 }
+# -- end of the refusal rule --
 sm_covered() {  # is $1 already inside a mount with at least mode $2?
   local i d
   for i in "${!sm_dsts[@]}"; do

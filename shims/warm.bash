@@ -1,14 +1,16 @@
 # Included into the shim runtime by sandman (shims/shim.bash, @@WARM@@): the reaper and warm mode.
 # The reaper and the warm containers belong to one SANDMAN_HOME *and* one daemon: the daemon this
-# call talks to ($DOCKER_HOST, or the default socket) keys their files. The default daemon's
-# keep the plain names (state/reaper.pid, state/warm/); another one's get "@<DOCKER_HOST with %
-# and / escaped>" (sandman/warm.py: daemon_key, which must give the same string).
+# call talks to ($DOCKER_HOST, or the default socket) keys their files.
+# -- the daemon key (its one copy: sandman/warm.py daemon_key runs this block). The default
+# daemon's files keep the plain names (state/reaper.pid, state/warm/); another one's get
+# "@<DOCKER_HOST with % and / escaped>" --
 sm_dhost=${DOCKER_HOST:-$SM_DAEMON_DEFAULT}
 [[ $sm_engine == podman ]] && sm_dhost=unix://$sm_sock  # Podman's: this user's API socket
 sm_dkey=
 if [[ $sm_dhost != "$SM_DAEMON_DEFAULT" ]]; then
   sm_dkey=${sm_dhost//"%"/%25}; sm_dkey=@${sm_dkey//\//%2F}
 fi
+# -- end of the daemon key --
 
 # A SIGKILLed shim cannot clean up after itself: a per-user reaper removes containers whose
 # shim is gone. Start it if it is not running: a pidfile read and a /proc read, no fork when it

@@ -1,6 +1,7 @@
-"""Issue 20: the refusal rule lives in the shim runtime (sm_refused) and in its Python twin
-(sandman.shims.refusal, used by `sandman run --mount` and install-time checks). One table of
-paths goes to both; their answers must agree, for an argument and for a declared mount.
+"""Issue 20: the refusal rule lives once, in the shim runtime (sm_refused); sandman's own check
+(sandman.shims.refusal, used by `sandman run --mount` and install-time checks) runs that block
+with this host's values. One table of paths goes to a shim and to that check: they must agree on
+a declared mount, and the shim must class each path as documented for an argument too.
 
 The shim sees each path through a symlink in a scratch folder (a path typed as /proc/... is
 passed on untouched, as the container's own): the decision must be made on the resolved path.
@@ -60,14 +61,13 @@ def test_shim_and_python_refuse_the_same_paths(tmp_path: Path, table: dict[str, 
         q = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), [], work, env)
         assert q.returncode in (0, MountError.exit_code), (name, q.stderr)
         shim_mount = q.returncode == MountError.exit_code
-        py_arg = refusal(os.path.realpath(link), argument=True) is not None
         py_mount = refusal(os.path.realpath(link)) is not None
-        answers[name] = (shim_arg, py_arg, shim_mount, py_mount)
-    disagree = {k: v for k, v in answers.items() if v[0] != v[1] or v[2] != v[3]}
+        answers[name] = (shim_arg, shim_mount, py_mount)
+    disagree = {k: v for k, v in answers.items() if v[1] != v[2]}
     assert disagree == {}, disagree
     # and the table means something: each class answers as documented (docs/runtime.md)
     refused_arg = {k for k, v in answers.items() if v[0]}
     assert refused_arg >= {"root", "proc", "proc-pid", "dev", "run", "home", "xdg", "xdg-bus"} & set(table)
     assert not refused_arg & {"home-proj", "data", "usr", "etc"}
-    refused_mount = {k for k, v in answers.items() if v[2]}
+    refused_mount = {k for k, v in answers.items() if v[1]}
     assert refused_mount & {"proc", "dev", "xdg-bus", "data"} == set()

@@ -2,9 +2,9 @@
 
 - Podman's runtime folder: sandman/engines.py `runtime_dir_problem` and the shim runtime's
   `sm_rundir_ok` (shims/shim.bash) accept and refuse the same folders, with the same words.
-- A pin's target: sandman/pins.py `pin_target` and the plain shim (shims/default.bash) run only
-  a versioned shim sandman wrote for that tool; the attack of issue 23.4 is replayed on a real
-  plain shim.
+- A pin's target: the plain shim (shims/default.bash; sandman/pins.py `pin_target` runs its
+  target part, the rule's one copy) runs only a versioned shim sandman wrote for that tool; the
+  attack of issue 23.4 is replayed on a real plain shim.
 - A recipe source is http(s): file:// is refused when the recipe loads.
 """
 
