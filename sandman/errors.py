@@ -3,7 +3,7 @@
 One root type; each subclass carries a user-facing one-line message and the exit code that
 scripts can rely on. The CLI maps them in one place (``cli.main``). Every code is written once,
 in ``EXIT_GROUPS`` below, with the name the classes and the shim runtime know it by
-(``names.EXIT_CODES`` hands some of them to the runtime as ``$SM_EXIT_<NAME>``) and what it
+(``RUNTIME_CODES`` hands some of them to the runtime as ``$SM_EXIT_<NAME>``) and what it
 means; `sandman exit-codes`, docs/cli.md and docs/runtime.md print that table (sandman/docgen.py).
 
 sandman's own codes stay clear of the common tool codes, of sysexits' 64-78 and of the engine's
@@ -265,3 +265,9 @@ class RemoteError(SandmanError):
 
 class ConsentError(SandmanError):
     exit_code = CODE["CONSENT"]
+
+
+# the failures the shim runtime detects itself: rendered into it as SM_EXIT_<NAME> (shims.py)
+RUNTIME_EXITS = ("USAGE", "NOT_FOUND", "DAEMON_UNAVAILABLE", "DAEMON_PERMISSION", "IMAGE_MISSING",
+                 "MOUNT", "STATE", "DEVICE", "ENGINE_MISSING", "SUBID", "ENGINE_SETUP")
+RUNTIME_CODES: dict[str, int] = {name: CODE[name] for name in RUNTIME_EXITS}

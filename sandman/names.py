@@ -3,16 +3,12 @@
 Every Docker label key sandman writes or reads, the values of its role label and the Docker
 socket path are typed once, here; the exit codes once, in sandman/errors.py. Those the shim
 runtime needs are rendered into it as bash variables when the runtime is written
-(`bash_values`), so `shims/shim.bash` says `$SM_EXIT_MOUNT`, not 118, and `$SM_LABEL_ROLE`,
-not `io.sandman.role` (tests/unit/test_names.py fails on a label or a code the shims spell
+(sandman/shims.py `runtime_values`), so `shims/shim.bash` says `$SM_EXIT_MOUNT`, not 118,
+and `$SM_LABEL_ROLE`, not `io.sandman.role` (tests/unit/test_names.py fails on a label or a code the shims spell
 themselves). Nothing heavy is imported: the reaper and the shim renderer load this module.
 """
 
 from __future__ import annotations
-
-import shlex
-
-from sandman import errors
 
 LABEL = "io.sandman"  # the prefix of every label sandman puts on images and containers
 
@@ -69,17 +65,3 @@ DEFAULT_DOCKER_HOST = f"unix://{DOCKER_SOCKET}"  # the daemon a shim talks to wi
 # warm mode: the folder (under a daemon's warm folder) where a retired container's state waits
 # for its calls to end before the reaper removes both (sandman/warm.py, shims/warm.bash)
 WARM_RETIRED = ".retired"
-
-# the failures the shim runtime detects itself: rendered into it as SM_EXIT_<NAME>, with the
-# code errors.EXIT_GROUPS gives that name
-RUNTIME_EXITS = ("USAGE", "NOT_FOUND", "DAEMON_UNAVAILABLE", "DAEMON_PERMISSION", "IMAGE_MISSING",
-                 "MOUNT", "STATE", "DEVICE", "ENGINE_MISSING", "SUBID", "ENGINE_SETUP")
-EXIT_CODES: dict[str, int] = {name: errors.CODE[name] for name in RUNTIME_EXITS}
-
-
-def bash_values() -> dict[str, str]:
-    """`SM_LABEL_<NAME>` and `SM_EXIT_<NAME>` for the shim runtime, already quoted for bash."""
-    out = {f"SM_LABEL_{k}": shlex.quote(v) for k, v in LABELS.items()}
-    out.update({f"SM_EXIT_{k}": str(v) for k, v in EXIT_CODES.items()})
-    out["SM_WARM_RETIRED"] = shlex.quote(WARM_RETIRED)
-    return out

@@ -29,7 +29,7 @@ from pathlib import Path
 from sandman import names, plan, runtime_rules, warm
 from sandman.config import PROXY_VARS, ToolSettings
 from sandman.engines import Docker, EngineChoice
-from sandman.errors import ConflictError, MountError
+from sandman.errors import RUNTIME_CODES, ConflictError, MountError
 from sandman.names import DOCKER_SOCKET
 from sandman.paths import Paths, shim_templates_dir
 from sandman.recipes import Runtime
@@ -100,11 +100,20 @@ def _runtime() -> tuple[str, str]:
         template = files[0].read_text(encoding="utf-8")
         warm_part = files[1].read_text(encoding="utf-8")
         template = template.replace("@@WARM@@\n", warm_part.split("\n", 1)[1], 1)
-        values = "\n".join(f"{k}={v}" for k, v in names.bash_values().items())
+        values = "\n".join(f"{k}={v}" for k, v in runtime_values().items())
         text = template.replace("@@NAMES@@", values, 1)
         _runtime_memo.clear()
         _runtime_memo[key] = (text, hashlib.sha256(text.encode()).hexdigest()[:12])
     return _runtime_memo[key]
+
+
+def runtime_values() -> dict[str, str]:
+    """`SM_LABEL_<NAME>` and `SM_EXIT_<NAME>` for the runtime, already quoted for bash: label
+    names from sandman/names.py, exit codes from sandman/errors.py, each typed there once."""
+    out = {f"SM_LABEL_{k}": shlex.quote(v) for k, v in names.LABELS.items()}
+    out.update({f"SM_EXIT_{k}": str(v) for k, v in RUNTIME_CODES.items()})
+    out["SM_WARM_RETIRED"] = shlex.quote(names.WARM_RETIRED)
+    return out
 
 
 def runtime_text() -> str:
@@ -455,7 +464,7 @@ def render(ctx: ShimContext, name: str) -> str:
         "SM_SELF=${BASH_SOURCE[0]-}",
         "[[ -r $SM_RUNTIME ]] || { printf 'sandman: %s: the shim runtime %s is missing or "
         f"unreadable; run: sandman reshim --all\\n' {shlex.quote(key)} \"$SM_RUNTIME\" >&2; "
-        f"exit {names.EXIT_CODES['STATE']}; }}",
+        f"exit {RUNTIME_CODES['STATE']}; }}",
         'source "$SM_RUNTIME"',
         "",
     ])

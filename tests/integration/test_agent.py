@@ -278,7 +278,7 @@ def test_binary_data_is_byte_exact_both_ways(kit: Kit, agent_env: dict, shared_w
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV, signal.SIGPIPE)
 RESERVED = sorted(c for c in errors.EXIT_CODES if errors.USAGE < c < 125)
 CODES = sorted({0, 1, errors.USAGE, 125, 126, 127, *(128 + s.value for s in SIGNALS), 255,
-                RESERVED[0], RESERVED[-1], *names.EXIT_CODES.values()})
+                RESERVED[0], RESERVED[-1], *errors.RUNTIME_CODES.values()})
 
 
 def test_exit_codes_and_death_by_signal(kit: Kit, agent_env: dict, shared_work: Path,

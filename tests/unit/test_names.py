@@ -21,7 +21,7 @@ from sandman.shims import runtime_text
 
 PACKAGE = Path(sandman.__file__).resolve().parent
 SHIMS = shim_templates_dir()
-RUNTIME_FILES = ("shim.bash", "warm.bash")  # rendered together into the runtime, with names.bash_values
+RUNTIME_FILES = ("shim.bash", "warm.bash")  # rendered together into the runtime, with shims.runtime_values
 KNOWN_LABELS = set(names.LABELS.values()) | set(names.IMAGE_LABELS.values())
 
 
@@ -91,7 +91,7 @@ def test_names_own_their_values() -> None:
     assert f"unix://{names.DOCKER_SOCKET}" == names.DEFAULT_DOCKER_HOST
     assert all(v.startswith(f"{names.LABEL}.") for v in KNOWN_LABELS)
     assert len(KNOWN_LABELS) == len(names.LABELS) + len(names.IMAGE_LABELS)  # no key twice
-    assert {n: errors.CODE[n] for n in names.RUNTIME_EXITS} == names.EXIT_CODES
+    assert {n: errors.CODE[n] for n in errors.RUNTIME_EXITS} == errors.RUNTIME_CODES
 
 
 def test_shims_spell_only_labels_and_roles_sandman_knows() -> None:

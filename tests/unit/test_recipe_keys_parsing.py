@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shim_helpers import tool_argv
 
-from sandman import consent, names
+from sandman import consent, errors
 from sandman.config import ToolSettings, load_config
 from sandman.errors import ConsentError, DeviceError, RecipeError, StateError
 from sandman.recipe_check import load_recipe
@@ -288,7 +288,7 @@ def test_shim_network_devices_and_caps(tmp_path: Path, work: Path) -> None:
 def test_shim_refuses_a_missing_device_with_exit_98(tmp_path: Path, work: Path) -> None:
     rt = Runtime(entrypoint=("demo",), devices=("/dev/sandman-no-such",))
     p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), [], work)
-    assert p.returncode == names.EXIT_CODES["DEVICE"] == DeviceError.exit_code
+    assert p.returncode == errors.RUNTIME_CODES["DEVICE"] == DeviceError.exit_code
     assert p.stderr == ("sandman: demo@1.0: device /dev/sandman-no-such does not exist on this host (it is "
                         "in the recipe's devices; set [tools.demo] devices in config.toml to use another)\n")
     assert p.stdout == ""
@@ -317,7 +317,7 @@ def test_shim_home_file_that_is_the_home_is_refused(tmp_path: Path, work: Path) 
     os.symlink(home, home / ".cfg")
     rt = Runtime(entrypoint=("demo",), home_files=(".cfg",))
     p = dry_run(render(ctx(tmp_path, rt), "demo-1.0"), [], work)
-    assert p.returncode == names.EXIT_CODES["MOUNT"]
+    assert p.returncode == errors.RUNTIME_CODES["MOUNT"]
     assert p.stderr == (f"sandman: demo@1.0: will not mount home file ~/.cfg (really {home}): it is your home "
                         "directory (set SANDMAN_ALLOW_HOME=1 to allow)\n")
 
