@@ -5,7 +5,8 @@ socket path are typed once, here; the exit codes once, in sandman/errors.py. Tho
 runtime needs are rendered into it as bash variables when the runtime is written
 (sandman/shims.py `runtime_values`), so `shims/shim.bash` says `$SM_EXIT_MOUNT`, not 118,
 and `$SM_LABEL_ROLE`, not `io.sandman.role` (tests/unit/test_names.py fails on a label or a
-code the shims spell themselves). Nothing heavy is imported: the reaper and the shim renderer load this module.
+code the shims spell themselves). Nothing heavy is imported: the reaper and the shim renderer
+load this module.
 """
 
 from __future__ import annotations
