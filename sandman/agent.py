@@ -123,16 +123,16 @@ def shim_values(paths: Paths) -> dict[str, str]:
 def build_base(engine: Engine, paths: Paths) -> tuple[str, str]:
     """(ref, image id) of the base to compile in: one this home bootstrapped, still here by the
     id recorded then. BuildError when there is none (a name alone is never enough)."""
-    from sandman import bootstrap
+    from sandman import provenance
     from sandman.errors import BuildError
 
-    made = bootstrap.made_here(paths)
+    made = provenance.made_here(paths)
 
     def rank(ref: str) -> tuple[int, str]:
         return (PREFERRED_BASES.index(ref) if ref in PREFERRED_BASES else len(PREFERRED_BASES), ref)
 
     for ref in sorted(made, key=rank):
-        m = bootstrap.BASE_RE.match(ref)
+        m = provenance.BASE_RE.match(ref)
         if m is None or m.group("prefix"):  # not Debian, or another CPU's
             continue
         if engine.image(made[ref]) is not None:

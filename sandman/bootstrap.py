@@ -63,15 +63,14 @@ from sandman.platforms import (
     native,
     same,
 )
+from sandman.provenance import BASE_RE, made_here, present_as_made, record_made  # noqa: F401
 from sandman.text import safe
 
 if TYPE_CHECKING:
     from sandman.engine import Engine
-    from sandman.paths import Paths
 
 # `arm64v8/debian:bookworm-slim`: Docker Hub's per-architecture namespaces name a base of
 # another CPU (see platforms.PLATFORMS), so it never takes the place of the host's own.
-BASE_RE = re.compile(r"^(?:(?P<prefix>[a-z0-9]+)/)?debian:(?P<suite>[a-z]+)(?P<slim>-slim)?$")
 # What Debian's own -slim images leave out; docs and man pages are never used in a tool box.
 SLIM_EXCLUDES = [
     "path-exclude=/usr/share/man/*",
@@ -429,45 +428,3 @@ def image_from_rootfs(engine: Engine, tarball: Path, ref: str, p: Platform, *, s
         raise
     engine.tag(image_id, ref)
     return image_id
-
-
-# -- what this home bootstrapped itself ----------------------------------------------------------
-# A base's name proves nothing: an import, a pull or `docker tag` can put any content under
-# `debian:bookworm-slim`. What runs on the host (the warm agent) is built only from an image
-# this home's `sandman bootstrap` made, known by its id, kept in the home's private state.
-def _made_file(paths: Paths) -> Path:
-    return paths.state_dir / "bootstrapped.json"
-
-
-def made_here(paths: Paths) -> dict[str, str]:
-    """{base ref: image id} of the bases this home's `sandman bootstrap` made."""
-    try:
-        data = json.loads(_made_file(paths).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)
-            and re.fullmatch(r"sha256:[0-9a-f]{64}", v)}
-
-
-def record_made(paths: Paths, ref: str, image_id: str) -> None:
-    """Remember that this home's bootstrap made `ref` as image_id (a later one replaces it)."""
-    from filelock import FileLock
-
-    from sandman.state import atomic_write
-
-    paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with FileLock(str(_made_file(paths)) + ".lock"):
-        data = made_here(paths)
-        data[ref] = image_id
-        atomic_write(_made_file(paths), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
-                     0o600)
-
-
-def present_as_made(engine: Engine, paths: Paths, ref: str) -> bool:
-    """`ref` here still names the very image this home bootstrapped (not one an import, a pull
-    or anything else put under that name)."""
-    want = made_here(paths).get(ref)
-    info = engine.image(ref)
-    return want is not None and info is not None and info.id == want

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeEngine
 
-from sandman import agent, bootstrap
+from sandman import agent, provenance
 from sandman.errors import BuildError
 from sandman.paths import Paths
 from sandman.registry import local_base_ref
@@ -26,11 +26,11 @@ def paths(tmp_path: Path) -> Paths:
 def test_a_name_is_present_only_when_it_still_holds_what_this_home_bootstrapped(tmp_path):
     p = paths(tmp_path)
     engine = FakeEngine({"debian:bookworm-slim": A})
-    assert not bootstrap.present_as_made(engine, p, "debian:bookworm-slim")  # imported, pulled...
-    bootstrap.record_made(p, "debian:bookworm-slim", A)
-    assert bootstrap.present_as_made(engine, p, "debian:bookworm-slim")
+    assert not provenance.present_as_made(engine, p, "debian:bookworm-slim")  # imported, pulled...
+    provenance.record_made(p, "debian:bookworm-slim", A)
+    assert provenance.present_as_made(engine, p, "debian:bookworm-slim")
     moved = FakeEngine({"debian:bookworm-slim": B})  # another image under the name since
-    assert not bootstrap.present_as_made(moved, p, "debian:bookworm-slim")
+    assert not provenance.present_as_made(moved, p, "debian:bookworm-slim")
     assert (p.state_dir / "bootstrapped.json").stat().st_mode & 0o777 == 0o600
 
 
@@ -38,9 +38,9 @@ def test_a_garbled_record_counts_as_nothing(tmp_path):
     p = paths(tmp_path)
     p.state_dir.mkdir(parents=True)
     (p.state_dir / "bootstrapped.json").write_text('{"debian:bookworm-slim": "not-an-id"}')
-    assert bootstrap.made_here(p) == {}
+    assert provenance.made_here(p) == {}
     (p.state_dir / "bootstrapped.json").write_text("[")
-    assert bootstrap.made_here(p) == {}
+    assert provenance.made_here(p) == {}
 
 
 def test_the_agent_is_built_from_a_bootstrapped_base_bookworm_first(tmp_path):
@@ -48,15 +48,15 @@ def test_the_agent_is_built_from_a_bootstrapped_base_bookworm_first(tmp_path):
     names = {"debian:bookworm-slim": A, "debian:trixie-slim": B, "arm64v8/debian:bookworm": C}
     with pytest.raises(BuildError, match="sandman bootstrap debian:bookworm-slim"):
         agent.build_base(FakeEngine(names), p)  # here by name, but nothing bootstrapped here
-    bootstrap.record_made(p, "debian:trixie-slim", B)
-    bootstrap.record_made(p, "arm64v8/debian:bookworm", C)  # another CPU's: never
+    provenance.record_made(p, "debian:trixie-slim", B)
+    provenance.record_made(p, "arm64v8/debian:bookworm", C)  # another CPU's: never
     assert agent.build_base(FakeEngine(names), p) == ("debian:trixie-slim", B)
-    bootstrap.record_made(p, "debian:bookworm-slim", A)
+    provenance.record_made(p, "debian:bookworm-slim", A)
     assert agent.build_base(FakeEngine(names), p) == ("debian:bookworm-slim", A)
     # the recorded id, not the name: bookworm's image is gone (the name moved to another)
     assert agent.build_base(FakeEngine({"debian:bookworm-slim": C, "x": B}), p) == \
         ("debian:trixie-slim", B)
-    bootstrap.record_made(p, "vendor/centos:7", A)  # a rootfs base: not Debian, no apt
+    provenance.record_made(p, "vendor/centos:7", A)  # a rootfs base: not Debian, no apt
     assert agent.build_base(FakeEngine({"vendor/centos:7": A}), p)[0] == "debian:bookworm-slim"
 
 
