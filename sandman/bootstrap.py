@@ -63,11 +63,12 @@ from sandman.platforms import (
     native,
     same,
 )
-from sandman.provenance import BASE_RE, made_here, present_as_made, record_made  # noqa: F401
+from sandman.provenance import BASE_RE, made_here, record_made  # noqa: F401  (cli records)
 from sandman.text import safe
 
 if TYPE_CHECKING:
     from sandman.engine import Engine
+    from sandman.paths import Paths
 
 # `arm64v8/debian:bookworm-slim`: Docker Hub's per-architecture namespaces name a base of
 # another CPU (see platforms.PLATFORMS), so it never takes the place of the host's own.
@@ -428,3 +429,11 @@ def image_from_rootfs(engine: Engine, tarball: Path, ref: str, p: Platform, *, s
         raise
     engine.tag(image_id, ref)
     return image_id
+
+
+def present_as_made(engine: Engine, paths: Paths, ref: str) -> bool:
+    """`ref` here still names the very image this home bootstrapped (not one an import, a pull
+    or anything else put under that name)."""
+    want = made_here(paths).get(ref)
+    info = engine.image(ref)
+    return want is not None and info is not None and info.id == want

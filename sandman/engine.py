@@ -29,7 +29,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from sandman.engines import Docker, EngineChoice, setup_fix
+from sandman.engines import Docker, EngineChoice, probe_options, setup_fix
 from sandman.errors import (
     BuildError,
     DaemonPermissionError,
@@ -42,7 +42,6 @@ from sandman.errors import (
     SandmanError,
 )
 from sandman.names import LABEL, LABEL_BUILD_STEP, LABEL_ROLE, LABEL_TOOL, ROLE_PROBE
-from sandman.plan import probe_options
 from sandman.text import safe, safe_lines
 
 LOG_TAIL = 25

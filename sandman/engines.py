@@ -37,11 +37,16 @@ from sandman.errors import (
     StaleSocketError,
     SubidError,
 )
-from sandman.names import DOCKER_SOCKET
+from sandman.names import DOCKER_SOCKET, LABEL_ROLE, ROLE_PROBE
 
 DOCKER, PODMAN, AUTO = "docker", "podman", "auto"
 ENGINES = (DOCKER, PODMAN, AUTO)
 PODMAN_ROOTFUL_SOCKET = "/run/podman/podman.sock"
+# Every container sandman starts, on either engine, is locked down the same way: setuid binaries
+# in an image gain nothing, and every capability is dropped (a recipe adds back what it needs,
+# cap_add, in the launch plan: sandman/plan.py).
+SECURITY_OPT = ("no-new-privileges",)
+CAP_DROP = ("ALL",)
 SERVICE_IDLE_SECONDS = 600  # a service sandman started exits after this long without requests
 SERVICE_START_SECONDS = 20.0
 
@@ -544,3 +549,22 @@ def setup_fix(text: str) -> str:
         if needle.lower() in low:
             return fix
     return ""
+
+
+def security_args() -> list[str]:
+    """The security options as `run` flags (a shim's launch plan, doctor's container check)."""
+    args: list[str] = []
+    for opt in SECURITY_OPT:
+        args += ["--security-opt", opt]
+    for cap in CAP_DROP:
+        args += ["--cap-drop", cap]
+    return args
+
+
+def probe_options(engine: EngineChoice, *, network: bool) -> dict[str, object]:
+    """SDK create() options of a short container sandman starts itself (a probe of an image,
+    a smoke test): the same security options as a shim's, its own role label."""
+    mode = engine.network_mode("bridge" if network else "none")
+    return {"security_opt": list(SECURITY_OPT), "cap_drop": list(CAP_DROP),
+            "network_mode": None if mode == "bridge" else mode,  # None: the engine's default
+            "labels": {LABEL_ROLE: ROLE_PROBE}}

@@ -109,8 +109,6 @@ def remove_unreadable(paths: Paths, tool: str, version: str) -> list[Path]:
     """
     import json
 
-    from sandman.shims import owner_of
-
     key = f"{tool}@{version}"
     path = record_path(paths, tool, version)
     bin_dirs = [paths.bin_dir]
@@ -130,3 +128,21 @@ def remove_unreadable(paths: Paths, tool: str, version: str) -> list[Path]:
         remove_record(paths, tool, version)
         removed.append(path)
     return removed
+
+
+# -- which install a file on PATH belongs to ----------------------------------------------
+MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
+
+
+def owner_of(path: Path) -> str | None:
+    """`tool@version` of the sandman shim at path, '' for a foreign file, None if absent."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(256).decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return None
+    except (IsADirectoryError, PermissionError):
+        return ""
+    if len(head) >= 3 and head[1] == MARKER and head[2].startswith("# for: "):
+        return head[2][len("# for: "):]
+    return ""

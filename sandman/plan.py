@@ -19,10 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sandman import names
-from sandman.engines import EngineChoice
+from sandman.engines import EngineChoice, security_args
 
-SECURITY_OPT = ("no-new-privileges",)  # setuid binaries in an image gain nothing
-CAP_DROP = ("ALL",)  # a recipe adds back what it needs (cap_add), nothing else
 # a shim's container: removed at exit, stdin kept open, an init that forwards signals and
 # reaps, no logs kept by the engine, never a pull on the hot path
 RUN_FIXED = ("--rm", "-i", "--init", "--log-driver", "none", "--pull", "never")
@@ -66,22 +64,3 @@ class LaunchPlan:
         and rootless Podman (any caller but root) spells the user namespace and network its
         own way. Docker's two are the same."""
         return self.run_args(engine.for_caller(root=True)), self.run_args(engine.for_caller(root=False))
-
-
-def security_args() -> list[str]:
-    """The security options as `run` flags (shims, doctor's container check)."""
-    args: list[str] = []
-    for opt in SECURITY_OPT:
-        args += ["--security-opt", opt]
-    for cap in CAP_DROP:
-        args += ["--cap-drop", cap]
-    return args
-
-
-def probe_options(engine: EngineChoice, *, network: bool) -> dict[str, object]:
-    """SDK create() options of a short container sandman starts itself (a probe of an image,
-    a smoke test): the same security options as a shim's, its own role label."""
-    mode = engine.network_mode("bridge" if network else "none")
-    return {"security_opt": list(SECURITY_OPT), "cap_drop": list(CAP_DROP),
-            "network_mode": None if mode == "bridge" else mode,  # None: the engine's default
-            "labels": {names.LABEL_ROLE: names.ROLE_PROBE}}

@@ -11,12 +11,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sandman.paths import Paths
-
-if TYPE_CHECKING:
-    from sandman.engine import Engine
 
 BASE_RE = re.compile(r"^(?:(?P<prefix>[a-z0-9]+)/)?debian:(?P<suite>[a-z]+)(?P<slim>-slim)?$")
 
@@ -49,11 +45,3 @@ def record_made(paths: Paths, ref: str, image_id: str) -> None:
         data[ref] = image_id
         atomic_write(_made_file(paths), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
                      0o600)
-
-
-def present_as_made(engine: Engine, paths: Paths, ref: str) -> bool:
-    """`ref` here still names the very image this home bootstrapped (not one an import, a pull
-    or anything else put under that name)."""
-    want = made_here(paths).get(ref)
-    info = engine.image(ref)
-    return want is not None and info is not None and info.id == want

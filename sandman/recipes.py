@@ -164,3 +164,21 @@ def url_file_name(url: str) -> str:
     """The last segment of a URL's path, percent-decoded: the file name a download gets (a
     Source's `file` when the recipe names none), in the validator and in the source cache."""
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def shim_plan(tool: str, version: str, runtime: Runtime) -> dict[str, str | None]:
+    """Shim name -> the command it stands for (None: the tool's own shim, `tool-version`).
+
+    A version's aliases get shims too when the recipe asks (`alias_shims = true`): `jq-1.7.1`
+    next to `jq-1.7`, the same tool in the same image.
+    """
+    plan: dict[str, str | None] = {}
+    for v in (version, *(runtime.aliases if runtime.alias_shims else ())):
+        plan.setdefault(f"{tool}-{v}", None)
+        for cmd in runtime.commands:
+            plan.setdefault(f"{cmd}-{v}", cmd)
+    return plan
+
+
+def shim_names(tool: str, version: str, runtime: Runtime) -> list[str]:
+    return list(shim_plan(tool, version, runtime))

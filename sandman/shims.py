@@ -30,12 +30,12 @@ from sandman import names, plan, runtime_rules, warm
 from sandman.config import PROXY_VARS, ToolSettings
 from sandman.engines import Docker, EngineChoice
 from sandman.errors import RUNTIME_CODES, ConflictError, MountError
+from sandman.installs import MARKER, owner_of
 from sandman.names import DOCKER_SOCKET
 from sandman.paths import Paths, shim_templates_dir
-from sandman.recipes import Runtime
+from sandman.recipes import Runtime, shim_names, shim_plan  # noqa: F401
 from sandman.state import unchanged, write_if_changed
 
-MARKER = "# sandman-shim v1"  # line 2 of every file sandman writes on PATH (see owner_of)
 DEFAULT_ENGINE = Docker("", f"unix://{DOCKER_SOCKET}", False, "the default")  # unit tests
 # the recipe's runtime fields a shim bakes in (smoke is only run by install)
 RECIPE_FIELDS = ("entrypoint", "commands", "env", "pass_env", "path_env", "path_args", "mounts",
@@ -66,24 +66,6 @@ class ShimContext:
 
 def env_prefix(tool: str) -> str:
     return "SANDMAN_" + tool.upper().replace("-", "_").replace(".", "_")
-
-
-def shim_plan(tool: str, version: str, runtime: Runtime) -> dict[str, str | None]:
-    """Shim name -> the command it stands for (None: the tool's own shim, `tool-version`).
-
-    A version's aliases get shims too when the recipe asks (`alias_shims = true`): `jq-1.7.1`
-    next to `jq-1.7`, the same tool in the same image.
-    """
-    plan: dict[str, str | None] = {}
-    for v in (version, *(runtime.aliases if runtime.alias_shims else ())):
-        plan.setdefault(f"{tool}-{v}", None)
-        for cmd in runtime.commands:
-            plan.setdefault(f"{cmd}-{v}", cmd)
-    return plan
-
-
-def shim_names(tool: str, version: str, runtime: Runtime) -> list[str]:
-    return list(shim_plan(tool, version, runtime))
 
 
 # -- the shared runtime ----------------------------------------------------------------------
@@ -468,20 +450,6 @@ def render(ctx: ShimContext, name: str) -> str:
         'source "$SM_RUNTIME"',
         "",
     ])
-
-
-def owner_of(path: Path) -> str | None:
-    """`tool@version` of the sandman shim at path, '' for a foreign file, None if absent."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(256).decode("utf-8", "replace").splitlines()
-    except FileNotFoundError:
-        return None
-    except (IsADirectoryError, PermissionError):
-        return ""
-    if len(head) >= 3 and head[1] == MARKER and head[2].startswith("# for: "):
-        return head[2][len("# for: "):]
-    return ""
 
 
 def check_targets(bin_dir: Path, names: Iterable[str], owner: str) -> None:

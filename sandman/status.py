@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import engines, images, installs, pins, plan, shims
+from sandman import engines, images, installs, pins, shims
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
 from sandman.names import LABEL_ROLE, ROLE_DOCTOR
@@ -292,7 +292,7 @@ def _container_check(choice: engines.EngineChoice) -> Check:
     if not image:
         return Check(True, "podman run", "not tried: no Debian base in this store yet "
                      "(sandman bootstrap debian:bookworm-slim)")
-    argv = ["run", "--rm", *plan.security_args(), "--network", choice.network_mode("none"),
+    argv = ["run", "--rm", *engines.security_args(), "--network", choice.network_mode("none"),
             "--label", f"{LABEL_ROLE}={ROLE_DOCTOR}"]
     if userns := choice.userns():
         argv += ["--userns", userns]

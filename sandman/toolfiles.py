@@ -143,7 +143,7 @@ def extract(engine: Engine, image_id: str, commands: list[str], packages: list[s
     import docker
 
     from sandman.engine import translate
-    from sandman.plan import probe_options
+    from sandman.engines import probe_options
 
     commands = [c for c in dict.fromkeys(commands) if _CMD_RE.match(c)]
     packages = [p for p in dict.fromkeys(packages) if _PKG_RE.match(p)]
@@ -354,7 +354,7 @@ def install_files(engine: Engine, paths: Paths, key: str, version: str, image_id
 def plan_for(tool: str, version: str, runtime: object, shim_names: list[str]) -> dict[str, str]:
     """Shim name -> the command whose completion it takes: a command shim its command (as run in
     the image), the tool's own shim its entrypoint's program (else the tool's name)."""
-    from sandman.shims import shim_plan
+    from sandman.recipes import shim_plan
 
     p = shim_plan(tool, version, runtime)  # type: ignore[arg-type]
     entry = getattr(runtime, "entrypoint", ()) or ()

@@ -50,11 +50,11 @@ def test_grants_platform_and_rootless_podman() -> None:
 
 
 def test_probes_share_the_security_options() -> None:
-    assert plan.probe_options(DOCKER, network=False) == {
+    assert engines.probe_options(DOCKER, network=False) == {
         "security_opt": ["no-new-privileges"], "cap_drop": ["ALL"], "network_mode": "none",
         "labels": {names.LABEL_ROLE: names.ROLE_PROBE}}
-    assert plan.probe_options(DOCKER, network=True)["network_mode"] is None  # the default
-    assert plan.probe_options(PODMAN, network=True)["network_mode"] == "slirp4netns"
+    assert engines.probe_options(DOCKER, network=True)["network_mode"] is None  # the default
+    assert engines.probe_options(PODMAN, network=True)["network_mode"] == "slirp4netns"
 
 
 @pytest.fixture

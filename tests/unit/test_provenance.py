@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeEngine
 
-from sandman import agent, provenance
+from sandman import agent, bootstrap, provenance
 from sandman.errors import BuildError
 from sandman.paths import Paths
 from sandman.registry import local_base_ref
@@ -26,11 +26,11 @@ def paths(tmp_path: Path) -> Paths:
 def test_a_name_is_present_only_when_it_still_holds_what_this_home_bootstrapped(tmp_path):
     p = paths(tmp_path)
     engine = FakeEngine({"debian:bookworm-slim": A})
-    assert not provenance.present_as_made(engine, p, "debian:bookworm-slim")  # imported, pulled...
+    assert not bootstrap.present_as_made(engine, p, "debian:bookworm-slim")  # imported, pulled...
     provenance.record_made(p, "debian:bookworm-slim", A)
-    assert provenance.present_as_made(engine, p, "debian:bookworm-slim")
+    assert bootstrap.present_as_made(engine, p, "debian:bookworm-slim")
     moved = FakeEngine({"debian:bookworm-slim": B})  # another image under the name since
-    assert not provenance.present_as_made(moved, p, "debian:bookworm-slim")
+    assert not bootstrap.present_as_made(moved, p, "debian:bookworm-slim")
     assert (p.state_dir / "bootstrapped.json").stat().st_mode & 0o777 == 0o600
 
 
