@@ -770,7 +770,7 @@ def gc(
 
     ctx = _ctx()
     res = status.gc(ctx, dry_run=dry_run, unclaimed=unclaimed, tools=frozenset(tool or ()))
-    for v in res.images:
+    for v in res.verdicts:
         size = _human_size(v.image.size)
         if dry_run:
             print(f"{v.name} ({size}): {'would remove' if v.remove else 'kept'}: {v.reason}")

@@ -374,13 +374,13 @@ class Collected:
     """What gc found: every sandman image with its verdict, and the shim runtimes no shim of
     this home sources (both removed, unless it was a dry run)."""
 
-    images: list[images.Verdict]
+    verdicts: list[images.Verdict]
     runtimes: list[Path]
 
     @property
     def removed(self) -> int:
         """The images removed (a dry run removes none)."""
-        return sum(1 for v in self.images if v.done)
+        return sum(1 for v in self.verdicts if v.done)
 
 
 def gc(ctx: Context, *, dry_run: bool, unclaimed: bool = False,

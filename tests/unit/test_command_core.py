@@ -195,7 +195,7 @@ def test_gc_removes_unused_shim_runtimes_unless_dry_run(tmp_path: Path) -> None:
     old.write_text("# an older runtime\n")
 
     dry = status.gc(ctx, dry_run=True)
-    assert (dry.images, dry.runtimes, dry.removed) == ([], [old], 0)
+    assert (dry.verdicts, dry.runtimes, dry.removed) == ([], [old], 0)
     assert old.exists()
     real = status.gc(ctx, dry_run=False)
     assert real.runtimes == [old] and not old.exists() and current.exists()
