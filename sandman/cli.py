@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sandman import __version__
-from sandman.errors import EXIT_GROUPS, RecipeError, SandmanError
+from sandman.errors import EXIT_GROUPS, SandmanError
 
 if TYPE_CHECKING:  # the catalog, the config and the engine load when a command runs, not before
+    from sandman.batch import Batch
     from sandman.catalog import Spec
     from sandman.context import Context
+    from sandman.installs import InstallRecord
 
 try:  # newer Typer carries its own copy of click (and no longer depends on click itself)
     from typer._click import Command as ClickCommand
@@ -96,7 +98,8 @@ class CliReporter:
         self._status = None
         self._progress: _Progress | None = None
 
-    def _log(self, line: str) -> None:
+    def log_line(self, line: str) -> None:
+        """One line in state/log/sandman.log only (the run's end, a traceback)."""
         if self.log:
             from sandman.text import safe_lines  # recipe and repo text: no raw control chars
 
@@ -112,7 +115,8 @@ class CliReporter:
             if log:
                 log.close()
 
-    def _clear(self) -> None:
+    def clear(self) -> None:
+        """Stop the spinner, so that what comes next (a prompt, a report) is not drawn over."""
         if self._status is not None:
             self._status.stop()
             self._status = None
@@ -121,26 +125,26 @@ class CliReporter:
         from sandman.text import safe_lines
 
         msg = safe_lines(msg)
-        self._log(msg)
+        self.log_line(msg)
         if self.verbosity >= 1:
-            self._clear()
+            self.clear()
             print(msg, file=sys.stderr)
 
     def warn(self, msg: str) -> None:
         from sandman.text import safe_lines
 
         msg = safe_lines(msg)
-        self._log("warning: " + msg)
-        self._clear()
+        self.log_line("warning: " + msg)
+        self.clear()
         print(f"sandman: warning: {msg}", file=sys.stderr)
 
     def step(self, line: str) -> None:
         from sandman.text import safe_lines
 
         line = safe_lines(line)
-        self._log(line)
+        self.log_line(line)
         if self.verbosity >= 2:
-            self._clear()
+            self.clear()
             print(line, file=sys.stderr)
         elif self.verbosity == 1:
             m = re.match(r"^Step (\d+)/(\d+) : (.*)", line)
@@ -166,7 +170,7 @@ class CliReporter:
                 print(line, file=sys.stderr)
 
     def close(self) -> None:
-        self._clear()
+        self.clear()
         self._drop_log()
 
 
@@ -253,6 +257,13 @@ def _complete_matrix(incomplete: str) -> list[str]:
     return matrix_specs(incomplete)
 
 
+def _clear_progress() -> None:
+    """The spinner stops before a prompt or a report takes the terminal."""
+    rep = _state.get("reporter")
+    if rep is not None:
+        rep.clear()
+
+
 def _approver(yes: bool) -> Callable[[str, list[str]], bool] | None:
     """--yes accepts; on a terminal ask; otherwise None, which refuses (exit 124)."""
     if yes:
@@ -261,9 +272,7 @@ def _approver(yes: bool) -> Callable[[str, list[str]], bool] | None:
         return None
 
     def ask(key: str, diff: list[str]) -> bool:
-        rep = _state.get("reporter")
-        if rep is not None:
-            rep._clear()
+        _clear_progress()
         print(f"{key}: what the tool may access (+ granted, - taken back):", file=sys.stderr)
         for line in diff:
             print(f"  {line}", file=sys.stderr)
@@ -299,21 +308,10 @@ def recipes_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List every recipe, where it comes from, its versions, and what it shadows."""
-    from sandman.recipe_check import load_recipe
+    from sandman import recipecheck
     from sandman.text import safe
 
-    ctx = _ctx()
-    rows = []
-    for e in ctx.catalog.entries():
-        item = {"tool": e.tool, "source": e.source.name, "source_kind": e.source.kind,
-                "path": str(e.recipe_file), "shadowed_by": e.shadowed_by,
-                "versions": [], "description": "", "error": None}
-        try:
-            r = load_recipe(e.recipe_file, expect_tool=e.tool)
-            item["versions"], item["description"] = r.version_names, r.description
-        except RecipeError as err:
-            item["error"] = err.message
-        rows.append(item)
+    rows = recipecheck.listing(_ctx())
     if as_json:
         _emit_json(rows)
         return
@@ -380,49 +378,18 @@ def recipes_check(
 
     A folder may be one recipe's folder or hold several (a recipe repository's root).
     """
-    from sandman.recipe_check import check_paths, recipe_files
+    from sandman import recipecheck
     from sandman.text import safe_lines
 
-    errors: list[RecipeError] = []
-    ctx = _ctx()
-    if paths:
-        checked, errors = check_paths(paths)
-        files = recipe_files(paths)[0]
-    else:
-        checked = len(ctx.catalog.entries())
-        errors = ctx.catalog.check_all()
-        files = [e.recipe_file for e in ctx.catalog.entries()]
-    if not errors:
-        errors = _packages_checked(ctx, files)
-    for e in errors:
+    res = recipecheck.check(_ctx(), paths)
+    for e in res.errors:
         print(safe_lines(e.message), file=sys.stderr)
         if e.detail:
             print(safe_lines(e.detail), file=sys.stderr)
-    if errors:
-        # the errors' own code when they agree (108: unsafe build inputs), else 112
-        codes = {e.exit_code for e in errors}
-        raise typer.Exit(codes.pop() if len(codes) == 1 else RecipeError.exit_code)
+    if res.errors:
+        raise typer.Exit(res.exit_code)
     if _state["verbosity"]:
-        print(f"{checked} recipe(s) OK", file=sys.stderr)
-
-
-def _packages_checked(ctx: "Context", files: list[Path]) -> list[RecipeError]:
-    """`packages` on a base without apt, where an engine answers (without one: not checked);
-    bases named debian or ubuntu are not looked at (recipe_check.bases_to_check)."""
-    from sandman.errors import SandmanError
-    from sandman.recipe_check import bases_to_check, load_recipe
-
-    versions = bases_to_check(load_recipe(f) for f in files)
-    if not versions:  # every one on a Debian or Ubuntu base: no engine needed
-        return []
-    from sandman.build import packages_without_apt
-
-    try:
-        return packages_without_apt(ctx.engine, versions)
-    except SandmanError as e:
-        if _state["verbosity"]:
-            print(f"sandman: the bases of `packages` were not checked: {e.message}", file=sys.stderr)
-        return []
+        print(f"{res.checked} recipe(s) OK", file=sys.stderr)
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -443,7 +410,7 @@ def bootstrap(
 ) -> None:
     """Make base images locally: Debian's with mmdebstrap (arm64v8/debian:SUITE and the like
     for another CPU, run through QEMU), or a vendor OS's from its root filesystem tarball."""
-    from sandman import bootstrap as bs
+    from sandman import bases as core
     from sandman.errors import UsageError as SandmanUsage
 
     ctx = _ctx()
@@ -452,52 +419,9 @@ def bootstrap(
             raise SandmanUsage("--from-rootfs FILE takes exactly one NAME:TAG (e.g. "
                              "sandman bootstrap --from-rootfs centos7.tar.xz vendor/centos:7); "
                              "--platform goes with it")
-        ref = bases[0]
-        bs.check_rootfs_ref(ref)
-        bs.check_rootfs_file(from_rootfs)
-        if not force and bs.present_as_made(ctx.engine, ctx.paths, ref):
-            ctx.out.info(f"{ref}: already present (--force to replace it)")
-            return
-        _not_made_here(ctx, ref)
-        image_id = bs.from_rootfs(from_rootfs, ref, ctx.engine, platform=platform,
-                                  tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
-        bs.record_made(ctx.paths, ref, image_id)
-        ctx.out.info(f"{ref}: made {image_id[:19]} from {from_rootfs}")
+        core.from_rootfs(ctx, bases[0], from_rootfs, platform=platform, force=force)
         return
-    plans = [bs.plan(b, mirror or ctx.config.mirror, archive_mirror=mirror or ctx.config.archive_mirror)
-             for b in bases]
-    for p in plans:
-        if not force and bs.present_as_made(ctx.engine, ctx.paths, p.ref):
-            ctx.out.info(f"{p.ref}: already present")
-            continue
-        _not_made_here(ctx, p.ref)
-        for note in p.notes():
-            ctx.out.info(f"{p.ref}: {note}")
-        image_id = bs.bootstrap(p, ctx.engine, tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
-        bs.record_made(ctx.paths, p.ref, image_id)
-        ctx.out.info(f"{p.ref}: imported {image_id[:19]}")
-    _build_agent(ctx)
-
-
-def _not_made_here(ctx: "Context", ref: str) -> None:
-    """A name held by an image this home did not bootstrap (an import, a pull, docker) is
-    made again: its content is unknown, and what runs on the host is built from it."""
-    held = ctx.engine.image(ref)
-    if held is not None:
-        ctx.out.step(f"{ref}: here as {held.id[:19]}, which this home did not bootstrap "
-                     "(an import, a pull or docker put it there): making it")
-
-
-def _build_agent(ctx: "Context") -> None:
-    """The warm agent's binary (docs/performance.md) is built from a bootstrapped base, once."""
-    from sandman import agent
-
-    if not agent.can_build(ctx.engine, ctx.paths):
-        return
-    try:
-        ctx.out.info(f"warm agent: {agent.build(ctx.engine, ctx.paths, on_line=ctx.out.step)}")
-    except SandmanError as e:  # warm calls then use `docker exec`: worth a warning, not a failure
-        ctx.out.warn(f"the warm agent could not be built (warm calls use docker exec): {e}")
+    core.bootstrap(ctx, bases, mirror=mirror, force=force)
 
 
 @app.command()
@@ -549,23 +473,25 @@ def install(
         return
     for spec in parsed:
         _offer_trust(ctx, spec)
-    if len(parsed) == 1:
-        res = core.install(ctx, parsed[0], force=force, approve=approve)
-        ctx.out.info(f"installed {res.record.key}: {', '.join(res.record.shims)} "
-                     f"in {res.record.bin_dir}")
-        return
-    failed: list[SandmanError] = []
-    for spec, got in core.install_many(ctx, parsed, force=force, approve=approve):
+    batch = core.install_all(ctx, parsed, force=force, approve=approve)
+    for spec, got in batch.outcomes:
         if isinstance(got, SandmanError):  # the others are installed all the same
-            failed.append(got)
             print(f"sandman: {spec}: {got.message}", file=sys.stderr)
             if got.detail:
                 print(got.detail, file=sys.stderr)
         else:
-            ctx.out.info(f"installed {got.record.key}: {', '.join(got.record.shims)} "
-                         f"in {got.record.bin_dir}")
-    if failed:
-        raise typer.Exit(failed[0].exit_code)
+            ctx.out.info(_installed_line(got.record))
+    _exit_if_failed(batch)
+
+
+def _installed_line(rec: "InstallRecord", how: str = "") -> str:
+    return f"installed {rec.key}{how}: {', '.join(rec.shims)} in {rec.bin_dir}"
+
+
+def _exit_if_failed(batch: "Batch") -> None:
+    """A command over several items ends with its first failure's code (sandman/batch.py)."""
+    if batch.exit_code:
+        raise typer.Exit(batch.exit_code)
 
 
 @app.command()
@@ -582,28 +508,16 @@ def uninstall(
     exit 123; `uninstall --force` then removes what it can identify, and nothing else.
     """
     from sandman import install as core
-    from sandman import installs
-    from sandman.errors import NotFoundError, StateError
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
-    for spec in parsed:
-        try:
-            removed = core.uninstall(ctx, spec)
-        except (StateError, NotFoundError):  # a record that cannot be read, or none
-            if not force:
-                raise
-            removed = installs.remove_unreadable(ctx.paths, spec.tool, spec.version or "")
-            if not removed:
-                raise
-            from sandman import images
-
-            with contextlib.suppress(SandmanError):  # this home's root on the image, if the daemon answers
-                ctx.engine.untag(images.root_ref(ctx.paths, spec.tool, spec.version or ""))
-            ctx.out.warn(f"{spec}: removed without a readable install record: "
-                         f"{', '.join(str(p) for p in removed)}")
-            continue
-        ctx.out.info(f"uninstalled {spec}: removed {', '.join(p.name for p in removed) or 'no shims'}")
+    for u in core.uninstall_all(ctx, parsed, force=force):
+        if u.forced:
+            ctx.out.warn(f"{u.spec}: removed without a readable install record: "
+                         f"{', '.join(str(p) for p in u.removed)}")
+        else:
+            ctx.out.info(f"uninstalled {u.spec}: removed "
+                         f"{', '.join(p.name for p in u.removed) or 'no shims'}")
 
 
 @app.command()
@@ -617,31 +531,13 @@ def reshim(
     After upgrading sandman, `sandman reshim --all` moves every shim to the new runtime. A
     changed recipe (env, mounts...) is applied by `sandman upgrade`, which asks for consent.
     """
-    from sandman import images, installs
     from sandman import install as core
-    from sandman.catalog import Spec
     from sandman.errors import UsageError as SandmanUsage
 
     if not specs and not all_:
         raise SandmanUsage("name the TOOL@VERSION whose shims to rewrite, or use --all")
     parsed = [parse_spec(s) for s in specs or []]
-    ctx = _ctx()
-    if all_:
-        parsed += [Spec(r.tool, r.version) for r in installs.all_records(ctx.paths)]
-    failed: list[SandmanError] = []
-    known = images.Known(engine_of=lambda: ctx.engine)  # the engine's images, read once
-    aliases_done: set[str] = set()  # each tool's alias file written once
-    for spec in parsed:
-        try:
-            for p in core.reshim(ctx, spec, known, aliases_done=aliases_done):
-                ctx.out.info(f"rewrote {p}")
-        except SandmanError as e:
-            if len(parsed) == 1:
-                raise
-            ctx.out.warn(f"{spec} not rewritten: {e.message}")
-            failed.append(e)
-    if failed:
-        raise typer.Exit(failed[0].exit_code)
+    _exit_if_failed(core.reshim_all(_ctx(), parsed, every=all_))
 
 
 @app.command("list")
@@ -733,14 +629,11 @@ def run(
     parsed = parse_spec(spec)
     ctx = _ctx()
     name, script = core.run_script(ctx, parsed, tuple(mount or ()), dry_run=dry_run)
-    env = dict(os.environ)
-    if dry_run:
-        env["SANDMAN_DRY_RUN"] = "1"
     if _state.get("reporter"):
         _state["reporter"].close()
     sys.stdout.flush()
     sys.stderr.flush()
-    core.exec_script(name, script, command, env)
+    core.exec_script(name, script, command, dict(os.environ), dry_run=dry_run)
 
 
 @app.command()
@@ -795,14 +688,8 @@ def matrix(
     core.check_command(targets, command, sys.argv[1:])
     ctx = _ctx()
     specs = core.parse_targets(targets, ctx)
-    prepared = core.prepare(ctx, specs, tuple(mount or ()), dry_run=dry_run)
-    if _state.get("reporter"):
-        _state["reporter"]._clear()
-    env = dict(os.environ)
-    env.pop("SANDMAN_DRY_RUN", None)
-    if dry_run:
-        env["SANDMAN_DRY_RUN"] = "1"
-    outcomes = core.run_all(prepared, command, env, jobs=jobs)
+    outcomes = core.run(ctx, specs, command, dict(os.environ), extra_mounts=tuple(mount or ()),
+                        dry_run=dry_run, jobs=jobs, prepared=_clear_progress)
     if as_json:
         _emit_json(core.to_json(command, outcomes, diff=diff))
     else:
@@ -829,38 +716,17 @@ def upgrade(
     only get their shims rewritten from the current recipe. A changed recipe that also changes
     what the tool may access needs consent, as with `install`.
     """
-    from sandman import install as core
-    from sandman import status
-    from sandman.catalog import Spec
+    from sandman import upgrade as core
 
     keys = []
     for s in specs or []:
         p = parse_spec(s)
         keys.append(f"{p.tool}@{p.version}")
     ctx = _ctx()
-    todo = status.needing_upgrade(ctx, keys)
-    if not todo:
+    batch = core.upgrade(ctx, keys, _approver(yes))
+    if not batch.outcomes:
         ctx.out.info("nothing to upgrade: every install is current")
-        return
-    approve = _approver(yes)
-    failed: list[SandmanError] = []
-    for item in todo:
-        key = f"{item.tool}@{item.version}"
-        try:
-            if item.state.startswith("image-"):
-                res = core.install(ctx, Spec(item.tool, item.version), approve=approve,
-                                   force=item.state in ("image-replaced", "image-stale: base"))
-            else:
-                res = core.rewrite_shims(ctx, Spec(item.tool, item.version), approve=approve)
-        except SandmanError as e:
-            if len(todo) == 1:
-                raise
-            ctx.out.warn(f"{key} not upgraded: {e.message}")
-            failed.append(e)
-            continue
-        ctx.out.info(f"upgraded {key} ({item.state}): {item.image} -> {res.record.image_tag}")
-    if failed:
-        raise typer.Exit(failed[0].exit_code)
+    _exit_if_failed(batch)
 
 
 @app.command()
@@ -870,13 +736,7 @@ def doctor(
     """Check the daemon, the shim directory, and every install's image and shims."""
     from sandman import status
 
-    ctx = _ctx()
-    checks = status.doctor(ctx)
-    from sandman import installs, platforms  # QEMU emulation for installs of another CPU
-
-    wanted = sorted({str(r.runtime.get("platform")) for r in installs.all_records(ctx.paths)
-                     if (r.runtime or {}).get("platform")})
-    checks += [status.Check(*c) for c in platforms.doctor_checks(wanted)]
+    checks = status.doctor(_ctx())
     if as_json:
         _emit_json([asdict(c) for c in checks])
     else:
@@ -908,29 +768,20 @@ def gc(
     from sandman import status
 
     ctx = _ctx()
-    verdicts = status.gc(ctx, dry_run=dry_run, unclaimed=unclaimed, tools=frozenset(tool or ()))
-    removed = 0
-    for v in verdicts:
+    res = status.gc(ctx, dry_run=dry_run, unclaimed=unclaimed, tools=frozenset(tool or ()))
+    for v in res.verdicts:
         size = _human_size(v.image.size)
         if dry_run:
             print(f"{v.name} ({size}): {'would remove' if v.remove else 'kept'}: {v.reason}")
         elif v.done:
-            removed += 1
             print(f"removed {v.name} ({size}): {v.reason}")
         elif v.remove or _state["verbosity"] > 1:
             print(f"kept {v.name} ({size}): {v.reason}")
-    from sandman import installs, shims
-
-    bin_dirs = {ctx.paths.bin_dir, *(Path(r.bin_dir) for r in installs.all_records(ctx.paths))}
-    for f in shims.unused_runtimes(ctx.paths, bin_dirs):
-        if dry_run:
-            print(f"{f} (shim runtime): would remove: no shim of this home sources it")
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-            print(f"removed {f} (shim runtime): no shim of this home sources it")
+    for f in res.runtimes:
+        print(f"{f} (shim runtime): would remove: no shim of this home sources it" if dry_run
+              else f"removed {f} (shim runtime): no shim of this home sources it")
     if not dry_run:
-        ctx.out.info(f"gc removed {removed} image(s); layers that kept images share stay")
+        ctx.out.info(f"gc removed {res.removed} image(s); layers that kept images share stay")
 
 
 # -- teams: recipe repos, registry, bundles, pins (docs/teams.md) ------------------------------
@@ -943,40 +794,31 @@ def _offer_trust(ctx: "Context", spec: "Spec") -> None:
 
     Without a terminal nothing is asked: install.resolve refuses (exit 120) with the command.
     """
-    from sandman import repos
+    from sandman import install as core
 
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
-    try:
-        entry = ctx.catalog.find(spec.tool, ctx.catalog.pick(spec).source)  # an install's own
-    except SandmanError:
+    offer = core.repo_to_trust(ctx, spec)
+    if offer is None:
         return
-    if entry.source.trusted or entry.source.kind != "repo":
-        return
-    repo = repos.get(ctx.paths, entry.source.name)
-    rep = _state.get("reporter")
-    if rep is not None:
-        rep._clear()
+    entry, repo = offer
+    _clear_progress()
     print(f"{entry.tool} comes from repo '{repo.name}' ({repo.url}) at commit {repo.commit[:12]}, "
           f"which you have not trusted.\nIts build steps run in a container with network access; "
           f"review them in {entry.recipe_file.parent}", file=sys.stderr)
     if typer.confirm(f"Trust repo '{repo.name}' at {repo.commit[:12]}?", default=False, err=True):
-        repos.trust(ctx.paths, repo.name)
-        ctx.__dict__.pop("catalog", None)
+        core.trust_repo(ctx, repo.name)
 
 
 def _project_install(ctx: "Context", *, update_lock: bool, force: bool, approve: object) -> None:
     from sandman import pins
-    from sandman.catalog import Spec
 
     cwd = pins.cwd_of(dict(os.environ))
-    project = pins.find_project(cwd)
-    if project is not None:
-        for tool, version in pins.read_pins(project).items():
-            _offer_trust(ctx, Spec(tool, version))
+    for spec in pins.project_specs(cwd):
+        _offer_trust(ctx, spec)
     res = pins.install_project(ctx, cwd, update_lock=update_lock, force=force, approve=approve)
     for r in res.results:
-        ctx.out.info(f"installed {r.record.key}: {', '.join(r.record.shims)} in {r.record.bin_dir}")
+        ctx.out.info(_installed_line(r.record))
     ctx.out.info(f"{'wrote' if res.lock_changed else 'checked'} {res.lock}")
 
 
@@ -1045,19 +887,16 @@ def repo_update(
     if ref and not name:
         raise SandmanUsage("--ref needs the NAME of the repo to update")
     ctx = _ctx()
-    names = [name] if name else [r.name for r in repos.load_all(ctx.paths) if r.kind == "repo"]
-    for n in names:
-        u = repos.update(ctx.paths, n, ref)
+    for done in repos.update_all(ctx.paths, name, ref):
+        u, n = done.update, done.update.repo.name
         if not u.moved:
             ctx.out.info(f"{n}: already at {u.repo.commit[:12]}")
             continue
-        files = repos.changed_files(ctx.paths, n, u.old_commit, u.repo.commit)
-        ctx.out.info(f"{n}: {u.old_commit[:12]} -> {u.repo.commit[:12]} ({len(files)} file(s) changed)")
-        if u.was_trusted:
-            same = repos.unchanged_tools(ctx.paths, u.repo)
-            changed = [t for t in repos.tools_in(ctx.paths, u.repo) if t not in same]
+        ctx.out.info(f"{n}: {u.old_commit[:12]} -> {u.repo.commit[:12]} "
+                     f"({done.files_changed} file(s) changed)")
+        if done.untrusted_tools is not None:
             ctx.out.warn(f"{n} is untrusted again at the new commit (update pending trust; "
-                         f"recipes changed: {', '.join(changed) or 'none'}, the others "
+                         f"recipes changed: {', '.join(done.untrusted_tools) or 'none'}, the others "
                          f"stay trusted); review with: git -C {repos.clone_dir(ctx.paths, n)} "
                          f"diff {u.old_commit[:12]} {u.repo.commit[:12]}, then run: "
                          f"sandman repo trust {n}")
@@ -1097,28 +936,16 @@ def push(
 ) -> None:
     """Push images to the team registry under their fingerprint tag, with the bases they were
     built on, by digest (building them if needed)."""
-    from sandman import install as core
-    from sandman import registry as reg
+    from sandman import publish
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
-    target = reg.required(ctx, registry)
-    for spec in parsed:
-        r = core.resolve(ctx, spec)
-        b = core.build(ctx, r)
-        signed = None
-        if sign is not None:  # signed before anything is pushed: a bad key pushes nothing
-            from sandman import signing
-
-            signed = signing.sign_image(ctx, sign, source=r.entry.source.name, tool=r.recipe.tool,
-                                        version=r.version.version, fingerprint=b.fingerprint,
-                                        image_id=b.image_id)
-        t = reg.push(ctx, r.recipe.tool, r.version.version, b.fingerprint, b.image_id, target)
-        if signed is not None:
-            ctx.out.info(f"{spec}: signed, pushed {signing.push_signature(ctx, t.ref, signed)}")
-        print(t.ref)
-        for base, digest in sorted(t.bases.items()):
-            ctx.out.info(f"{spec}: its base {base} ({digest}) is in the registry too")
+    for p in publish.push(ctx, parsed, registry, sign):
+        if p.signature is not None:
+            ctx.out.info(f"{p.spec}: signed, pushed {p.signature}")
+        print(p.transfer.ref)
+        for base, digest in sorted(p.transfer.bases.items()):
+            ctx.out.info(f"{p.spec}: its base {base} ({digest}) is in the registry too")
 
 
 @app.command()
@@ -1128,14 +955,11 @@ def pull(
     registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
 ) -> None:
     """Pull the images of these versions' fingerprints from the registry, without installing."""
-    from sandman import install as core
-    from sandman import registry as reg
+    from sandman import publish
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
-    target = reg.required(ctx, registry)
-    for spec in parsed:
-        t = reg.pull_missing(ctx, core.plan(ctx, core.resolve(ctx, spec)), target)
+    for spec, t in publish.pull(ctx, parsed, registry):
         ctx.out.info(f"{spec}: {'already present' if t is None else 'pulled ' + t.ref}")
 
 
@@ -1171,8 +995,7 @@ def import_cmd(
     ctx = _ctx()
     res = bundle.import_bundle(ctx, file, approve=_approver(yes))
     for r in res.results:
-        ctx.out.info(f"installed {r.record.key} from bundle {res.manifest.name}: "
-                     f"{', '.join(r.record.shims)} in {r.record.bin_dir}")
+        ctx.out.info(_installed_line(r.record, f" from bundle {res.manifest.name}"))
 
 
 @app.command()
@@ -1190,16 +1013,10 @@ def verify(
     \b
     --json prints {"key", "image_id", "principal", "signing_key", "signed_at", "signers"}.
     """
-    from sandman import install as core
-    from sandman import registry as reg
-    from sandman import signing
+    from sandman import publish
 
     parsed = parse_spec(spec)
-    ctx = _ctx()
-    rec = core.installed(ctx, parsed)
-    target = reg.configured(ctx, registry)
-    remote = reg.remote_ref(target, rec.tool, rec.version, rec.fingerprint) if target else None
-    rep = signing.verify_installed(ctx, rec, remote)
+    rep = publish.verify(_ctx(), parsed, registry)
     if as_json:
         _emit_json(rep.to_json())
         return
@@ -1280,34 +1097,27 @@ def which(
     file is broken.
     """
     from sandman import pins
-    from sandman.errors import NotFoundError, PinError
 
     ctx = _ctx()
     w = pins.which(ctx, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
     c = w.choice
+    failure = w.failure(ctx.paths.bin_dir)
     if as_json:
         _emit_json({"tool": tool, "version": c.version, "origin": c.origin, "where": c.where,
                     "installed": w.installed is not None, "shim": w.shim,
                     "plain_missing": w.plain_missing, "runs": w.installed})
-    elif c.version is None:
-        print(f"{tool}: no version chosen here (no ${pins.env_var(tool)}, no .sandman.toml naming "
-              f"it, no global choice)", file=sys.stderr)
+    elif c.version is None and failure is not None:
+        print(failure.message, file=sys.stderr)
     elif w.problem is None:
         why = {"env": f"set by ${c.where}", "project": f"set by {c.where}",
                "global": f"set by {c.where} (global)"}[c.origin]
         alias = f" = {w.installed}" if w.installed and w.installed != c.version else ""
         print(f"{tool} {c.version}{alias} ({why}): {w.shim}")
-    if c.version is None:
-        raise typer.Exit(NotFoundError.exit_code)
-    if w.problem:
-        if as_json:
-            raise typer.Exit(NotFoundError.exit_code)
-        where = f"${c.where}" if c.origin == "env" else c.where
-        raise NotFoundError(f"{tool} {c.version} (set by {where}) is {w.problem}")
-    if w.plain_missing:
-        raise PinError(f"{', '.join(w.plain_missing)} in {ctx.paths.bin_dir} is missing, so the "
-                       f"plain command runs another {tool} (the host's) or none, not {c.version}; "
-                       f"run: {pins.fix_command(c)}")
+    if failure is None:
+        return
+    if c.version is None or (as_json and w.problem):  # what went wrong is said above already
+        raise typer.Exit(failure.exit_code)
+    raise failure
 
 
 @app.command()
@@ -1359,23 +1169,10 @@ def man_page(
     import shutil
 
     from sandman import install as core
-    from sandman import toolfiles
     from sandman.errors import NotFoundError
 
     ctx = _ctx()
-    rec = core.installed(ctx, parse_spec(spec))
-    found = toolfiles.pages(ctx.paths, rec.key)
-    if not found:  # not read yet, or the download failed at install: try again now
-        rt = core.runtime_from_dict(rec.runtime)
-        r = core.resolve(ctx, parse_spec(rec.key))
-        core.tool_files(ctx, rec, rt, list(r.version.build.packages), retry=True)
-        found = toolfiles.pages(ctx.paths, rec.key)
-    names = {f.name.split(f"-{rec.version}.", 1)[0]: f for f in sorted(found)}
-    wanted = [page] if page else [rec.tool, *(n[: -len(rec.version) - 1] for n in rec.shims)]
-    hit = next((names[w] for w in wanted if w in names), None)
-    if hit is None:
-        have = ", ".join(sorted(names)) or "none"
-        raise NotFoundError(f"{rec.key} has no manual page {page or rec.tool} (its pages: {have})")
+    hit = core.man_page(ctx, parse_spec(spec), page)
     if path_only:
         print(hit)
         return
@@ -1462,10 +1259,10 @@ def _log_end(code: int, error: BaseException | None) -> None:
     if rep is None:
         return
     if isinstance(error, _VendoredUsageError):
-        rep._log(f"usage error: {error}")
+        rep.log_line(f"usage error: {error}")
     elif error is not None:
-        rep._log("".join(traceback.format_exception(error)).rstrip())
-    rep._log(f"exit {code}")
+        rep.log_line("".join(traceback.format_exception(error)).rstrip())
+    rep.log_line(f"exit {code}")
 
 
 class _AsTyped:
@@ -1499,27 +1296,6 @@ def _quick_completion() -> None:
         param.get_runtime_param = lambda self: _AsTyped
 
 
-def _os_failure(e: Exception) -> SandmanError | None:
-    """An OSError that is no bug: a full disk anywhere (122), or one of sandman's own folders
-    that cannot be written (107). state.py raises these typed already; this catches the writes
-    made elsewhere (a tempfile, a mkdir) so that exit 1 stays reserved for bugs."""
-    from sandman import state
-    from sandman.paths import Paths
-
-    if not isinstance(e, OSError) or e.errno not in (*state.NO_SPACE, *state.NOT_WRITABLE):
-        return None
-    if e.errno in state.NO_SPACE:
-        return state.write_failure(e.filename, e)
-    if not e.filename:
-        return None
-    p = Paths.from_env()
-    target = Path(os.path.abspath(e.filename))
-    ours = (p.config_dir, p.data_dir, p.cache_dir, p.state_dir, p.bin_dir)
-    if any(target == d or d in target.parents for d in ours):
-        return state.write_failure(target, e)
-    return None
-
-
 def main() -> None:
     code, error = 1, None
     if os.environ.get("_SANDMAN_COMPLETE"):
@@ -1539,7 +1315,9 @@ def main() -> None:
     except Exception as e:
         if _state["debug"]:
             traceback.print_exc()
-        known = e if isinstance(e, SandmanError) else _os_failure(e)
+        from sandman.state import os_failure  # a full disk, sandman's folders unwritable: no bug
+
+        known = e if isinstance(e, SandmanError) else os_failure(e)
         if known is not None:
             from sandman.text import safe_lines  # the last guard: messages quote recipe text
 

@@ -76,3 +76,7 @@ class Context:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog.default(self.paths)
+
+    def forget_catalog(self) -> None:
+        """The next use of `catalog` reads the recipe sources again (a repo was just trusted)."""
+        self.__dict__.pop("catalog", None)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sandman import consent, images, installs, shims
+from sandman import consent, images, installs, repos, shims
+from sandman.batch import Batch, each
 from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
 from sandman.catalog import Entry, Spec
 from sandman.config import ToolSettings
 from sandman.context import Context
-from sandman.errors import ImageMissingError, NotFoundError, SandmanError, UntrustedError
+from sandman.errors import ImageMissingError, NotFoundError, SandmanError, StateError, UntrustedError
 from sandman.installs import InstallRecord
 from sandman.recipes import Mount, Recipe, Runtime, Version
 from sandman.registry import built_on
@@ -51,6 +53,26 @@ def resolve(ctx: Context, spec: Spec) -> Resolved:
             f"have not trusted; review it, then run: sandman repo trust {entry.source.name}"
         )
     return Resolved(entry, recipe, version)
+
+
+def repo_to_trust(ctx: Context, spec: Spec) -> tuple[Entry, repos.Repo] | None:
+    """The recipe of spec and the untrusted repo it comes from, which a terminal may offer to
+    trust before resolve refuses it (exit 120); None when there is nothing to trust, or no
+    such recipe (the command itself then says why)."""
+    try:
+        entry = ctx.catalog.find(spec.tool, ctx.catalog.pick(spec).source)  # an install's own
+    except SandmanError:
+        return None
+    if entry.source.trusted or entry.source.kind != "repo":
+        return None
+    return entry, repos.get(ctx.paths, entry.source.name)
+
+
+def trust_repo(ctx: Context, name: str) -> repos.Repo:
+    """Trust a repo at its pinned commit; the catalog is read again, so its recipes now resolve."""
+    repo = repos.trust(ctx.paths, name)
+    ctx.forget_catalog()
+    return repo
 
 
 def plan(ctx: Context, r: Resolved, known: images.Known | None = None) -> BuildPlan:
@@ -207,6 +229,16 @@ def install_many(ctx: Context, specs: list[Spec], *, force: bool = False,
     return [(spec, outcome[i]) for i, spec in enumerate(specs)]
 
 
+def install_all(ctx: Context, specs: list[Spec], *, force: bool = False,
+                approve: consent.Approver | None = None) -> Batch[InstallResult]:
+    """`install A B ...`: one spec is installed as it is (its error raised); several go through
+    install_many, and one failure leaves the others installed (sandman/batch.py)."""
+    if len(specs) == 1:
+        return Batch(((str(specs[0]), install(ctx, specs[0], force=force, approve=approve)),))
+    return Batch(tuple((str(spec), got) for spec, got in
+                       install_many(ctx, specs, force=force, approve=approve)))
+
+
 class _Prefixed:
     """A reporter for one of several builds running at once: each line says whose it is."""
 
@@ -316,6 +348,34 @@ def installed(ctx: Context, spec: Spec) -> InstallRecord:
     return rec
 
 
+@dataclass(frozen=True)
+class Uninstalled:
+    spec: Spec
+    removed: list[Path]  # the shims removed; forced: also the record, last
+    forced: bool = False  # the record could not be read: removed what names spec (--force)
+
+
+def uninstall_all(ctx: Context, specs: list[Spec], *, force: bool = False) -> Iterator[Uninstalled]:
+    """Uninstall each spec in turn, stopping at the first error. force: a record that cannot be
+    read (or none) still lets the shims whose header names the spec go, and the record; this
+    home's root on the image goes too when the daemon answers. With nothing of that kind to
+    remove, the error stands."""
+    for spec in specs:
+        try:
+            removed = uninstall(ctx, spec)
+        except (StateError, NotFoundError):  # a record that cannot be read, or none
+            if not force:
+                raise
+            removed = installs.remove_unreadable(ctx.paths, spec.tool, spec.version or "")
+            if not removed:
+                raise
+            with contextlib.suppress(SandmanError):  # this home's root on the image
+                ctx.engine.untag(images.root_ref(ctx.paths, spec.tool, spec.version or ""))
+            yield Uninstalled(spec, removed, forced=True)
+            continue
+        yield Uninstalled(spec, removed)
+
+
 def uninstall(ctx: Context, spec: Spec) -> list[Path]:
     rec = installed(ctx, spec)
     images.drop_root(ctx.engine, ctx.paths, rec)  # gc may take the image once no home holds it
@@ -370,6 +430,24 @@ def reshim(ctx: Context, spec: Spec, known: images.Known | None = None, *,
     return written
 
 
+def reshim_all(ctx: Context, specs: list[Spec], *, every: bool = False) -> Batch[list[Path]]:
+    """`reshim`: the shims of specs (and with every, of each install) rewritten, one failure
+    leaving the others done (sandman/batch.py). The engine's images are read once for all,
+    and each tool's alias file written once."""
+    if every:
+        specs = [*specs, *(Spec(r.tool, r.version) for r in installs.all_records(ctx.paths))]
+    known = images.Known(engine_of=lambda: ctx.engine)
+    aliases_done: set[str] = set()
+
+    def one(spec: Spec) -> list[Path]:
+        written = reshim(ctx, spec, known, aliases_done=aliases_done)
+        for p in written:
+            ctx.out.info(f"rewrote {p}")
+        return written
+
+    return each(specs, one, failed=lambda spec, e: ctx.out.warn(f"{spec} not rewritten: {e.message}"))
+
+
 def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...], *,
                dry_run: bool = False) -> tuple[str, str]:
     """The shim script for a one-off `sandman run` (building the image first if needed; a dry
@@ -394,6 +472,32 @@ def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...], *,
     return name, shims.render(sctx, name)
 
 
-def exec_script(name: str, script: str, args: list[str], env: dict[str, str] | None = None) -> None:
-    """Replace this process with the shim script (so signals and exit status are the tool's)."""
-    os.execve("/bin/bash", ["bash", "-c", script, name, *args], env or dict(os.environ))
+def exec_script(name: str, script: str, args: list[str], env: dict[str, str] | None = None, *,
+                dry_run: bool = False) -> None:
+    """Replace this process with the shim script (so signals and exit status are the tool's);
+    dry_run: the script prints its docker command instead of running it."""
+    env = dict(env or os.environ)
+    if dry_run:
+        env["SANDMAN_DRY_RUN"] = "1"
+    os.execve("/bin/bash", ["bash", "-c", script, name, *args], env)
+
+
+def man_page(ctx: Context, spec: Spec, page: str | None) -> Path:
+    """The file of an installed version's manual page: `page`, else the tool's own, else its
+    first command's. Pages not read at install (or whose download failed) are tried again."""
+    from sandman import toolfiles
+
+    rec = installed(ctx, spec)
+    found = toolfiles.pages(ctx.paths, rec.key)
+    if not found:  # not read yet, or the download failed at install: try again now
+        r = resolve(ctx, Spec(rec.tool, rec.version))
+        tool_files(ctx, rec, runtime_from_dict(rec.runtime), list(r.version.build.packages),
+                   retry=True)
+        found = toolfiles.pages(ctx.paths, rec.key)
+    names = {f.name.split(f"-{rec.version}.", 1)[0]: f for f in sorted(found)}
+    wanted = [page] if page else [rec.tool, *(n[: -len(rec.version) - 1] for n in rec.shims)]
+    hit = next((names[w] for w in wanted if w in names), None)
+    if hit is None:
+        have = ", ".join(sorted(names)) or "none"
+        raise NotFoundError(f"{rec.key} has no manual page {page or rec.tool} (its pages: {have})")
+    return hit

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -147,6 +147,21 @@ def run_all(targets: Sequence[Target], args: Sequence[str], env: dict[str, str],
     workers = max(1, min(jobs or default_jobs(), len(targets)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda t: run_one(t, args, env), targets))
+
+
+def run(ctx: Context, specs: Sequence[Spec], args: Sequence[str], env: dict[str, str], *,
+        extra_mounts: tuple[str, ...] = (), dry_run: bool = False, jobs: int | None = None,
+        prepared: Callable[[], None] = lambda: None) -> list[Outcome]:
+    """`matrix`: every version's script made (building what is missing, one at a time), then
+    all run at once, at most `jobs`. env: the environment they run in, told to print instead
+    of run for a dry run and only then; prepared: called once the builds are over."""
+    targets = prepare(ctx, specs, extra_mounts, dry_run=dry_run)
+    prepared()
+    env = dict(env)
+    env.pop("SANDMAN_DRY_RUN", None)
+    if dry_run:
+        env["SANDMAN_DRY_RUN"] = "1"
+    return run_all(targets, args, env, jobs=jobs)
 
 
 # -- reporting --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from sandman.errors import (
     USAGE,
     LockError,
     NotFoundError,
+    PinError,
     SandmanError,
     StateError,
     UsageError,
@@ -345,6 +346,23 @@ class Which:
     plain_missing: list[str]
     problem: str | None  # why the chosen version cannot run (None when it can)
 
+    def failure(self, bin_dir: Path) -> SandmanError | None:
+        """Why the plain command does not run the chosen version, as the error `which` ends
+        with: no version chosen, or the chosen one cannot run (111); a plain shim missing from
+        bin_dir, so another tool (the host's) runs instead (105). None: it runs."""
+        c = self.choice
+        if c.version is None:
+            return NotFoundError(f"{c.tool}: no version chosen here (no ${env_var(c.tool)}, no "
+                                 f".sandman.toml naming it, no global choice)")
+        if self.problem:
+            where = f"${c.where}" if c.origin == "env" else c.where
+            return NotFoundError(f"{c.tool} {c.version} (set by {where}) is {self.problem}")
+        if self.plain_missing:
+            return PinError(f"{', '.join(self.plain_missing)} in {bin_dir} is missing, so the "
+                            f"plain command runs another {c.tool} (the host's) or none, not "
+                            f"{c.version}; run: {fix_command(c)}")
+        return None
+
 
 def which(ctx: Context, tool: str, cwd: Path, env: dict[str, str]) -> Which:
     """The choice for tool in cwd, resolved as the plain shim and `install` resolve it."""
@@ -478,6 +496,13 @@ def differences(locked: Locked, rec: installs.InstallRecord, lock_file: Path) ->
 
 def _commit_of(paths: Paths, source: str) -> str:
     return next((r.commit for r in repos.load_all(paths) if r.name == source and r.kind == "repo"), "")
+
+
+def project_specs(cwd: Path) -> list[Spec]:
+    """What the nearest .sandman.toml pins ([] without one): the versions a project install
+    installs, for a terminal to offer trust in their repos first."""
+    project = find_project(cwd)
+    return [] if project is None else [Spec(t, v) for t, v in read_pins(project).items()]
 
 
 @dataclass(frozen=True)

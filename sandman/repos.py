@@ -21,6 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,6 +234,34 @@ def update(paths: Paths, name: str, ref: str | None = None) -> Update:
     new = replace(repo, ref=follow, commit=commit)
     _replace(paths, new)
     return Update(new, repo.commit, repo.trusted)
+
+
+@dataclass(frozen=True)
+class Updated:
+    """One repo after `repo update`, with what a person needs to review the move."""
+
+    update: Update
+    files_changed: int = 0  # files that differ between the old pin and the new one
+    # trusted before the move: its recipes that changed, untrusted until `repo trust`
+    # (the others stay trusted); None when it was not trusted before
+    untrusted_tools: tuple[str, ...] | None = None
+
+
+def update_all(paths: Paths, name: str | None = None, ref: str | None = None) -> Iterator[Updated]:
+    """`repo update`: the named repo, or every git repo (not bundles), one after the other;
+    the first failure stops the rest."""
+    names = [name] if name else [r.name for r in load_all(paths) if r.kind == "repo"]
+    for n in names:
+        u = update(paths, n, ref)
+        if not u.moved:
+            yield Updated(u)
+            continue
+        files = changed_files(paths, n, u.old_commit, u.repo.commit)
+        untrusted = None
+        if u.was_trusted:
+            same = unchanged_tools(paths, u.repo)
+            untrusted = tuple(t for t in tools_in(paths, u.repo) if t not in same)
+        yield Updated(u, len(files), untrusted)
 
 
 def trust(paths: Paths, name: str) -> Repo:

@@ -59,6 +59,25 @@ def write_failure(path: Path | str | None, e: OSError) -> SandmanError | None:
     return None
 
 
+def os_failure(e: BaseException, paths: Paths | None = None) -> SandmanError | None:
+    """An OSError that is no bug, typed: a full disk anywhere (122), or one of sandman's own
+    folders (of paths, else the environment's) that cannot be written (107). The writes here
+    raise these typed already; this catches those made elsewhere (a tempfile, a mkdir), so
+    that exit 1 stays reserved for bugs."""
+    if not isinstance(e, OSError) or e.errno not in (*NO_SPACE, *NOT_WRITABLE):
+        return None
+    if e.errno in NO_SPACE:
+        return write_failure(e.filename, e)
+    if not e.filename:
+        return None
+    p = paths or Paths.from_env()
+    target = Path(os.path.abspath(e.filename))
+    ours = (p.config_dir, p.data_dir, p.cache_dir, p.state_dir, p.bin_dir)
+    if any(target == d or d in target.parents for d in ours):
+        return write_failure(target, e)
+    return None
+
+
 @contextlib.contextmanager
 def writing(path: Path) -> Iterator[None]:
     """Turn a full disk or an unwritable folder met while writing path into a typed error."""

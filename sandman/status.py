@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import engines, images, installs, pins, shims
+from sandman import engines, images, installs, pins, platforms, shims
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
 from sandman.names import LABEL_ROLE, ROLE_DOCTOR
@@ -186,7 +186,15 @@ def doctor(ctx: Context) -> list[Check]:
                                     f"written for {owner}, which is not installed; "
                                     f"remove {f} or reinstall {owner}"))
     checks += [Check(*c) for c in pins.doctor_checks(ctx.paths, pins.cwd_of(ctx.env), ctx.env)]
+    checks += platform_checks(ctx)
     return checks
+
+
+def platform_checks(ctx: Context) -> list[Check]:
+    """QEMU user emulation, for each CPU an install here was made for (none: nothing to check)."""
+    wanted = sorted({str(r.runtime.get("platform")) for r in installs.all_records(ctx.paths)
+                     if (r.runtime or {}).get("platform")})
+    return [Check(*c) for c in platforms.doctor_checks(wanted)]
 
 
 def preflight(ctx: Context) -> engines.EngineChoice:
@@ -333,11 +341,34 @@ def _device_checks(ctx: Context, rec: installs.InstallRecord) -> list[Check]:
     return out
 
 
+@dataclass(frozen=True)
+class Collected:
+    """What gc found: every sandman image with its verdict, and the shim runtimes no shim of
+    this home sources (both removed, unless it was a dry run)."""
+
+    verdicts: list[images.Verdict]
+    runtimes: list[Path]
+
+    @property
+    def removed(self) -> int:
+        """The images removed (a dry run removes none)."""
+        return sum(1 for v in self.verdicts if v.done)
+
+
 def gc(ctx: Context, *, dry_run: bool, unclaimed: bool = False,
-       tools: frozenset[str] = frozenset()) -> list[images.Verdict]:
+       tools: frozenset[str] = frozenset()) -> Collected:
     """Every sandman image on the daemon (of `tools`, when given) with gc's verdict; removes
     the unheld ones unless dry_run. Images are judged by the daemon's roots and containers,
     never by this home's records alone (another home's shims may use an image this home
-    knows nothing of)."""
-    return images.collect(ctx.engine, ctx.paths, installs.all_records(ctx.paths),
-                          dry_run=dry_run, unclaimed=unclaimed, tools=tools)
+    knows nothing of). Then the shim runtimes that no shim in this home's bin folders (the
+    current one and those its installs name) sources any more."""
+    records = installs.all_records(ctx.paths)
+    verdicts = images.collect(ctx.engine, ctx.paths, records, dry_run=dry_run, unclaimed=unclaimed,
+                              tools=tools)
+    bin_dirs = {ctx.paths.bin_dir, *(Path(r.bin_dir) for r in records)}
+    unused = shims.unused_runtimes(ctx.paths, bin_dirs)
+    if not dry_run:
+        for f in unused:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+    return Collected(verdicts, unused)

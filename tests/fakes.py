@@ -43,7 +43,8 @@ class FakeEngine:
     """images: ref -> image id (an image with that one name) or a whole ImageInfo; containers:
     what `containers()` lists; files: path -> content for `read_files`, for every image (a
     folder's content is its entries' names, one per line, as Engine reads it); run: the answer
-    to each `run_capture` command. Nothing can be pulled: there is no registry.
+    to each `run_capture` command; in_use: what `container_images()` says (image id -> the
+    containers made from it). Nothing can be pulled: there is no registry.
 
     `read_files` without files and `run_capture` without run fail the test: a test that did
     not expect sandman to look inside an image must not pass on an invented answer.
@@ -55,12 +56,14 @@ class FakeEngine:
     def __init__(self, images: Mapping[str, str | ImageInfo] | None = None, *,
                  containers: Iterable[ContainerInfo] = (),
                  files: Mapping[str, bytes] | None = None,
-                 run: RunAnswer | None = None) -> None:
+                 run: RunAnswer | None = None,
+                 in_use: Mapping[str, list[str]] | None = None) -> None:
         self._images = {ref: info if isinstance(info, ImageInfo) else ImageInfo(info, (ref,), {}, 1, "")
                         for ref, info in (images or {}).items()}
         self._containers = list(containers)
         self._files = files
         self._run = run
+        self._in_use = dict(in_use or {})
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def called(self, method: str) -> list[Any]:
@@ -102,6 +105,23 @@ class FakeEngine:
                 self._images[name] = new
         self._images[ref] = new
 
+    def untag(self, ref: str) -> str | None:
+        """Recorded, and the name gone from the image (the image too, with its last name or by
+        id), as the daemon would list it afterwards; never refused."""
+        self._record("untag", ref)
+        info = self._images.get(ref) or next((i for i in self._images.values() if i.id == ref), None)
+        if info is None:
+            return None
+        left = replace(info, tags=tuple(t for t in info.tags if t != ref))
+        self._images.pop(ref, None)
+        for name, held in list(self._images.items()):
+            if held.id == info.id:
+                if ref == info.id or not left.tags:  # by id, or its last name: the image goes
+                    del self._images[name]
+                else:
+                    self._images[name] = left
+        return None
+
     def pull(self, ref: str) -> ImageInfo:
         self._record("pull", ref)
         raise RemoteError(f"cannot pull {ref}: registry unreachable")
@@ -126,6 +146,11 @@ class FakeEngine:
         self._record("containers", labels)
         wanted = _label_filter(labels)
         return [c for c in self._containers if _matches(c.labels, wanted)]
+
+    def container_images(self) -> dict[str, list[str]]:
+        """in_use as given: image id -> the names of the containers made from it."""
+        self._record("container_images")
+        return {k: list(v) for k, v in self._in_use.items()}
 
     def remove_container(self, ident: str) -> None:
         """Recorded only: the listing stays as given, so a test checks what sandman asked for,

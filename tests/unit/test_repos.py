@@ -213,3 +213,39 @@ def test_git_reason_keeps_what_git_said():
         "repository 'x' not found"
     assert repos.git_reason("") == "(no message)"
     assert repos.git_reason("weird \x1b[1A\n") == "weird \\e[1A"
+
+
+def test_update_all_says_what_changed_and_what_needs_trust_again(tmp_path, paths):
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_git_repo(a, {"alpha": "a", "beta": "b"})
+    make_git_repo(b, {"gamma": "g"})
+    repos.add(paths, "trusted", str(a))
+    repos.add(paths, "fresh", str(b))
+    repos.trust(paths, "trusted")
+    (a / "recipes" / "beta" / "notes.txt").write_text("new\n")
+    commit_all(a)
+    (b / "recipes" / "gamma" / "notes.txt").write_text("new\n")
+    (b / "README").write_text("outside\n")
+    commit_all(b)
+    done = {u.update.repo.name: u for u in repos.update_all(paths)}
+    assert (done["trusted"].files_changed, done["trusted"].untrusted_tools) == (1, ("beta",))
+    assert (done["fresh"].files_changed, done["fresh"].untrusted_tools) == (2, None)  # never trusted
+    [again] = repos.update_all(paths, "fresh")
+    assert not again.update.moved and again.files_changed == 0
+
+
+def test_a_terminal_is_offered_only_an_untrusted_repo(tmp_path, paths):
+    from sandman import install
+    from sandman.config import Config
+    from sandman.context import Context
+
+    make_git_repo(tmp_path / "src", {"alpha": "a"})
+    repos.add(paths, "team", str(tmp_path / "src"))
+    ctx = Context(paths=paths, config=Config(), env={})
+    offer = install.repo_to_trust(ctx, Spec("alpha", "1"))
+    assert offer is not None and (offer[0].tool, offer[1].name) == ("alpha", "team")
+    assert install.repo_to_trust(ctx, Spec("nothing", "1")) is None  # the install says why
+    before = ctx.catalog
+    install.trust_repo(ctx, "team")
+    assert ctx.catalog is not before and install.resolve(ctx, Spec("alpha", "1")).entry.source.trusted
+    assert install.repo_to_trust(ctx, Spec("alpha", "1")) is None
