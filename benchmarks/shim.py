@@ -61,11 +61,11 @@ DUMPS = 50  # sqlite3 files the agent loop goes over
 # The benchmark's homes are new: the agent is built only from a base a home bootstrapped, so
 # the bases already on this machine (its operator's, made by `sandman bootstrap`) are recorded
 # for the benchmark's home first, as that bootstrap would have.
-BUILD_AGENT = ("import os\nfrom sandman import agent, bootstrap\nfrom sandman.engine import Engine\n"
-               "from sandman.paths import Paths\n"
-               "engine, paths = Engine.connect(), Paths.from_env(dict(os.environ))\n"
+BUILD_AGENT = ("import os\nfrom sandman import agent, provenance\nfrom sandman.engine import Engine\n"
+               "from sandman.engines import choose\nfrom sandman.paths import Paths\n"
+               "engine, paths = Engine.connect(choose()), Paths.from_env(dict(os.environ))\n"
                "ref = agent.PREFERRED_BASES[0]\n"
-               "bootstrap.record_made(paths, ref, engine.image(ref).id)\n"
+               "provenance.record_made(paths, ref, engine.image(ref).id)\n"
                "print(agent.build(engine, paths))")
 
 

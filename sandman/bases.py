@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandman import agent
+from sandman import agent, provenance
 from sandman import bootstrap as bs
 from sandman.context import Context
 from sandman.errors import SandmanError
@@ -29,7 +29,7 @@ def from_rootfs(ctx: Context, ref: str, tarball: Path, *, platform: str | None =
     _not_made_here(ctx, ref)
     image_id = bs.from_rootfs(tarball, ref, ctx.engine, platform=platform,
                               tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
-    bs.record_made(ctx.paths, ref, image_id)
+    provenance.record_made(ctx.paths, ref, image_id)
     ctx.out.info(f"{ref}: made {image_id[:19]} from {tarball}")
     return image_id
 
@@ -48,7 +48,7 @@ def bootstrap(ctx: Context, bases: list[str], *, mirror: str | None = None,
         for note in p.notes():
             ctx.out.info(f"{p.ref}: {note}")
         image_id = bs.bootstrap(p, ctx.engine, tmp_dir=ctx.paths.cache_dir, on_line=ctx.out.step)
-        bs.record_made(ctx.paths, p.ref, image_id)
+        provenance.record_made(ctx.paths, p.ref, image_id)
         ctx.out.info(f"{p.ref}: imported {image_id[:19]}")
     build_agent(ctx)
 

@@ -63,7 +63,7 @@ from sandman.platforms import (
     native,
     same,
 )
-from sandman.provenance import BASE_RE, made_here, record_made  # noqa: F401  (cli records)
+from sandman.provenance import BASE_RE, made_here
 from sandman.text import safe
 
 if TYPE_CHECKING:

@@ -395,10 +395,10 @@ _agents_built: set[Path] = set()
 # The agent is built only from a base the home's `sandman bootstrap` recorded (sandman/agent.py).
 # Tests never run mmdebstrap: the session's bases were bootstrapped when the machine was set up,
 # so this stands in for that bootstrap's record, in the home's own store and state.
-RECORD_BASE = ("from sandman import bootstrap; from sandman.engine import Engine; "
+RECORD_BASE = ("from sandman import provenance; from sandman.engine import Engine; "
                "from sandman.engines import choose; from sandman.paths import Paths; "
                "ref = 'debian:bookworm-slim'; "
-               "bootstrap.record_made(Paths.from_env(), ref, Engine.connect(choose()).image(ref).id)")
+               "provenance.record_made(Paths.from_env(), ref, Engine.connect(choose()).image(ref).id)")
 
 
 def ensure_agent(home: Path, kit: Kit | None = None) -> Path:

@@ -83,8 +83,8 @@ def test_the_next_sandman_command_repairs_a_killed_podman(user: PodmanUser, home
     # below is then a quick "already present", not a new mmdebstrap run
     made = user.podman("image", "inspect", "-f", "{{.Id}}", BASE).strip()
     made = made if made.startswith("sha256:") else f"sha256:{made}"
-    record = ("import sys; from sandman import bootstrap; from sandman.paths import Paths; "
-              "bootstrap.record_made(Paths.from_env(), sys.argv[1], sys.argv[2])")
+    record = ("import sys; from sandman import provenance; from sandman.paths import Paths; "
+              "provenance.record_made(Paths.from_env(), sys.argv[1], sys.argv[2])")
     subprocess.run(user.argv([user.python, "-c", record, BASE, made]), env=env, cwd="/",
                    check=True, timeout=120)
     cid = break_podman(user)

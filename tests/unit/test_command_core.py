@@ -141,12 +141,11 @@ def test_reshim_all_warns_per_version_and_raises_alone(tmp_path: Path) -> None:
 
 # -- bootstrap: a base this home made is kept ---------------------------------------------------
 def test_bootstrap_keeps_the_base_this_home_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sandman import agent, bases
-    from sandman import bootstrap as bs
+    from sandman import agent, bases, provenance
 
     base_id = "sha256:" + "b" * 64
     ctx = context(tmp_path, FakeEngine({"debian:bookworm-slim": base_id}))
-    bs.record_made(ctx.paths, "debian:bookworm-slim", base_id)
+    provenance.record_made(ctx.paths, "debian:bookworm-slim", base_id)
     asked: list[str] = []
     monkeypatch.setattr(agent, "can_build", lambda engine, paths: asked.append("agent") or False)
     bases.bootstrap(ctx, ["debian:bookworm-slim"])
