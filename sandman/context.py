@@ -66,6 +66,16 @@ class Context:
 
         return choose(self.env, self.config.engine, self.engine_option)
 
+    def looking_only(self) -> Context:
+        """A copy whose engine looks and never touches (engine.DryRunEngine): a dry run's."""
+        from dataclasses import replace
+
+        from sandman.engine import DryRunEngine
+
+        dry = replace(self)
+        dry.__dict__["engine"] = DryRunEngine(self.engine.client)  # the cached property's slot
+        return dry
+
     @cached_property
     def engine(self) -> Engine:
         from sandman.engine import Engine

@@ -452,15 +452,13 @@ def run_script(ctx: Context, spec: Spec, extra_mounts: tuple[str, ...], *,
                dry_run: bool = False) -> tuple[str, str]:
     """The shim script for a one-off `sandman run` (building the image first if needed; a dry
     run builds, pulls and creates nothing: it names the tag it would use)."""
-    from sandman import dryrun
-
-    ctx = dryrun.dry_context(ctx) if dry_run else ctx
+    ctx = ctx.looking_only() if dry_run else ctx
     r = resolve(ctx, spec)
     rec = installs.load(ctx.paths, r.recipe.tool, r.version.version)
     if rec is not None and ctx.engine.image(rec.image_tag) is not None:
         tag, image_id = rec.image_tag, rec.image_id
     elif dry_run:
-        tag, image_id = dryrun.planned_image(ctx, r)
+        tag, image_id = planned_image(ctx, r)
     else:
         result = build(ctx, r)
         tag, image_id = result.tag, result.image_id
@@ -501,3 +499,31 @@ def man_page(ctx: Context, spec: Spec, page: str | None) -> Path:
         have = ", ".join(sorted(names)) or "none"
         raise NotFoundError(f"{rec.key} has no manual page {page or rec.tool} (its pages: {have})")
     return hit
+
+
+# -- dry runs: what `run` and `matrix` would do, found without changing anything ----------------
+# A dry run's Context (Context.looking_only) has an engine that can look but not touch
+# (engine.DryRunEngine): building, pulling, tagging, creating or starting a container raises, so
+# "nothing happens" is enforced at the Docker boundary. What the shim would need from a missing
+# image (its tag, its passwd and locale facts) is computed or replaced by plain defaults instead.
+NOT_BUILT = "sha256:not-built"  # stands for the id of an image a dry run did not build
+
+
+def planned_image(ctx: Context, r: Resolved) -> tuple[str, str]:
+    """The tag and image id a run of r would use (NOT_BUILT for an image not built yet), found
+    without building or pulling anything; says on stderr when the image is not built yet."""
+    from sandman.build import REPOSITORY, cached, kits_dir, plan_build
+
+    try:
+        plan = plan_build(r.recipe, r.version, source=r.entry.source.name,
+                          kits_folder=kits_dir(ctx.paths, ctx.config.kits_dir, ctx.env),
+                          engine=ctx.engine, pull_missing_bases=False)
+    except ImageMissingError as e:
+        safe = images.SAFE_TAG_RE.sub("_", r.version.version)
+        ctx.out.warn(f"dry run: {r.key} is not built and its tag is not known yet ({e.message})")
+        return f"{REPOSITORY}/{r.recipe.tool}:{safe}-NOT-BUILT", NOT_BUILT
+    image_id = cached(ctx.engine, plan)
+    if image_id is None:
+        ctx.out.warn(f"dry run: image {plan.tag} is not built yet; a real run builds it first")
+        return plan.tag, NOT_BUILT
+    return plan.tag, image_id
