@@ -194,7 +194,7 @@ def _ctx() -> "Context":
 
     ctx = Context.from_env(engine_option=_state.get("engine"))
     if _state.get("command") not in _NO_ENGINE_COMMANDS:  # refused before anything is made
-        from sandman import status
+        from sandman.commands import status
 
         status.preflight(ctx)
     out = _reporter(_state["verbosity"])
@@ -308,7 +308,7 @@ def recipes_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List every recipe, where it comes from, its versions, and what it shadows."""
-    from sandman import recipecheck
+    from sandman.commands import recipes as recipecheck
     from sandman.text import safe
 
     rows = recipecheck.listing(_ctx())
@@ -378,7 +378,7 @@ def recipes_check(
 
     A folder may be one recipe's folder or hold several (a recipe repository's root).
     """
-    from sandman import recipecheck
+    from sandman.commands import recipes as recipecheck
     from sandman.text import safe_lines
 
     res = recipecheck.check(_ctx(), paths)
@@ -410,7 +410,7 @@ def bootstrap(
 ) -> None:
     """Make base images locally: Debian's with mmdebstrap (arm64v8/debian:SUITE and the like
     for another CPU, run through QEMU), or a vendor OS's from its root filesystem tarball."""
-    from sandman import bases as core
+    from sandman.commands import bases as core
     from sandman.errors import UsageError as SandmanUsage
 
     ctx = _ctx()
@@ -431,7 +431,7 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Build even if the image is cached.")] = False,
 ) -> None:
     """Build images (cached by fingerprint) without installing shims."""
-    from sandman import install as core
+    from sandman.commands import install as core
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
@@ -463,7 +463,7 @@ def install(
     Without TOOL@VERSION, installs the versions the nearest .sandman.toml pins, writes their
     unversioned shims, and checks (then writes) sandman.lock beside it (see docs/teams.md).
     """
-    from sandman import install as core
+    from sandman.commands import install as core
 
     parsed = [parse_spec(s) for s in specs or []]
     ctx = _ctx()
@@ -507,7 +507,7 @@ def uninstall(
     A record that is corrupt or of an unknown schema stops `uninstall` (and `install`) with
     exit 123; `uninstall --force` then removes what it can identify, and nothing else.
     """
-    from sandman import install as core
+    from sandman.commands import install as core
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
@@ -531,7 +531,7 @@ def reshim(
     After upgrading sandman, `sandman reshim --all` moves every shim to the new runtime. A
     changed recipe (env, mounts...) is applied by `sandman upgrade`, which asks for consent.
     """
-    from sandman import install as core
+    from sandman.commands import install as core
     from sandman.errors import UsageError as SandmanUsage
 
     if not specs and not all_:
@@ -559,7 +559,7 @@ def list_cmd(
     reasons (the WHY list), installed_at and full_version (what the recipe's version check
     found in the image, or null; PROVEN in the table).
     """
-    from sandman import status
+    from sandman.commands import status
 
     ctx = _ctx()
     items = status.list_installs(ctx)
@@ -622,7 +622,7 @@ def run(
     Options may also follow TOOL@VERSION; `--` ends them: sandman run sqlite3@3.34 --mount
     ~/db:/db -- sqlite3 /db/x.db
     """
-    from sandman import install as core
+    from sandman.commands import install as core
 
     more_mounts, more_dry, command = _run_options(list(command or []))
     mount, dry_run = [*(mount or []), *more_mounts], dry_run or more_dry
@@ -683,7 +683,7 @@ def matrix(
     keep the order of TARGETS. Output is decoded as UTF-8 (invalid bytes become U+FFFD).
     The *_diff keys appear only with --diff: null for the first version, "" when identical.
     """
-    from sandman import matrix as core
+    from sandman.commands import matrix as core
 
     core.check_command(targets, command, sys.argv[1:])
     ctx = _ctx()
@@ -716,7 +716,7 @@ def upgrade(
     only get their shims rewritten from the current recipe. A changed recipe that also changes
     what the tool may access needs consent, as with `install`.
     """
-    from sandman import upgrade as core
+    from sandman.commands import upgrade as core
 
     keys = []
     for s in specs or []:
@@ -734,7 +734,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check the daemon, the shim directory, and every install's image and shims."""
-    from sandman import status
+    from sandman.commands import status
 
     checks = status.doctor(_ctx())
     if as_json:
@@ -765,7 +765,7 @@ def gc(
     sandman images older than 10 minutes. Images from a sandman without roots are kept until a
     home that uses them claims them (its next install, reshim or gc) or --unclaimed.
     """
-    from sandman import status
+    from sandman.commands import status
 
     ctx = _ctx()
     res = status.gc(ctx, dry_run=dry_run, unclaimed=unclaimed, tools=frozenset(tool or ()))
@@ -794,7 +794,7 @@ def _offer_trust(ctx: "Context", spec: "Spec") -> None:
 
     Without a terminal nothing is asked: install.resolve refuses (exit 120) with the command.
     """
-    from sandman import install as core
+    from sandman.commands import install as core
 
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
@@ -811,7 +811,7 @@ def _offer_trust(ctx: "Context", spec: "Spec") -> None:
 
 
 def _project_install(ctx: "Context", *, update_lock: bool, force: bool, approve: object) -> None:
-    from sandman import pins
+    from sandman.commands import pins
 
     cwd = pins.cwd_of(dict(os.environ))
     for spec in pins.project_specs(cwd):
@@ -936,7 +936,7 @@ def push(
 ) -> None:
     """Push images to the team registry under their fingerprint tag, with the bases they were
     built on, by digest (building them if needed)."""
-    from sandman import publish
+    from sandman.commands import publish
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
@@ -955,7 +955,7 @@ def pull(
     registry: Annotated[str | None, typer.Option("--registry", help=_REGISTRY_HELP)] = None,
 ) -> None:
     """Pull the images of these versions' fingerprints from the registry, without installing."""
-    from sandman import publish
+    from sandman.commands import publish
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
@@ -975,7 +975,7 @@ def export_cmd(
                        "signatures kept here from `push --sign` or a verified install).")] = None,
 ) -> None:
     """Write one offline bundle: the images (docker save), their recipes and a manifest."""
-    from sandman import bundle
+    from sandman.commands import bundle
 
     parsed = [parse_spec(s) for s in specs]
     ctx = _ctx()
@@ -990,7 +990,7 @@ def import_cmd(
         "--yes", "-y", help="Accept changed mounts, env or network without asking.")] = False,
 ) -> None:
     """Load a bundle's images and recipes and install its tools, with no network and no build."""
-    from sandman import bundle
+    from sandman.commands import bundle
 
     ctx = _ctx()
     res = bundle.import_bundle(ctx, file, approve=_approver(yes))
@@ -1013,7 +1013,7 @@ def verify(
     \b
     --json prints {"key", "image_id", "principal", "signing_key", "signed_at", "signers"}.
     """
-    from sandman import publish
+    from sandman.commands import publish
 
     parsed = parse_spec(spec)
     rep = publish.verify(_ctx(), parsed, registry)
@@ -1041,8 +1041,8 @@ def sbom(
       base image id), the Debian packages (purl pkg:deb/debian/NAME@VERSION?arch=...), the
       sources and kits (type file, SHA-256 hash, property sandman:role = source | kit).
     """
-    from sandman import install as core
-    from sandman import sbom as sb
+    from sandman.commands import install as core
+    from sandman.commands import sbom as sb
 
     parsed = parse_spec(spec)
     ctx = _ctx()
@@ -1065,7 +1065,7 @@ def use(
         "or a new one here, instead of .sandman.toml."))] = False,
 ) -> None:
     """Choose which version the unversioned command (`sqlite3`) runs here, and write that shim."""
-    from sandman import pins
+    from sandman.commands import pins
 
     ctx = _ctx()
     res = pins.use(ctx, tool, version, global_=global_, cwd=pins.cwd_of(dict(os.environ)),
@@ -1096,7 +1096,7 @@ def which(
     chosen or the chosen one is not installed, 105 when a plain shim is missing, 123 when a pin
     file is broken.
     """
-    from sandman import pins
+    from sandman.commands import pins
 
     ctx = _ctx()
     w = pins.which(ctx, tool, pins.cwd_of(dict(os.environ)), dict(os.environ))
@@ -1138,7 +1138,7 @@ def outdated(
       {"tool": "acmecli", "source": "team", "kind": "repo", "installed": ["4.1"],
        "new": ["5.0"], "dropped": [], "trusted": true, "note": null}
     """
-    from sandman import outdated as od
+    from sandman.commands import outdated as od
 
     ctx = _ctx()
     rows = od.report(ctx.paths, ctx.catalog)
@@ -1168,7 +1168,7 @@ def man_page(
     """Show that version's own manual page (the same page `man TOOL-VERSION` shows)."""
     import shutil
 
-    from sandman import install as core
+    from sandman.commands import install as core
     from sandman.errors import NotFoundError
 
     ctx = _ctx()

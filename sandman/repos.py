@@ -8,7 +8,7 @@ folder is byte for byte the trusted one still builds exactly that, so it stays t
 (`unchanged_tools`); the catalog applies that rule. git runs with hooks off, no submodules and
 no `ext::` transport, so adding or updating a repository never runs code from it.
 
-Imported bundles (sandman/bundle.py) are recipe sources too; they share the state file and the
+Imported bundles (sandman/commands/bundle.py) are recipe sources too; they share the state file and the
 `NAME/` namespace with repositories so a name always means one thing.
 """
 

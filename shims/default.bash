@@ -153,7 +153,7 @@ fi
 [[ $sm_ver =~ $sm_version_re ]] || sm_die "'$sm_ver' (from $sm_from) is not a version of $SM_TOOL" "$SM_EXIT_USAGE"
 sm_c=$SM_BIN/$SM_CMD-$sm_ver
 # No shim of that name: an alias of an installed version runs that version, as `install`
-# resolves it (sandman/pins.py installed_version; the file lists "ALIAS VERSION" lines).
+# resolves it (sandman/commands/pins.py installed_version; the file lists "ALIAS VERSION" lines).
 if [[ ! -f $sm_c && -n ${SM_ALIASES-} && -f $SM_ALIASES ]]; then
   while read -r sm_a sm_v _; do
     [[ $sm_a == "$sm_ver" && -n $sm_v && $sm_v != [!A-Za-z0-9]* && $sm_v != *[!A-Za-z0-9._+-]* ]] &&

@@ -30,9 +30,9 @@ from signing_helpers import cli, publish, registry, team, teammate  # noqa: F401
 from teams_helpers import image_id, second_engine, unique_tool
 
 from sandman import agent
+from sandman.commands.registry import remote_ref
 from sandman.errors import BuildError, IntegrityError, MissingProgramError, SignatureError
 from sandman.names import LABEL_TOOL
-from sandman.registry import remote_ref
 
 pytestmark = pytest.mark.docker
 

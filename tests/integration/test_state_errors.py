@@ -156,7 +156,7 @@ def shim_works(home: Path, *, warm: bool = False) -> None:
 def test_no_bare_sandman_error_is_raised_or_built() -> None:
     """Every deliberate failure has a typed subclass with its own exit code (never 1)."""
     offenders = []
-    for path in sorted((ROOT / "sandman").glob("*.py")):
+    for path in sorted((ROOT / "sandman").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call):
                 f = node.func

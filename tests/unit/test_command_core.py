@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from fakes import FakeEngine
 
-from sandman import batch, images, install, installs, matrix, pins, publish, recipecheck, shims, state, status
-from sandman import upgrade as upgrade_core
+from sandman import batch, images, installs, shims, state
 from sandman.catalog import Catalog, Spec, default_sources
+from sandman.commands import install, matrix, pins, publish, status
+from sandman.commands import recipes as recipecheck
+from sandman.commands import upgrade as upgrade_core
 from sandman.config import Config
 from sandman.context import Context, SilentReporter
 from sandman.errors import (
@@ -141,7 +143,8 @@ def test_reshim_all_warns_per_version_and_raises_alone(tmp_path: Path) -> None:
 
 # -- bootstrap: a base this home made is kept ---------------------------------------------------
 def test_bootstrap_keeps_the_base_this_home_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sandman import agent, bases, provenance
+    from sandman import agent, provenance
+    from sandman.commands import bases
 
     base_id = "sha256:" + "b" * 64
     ctx = context(tmp_path, FakeEngine({"debian:bookworm-slim": base_id}))
@@ -253,8 +256,8 @@ def write_recipe(root: Path, tool: str, body: str) -> Path:
 
 
 def test_push_with_a_bad_key_pushes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sandman import registry, signing
     from sandman.build import BuildResult
+    from sandman.commands import registry, signing
 
     write_recipe(tmp_path / "recipes", "t", '[versions."1"]\nbase = "debian:bookworm-slim"\n')
     built = BuildResult("sha256:" + "1" * 64, "sandman/t:1", "f" * 64, False)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import engines, status
+from sandman import engines
+from sandman.commands import status
 from sandman.config import Config
 from sandman.context import Context
 from sandman.errors import EngineNotInstalledError, NoEngineError, StaleSocketError

@@ -20,9 +20,10 @@ import sandman.catalog
 import sandman.recipe_check
 import sandman.recipe_source
 import sandman.recipes
-from sandman import images, install, installs, status
+from sandman import images, installs
 from sandman.build import BuildResult, image_ref
 from sandman.catalog import Catalog, Spec, default_sources
+from sandman.commands import install, status
 from sandman.config import Config
 from sandman.context import Context
 from sandman.engine import ImageInfo

@@ -19,7 +19,16 @@ from pathlib import Path
 import sandman
 
 PACKAGE = Path(sandman.__file__).resolve().parent
-MODULES = frozenset(p.stem for p in PACKAGE.glob("*.py"))
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def dotted(path: Path) -> str:
+    """A module's name inside the package: `engines`, `commands.install`, `commands`."""
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+MODULES = frozenset(dotted(p) for p in SOURCES)
 
 # Known uses waiting for their owner, each as (importing module, "module._name"). Only shrink
 # this (test_the_allow_list_has_no_stale_entry): it is empty, and stays so.
@@ -81,10 +90,11 @@ def _scan(body: list[ast.stmt] | list[ast.expr], outer: dict[str, str], package:
                 aliases.pop(bound, None)
                 if parts[0] != package:
                     continue
-                if len(parts) == 1 and a.name in modules:  # from sandman import x [as y]
-                    aliases[bound] = a.name
+                sub = ".".join(parts[1:])
+                if f"{sub}.{a.name}".lstrip(".") in modules:  # from sandman[.pkg] import x [as y]
+                    aliases[bound] = f"{sub}.{a.name}".lstrip(".")
                 elif _private(a.name):
-                    owner = parts[1] if len(parts) > 1 else package
+                    owner = sub or package
                     found.append((node.lineno, f"{owner}.{a.name}"))
         elif isinstance(node, ast.Import):
             for a in node.names:
@@ -93,7 +103,7 @@ def _scan(body: list[ast.stmt] | list[ast.expr], outer: dict[str, str], package:
                 if parts[0] != package or len(parts) < 2:
                     continue
                 if a.asname:  # import sandman.x as y
-                    aliases[a.asname] = parts[1]
+                    aliases[a.asname] = ".".join(parts[1:])
                 elif _private(parts[1]):
                     found.append((node.lineno, a.name))
     for node in nodes:
@@ -155,10 +165,10 @@ self._mine, other._theirs
 
 
 def uses_in_package() -> set[tuple[str, str, int]]:
-    return {(path.stem, use, line)
-            for path in sorted(PACKAGE.glob("*.py"))
+    return {(dotted(path), use, line)
+            for path in SOURCES
             for line, use in private_uses(path.read_text(encoding="utf-8"))
-            if not use.startswith(f"{path.stem}.")}  # its own name, spelled through the package
+            if not use.startswith(f"{dotted(path)}.")}  # its own name, spelled through the package
 
 
 def test_no_module_uses_another_modules_private_name() -> None:

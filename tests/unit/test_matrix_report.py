@@ -8,10 +8,10 @@ import pytest
 
 from sandman import installs
 from sandman.catalog import Spec
+from sandman.commands.matrix import Outcome, agree, parse_targets, render_report, to_json
 from sandman.context import Context
 from sandman.errors import NotFoundError, UsageError
 from sandman.installs import InstallRecord
-from sandman.matrix import Outcome, agree, parse_targets, render_report, to_json
 
 
 def test_parse_targets() -> None:

@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 
 import sandman
-from sandman import errors, names, pins
+from sandman import errors, names
+from sandman.commands import pins
 from sandman.paths import Paths, shim_templates_dir
 from sandman.shims import runtime_text
 
@@ -79,10 +80,10 @@ def test_the_rule_catches_what_it_should() -> None:
 
 def test_no_module_but_names_spells_a_label_or_the_docker_socket() -> None:
     bad = []
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.name == "names.py":
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "names.py":
             continue
-        bad += [f"sandman/{path.name}:{line}: {text}"
+        bad += [f"sandman/{path.relative_to(PACKAGE)}:{line}: {text}"
                 for line, text in second_spellings(path.read_text(encoding="utf-8"))]
     assert bad == [], "take these from sandman.names:\n" + "\n".join(bad)
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from sandman import paths as paths_module
-from sandman import pinfiles, pins, shims, warm
+from sandman import pinfiles, shims, warm
+from sandman.commands import pins
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted([*(ROOT / "sandman").glob("*.py"), *(ROOT / "shims").iterdir()])
+SOURCES = sorted([*(ROOT / "sandman").rglob("*.py"), *(ROOT / "shims").iterdir()])
 SHIM, DEFAULT, WARM = "shims/shim.bash", "shims/default.bash", "shims/warm.bash"
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import pinfiles, pins, shims
+from sandman import pinfiles, shims
+from sandman.commands import pins
 from sandman.errors import NotFoundError, StateError
 from sandman.paths import Paths
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import pins, shims
+from sandman import shims
+from sandman.commands import pins
 from sandman.errors import NotFoundError, StateError
 from sandman.paths import Paths, shim_templates_dir
 

@@ -12,9 +12,9 @@ import pytest
 from fakes import FakeEngine
 
 from sandman import agent, bootstrap, provenance
+from sandman.commands.registry import local_base_ref
 from sandman.errors import BuildError
 from sandman.paths import Paths
-from sandman.registry import local_base_ref
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
 

@@ -103,7 +103,7 @@ def test_a_record_of_old_shape_reads_back_equal() -> None:
     `network = true`. Both must equal today's model, or consent would see a change."""
     import json
 
-    from sandman.install import runtime_from_dict
+    from sandman.commands.install import runtime_from_dict
 
     rt = Runtime(commands=("a",), home_files=(".x",), devices=("/dev/null",), cap_add=("CHOWN",),
                  network="bridge", aliases=("1.0.1",), command_run={"a": "b"})

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from fakes import FakeEngine
 
-from sandman import images, pins
+from sandman import images
+from sandman.commands import pins
+from sandman.commands.registry import base_remote_ref, built_on, local_base_ref
 from sandman.installs import InstallRecord
 from sandman.names import LABEL_BASES
-from sandman.registry import base_remote_ref, built_on, local_base_ref
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -235,7 +235,7 @@ def test_update_all_says_what_changed_and_what_needs_trust_again(tmp_path, paths
 
 
 def test_a_terminal_is_offered_only_an_untrusted_repo(tmp_path, paths):
-    from sandman import install
+    from sandman.commands import install
     from sandman.config import Config
     from sandman.context import Context
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from sandman import sbom
-from sandman.sbom import Bom, Input, Package
+from sandman.commands import sbom
+from sandman.commands.sbom import Bom, Input, Package
 
 STATUS = """\
 Package: libc6

@@ -2,7 +2,7 @@
 
 - Podman's runtime folder: sandman/engines.py `runtime_dir_problem` and the shim runtime's
   `sm_rundir_ok` (shims/shim.bash) accept and refuse the same folders, with the same words.
-- A pin's target: the plain shim (shims/default.bash; sandman/pins.py `pin_target` runs its
+- A pin's target: the plain shim (shims/default.bash; sandman/commands/pins.py `pin_target` runs its
   target part, the rule's one copy) runs only a versioned shim sandman wrote for that tool; the
   attack of issue 23.4 is replayed on a real plain shim.
 - A recipe source is http(s): file:// is refused when the recipe loads.
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sandman import engines, pins, shims
+from sandman import engines, shims
+from sandman.commands import pins
 from sandman.errors import NotFoundError, RecipeError
 from sandman.paths import Paths
 from sandman.recipe_check import load_recipe

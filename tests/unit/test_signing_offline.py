@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sandman import repos, signing
+from sandman import repos
+from sandman.commands import signing
+from sandman.commands.signing import Signed, Statement, Unverified
 from sandman.config import load_config
 from sandman.context import Context
 from sandman.errors import MissingProgramError, SignatureError, StateError
 from sandman.paths import Paths
-from sandman.signing import Signed, Statement, Unverified
 
 FP = "f" * 64
 IMAGE = "sha256:" + "a" * 64

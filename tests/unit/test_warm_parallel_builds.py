@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandman import install as core
 from sandman.catalog import Spec
+from sandman.commands import install as core
 from sandman.context import Context, SilentReporter
 from sandman.errors import BuildError, NotFoundError
 from sandman.paths import Paths

@@ -154,7 +154,7 @@ def pull(ctx: Context, plan: BuildPlan, registry: str) -> Transfer:
         info = ctx.engine.pull(ref)
     except RemoteError as e:
         raise RemoteError(f"registry {registry}: {_short(e.message)}") from e
-    from sandman import signing  # the signature policy, before anything names the image
+    from sandman.commands import signing  # the signature policy, before anything names the image
 
     try:
         got = info.labels.get(LABEL_FINGERPRINT)

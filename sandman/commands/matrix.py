@@ -119,7 +119,7 @@ def prepare(ctx: Context, specs: Sequence[Spec], extra_mounts: tuple[str, ...] =
             dry_run: bool = False) -> list[Target]:
     """Render each version's run script (building any image that is missing, one at a time;
     a dry run builds nothing and says which images are not built yet)."""
-    from sandman.install import run_script
+    from sandman.commands.install import run_script
 
     out = []
     for spec in specs:

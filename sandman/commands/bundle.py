@@ -48,17 +48,18 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from sandman import __version__, consent, repos, signing, sources
-from sandman import install as core
+from sandman import __version__, consent, repos, sources
 from sandman.build import cached, image_ref, kits_dir, sha256_file
 from sandman.catalog import Spec
+from sandman.commands import install as core
+from sandman.commands import signing
+from sandman.commands.registry import local_base_ref
 from sandman.context import Context
 from sandman.engine import short_tag
 from sandman.errors import ConflictError, IntegrityError, SourceError, StateError, UsageError
 from sandman.images import is_sandman_tag
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
 from sandman.recipes import NAME_RE, VERSION_RE, Source
-from sandman.registry import local_base_ref
 from sandman.text import safe
 
 BUNDLE_SCHEMA = 1

@@ -9,12 +9,12 @@ may access asks for consent, as `install` does.
 
 from __future__ import annotations
 
-from sandman import install, status
 from sandman.batch import Batch, each
 from sandman.catalog import Spec
+from sandman.commands import install, status
+from sandman.commands.install import InstallResult
 from sandman.consent import Approver
 from sandman.context import Context
-from sandman.install import InstallResult
 
 # states whose image is made again without the cache: the tag names other content, or the base moved
 REBUILT_UNCACHED = ("image-replaced", "image-stale: base")

@@ -11,7 +11,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import engines, images, installs, pins, platforms, shims
+from sandman import engines, images, installs, platforms, shims
+from sandman.commands import pins
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
 from sandman.names import LABEL_ROLE, ROLE_DOCTOR
@@ -48,7 +49,7 @@ def list_installs(ctx: Context, *, check_stale: bool = True,
     each base inspected once), and each recipe parsed once (ctx.catalog keeps it).
     """
     from sandman.catalog import Spec
-    from sandman.install import plan, resolve
+    from sandman.commands.install import plan, resolve
 
     runtime = shims.runtime_digest()
     known = known if known is not None else images.Known(engine_of=lambda: ctx.engine)
@@ -322,7 +323,7 @@ def _device_checks(ctx: Context, rec: installs.InstallRecord) -> list[Check]:
     import stat
 
     from sandman import consent
-    from sandman.install import runtime_from_dict
+    from sandman.commands.install import runtime_from_dict
 
     try:
         rt = consent.granted(runtime_from_dict(rec.runtime), rec.shim_inputs)

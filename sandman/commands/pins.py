@@ -516,7 +516,7 @@ class ProjectInstall:
 def install_project(ctx: Context, cwd: Path, *, update_lock: bool = False,
                     force: bool = False, approve: Any = None) -> ProjectInstall:
     """Install what the nearest .sandman.toml asks for; check and write sandman.lock beside it."""
-    from sandman import install as core
+    from sandman.commands import install as core
 
     project = find_project(cwd)
     if project is None:

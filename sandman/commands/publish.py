@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandman import install, registry, signing
 from sandman.catalog import Spec
+from sandman.commands import install, registry, signing
 from sandman.context import Context
 
 

@@ -19,12 +19,12 @@ from sandman import consent, images, installs, repos, shims
 from sandman.batch import Batch, each
 from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
 from sandman.catalog import Entry, Spec
+from sandman.commands.registry import built_on
 from sandman.config import ToolSettings
 from sandman.context import Context
 from sandman.errors import ImageMissingError, NotFoundError, SandmanError, StateError, UntrustedError
 from sandman.installs import InstallRecord
 from sandman.recipes import Mount, Recipe, Runtime, Version
-from sandman.registry import built_on
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
 
     p = plan(ctx, r)
     ctx.out.info(f"{r.key}: fingerprint {p.fingerprint[:12]}")
-    from sandman import registry  # a configured registry is tried before building
+    from sandman.commands import registry  # a configured registry is tried before building
 
     reg = registry.configured(ctx)
     pulled: list[str] = []
@@ -107,7 +107,7 @@ def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
     result = ensure_image(p, ctx.engine, ctx.paths, on_line=ctx.out.step, force=force, fetch=fetch,
                           mirror=configured_mirror(ctx.config.sources_mirror, ctx.env))
     origin = "built" if result.built else "registry" if pulled else "local"
-    from sandman import signing  # the policy of the source being installed, on every path
+    from sandman.commands import signing  # the policy of the source being installed, on every path
 
     signing.check_provenance(ctx, source=p.source, bundle=r.entry.source.kind == "bundle",
                              tool=p.tool, version=p.version, fingerprint=p.fingerprint,
