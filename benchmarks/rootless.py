@@ -144,7 +144,7 @@ def podman_runner(scratch: Path) -> Runner:
     return revived(Runner("podman", prefix, env, python, (pw.pw_uid, pw.pw_gid), True))
 
 
-REVIVE = "from sandman.engines import revive; print(revive('podman'))"
+REVIVE = "from sandman.engine_choice import revive; print(revive('podman'))"
 
 
 def revived(runner: Runner) -> Runner:
@@ -153,7 +153,7 @@ def revived(runner: Runner) -> Runner:
     session killed whole (a CI stop, a logout) leaves Podman refusing every command."""
     p = runner.run([runner.python, "-c", REVIVE], timeout=300)
     if p.returncode != 0:
-        raise RuntimeError(f"sandman.engines.revive as {runner.env.get('USER')}: {p.stderr[-300:]}")
+        raise RuntimeError(f"sandman.engine_choice.revive as {runner.env.get('USER')}: {p.stderr[-300:]}")
     if p.stdout.strip():
         print(f"benchmark: {p.stdout.strip()}", file=sys.stderr)
     return runner

@@ -62,7 +62,7 @@ DUMPS = 50  # sqlite3 files the agent loop goes over
 # the bases already on this machine (its operator's, made by `sandman bootstrap`) are recorded
 # for the benchmark's home first, as that bootstrap would have.
 BUILD_AGENT = ("import os\nfrom sandman import agent, provenance\nfrom sandman.engine import Engine\n"
-               "from sandman.engines import choose\nfrom sandman.paths import Paths\n"
+               "from sandman.engine_choice import choose\nfrom sandman.paths import Paths\n"
                "engine, paths = Engine.connect(choose()), Paths.from_env(dict(os.environ))\n"
                "ref = agent.PREFERRED_BASES[0]\n"
                "provenance.record_made(paths, ref, engine.image(ref).id)\n"

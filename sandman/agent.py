@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
     marker = Path(f"{binary_path(paths)}.try")
     try:
         from sandman.engine import Engine
-        from sandman.engines import choose
+        from sandman.engine_choice import choose
 
         build(Engine.connect(choose()), paths)  # the engine the shim that started it passed on
     except Exception as e:  # a background job: the reason is kept, never raised at a user

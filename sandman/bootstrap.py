@@ -223,7 +223,7 @@ def require_unshare(ref: str) -> None:
     Without them it fails deep in its setup; this says what to do before anything runs."""
     import pwd
 
-    from sandman.engines import subid_problem
+    from sandman.engine_choice import subid_problem
 
     uid = os.geteuid()
     try:

@@ -296,7 +296,7 @@ def main_options(
              "a reachable Docker socket, else Podman). Wins over SANDMAN_ENGINE.")] = None,
 ) -> None:
     """Run several versions of a legacy command-line tool side by side, each in its own container."""
-    _state["engine"] = engine  # chosen once, by the command's Context (sandman/engines.py)
+    _state["engine"] = engine  # chosen once, by the command's Context (sandman/engine_choice.py)
     _state["command"] = cli_ctx.invoked_subcommand
     _state["debug"] = debug or bool(os.environ.get("SANDMAN_DEBUG"))
     _state["verbosity"] = 0 if quiet else 2 if verbose else 1

@@ -59,7 +59,7 @@ class Config:
     sources_mirror: str | None = None  # a folder or URL prefix tried before a source's URL
     archive_mirror: str | None = None  # the Debian mirror for archived suites (stretch and older)
     signatures: str | None = None  # require | warn | off; None: the repo's word, else warn (signing.py)
-    engine: str | None = None  # docker | podman | auto (sandman/engines.py); None: auto
+    engine: str | None = None  # docker | podman | auto (sandman/engine_choice.py); None: auto
     proxy_env: bool = True  # the host's HTTP_PROXY & co. reach tools with a network
 
     def for_tool(self, tool: str, version: str) -> ToolSettings:

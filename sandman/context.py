@@ -18,7 +18,7 @@ from sandman.paths import Paths
 
 if TYPE_CHECKING:  # the docker SDK costs ~175 ms of imports: only commands that use it pay
     from sandman.engine import Engine
-    from sandman.engines import EngineChoice
+    from sandman.engine_choice import EngineChoice
 
 
 class Reporter(Protocol):
@@ -62,7 +62,7 @@ class Context:
     def choice(self) -> EngineChoice:
         """The engine of this command, chosen once: the SDK connection, doctor and the shims
         it writes all read this one decision (raises when the one asked for cannot be had)."""
-        from sandman.engines import choose
+        from sandman.engine_choice import choose
 
         return choose(self.env, self.config.engine, self.engine_option)
 

@@ -29,7 +29,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from sandman.engines import Docker, EngineChoice, probe_options, setup_fix
+from sandman.engine_choice import Docker, EngineChoice, probe_options, setup_fix
 from sandman.errors import (
     BuildError,
     DaemonPermissionError,

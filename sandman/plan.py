@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sandman import names
-from sandman.engines import EngineChoice, security_args
+from sandman.engine_choice import EngineChoice, security_args
 
 # a shim's container: removed at exit, stdin kept open, an init that forwards signals and
 # reaps, no logs kept by the engine, never a pull on the hot path

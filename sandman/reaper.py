@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     _write_pid(fd)
     from sandman.engine import Engine
-    from sandman.engines import choose
+    from sandman.engine_choice import choose
     from sandman.errors import SandmanError
 
     host = socket.gethostname()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sandman import names, plan, runtime_rules, warm
 from sandman.config import PROXY_VARS, ToolSettings
-from sandman.engines import Docker, EngineChoice
+from sandman.engine_choice import Docker, EngineChoice
 from sandman.errors import RUNTIME_CODES, ConflictError, MountError
 from sandman.installs import MARKER, owner_of
 from sandman.names import DOCKER_SOCKET
@@ -190,7 +190,7 @@ def socket_paths() -> list[str]:
 
 def podman_socket_paths() -> list[str]:
     """Podman's API sockets this user could reach: rootful, and this user's own (rootless)."""
-    from sandman.engines import PODMAN_ROOTFUL_SOCKET, podman_socket
+    from sandman.engine_choice import PODMAN_ROOTFUL_SOCKET, podman_socket
 
     found = {PODMAN_ROOTFUL_SOCKET}
     if os.geteuid():

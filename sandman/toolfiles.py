@@ -143,7 +143,7 @@ def extract(engine: Engine, image_id: str, commands: list[str], packages: list[s
     import docker
 
     from sandman.engine import translate
-    from sandman.engines import probe_options
+    from sandman.engine_choice import probe_options
 
     commands = [c for c in dict.fromkeys(commands) if _CMD_RE.match(c)]
     packages = [p for p in dict.fromkeys(packages) if _PKG_RE.match(p)]

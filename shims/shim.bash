@@ -31,7 +31,7 @@ fi
 
 # The engine: Docker, or Podman (rootless as any user but root: its own store, no daemon, no
 # group that is root in disguise). Chosen once, by the sandman command that wrote this shim
-# (sandman/engines.py); the shim never decides it again.
+# (sandman/engine_choice.py); the shim never decides it again.
 sm_engine=$SM_ENGINE
 # Podman's API sockets (rootful, and this user's by Podman's own rule) are never mounted,
 # whichever engine runs the call.
@@ -44,7 +44,7 @@ else
 fi
 (( EUID )) || sm_prun=/run
 sm_psocks=(/run/podman/podman.sock "$sm_prun/podman/podman.sock")
-# -- runtime folder rule (sandman/engines.py runtime_dir_problem: the same cases, one test) --
+# -- runtime folder rule (sandman/engine_choice.py runtime_dir_problem: the same cases, one test) --
 # sm_rundir_ok DIR: may rootless Podman keep this user's run-time state in DIR? Only a real
 # folder (not a link), the user's own, writable by nobody else; else false, with sm_why. The
 # mode bits need one stat (a fork: bash has no builtin for them), and only the owner can change

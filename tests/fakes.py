@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandman.engine import ContainerInfo, ImageInfo
-from sandman.engines import Docker
+from sandman.engine_choice import Docker
 from sandman.errors import RemoteError
 from sandman.names import LABEL, LABEL_TOOL
 

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandman import engines, images, installs, platforms, shims
+from sandman import engine_choice, images, installs, platforms, shims
 from sandman.commands import pins
 from sandman.context import Context
 from sandman.errors import SandmanError, StaleSocketError
@@ -124,13 +124,13 @@ def doctor(ctx: Context) -> list[Check]:
     checks: list[Check] = []
     daemon = False
     try:
-        choice: engines.EngineChoice | None = ctx.choice
+        choice: engine_choice.EngineChoice | None = ctx.choice
     except SandmanError as e:  # neither engine, or the one named is not here: one line, the fix
         checks.append(Check(False, "engine", e.message))
         choice = None
     if choice is not None:
         checks.append(Check(True, "engine", f"{choice.label} at {choice.base_url} ({choice.why})"))
-    if isinstance(choice, engines.Docker):
+    if isinstance(choice, engine_choice.Docker):
         docker_cli = shutil.which("docker")
         checks.append(Check(bool(docker_cli), "docker client", docker_cli or
                             "not on PATH: shims exec `docker run`; install the docker CLI"))
@@ -198,7 +198,7 @@ def platform_checks(ctx: Context) -> list[Check]:
     return [Check(*c) for c in platforms.doctor_checks(wanted)]
 
 
-def preflight(ctx: Context) -> engines.EngineChoice:
+def preflight(ctx: Context) -> engine_choice.EngineChoice:
     """The engine of a command that needs one, refused before the command creates anything.
 
     Only the cheap checks (a PATH lookup, a socket connect, /etc/subuid): no engine (92), the
@@ -208,7 +208,7 @@ def preflight(ctx: Context) -> engines.EngineChoice:
     choice = ctx.choice
     choice.check_usable()
     if choice.socket_state() == "stale":
-        raise StaleSocketError(engines.stale_message(choice.socket_path))
+        raise StaleSocketError(engine_choice.stale_message(choice.socket_path))
     return choice
 
 
@@ -227,10 +227,10 @@ def _first_line(text: str) -> str:
     return (errors or lines or ["(no output)"])[-1]
 
 
-def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
+def podman_checks(ctx: Context, choice: engine_choice.EngineChoice) -> list[Check]:
     """Podman as this user will meet it: version and mode, subordinate ids, the API socket,
     the OCI runtime, and a real container (the host problems sandman knows come with their
-    fix, engines.setup_fix: crun on hybrid cgroups, ulimits above the hard limit...)."""
+    fix, engine_choice.setup_fix: crun on hybrid cgroups, ulimits above the hard limit...)."""
     out: list[Check] = []
     uid = os.geteuid()
     try:
@@ -246,20 +246,21 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
     out.append(Check(True, "podman", f"{choice.cli}, version {ver}, {mode}"))
     subids_ok = True
     if choice.rootless:
-        problem = engines.subid_problem(user, uid)
+        problem = engine_choice.subid_problem(user, uid)
         subids_ok = not problem
         out.append(Check(subids_ok, "subordinate ids", problem or
-                         f"subuid {engines.subid_range(user, uid, '/etc/subuid')}, "
-                         f"subgid {engines.subid_range(user, uid, '/etc/subgid')}"))
+                         f"subuid {engine_choice.subid_range(user, uid, '/etc/subuid')}, "
+                         f"subgid {engine_choice.subid_range(user, uid, '/etc/subgid')}"))
     state = choice.socket_state()
     sock = choice.socket_path
     out.append(Check(state != "stale", "podman API socket", {
         "answers": f"{sock} answers",
         "absent": f"{sock} not running: sandman starts `podman system service` there when a "
-                  f"command needs it (it stops after {engines.SERVICE_IDLE_SECONDS // 60} idle minutes)",
+                  f"command needs it (it stops after {engine_choice.SERVICE_IDLE_SECONDS // 60} "
+                  "idle minutes)",
         "restartable": f"{sock} was left by sandman's service, which has exited: sandman starts "
                        "it again when a command needs it",
-        "stale": engines.stale_message(sock),
+        "stale": engine_choice.stale_message(sock),
     }[state]))
     if not subids_ok:
         return out  # nothing can start a container: the line above says why and what to do
@@ -269,13 +270,13 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
         out.append(Check(False, "OCI runtime", f"podman info did not answer: {e}"))
         return out
     # the one repair doctor makes: Podman refuses everything, and nothing runs that it stops
-    if (info.returncode != 0 and engines.DEAD_NAMESPACE in info.stderr
-            and (done := engines.revive(choice.cli))):
+    if (info.returncode != 0 and engine_choice.DEAD_NAMESPACE in info.stderr
+            and (done := engine_choice.revive(choice.cli))):
         out.append(Check(True, "podman state", done))
         info = _podman(choice.cli, "info", "--format", "json")
     if info.returncode != 0:
         line = _first_line(info.stderr)
-        fix = engines.setup_fix(info.stderr)
+        fix = engine_choice.setup_fix(info.stderr)
         out.append(Check(False, "OCI runtime", f"{fix} (podman said: {line})" if fix
                          else f"podman info failed: {line}"))
         return out
@@ -290,7 +291,7 @@ def podman_checks(ctx: Context, choice: engines.EngineChoice) -> list[Check]:
     return out
 
 
-def _container_check(choice: engines.EngineChoice) -> Check:
+def _container_check(choice: engine_choice.EngineChoice) -> Check:
     """Start one tiny container from a local base, as the shims would (keep-id rootless)."""
     image = ""
     for ref in PROBE_IMAGES:
@@ -301,7 +302,7 @@ def _container_check(choice: engines.EngineChoice) -> Check:
     if not image:
         return Check(True, "podman run", "not tried: no Debian base in this store yet "
                      "(sandman bootstrap debian:bookworm-slim)")
-    argv = ["run", "--rm", *engines.security_args(), "--network", choice.network_mode("none"),
+    argv = ["run", "--rm", *engine_choice.security_args(), "--network", choice.network_mode("none"),
             "--label", f"{LABEL_ROLE}={ROLE_DOCTOR}"]
     if userns := choice.userns():
         argv += ["--userns", userns]
@@ -312,7 +313,7 @@ def _container_check(choice: engines.EngineChoice) -> Check:
     if run.returncode == 0:
         return Check(True, "podman run", f"a container from {image} ran")
     line = _first_line(run.stderr)
-    if fix := engines.setup_fix(run.stderr):
+    if fix := engine_choice.setup_fix(run.stderr):
         return Check(False, "podman run", f"{fix} (podman said: {line})")
     return Check(False, "podman run", f"podman run {image} true failed (exit {run.returncode}): {line}")
 

@@ -111,7 +111,7 @@ def ensure_podman_user(name: str = PODMAN_USER, *, subids: bool = True,
         # process) leaves its Podman refusing every command. sandman's own repair runs first.
         p = subprocess.run(user.argv([python, "-c", rootless.REVIVE]), env=user.env(), cwd="/",
                            capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, f"sandman.engines.revive as {name}: {p.stderr[-500:]}"
+        assert p.returncode == 0, f"sandman.engine_choice.revive as {name}: {p.stderr[-500:]}"
     return user
 
 

@@ -396,7 +396,7 @@ _agents_built: set[Path] = set()
 # Tests never run mmdebstrap: the session's bases were bootstrapped when the machine was set up,
 # so this stands in for that bootstrap's record, in the home's own store and state.
 RECORD_BASE = ("from sandman import provenance; from sandman.engine import Engine; "
-               "from sandman.engines import choose; from sandman.paths import Paths; "
+               "from sandman.engine_choice import choose; from sandman.paths import Paths; "
                "ref = 'debian:bookworm-slim'; "
                "provenance.record_made(Paths.from_env(), ref, Engine.connect(choose()).image(ref).id)")
 

@@ -30,7 +30,7 @@ import pytest
 from helpers import PODMAN, paths_of, remove_images, run_sandman, sandman_argv
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
 
-from sandman import engines
+from sandman import engine_choice
 from sandman.errors import (
     CHECK_FAILED,
     EngineNotInstalledError,
@@ -103,8 +103,8 @@ def tree(d: Path) -> list[str]:
 def stop_service(sock: Path) -> None:
     """Stop the Podman service sandman started on sock (its pidfile names it)."""
     with contextlib.suppress(OSError, ValueError):
-        pid = int(engines._pidfile(str(sock)).read_text())
-        if engines._alive(str(pid)):
+        pid = int(engine_choice._pidfile(str(sock)).read_text())
+        if engine_choice._alive(str(pid)):
             os.kill(pid, signal.SIGTERM)
 
 
@@ -184,7 +184,7 @@ def test_rootless_podman_without_subids_is_94_before_anything_is_made(nosubid: P
         p = nosubid.sandman(*args, env=env)
         assert (p.returncode, one_line(p.stderr)) == (SubidError.exit_code, want), args
     assert not home.exists()
-    assert not Path(engines.podman_socket(nosubid.uid, env)).parent.exists()  # no service started
+    assert not Path(engine_choice.podman_socket(nosubid.uid, env)).parent.exists()  # no service started
 
 
 # -- 95: a stale Podman socket --------------------------------------------------------------------
@@ -308,21 +308,21 @@ def test_podman_shim_refusals_and_the_service_sandman_restarts(root_bases, share
         assert (r.returncode, r.stderr) == (0, "")
 
         # sandman's own service died (killed: the socket file stays behind): sandman starts it again
-        pid = int(engines._pidfile(str(sock)).read_text())
+        pid = int(engine_choice._pidfile(str(sock)).read_text())
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         # a killed multi-threaded process's leader is a zombie before its last thread has let go
         # of the fd table: the socket may answer a moment longer (under load, it did)
-        while ((engines._alive(str(pid)) or engines._answers(str(sock)))
+        while ((engine_choice._alive(str(pid)) or engine_choice._answers(str(sock)))
                and time.monotonic() < deadline):
             time.sleep(0.05)
-        assert sock.is_socket() and not engines._answers(str(sock)), subprocess.run(
+        assert sock.is_socket() and not engine_choice._answers(str(sock)), subprocess.run(
             ["ss", "-xlp"], capture_output=True, text=True).stdout
         p = root_cli("list", env=env)
         assert p.returncode == 0, p.stderr
         assert f"starting Podman's API service on {sock}" in p.stderr
         assert f"{tool}" in p.stdout and "current" in p.stdout
-        assert int(engines._pidfile(str(sock)).read_text()) != pid
+        assert int(engine_choice._pidfile(str(sock)).read_text()) != pid
 
         # the same shim, run by a user without subordinate ids: 94, one line, no container
         for d in (home, *home.rglob("*")):  # the home, readable to that user (root's install)

@@ -4,7 +4,7 @@ kill -9 of a user's processes, the OOM killer, or logind's KillUserProcesses at 
 conmon of each running container with them; Podman 4.3 then refuses every command ("could not
 find any running process") until `podman system migrate`. This is what a CI stop does to the
 tests' own Podman user, and what a user meets the morning after. sandman's commands repair it
-(engines.revive, when Podman's API service does not start) and so does doctor.
+(engine_choice.revive, when Podman's API service does not start) and so does doctor.
 
 The user is a scratch one of its own (its processes are killed here, the kit's user's must not
 be), with bases loaded from Docker's store.
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from podman_helpers import SUBID_START, PodmanUser, ensure_bases, ensure_podman_user
 
-from sandman import engines
+from sandman import engine_choice
 
 pytestmark = pytest.mark.docker
 
@@ -73,7 +73,7 @@ def break_podman(user: PodmanUser) -> str:
     kill_all(user)
     stuck = subprocess.run(user.argv(["podman", "ps"]), env=user.env(), cwd="/",
                            capture_output=True, text=True, timeout=120)
-    assert stuck.returncode != 0 and engines.DEAD_NAMESPACE in stuck.stderr, stuck.stderr
+    assert stuck.returncode != 0 and engine_choice.DEAD_NAMESPACE in stuck.stderr, stuck.stderr
     return cid
 
 
@@ -117,7 +117,7 @@ def test_a_healthy_podman_is_not_migrated(user: PodmanUser, home: Path) -> None:
     """Running containers of a healthy Podman are never stopped by sandman's repair."""
     cid = user.podman("run", "-d", BASE, "sleep", "600").strip().splitlines()[-1]
     try:
-        p = subprocess.run(user.argv([user.python, "-c", "from sandman.engines import revive; "
+        p = subprocess.run(user.argv([user.python, "-c", "from sandman.engine_choice import revive; "
                                       "print(repr(revive('podman')))"]),
                            env=user.env(), cwd="/", capture_output=True, text=True, timeout=120)
         assert (p.returncode, p.stdout.strip()) == (0, "''"), p.stderr

@@ -27,7 +27,7 @@ from sandman.commands import install, status
 from sandman.config import Config
 from sandman.context import Context
 from sandman.engine import ImageInfo
-from sandman.engines import Docker
+from sandman.engine_choice import Docker
 from sandman.errors import RecipeError
 from sandman.names import LABEL_BASES, LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths

@@ -126,7 +126,7 @@ def _scan(body: list[ast.stmt] | list[ast.expr], outer: dict[str, str], package:
 
 def _module_of(node: ast.expr, aliases: dict[str, str], package: str,
                modules: frozenset[str]) -> str | None:
-    """The sandman module `node` names (`engines`, `sandman.engines`, an alias), or None."""
+    """The sandman module `node` names (`engines`, `sandman.engine_choice`, an alias), or None."""
     if isinstance(node, ast.Name):
         return aliases.get(node.id)
     if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from shim_helpers import argv_of, ctx, dry_run
 
-from sandman import engines, names, plan
+from sandman import engine_choice, names, plan
 from sandman.recipes import Runtime
 from sandman.shims import render, shim_templates_dir
 
-DOCKER = engines.Docker("/usr/bin/docker", "unix:///var/run/docker.sock", False, "test")
-PODMAN = engines.Podman("/usr/bin/podman", "unix:///run/user/1000/podman/podman.sock", True, "test")
+DOCKER = engine_choice.Docker("/usr/bin/docker", "unix:///var/run/docker.sock", False, "test")
+PODMAN = engine_choice.Podman("/usr/bin/podman", "unix:///run/user/1000/podman/podman.sock", True, "test")
 
 
 def labels(tool: str, version: str) -> list[str]:
@@ -50,11 +50,11 @@ def test_grants_platform_and_rootless_podman() -> None:
 
 
 def test_probes_share_the_security_options() -> None:
-    assert engines.probe_options(DOCKER, network=False) == {
+    assert engine_choice.probe_options(DOCKER, network=False) == {
         "security_opt": ["no-new-privileges"], "cap_drop": ["ALL"], "network_mode": "none",
         "labels": {names.LABEL_ROLE: names.ROLE_PROBE}}
-    assert engines.probe_options(DOCKER, network=True)["network_mode"] is None  # the default
-    assert engines.probe_options(PODMAN, network=True)["network_mode"] == "slirp4netns"
+    assert engine_choice.probe_options(DOCKER, network=True)["network_mode"] is None  # the default
+    assert engine_choice.probe_options(PODMAN, network=True)["network_mode"] == "slirp4netns"
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_the_shim_runs_the_plan_it_was_given(tmp_path: Path, work: Path) -> None
 
 
 def test_the_runtime_never_chooses_the_engine() -> None:
-    """SANDMAN_ENGINE is read by sandman's commands, once (sandman/engines.py); the runtime only
+    """SANDMAN_ENGINE is read by sandman's commands, once (sandman/engine_choice.py); the runtime only
     hands the shim's own engine to the processes it starts (the reaper, the agent's build)."""
     for f in ("shim.bash", "warm.bash"):
         text = (shim_templates_dir() / f).read_text()

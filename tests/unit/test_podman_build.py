@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sandman.engine import Engine, _unpack_context
-from sandman.engines import Docker, Podman
+from sandman.engine_choice import Docker, Podman
 from sandman.errors import BuildError, EngineSetupError, NoSpaceError
 from sandman.names import LABEL_TOOL
 

@@ -1,6 +1,6 @@
 """Security rules that exist twice, in Python and in bash, fed the same cases (issues 19 and 23).
 
-- Podman's runtime folder: sandman/engines.py `runtime_dir_problem` and the shim runtime's
+- Podman's runtime folder: sandman/engine_choice.py `runtime_dir_problem` and the shim runtime's
   `sm_rundir_ok` (shims/shim.bash) accept and refuse the same folders, with the same words.
 - A pin's target: the plain shim (shims/default.bash; sandman/commands/pins.py `pin_target` runs its
   target part, the rule's one copy) runs only a versioned shim sandman wrote for that tool; the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sandman import engines, shims
+from sandman import engine_choice, shims
 from sandman.commands import pins
 from sandman.errors import NotFoundError, RecipeError
 from sandman.paths import Paths
@@ -88,7 +88,7 @@ CASES = {
 @pytest.mark.parametrize(("name", "want"), CASES.items())
 def test_python_and_the_shim_judge_a_runtime_folder_alike(tmp_path: Path, name: str, want: str) -> None:
     d = _case(tmp_path, name)
-    assert engines.runtime_dir_problem(str(d), os.geteuid()) == want
+    assert engine_choice.runtime_dir_problem(str(d), os.geteuid()) == want
     assert _bash_problem(d) == want
 
 
@@ -108,16 +108,16 @@ def test_the_shims_mark_spares_the_fork_only_in_a_folder_that_passed(tmp_path: P
 
 def test_the_shim_refuses_a_runtime_folder_in_the_words_of_python() -> None:
     text = shims.runtime_text()
-    assert engines.runtime_dir_message("$sm_prun", "$sm_why") in text
+    assert engine_choice.runtime_dir_message("$sm_prun", "$sm_why") in text
     assert "$SM_EXIT_ENGINE_SETUP" in text and "SM_EXIT_ENGINE_SETUP=96" not in _bash_rule()
 
 
 def test_the_api_socket_must_be_the_users(tmp_path: Path) -> None:
     sock = tmp_path / "podman.sock"
-    assert engines.socket_problem(str(sock), os.geteuid()) == ""  # absent: sandman starts it
+    assert engine_choice.socket_problem(str(sock), os.geteuid()) == ""  # absent: sandman starts it
     sock.write_text("")
-    assert engines.socket_problem(str(sock), os.geteuid()) == ""
-    assert engines.socket_problem(str(sock), OTHER_UID).startswith(
+    assert engine_choice.socket_problem(str(sock), os.geteuid()) == ""
+    assert engine_choice.socket_problem(str(sock), OTHER_UID).startswith(
         f"Podman's API socket {sock} belongs to uid {os.geteuid()}, not to you")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shim_helpers import argv_of, ctx, dry_run, tool_argv
 
-from sandman import engines, names
+from sandman import engine_choice, names
 from sandman.config import ToolSettings
 from sandman.errors import (
     ConflictError,
@@ -321,7 +321,7 @@ def test_podman_runs_the_tool_through_the_images_shell(tmp_path: Path, work: Pat
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("podman is not installed and CI=true (.ci/run installs it)")
         pytest.skip("podman is not installed")
-    choice = engines.make(engine, shutil.which(engine) or "", "unix:///nowhere.sock", False, "test")
+    choice = engine_choice.make(engine, shutil.which(engine) or "", "unix:///nowhere.sock", False, "test")
     c = dataclasses.replace(ctx(tmp_path, Runtime(entrypoint=("demo",))), engine=choice,
                             shell=shell)
     p = dry_run(render(c, "demo-1.0"), ["a b", "-x"], work, env={"DOCKER_HOST": ""})

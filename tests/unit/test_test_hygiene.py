@@ -18,7 +18,7 @@ from fakes import FakeEngine
 
 from sandman import errors, names
 from sandman.engine import Engine
-from sandman.engines import EngineChoice
+from sandman.engine_choice import EngineChoice
 
 TESTS = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""engines.py without a daemon: which engine a process gets and why, where Podman's socket is,
+"""engine_choice.py without a daemon: which engine a process gets and why, where Podman's socket is,
 the subordinate-id check, and the host problems sandman recognises with their fix.
 
 The PATH, the environment and the Docker socket are all fakes in tmp_path: a fake `docker` or
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sandman import engines
+from sandman import engine_choice
 from sandman.commands import status
 from sandman.config import Config
 from sandman.context import Context
@@ -57,13 +57,13 @@ def dead_socket(tmp_path: Path) -> str:
 @pytest.fixture(autouse=True)
 def no_docker_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts on a host without a Docker socket (this machine has a real one)."""
-    monkeypatch.setattr(engines, "DOCKER_SOCKET", str(tmp_path / "no-docker.sock"))
+    monkeypatch.setattr(engine_choice, "DOCKER_SOCKET", str(tmp_path / "no-docker.sock"))
 
 
 # -- choose -------------------------------------------------------------------------------------
 def test_auto_prefers_a_docker_socket_that_answers(tmp_path, listening, monkeypatch) -> None:
-    monkeypatch.setattr(engines, "DOCKER_SOCKET", listening)
-    c = engines.choose({"PATH": fake_bin(tmp_path, "docker", "podman")})
+    monkeypatch.setattr(engine_choice, "DOCKER_SOCKET", listening)
+    c = engine_choice.choose({"PATH": fake_bin(tmp_path, "docker", "podman")})
     assert (c.kind, c.base_url, c.rootless) == ("docker", f"unix://{listening}", False)
     assert c.cli == f"{fake_bin(tmp_path, 'docker', 'podman')}/docker"
     assert c.why == f"auto: the Docker socket {listening} answers"
@@ -71,9 +71,9 @@ def test_auto_prefers_a_docker_socket_that_answers(tmp_path, listening, monkeypa
 
 
 def test_auto_takes_podman_when_the_docker_socket_is_dead(tmp_path, dead_socket, monkeypatch) -> None:
-    monkeypatch.setattr(engines, "DOCKER_SOCKET", dead_socket)
+    monkeypatch.setattr(engine_choice, "DOCKER_SOCKET", dead_socket)
     path = fake_bin(tmp_path, "docker", "podman")
-    c = engines.choose({"PATH": path, "XDG_RUNTIME_DIR": "/xdg"})
+    c = engine_choice.choose({"PATH": path, "XDG_RUNTIME_DIR": "/xdg"})
     assert c.kind == "podman" and c.cli == f"{path}/podman"
     assert c.why == f"auto: no usable Docker socket at {dead_socket}, Podman is installed"
     if os.geteuid() == 0:
@@ -85,19 +85,19 @@ def test_auto_takes_podman_when_the_docker_socket_is_dead(tmp_path, dead_socket,
 
 
 def test_auto_docker_host_wins_over_everything(tmp_path) -> None:
-    c = engines.choose({"PATH": fake_bin(tmp_path, "podman"), "DOCKER_HOST": "tcp://10.0.0.1:2375"})
+    c = engine_choice.choose({"PATH": fake_bin(tmp_path, "podman"), "DOCKER_HOST": "tcp://10.0.0.1:2375"})
     assert (c.kind, c.base_url, c.why) == ("docker", "tcp://10.0.0.1:2375", "auto: DOCKER_HOST is set")
 
 
 def test_auto_docker_installed_but_down_stays_docker(tmp_path) -> None:
     """No daemon yet (dockerd not started): Docker's own error (115) says what to start."""
-    c = engines.choose({"PATH": fake_bin(tmp_path, "docker")})
+    c = engine_choice.choose({"PATH": fake_bin(tmp_path, "docker")})
     assert (c.kind, c.why) == ("docker", "auto: Docker is installed (its daemon does not answer)")
 
 
 def test_auto_nothing_installed_is_92(tmp_path) -> None:
     with pytest.raises(NoEngineError) as e:
-        engines.choose({"PATH": fake_bin(tmp_path)})
+        engine_choice.choose({"PATH": fake_bin(tmp_path)})
     assert e.value.exit_code == NoEngineError.exit_code
     assert "neither Docker nor Podman is installed" in e.value.message
     assert "podman uidmap" in e.value.message
@@ -106,10 +106,10 @@ def test_auto_nothing_installed_is_92(tmp_path) -> None:
 def test_auto_a_docker_socket_this_user_cannot_open_and_no_podman_is_92(tmp_path, monkeypatch) -> None:
     sock = tmp_path / "closed.sock"
     sock.write_text("")
-    monkeypatch.setattr(engines, "DOCKER_SOCKET", str(sock))
-    monkeypatch.setattr(engines.os, "access", lambda p, mode: p != str(sock))
+    monkeypatch.setattr(engine_choice, "DOCKER_SOCKET", str(sock))
+    monkeypatch.setattr(engine_choice.os, "access", lambda p, mode: p != str(sock))
     with pytest.raises(NoEngineError) as e:
-        engines.choose({"PATH": fake_bin(tmp_path, "docker")})
+        engine_choice.choose({"PATH": fake_bin(tmp_path, "docker")})
     assert f"the Docker socket {sock} is not open to them" in e.value.message
     assert "install Podman" in e.value.message and "docker group" in e.value.message
 
@@ -121,46 +121,46 @@ def test_auto_a_docker_socket_this_user_cannot_open_and_no_podman_is_92(tmp_path
 ])
 def test_named_podman_not_installed_is_93(tmp_path, env, config, origin) -> None:
     with pytest.raises(EngineNotInstalledError) as e:
-        engines.choose({"PATH": fake_bin(tmp_path, "docker"), **env}, config)
+        engine_choice.choose({"PATH": fake_bin(tmp_path, "docker"), **env}, config)
     assert e.value.exit_code == EngineNotInstalledError.exit_code
     assert e.value.message.startswith(f'engine "podman" ({origin}) is not installed here')
 
 
 def test_named_docker_not_installed_is_93(tmp_path) -> None:
     with pytest.raises(EngineNotInstalledError) as e:
-        engines.choose({"PATH": fake_bin(tmp_path, "podman")}, "docker")
+        engine_choice.choose({"PATH": fake_bin(tmp_path, "podman")}, "docker")
     assert e.value.message.startswith('engine "docker" (config.toml engine) is not installed here')
 
 
 def test_unknown_engine_name_is_93(tmp_path) -> None:
     with pytest.raises(EngineNotInstalledError) as e:
-        engines.choose({"PATH": fake_bin(tmp_path, "docker", "podman"), "SANDMAN_ENGINE": "nosuch"})
+        engine_choice.choose({"PATH": fake_bin(tmp_path, "docker", "podman"), "SANDMAN_ENGINE": "nosuch"})
     assert e.value.message == "unknown engine 'nosuch' (from SANDMAN_ENGINE): use \"docker\", \"podman\" or \"auto\""
 
 
 def test_named_engines_are_taken_as_said(tmp_path, listening, monkeypatch) -> None:
-    monkeypatch.setattr(engines, "DOCKER_SOCKET", listening)
+    monkeypatch.setattr(engine_choice, "DOCKER_SOCKET", listening)
     path = fake_bin(tmp_path, "docker", "podman")
-    c = engines.choose({"PATH": path, "SANDMAN_PODMAN_SOCKET": "/tmp/x.sock"}, "podman")
+    c = engine_choice.choose({"PATH": path, "SANDMAN_PODMAN_SOCKET": "/tmp/x.sock"}, "podman")
     assert (c.kind, c.base_url, c.why) == ("podman", "unix:///tmp/x.sock", "config.toml engine says podman")
-    c = engines.choose({"PATH": path, "SANDMAN_ENGINE": " docker "}, "podman")
+    c = engine_choice.choose({"PATH": path, "SANDMAN_ENGINE": " docker "}, "podman")
     assert (c.kind, c.why) == ("docker", "SANDMAN_ENGINE says docker")
-    assert engines.choose({"PATH": path, "SANDMAN_ENGINE": "auto"}, "podman").kind == "docker"
+    assert engine_choice.choose({"PATH": path, "SANDMAN_ENGINE": "auto"}, "podman").kind == "docker"
 
 
 def test_requested_order() -> None:
-    assert engines.requested({"SANDMAN_ENGINE": "podman"}, "docker") == ("podman", "SANDMAN_ENGINE")
-    assert engines.requested({"SANDMAN_ENGINE": "  "}, "docker") == ("docker", "config.toml engine")
-    assert engines.requested({}, None) == ("auto", "auto")
+    assert engine_choice.requested({"SANDMAN_ENGINE": "podman"}, "docker") == ("podman", "SANDMAN_ENGINE")
+    assert engine_choice.requested({"SANDMAN_ENGINE": "  "}, "docker") == ("docker", "config.toml engine")
+    assert engine_choice.requested({}, None) == ("auto", "auto")
 
 
 # -- where Podman's socket is --------------------------------------------------------------------
 def test_podman_runtime_dir_rules(tmp_path) -> None:
-    assert engines.podman_runtime_dir(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run"
-    assert engines.podman_runtime_dir(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg"
+    assert engine_choice.podman_runtime_dir(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run"
+    assert engine_choice.podman_runtime_dir(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg"
     # no XDG_RUNTIME_DIR, no /run/user/<uid> of theirs: /tmp, never TMPDIR (it would split state)
-    assert engines.podman_runtime_dir(4242, {"TMPDIR": str(tmp_path)}) == "/tmp/podman-run-4242"
-    assert engines.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
+    assert engine_choice.podman_runtime_dir(4242, {"TMPDIR": str(tmp_path)}) == "/tmp/podman-run-4242"
+    assert engine_choice.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
 
 
 def test_podman_runtime_dir_uses_run_user_only_when_it_is_theirs(tmp_path, monkeypatch) -> None:
@@ -173,17 +173,17 @@ def test_podman_runtime_dir_uses_run_user_only_when_it_is_theirs(tmp_path, monke
             return os.stat_result((0o40700, 0, 0, 2, owner["uid"], 0, 0, 0, 0, 0))
         return real_stat(path, *a, **k)
 
-    monkeypatch.setattr(engines.os, "stat", fake_stat)
-    monkeypatch.setattr(engines.os, "access", lambda p, mode: str(p) == "/run/user/4242")
-    assert engines.podman_runtime_dir(4242, {}) == "/run/user/4242"
+    monkeypatch.setattr(engine_choice.os, "stat", fake_stat)
+    monkeypatch.setattr(engine_choice.os, "access", lambda p, mode: str(p) == "/run/user/4242")
+    assert engine_choice.podman_runtime_dir(4242, {}) == "/run/user/4242"
     owner["uid"] = 0  # someone else's folder: Podman's fallback
-    assert engines.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
+    assert engine_choice.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
 
 
 def test_podman_socket_rules() -> None:
-    assert engines.podman_socket(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run/podman/podman.sock"
-    assert engines.podman_socket(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg/podman/podman.sock"
-    assert engines.podman_socket(4242, {"TMPDIR": "/t"}) == "/tmp/podman-run-4242/podman/podman.sock"
+    assert engine_choice.podman_socket(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run/podman/podman.sock"
+    assert engine_choice.podman_socket(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg/podman/podman.sock"
+    assert engine_choice.podman_socket(4242, {"TMPDIR": "/t"}) == "/tmp/podman-run-4242/podman/podman.sock"
 
 
 # -- subordinate ids -----------------------------------------------------------------------------
@@ -192,17 +192,17 @@ def test_subid_problem(tmp_path) -> None:
     uid_f.write_text("alice:100000:65536\n4243:200000:65536\n")
     gid_f.write_text("alice:100000:65536\n")
     files = (str(uid_f), str(gid_f))
-    assert engines.subid_problem("alice", 4242, files) == ""
-    bob = engines.subid_problem("bob", 4243, files)  # by uid in subuid, nothing in subgid
+    assert engine_choice.subid_problem("alice", 4242, files) == ""
+    bob = engine_choice.subid_problem("bob", 4243, files)  # by uid in subuid, nothing in subgid
     assert f"({gid_f} has none)" in bob and "--add-subuids 100000-165535" in bob and bob.endswith(
         "bob`, then `podman system migrate`")
-    carol = engines.subid_problem("carol", 4244, files)
+    carol = engine_choice.subid_problem("carol", 4244, files)
     assert f"({uid_f} has none)" in carol
     # a prefix of a name is not the name, a malformed line is no range, a missing file has none
     uid_f.write_text("alice2:100000:65536\nalice:garbage\n")
-    assert f"({uid_f} has none)" in engines.subid_problem("alice", 4242, files)
+    assert f"({uid_f} has none)" in engine_choice.subid_problem("alice", 4242, files)
     gone = (str(tmp_path / "nope1"), str(tmp_path / "nope2"))
-    assert "nope1 has none" in engines.subid_problem("alice", 4242, gone)
+    assert "nope1 has none" in engine_choice.subid_problem("alice", 4242, gone)
 
 
 # -- the host problems sandman recognises --------------------------------------------------------
@@ -220,18 +220,18 @@ def test_subid_problem(tmp_path) -> None:
      "podman system migrate marks them stopped"),
 ])
 def test_setup_fix_recognises_host_problems(said: str, in_fix: str) -> None:
-    assert in_fix in engines.setup_fix(said)
-    assert in_fix in engines.setup_fix(said.upper())  # podman versions differ in case
+    assert in_fix in engine_choice.setup_fix(said)
+    assert in_fix in engine_choice.setup_fix(said.upper())  # podman versions differ in case
 
 
 def test_setup_fix_says_nothing_of_other_failures() -> None:
-    assert engines.setup_fix("Error: short-name resolution enforced") == ""
-    assert engines.setup_fix("") == ""
+    assert engine_choice.setup_fix("Error: short-name resolution enforced") == ""
+    assert engine_choice.setup_fix("") == ""
 
 
 # -- doctor's socket rule and the commands' early check (status.py) ---------------------------
-def podman_at(sock: str) -> engines.EngineChoice:
-    return engines.Podman("/bin/true", f"unix://{sock}", True, "test")
+def podman_at(sock: str) -> engine_choice.EngineChoice:
+    return engine_choice.Podman("/bin/true", f"unix://{sock}", True, "test")
 
 
 def test_socket_state(tmp_path, listening, dead_socket) -> None:
@@ -239,7 +239,7 @@ def test_socket_state(tmp_path, listening, dead_socket) -> None:
     assert podman_at(str(tmp_path / "none.sock")).socket_state() == "absent"
     assert podman_at(dead_socket).socket_state() == "stale"
     # sandman's own service wrote its pid beside it; that process is gone: restartable
-    pidfile = engines._pidfile(dead_socket)
+    pidfile = engine_choice._pidfile(dead_socket)
     pidfile.write_text("999999999\n")
     assert podman_at(dead_socket).socket_state() == "restartable"
     pidfile.write_text(f"{os.getpid()}\n")  # the process lives: not sandman's to replace
@@ -256,7 +256,7 @@ def test_preflight_refuses_a_stale_podman_socket(tmp_path, dead_socket, monkeypa
     monkeypatch.setenv("PATH", fake_bin(tmp_path, "podman"))
     monkeypatch.setenv("SANDMAN_ENGINE", "podman")
     monkeypatch.setenv("SANDMAN_PODMAN_SOCKET", dead_socket)
-    monkeypatch.setattr(engines.Podman, "check_usable", lambda self: None)  # subids: not this test
+    monkeypatch.setattr(engine_choice.Podman, "check_usable", lambda self: None)  # subids: not this test
     with pytest.raises(StaleSocketError) as e:
         status.preflight(fresh_context(tmp_path))
     assert e.value.exit_code == StaleSocketError.exit_code
@@ -274,22 +274,22 @@ def test_a_zombie_service_is_gone(tmp_path, dead_socket) -> None:
 
     p = subprocess.Popen(["sleep", "60"])
     try:
-        assert engines._alive(str(p.pid))
+        assert engine_choice._alive(str(p.pid))
         p.send_signal(signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while engines._alive(str(p.pid)) and time.monotonic() < deadline:
+        while engine_choice._alive(str(p.pid)) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert Path(f"/proc/{p.pid}").exists()  # not reaped yet: a zombie
-        assert not engines._alive(str(p.pid))
-        engines._pidfile(dead_socket).write_text(f"{p.pid}\n")
+        assert not engine_choice._alive(str(p.pid))
+        engine_choice._pidfile(dead_socket).write_text(f"{p.pid}\n")
         assert podman_at(dead_socket).socket_state() == "restartable"
     finally:
         p.kill()
         p.wait()
-    assert not engines._alive(str(p.pid))
+    assert not engine_choice._alive(str(p.pid))
 
 
-# -- a Podman stuck on processes that were killed (engines.revive) -------------------------------
+# -- a Podman stuck on processes that were killed (engine_choice.revive) -------------------------------
 STUCK = r'''#!/bin/sh
 # podman after every process of its user namespace was killed: each command fails until
 # `system migrate`; then `system service unix://PATH` listens on PATH as the real one does
@@ -326,23 +326,23 @@ def calls(d: Path) -> list[str]:
 
 
 def test_revive_migrates_a_podman_stuck_on_killed_processes(stuck: Path) -> None:
-    said = engines.revive(str(stuck / "podman"))
+    said = engine_choice.revive(str(stuck / "podman"))
     assert "podman system migrate" in said
     assert calls(stuck)[-1] == "system migrate"
-    assert engines.revive(str(stuck / "podman")) == ""  # healthy now: nothing more is done
+    assert engine_choice.revive(str(stuck / "podman")) == ""  # healthy now: nothing more is done
     assert calls(stuck).count("system migrate") == 1
 
 
 def test_revive_leaves_a_healthy_or_otherwise_broken_podman_alone(stuck: Path) -> None:
     (stuck / "migrated").touch()
-    assert engines.revive(str(stuck / "podman")) == ""
+    assert engine_choice.revive(str(stuck / "podman")) == ""
     other = stuck / "other"
     other.write_text("#!/bin/sh\necho \"$*\" >>\"$(dirname \"$0\")/calls\"\n"
                      "echo 'Error: crun: cgroups in hybrid mode not supported' >&2; exit 125\n")
     other.chmod(0o755)
-    assert engines.revive(str(other)) == ""
+    assert engine_choice.revive(str(other)) == ""
     assert "system migrate" not in calls(stuck)
-    assert engines.revive(str(stuck / "no-such-podman")) == ""
+    assert engine_choice.revive(str(stuck / "no-such-podman")) == ""
 
 
 def test_revive_knows_both_of_podmans_words_for_it(tmp_path: Path) -> None:
@@ -353,27 +353,27 @@ def test_revive_knows_both_of_podmans_words_for_it(tmp_path: Path) -> None:
         "could not find any running process: no such process",
         "cannot re-exec process to join the existing user namespace"))
     (d / "podman").chmod(0o755)
-    assert "podman system migrate" in engines.revive(str(d / "podman"))
+    assert "podman system migrate" in engine_choice.revive(str(d / "podman"))
 
 
 def test_revive_says_nothing_when_migrate_fails(stuck: Path) -> None:
     (stuck / "migrate-fails").touch()
-    assert engines.revive(str(stuck / "podman")) == ""
+    assert engine_choice.revive(str(stuck / "podman")) == ""
     assert calls(stuck)[-1] == "system migrate"
 
 
 def test_the_service_starts_after_sandman_revives_podman(stuck: Path, tmp_path: Path) -> None:
     sock = str(tmp_path / "run" / "podman.sock")
-    choice = engines.Podman(str(stuck / "podman"), f"unix://{sock}", False, "test")
+    choice = engine_choice.Podman(str(stuck / "podman"), f"unix://{sock}", False, "test")
     said: list[str] = []
     try:
         assert choice.ensure_service(tmp_path / "service.log", said.append) is True
-        assert engines._answers(sock)
+        assert engine_choice._answers(sock)
         assert any("podman system migrate" in s for s in said), said
         assert calls(stuck)[0].startswith("system service")  # the first start failed...
         assert "system migrate" in calls(stuck)  # ...was repaired, and the second one answers
     finally:
-        pid = engines._pidfile(sock).read_text().strip()
+        pid = engine_choice._pidfile(sock).read_text().strip()
         os.kill(int(pid), 9)
 
 
@@ -383,7 +383,7 @@ def test_a_service_that_fails_otherwise_is_not_retried(tmp_path: Path) -> None:
                    "echo 'Error: crun: cgroups in hybrid mode not supported' >&2; exit 125\n")
     bad.chmod(0o755)
     sock = str(tmp_path / "podman.sock")
-    choice = engines.Podman(str(bad), f"unix://{sock}", False, "test")
-    with pytest.raises(engines.DaemonUnavailableError, match="hybrid mode"):
+    choice = engine_choice.Podman(str(bad), f"unix://{sock}", False, "test")
+    with pytest.raises(engine_choice.DaemonUnavailableError, match="hybrid mode"):
         choice.ensure_service(tmp_path / "service.log")
     assert [c.split()[:2] for c in calls(tmp_path)] == [["system", "service"], ["info", "--format"]]
