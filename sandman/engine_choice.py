@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import stat
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from sandman import runtime_rules
 from sandman.errors import (
     DaemonUnavailableError,
     EngineNotInstalledError,
@@ -38,10 +40,10 @@ from sandman.errors import (
     SubidError,
 )
 from sandman.names import DOCKER_SOCKET, LABEL_ROLE, ROLE_PROBE
+from sandman.paths import shim_templates_dir
 
 DOCKER, PODMAN, AUTO = "docker", "podman", "auto"
 ENGINES = (DOCKER, PODMAN, AUTO)
-PODMAN_ROOTFUL_SOCKET = "/run/podman/podman.sock"
 # Every container sandman starts, on either engine, is locked down the same way: setuid binaries
 # in an image gain nothing, and every capability is dropped (a recipe adds back what it needs,
 # cap_add, in the launch plan: sandman/plan.py).
@@ -253,50 +255,41 @@ def requested(env: Mapping[str, str] | None = None, config_engine: str | None = 
     return AUTO, "auto"
 
 
-def podman_runtime_dir(uid: int | None = None, env: dict[str, str] | None = None) -> str:
-    """Podman's run-time folder for this user, by Podman's own rule (its socket lives there)."""
+def _shim_rule(name: str, call: str, env: Mapping[str, str], *, before: str = "") -> list[str]:
+    """Run one rule of the shim runtime (shims/shim.bash: its one copy) and return the lines it
+    prints. A fork of bash, paid once by a sandman command, never by a shim call."""
+    text = (shim_templates_dir() / "shim.bash").read_text(encoding="utf-8")
+    keep = {k: env[k] for k in ("XDG_RUNTIME_DIR",) if env.get(k)}
+    p = runtime_rules.run(runtime_rules.block(text, name) + before + call, env=keep)
+    if p.returncode != 0 or p.stderr:
+        raise EngineSetupError(f"shims/shim.bash's {name} failed: "
+                               f"{runtime_rules.text_of(p.stderr).strip() or p.returncode}")
+    return runtime_rules.text_of(p.stdout).split("\n")[:-1]
+
+
+@dataclass(frozen=True)
+class PodmanPaths:
+    """Where Podman keeps this user's run-time state and API socket, by Podman's own rule."""
+
+    run_dir: str
+    socket: str
+    all_sockets: tuple[str, ...]  # rootful and this user's: no mount may expose one
+    problem: str  # why sandman may not use run_dir (rootless), "" when it may
+
+
+def podman_paths(env: Mapping[str, str] | None = None, *, make: bool = False) -> PodmanPaths:
+    """This user's Podman folder and sockets; with make, the folder is made (0700) if missing.
+
+    The rule is the shims' (shims/shim.bash, the Podman folder rule), run here, so sandman and
+    its shims always agree on which folder a user's containers live in and when to refuse it.
+    """
     env = os.environ if env is None else env
-    uid = os.geteuid() if uid is None else uid
-    if uid == 0:
-        return "/run"
-    if xdg := env.get("XDG_RUNTIME_DIR"):
-        return xdg
-    run_user = f"/run/user/{uid}"
-    with contextlib.suppress(OSError):
-        st = os.stat(run_user)
-        if st.st_uid == uid and os.access(run_user, os.W_OK):
-            return run_user
-    # Podman itself would follow $TMPDIR here; sandman pins the folder (and exports it as
-    # XDG_RUNTIME_DIR to the Podman it runs) so that no call's TMPDIR splits the state.
-    return f"/tmp/podman-run-{uid}"
-
-
-# Podman keeps a user's run-time state (which containers run, their exit files, the API socket,
-# registry logins) in this folder. Without XDG_RUNTIME_DIR it is /tmp/podman-run-UID, a name any
-# user can take first: a folder is used only when it is a real folder (not a link), the user's
-# own, and writable by nobody else, the same rule as the shims' (shims/shim.bash, sm_rundir_ok;
-# tests/unit/test_security_rules.py feeds both the same cases).
-def runtime_dir_problem(path: str, uid: int) -> str:
-    """Why Podman's run-time state of uid may not live in path, or "" when it may."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "cannot be read"
-    if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link"
-    if not stat.S_ISDIR(st.st_mode):
-        return "is not a folder"
-    if st.st_uid != uid:
-        return f"belongs to uid {st.st_uid}, not to you"
-    if st.st_mode & 0o022:
-        return f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
-    return ""
-
-
-def runtime_dir_message(path: str, problem: str) -> str:
-    """The one line of a refused run-time folder (the shims say the same)."""
-    return (f"Podman's runtime folder {path} {problem}; sandman does not use it: remove it (an "
-            "admin, if it is not yours) or set XDG_RUNTIME_DIR to a folder of your own (mode 0700)")
+    out = _shim_rule("the Podman folder rule", (
+        'sm_podman_paths; printf "%s\\n" "$sm_prun" "$sm_psock" "${#sm_psocks[@]}" "${sm_psocks[@]}"\n'
+        f'(( ! EUID )) || sm_podman_folder {"make" if make else "look"} || printf "%s\\n" "$sm_why"\n'),
+        env)
+    count = int(out[2])
+    return PodmanPaths(out[0], out[1], tuple(out[3:3 + count]), "".join(out[3 + count:]))
 
 
 def socket_problem(path: str, uid: int) -> str:
@@ -309,14 +302,6 @@ def socket_problem(path: str, uid: int) -> str:
         return (f"Podman's API socket {path} belongs to uid {st.st_uid}, not to you; sandman "
                 "does not talk to it: remove it (an admin, if it is not yours)")
     return ""
-
-
-def podman_socket(uid: int | None = None, env: dict[str, str] | None = None) -> str:
-    """The API socket of this user's Podman (rootful: /run/podman/podman.sock)."""
-    uid = os.geteuid() if uid is None else uid
-    if uid == 0:
-        return PODMAN_ROOTFUL_SOCKET
-    return f"{podman_runtime_dir(uid, env)}/podman/podman.sock"
 
 
 def _answers(path: str) -> bool:
@@ -365,16 +350,13 @@ def choose(env: Mapping[str, str] | None = None, config_engine: str | None = Non
         return Docker(docker_cli, docker_host or f"unix://{DOCKER_SOCKET}", False, why)
 
     def podman_choice(why: str) -> EngineChoice:
-        sock = env.get("SANDMAN_PODMAN_SOCKET") or podman_socket(uid, env)
+        found = podman_paths(env, make=env is os.environ)
+        sock = env.get("SANDMAN_PODMAN_SOCKET") or found.socket
         if uid:
-            run_dir = podman_runtime_dir(uid, env)
-            if env is os.environ and not os.path.lexists(run_dir):
-                with contextlib.suppress(OSError):
-                    os.mkdir(run_dir, 0o700)
-            if os.path.lexists(run_dir) and (problem := runtime_dir_problem(run_dir, uid)):
-                raise EngineSetupError(runtime_dir_message(run_dir, problem))
+            if found.problem:
+                raise EngineSetupError(found.problem)
             if not env.get("XDG_RUNTIME_DIR") and env is os.environ:
-                os.environ["XDG_RUNTIME_DIR"] = run_dir  # as the shims do
+                os.environ["XDG_RUNTIME_DIR"] = found.run_dir  # as the shims do
         if problem := socket_problem(sock, uid):
             raise EngineSetupError(problem)
         return Podman(podman_cli, f"unix://{sock}", uid != 0, why)
@@ -411,27 +393,23 @@ def choose(env: Mapping[str, str] | None = None, config_engine: str | None = Non
         "works without root: apt-get/dnf install podman uidmap), see docs/guide.md")
 
 
-def subid_range(user: str, uid: int, path: str) -> str:
-    """The subordinate range of user (by name or uid) in path ("start+count"), "" when none.
+def subid_ranges(user: str, uid: int, files: tuple[str, ...] = ()) -> tuple[list[str], str]:
+    """The account's subordinate ranges ("start+count", "" where a file has none: /etc/subuid,
+    then /etc/subgid) and why rootless Podman cannot map its users ("" when it can).
 
-    The one reader of /etc/subuid and /etc/subgid in Python (`doctor` shows it, `subid_problem`
-    needs one); the shim runtime checks the same before a rootless call (shims/shim.bash)."""
-    with contextlib.suppress(OSError):
-        for ln in Path(path).read_text().splitlines():
-            parts = ln.split(":")
-            if len(parts) == 3 and parts[0] in (user, str(uid)):
-                return f"{parts[1]}+{parts[2]}"
-    return ""
+    The rule is the shims' (shims/shim.bash, the subordinate id rule: one reader of those
+    files); `files` replaces the two files, for tests."""
+    before = runtime_rules.assign("sm_subid_files", list(files)) if files else ""
+    out = _shim_rule("the subordinate id rule", (
+        'sm_subids "$1" "$2"; printf "%s\\n" "${#sm_ranges[@]}" "${sm_ranges[@]}" "$sm_why"\n'),
+        {}, before=before + f"set -- {shlex.quote(user)} {uid}\n")
+    count = int(out[0])
+    return out[1:1 + count], "".join(out[1 + count:])
 
 
-def subid_problem(user: str, uid: int, files: tuple[str, str] = ("/etc/subuid", "/etc/subgid")) -> str:
+def subid_problem(user: str, uid: int) -> str:
     """Why rootless Podman cannot map users for this account, or "" when it can."""
-    for path in files:
-        if not subid_range(user, uid, path):
-            return (f"rootless Podman needs subordinate uid and gid ranges for {user} ({path} has "
-                    f"none): an admin runs `usermod --add-subuids 100000-165535 --add-subgids "
-                    f"100000-165535 {user}`, then `podman system migrate`")
-    return ""
+    return subid_ranges(user, uid)[1]
 
 
 def _user_name(uid: int) -> str:

@@ -190,12 +190,9 @@ def socket_paths() -> list[str]:
 
 def podman_socket_paths() -> list[str]:
     """Podman's API sockets this user could reach: rootful, and this user's own (rootless)."""
-    from sandman.engine_choice import PODMAN_ROOTFUL_SOCKET, podman_socket
+    from sandman.engine_choice import podman_paths
 
-    found = {PODMAN_ROOTFUL_SOCKET}
-    if os.geteuid():
-        found.add(podman_socket())
-    return sorted(found)
+    return sorted(set(podman_paths().all_sockets))
 
 
 def socket_gids() -> list[int]:

@@ -33,18 +33,27 @@ fi
 # group that is root in disguise). Chosen once, by the sandman command that wrote this shim
 # (sandman/engine_choice.py); the shim never decides it again.
 sm_engine=$SM_ENGINE
-# Podman's API sockets (rootful, and this user's by Podman's own rule) are never mounted,
-# whichever engine runs the call.
-if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
-  sm_prun=$XDG_RUNTIME_DIR
-elif [[ -d /run/user/$EUID && -O /run/user/$EUID && -w /run/user/$EUID ]]; then
-  sm_prun=/run/user/$EUID
-else
-  sm_prun=/tmp/podman-run-$EUID
-fi
-(( EUID )) || sm_prun=/run
-sm_psocks=(/run/podman/podman.sock "$sm_prun/podman/podman.sock")
-# -- runtime folder rule (sandman/engine_choice.py runtime_dir_problem: the same cases, one test) --
+# -- the Podman folder rule (sandman/engine_choice.py runs this copy: podman_paths, podman_folder) --
+# Podman keeps a user's run-time state (which containers run, their exit files, the API socket,
+# registry logins) in one folder, by Podman's own rule: root's is /run; a user's is
+# XDG_RUNTIME_DIR, else /run/user/UID when it is theirs, else /tmp/podman-run-UID. (Podman itself
+# would follow $TMPDIR there, and a call with another TMPDIR would take every running container
+# of this user for stale: sandman pins the folder and exports it as XDG_RUNTIME_DIR.)
+# sm_podman_paths sets sm_prun, sm_psock (this user's API socket) and sm_psocks (every Podman
+# socket, which no mount may expose, whichever engine runs the call).
+sm_podman_paths() {
+  if (( ! EUID )); then
+    sm_prun=/run
+  elif [[ -n ${XDG_RUNTIME_DIR-} ]]; then
+    sm_prun=$XDG_RUNTIME_DIR
+  elif [[ -d /run/user/$EUID && -O /run/user/$EUID && -w /run/user/$EUID ]]; then
+    sm_prun=/run/user/$EUID
+  else
+    sm_prun=/tmp/podman-run-$EUID
+  fi
+  sm_psock=$sm_prun/podman/podman.sock
+  sm_psocks=(/run/podman/podman.sock "$sm_psock")
+}
 # sm_rundir_ok DIR: may rootless Podman keep this user's run-time state in DIR? Only a real
 # folder (not a link), the user's own, writable by nobody else; else false, with sm_why. The
 # mode bits need one stat (a fork: bash has no builtin for them), and only the owner can change
@@ -74,32 +83,50 @@ sm_rundir_ok() {
   fi
   [[ -z $sm_why ]]
 }
-# -- end of the runtime folder rule --
+# sm_podman_folder [make]: may rootless Podman use sm_prun (made, mode 0700, when missing and
+# asked to)? /tmp/podman-run-UID is a name any user can take first. False with the line to say
+# in sm_why.
+sm_podman_folder() {
+  sm_why=
+  [[ $1 != make || -e $sm_prun || -L $sm_prun ]] || mkdir -m 700 "$sm_prun" 2>/dev/null
+  if [[ -e $sm_prun || -L $sm_prun ]] && ! sm_rundir_ok "$sm_prun"; then
+    sm_why="Podman's runtime folder $sm_prun $sm_why; sandman does not use it: remove it (an admin, if it is not yours) or set XDG_RUNTIME_DIR to a folder of your own (mode 0700)"
+    return 1
+  fi
+}
+# -- end of the Podman folder rule --
+# -- the subordinate id rule (sandman/engine_choice.py runs this copy: subid_ranges) --
+# Rootless Podman maps the user's subordinate ids: without a range in both files nothing starts.
+sm_subid_files=(/etc/subuid /etc/subgid)
+# sm_subids USER UID: the ranges of the account (by name or uid) in sm_ranges ("start+count",
+# "" where a file has none, in the order of sm_subid_files); false with sm_why when one is missing.
+sm_subids() {
+  local f n s c
+  sm_ranges=() sm_why=
+  for f in "${sm_subid_files[@]}"; do
+    sm_ranges+=("")
+    { while IFS=: read -r n s c; do
+        [[ -n $n && ( $n == "$1" || $n == "$2" ) && -n $c && $c != *:* ]] && { sm_ranges[-1]=$s+$c; break; }
+      done <"$f"; } 2>/dev/null
+    [[ -n ${sm_ranges[-1]} || -n $sm_why ]] || sm_why="rootless Podman needs subordinate uid and gid ranges for ${1:-uid $2} ($f has none): an admin runs \`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${1:-USER}\`, then \`podman system migrate\`"
+  done
+  [[ -z $sm_why ]]
+}
+# -- end of the subordinate id rule --
+sm_podman_paths
 sm_rootless=
 if [[ $sm_engine == podman ]]; then
   [[ -n $SM_DOCKER && -x $SM_DOCKER ]] || sm_die "${SM_TOOL}@${SM_VERSION}: this shim runs Podman, which is not installed here (install podman, or set engine = \"docker\" in config.toml and run sandman reshim --all)" "$SM_EXIT_ENGINE_MISSING"
   if (( EUID )); then
     sm_rootless=1
-    # rootless Podman maps the user's subordinate ids: without a range nothing can start
     sm_uname=
     while IFS=: read -r sm_n _ sm_u _; do [[ $sm_u == "$EUID" ]] && { sm_uname=$sm_n; break; }; done </etc/passwd
-    for sm_f in /etc/subuid /etc/subgid; do
-      sm_ok=
-      { while IFS=: read -r sm_n _; do [[ -n $sm_n && ( $sm_n == "$sm_uname" || $sm_n == "$EUID" ) ]] && { sm_ok=1; break; }; done <"$sm_f"; } 2>/dev/null
-      [[ -n $sm_ok ]] || sm_die "rootless Podman needs subordinate uid and gid ranges for ${sm_uname:-uid $EUID} ($sm_f has none): an admin runs usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${sm_uname:-USER}, then podman system migrate" "$SM_EXIT_SUBID"
-    done
-    # Podman keeps its run-time state (which containers run, their exit files) in this folder;
-    # without XDG_RUNTIME_DIR it would follow $TMPDIR, and a call with another TMPDIR would
-    # take every running container of this user for stale. One folder for every call, and only
-    # one that is the user's: /tmp/podman-run-UID is a name any user can take first.
-    [[ -e $sm_prun || -L $sm_prun ]] || mkdir -m 700 "$sm_prun" 2>/dev/null
-    if [[ -e $sm_prun || -L $sm_prun ]] && ! sm_rundir_ok "$sm_prun"; then
-      sm_die "Podman's runtime folder $sm_prun $sm_why; sandman does not use it: remove it (an admin, if it is not yours) or set XDG_RUNTIME_DIR to a folder of your own (mode 0700)" "$SM_EXIT_ENGINE_SETUP"
-    fi
+    sm_subids "$sm_uname" "$EUID" || sm_die "$sm_why" "$SM_EXIT_SUBID"
+    # One run-time folder for every call, and only one that is the user's.
+    sm_podman_folder make || sm_die "$sm_why" "$SM_EXIT_ENGINE_SETUP"
     [[ -n ${XDG_RUNTIME_DIR-} ]] || export XDG_RUNTIME_DIR=$sm_prun
   fi
-  sm_sock=$sm_prun/podman/podman.sock
-  (( EUID )) || sm_sock=/run/podman/podman.sock
+  sm_sock=$sm_psock
   # CONTAINER_HOST makes podman a client of that socket (as DOCKER_HOST does docker)
   [[ ${CONTAINER_HOST-} != unix://* || -S ${CONTAINER_HOST#unix://} ]] || sm_die "cannot reach Podman: no socket at ${CONTAINER_HOST#unix://} (CONTAINER_HOST); start it (podman system service) or unset CONTAINER_HOST" "$SM_EXIT_DAEMON_UNAVAILABLE"
 else

@@ -246,11 +246,10 @@ def podman_checks(ctx: Context, choice: engine_choice.EngineChoice) -> list[Chec
     out.append(Check(True, "podman", f"{choice.cli}, version {ver}, {mode}"))
     subids_ok = True
     if choice.rootless:
-        problem = engine_choice.subid_problem(user, uid)
+        (subuid, subgid), problem = engine_choice.subid_ranges(user, uid)
         subids_ok = not problem
-        out.append(Check(subids_ok, "subordinate ids", problem or
-                         f"subuid {engine_choice.subid_range(user, uid, '/etc/subuid')}, "
-                         f"subgid {engine_choice.subid_range(user, uid, '/etc/subgid')}"))
+        out.append(Check(subids_ok, "subordinate ids",
+                         problem or f"subuid {subuid}, subgid {subgid}"))
     state = choice.socket_state()
     sock = choice.socket_path
     out.append(Check(state != "stale", "podman API socket", {

@@ -184,7 +184,7 @@ def test_rootless_podman_without_subids_is_94_before_anything_is_made(nosubid: P
         p = nosubid.sandman(*args, env=env)
         assert (p.returncode, one_line(p.stderr)) == (SubidError.exit_code, want), args
     assert not home.exists()
-    assert not Path(engine_choice.podman_socket(nosubid.uid, env)).parent.exists()  # no service started
+    assert not Path(f"/tmp/podman-run-{nosubid.uid}/podman").exists()  # no service started
 
 
 # -- 95: a stale Podman socket --------------------------------------------------------------------
@@ -333,8 +333,8 @@ def test_podman_shim_refusals_and_the_service_sandman_restarts(root_bases, share
         assert r.returncode == SubidError.exit_code
         assert one_line(r.stderr) == (
             f"sandman: rootless Podman needs subordinate uid and gid ranges for {nosubid.name} "
-            f"(/etc/subuid has none): an admin runs usermod --add-subuids 100000-165535 "
-            f"--add-subgids 100000-165535 {nosubid.name}, then podman system migrate")
+            f"(/etc/subuid has none): an admin runs `usermod --add-subuids 100000-165535 "
+            f"--add-subgids 100000-165535 {nosubid.name}`, then `podman system migrate`")
 
         # podman uninstalled since: the shim says so (93), it does not exec a missing file
         (pbin / "podman").unlink()

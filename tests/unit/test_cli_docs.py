@@ -139,12 +139,19 @@ def test_zsh_and_fish_completion_protocol(home: Path) -> None:
 
 
 def test_show_completion_script_names_the_completion_variable(home: Path) -> None:
-    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home), "SHELL": "/bin/bash"}
+    """`--show-completion` takes no shell name: Typer asks the process tree which shell runs it
+    (shellingham). So it runs here as a user runs it, from an interactive-like bash, and the
+    answer does not depend on what started pytest (a full run under sh once said "Shell  not
+    supported")."""
+    e = {"PATH": "/usr/bin:/bin", "SANDMAN_HOME": str(home), "SHELL": "/bin/bash",
+         "PYTHONPATH": str(ROOT)}
     code = "import sys; sys.argv[0] = 'sandman'; from sandman.cli import main; main()"
-    p = subprocess.run([sys.executable, "-c", code, "--show-completion", "bash"], env=e,
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    # `; exit $?` keeps bash alive as python's parent (a lone command would be exec'd in its place)
+    p = subprocess.run(["/bin/bash", "-c", '"$0" -c "$1" --show-completion; exit $?', sys.executable,
+                        code], env=e, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "_SANDMAN_COMPLETE=complete_bash" in p.stdout
+    assert "complete -o default -F _sandman_completion sandman" in p.stdout
 
 
 def test_usage_errors_are_one_line_exit_2(home: Path) -> None:

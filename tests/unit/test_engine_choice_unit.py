@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from sandman import engine_choice
+from sandman import engine_choice, runtime_rules
 from sandman.commands import status
 from sandman.config import Config
 from sandman.context import Context
 from sandman.errors import EngineNotInstalledError, NoEngineError, StaleSocketError
 from sandman.paths import Paths
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_bin(tmp_path: Path, *names: str) -> str:
@@ -154,55 +157,72 @@ def test_requested_order() -> None:
     assert engine_choice.requested({}, None) == ("auto", "auto")
 
 
-# -- where Podman's socket is --------------------------------------------------------------------
-def test_podman_runtime_dir_rules(tmp_path) -> None:
-    assert engine_choice.podman_runtime_dir(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run"
-    assert engine_choice.podman_runtime_dir(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg"
+# -- where Podman's socket is: the shims' rule (shims/shim.bash), run as the user it is about --
+def _paths_as(uid: int, env: dict[str, str]) -> list[str]:
+    """The Podman folder rule run by bash as uid (setpriv): what sandman.engine_choice reads."""
+    text = (ROOT / "shims" / "shim.bash").read_text()
+    script = (runtime_rules.block(text, "the Podman folder rule")
+              + 'sm_podman_paths; printf "%s\\n" "$sm_prun" "$sm_psock" "${sm_psocks[@]}"\n')
+    p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        "/bin/bash", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    return p.stdout.splitlines()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the rule as other users (setpriv)")
+def test_podman_folder_rules(tmp_path) -> None:
+    assert _paths_as(0, {"XDG_RUNTIME_DIR": "/xdg"}) == ["/run", *["/run/podman/podman.sock"] * 3]
+    assert _paths_as(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == [
+        "/xdg", "/xdg/podman/podman.sock", "/run/podman/podman.sock", "/xdg/podman/podman.sock"]
     # no XDG_RUNTIME_DIR, no /run/user/<uid> of theirs: /tmp, never TMPDIR (it would split state)
-    assert engine_choice.podman_runtime_dir(4242, {"TMPDIR": str(tmp_path)}) == "/tmp/podman-run-4242"
-    assert engine_choice.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
+    assert _paths_as(4242, {"TMPDIR": str(tmp_path)})[:2] == [
+        "/tmp/podman-run-4242", "/tmp/podman-run-4242/podman/podman.sock"]
+    # Python reads the same rule (as root here: root's folder and socket)
+    found = engine_choice.podman_paths({"XDG_RUNTIME_DIR": "/xdg"})
+    assert (found.run_dir, found.socket, found.problem) == ("/run", "/run/podman/podman.sock", "")
 
 
-def test_podman_runtime_dir_uses_run_user_only_when_it_is_theirs(tmp_path, monkeypatch) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes /run/user/<uid> for another user")
+def test_podman_folder_is_run_user_only_when_it_is_theirs() -> None:
     """/run/user/<uid> (systemd-logind's) counts only when that user owns it and may write."""
-    owner = {"uid": 4242}
-    real_stat = os.stat
-
-    def fake_stat(path, *a, **k):
-        if str(path) == "/run/user/4242":
-            return os.stat_result((0o40700, 0, 0, 2, owner["uid"], 0, 0, 0, 0, 0))
-        return real_stat(path, *a, **k)
-
-    monkeypatch.setattr(engine_choice.os, "stat", fake_stat)
-    monkeypatch.setattr(engine_choice.os, "access", lambda p, mode: str(p) == "/run/user/4242")
-    assert engine_choice.podman_runtime_dir(4242, {}) == "/run/user/4242"
-    owner["uid"] = 0  # someone else's folder: Podman's fallback
-    assert engine_choice.podman_runtime_dir(4242, {}) == "/tmp/podman-run-4242"
-
-
-def test_podman_socket_rules() -> None:
-    assert engine_choice.podman_socket(0, {"XDG_RUNTIME_DIR": "/xdg"}) == "/run/podman/podman.sock"
-    assert engine_choice.podman_socket(4242, {"XDG_RUNTIME_DIR": "/xdg"}) == "/xdg/podman/podman.sock"
-    assert engine_choice.podman_socket(4242, {"TMPDIR": "/t"}) == "/tmp/podman-run-4242/podman/podman.sock"
+    uid = 4242
+    run_user = Path(f"/run/user/{uid}")
+    if run_user.exists():
+        pytest.skip(f"{run_user} exists on this host")
+    run_user.mkdir(mode=0o700, parents=True)
+    try:
+        os.chown(run_user, uid, uid)
+        assert _paths_as(uid, {})[0] == str(run_user)
+        os.chown(run_user, 0, 0)  # someone else's folder: Podman's fallback
+        assert _paths_as(uid, {})[0] == f"/tmp/podman-run-{uid}"
+    finally:
+        run_user.rmdir()
 
 
-# -- subordinate ids -----------------------------------------------------------------------------
-def test_subid_problem(tmp_path) -> None:
+# -- subordinate ids: the shims' rule, run by sandman --------------------------------------------
+def test_subid_ranges(tmp_path) -> None:
     uid_f, gid_f = tmp_path / "subuid", tmp_path / "subgid"
     uid_f.write_text("alice:100000:65536\n4243:200000:65536\n")
     gid_f.write_text("alice:100000:65536\n")
     files = (str(uid_f), str(gid_f))
-    assert engine_choice.subid_problem("alice", 4242, files) == ""
-    bob = engine_choice.subid_problem("bob", 4243, files)  # by uid in subuid, nothing in subgid
-    assert f"({gid_f} has none)" in bob and "--add-subuids 100000-165535" in bob and bob.endswith(
-        "bob`, then `podman system migrate`")
-    carol = engine_choice.subid_problem("carol", 4244, files)
-    assert f"({uid_f} has none)" in carol
+    assert engine_choice.subid_ranges("alice", 4242, files) == (["100000+65536", "100000+65536"], "")
+    ranges, bob = engine_choice.subid_ranges("bob", 4243, files)  # by uid in subuid, none in subgid
+    assert ranges == ["200000+65536", ""]
+    assert bob == (f"rootless Podman needs subordinate uid and gid ranges for bob ({gid_f} has "
+                   "none): an admin runs `usermod --add-subuids 100000-165535 --add-subgids "
+                   "100000-165535 bob`, then `podman system migrate`")
+    ranges, carol = engine_choice.subid_ranges("carol", 4244, files)
+    assert ranges == ["", ""] and f"({uid_f} has none)" in carol  # the first file missing is said
     # a prefix of a name is not the name, a malformed line is no range, a missing file has none
-    uid_f.write_text("alice2:100000:65536\nalice:garbage\n")
-    assert f"({uid_f} has none)" in engine_choice.subid_problem("alice", 4242, files)
+    uid_f.write_text("alice2:100000:65536\nalice:garbage\nalice:1:2:3\n")
+    assert f"({uid_f} has none)" in engine_choice.subid_ranges("alice", 4242, files)[1]
     gone = (str(tmp_path / "nope1"), str(tmp_path / "nope2"))
-    assert "nope1 has none" in engine_choice.subid_problem("alice", 4242, gone)
+    assert "nope1 has none" in engine_choice.subid_ranges("alice", 4242, gone)[1]
+    # a name with spaces and quotes reaches the rule as one word
+    uid_f.write_text("a b'c:5:6\n")
+    gid_f.write_text("a b'c:7:8\n")
+    assert engine_choice.subid_ranges("a b'c", 1, files) == (["5+6", "7+8"], "")
 
 
 # -- the host problems sandman recognises --------------------------------------------------------

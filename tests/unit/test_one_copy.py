@@ -4,7 +4,11 @@ shims/, and sandman's own checks run that copy (sandman/runtime_rules.py):
 - mount refusal: shims/shim.bash `sm_refused` (sandman.shims.refusal runs it);
 - the pin grammar, the choice and a pin's target: shims/default.bash (sandman.pinfiles and
   sandman.pins run its parts);
-- the warm daemon key: shims/warm.bash (sandman.warm.daemon_key runs it).
+- the warm daemon key: shims/warm.bash (sandman.warm.daemon_key runs it);
+- Podman's run-time folder and sockets, and when a folder is refused: shims/shim.bash (the Podman
+  folder rule; sandman.engine_choice.podman_paths runs it);
+- the subordinate ids of rootless Podman: shims/shim.bash (the subordinate id rule;
+  sandman.engine_choice.subid_ranges runs it).
 
 The first tests fail when a second copy appears: a rule's words and tokens are in the code (not
 the comments or docstrings) of exactly one file of sandman/ and shims/. The others change the
@@ -19,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from sandman import engine_choice, pinfiles, shims, warm
 from sandman import paths as paths_module
-from sandman import pinfiles, shims, warm
 from sandman.commands import pins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +99,19 @@ PIN_GRAMMAR = [
 ]
 PIN_FILE_NAMES = [(".sandman.toml", "sandman/pinfiles.py"), (".tool-versions", "sandman/pinfiles.py")]
 DAEMON_KEY = [("%25", WARM), ("%2F", WARM)]
+PODMAN_FOLDER = [
+    ("podman-run-", SHIM),
+    ("/run/user/", SHIM),
+    ("podman/podman.sock", SHIM),
+    ("/run/podman", SHIM),
+    (".sandman-runtime-ok", SHIM),
+    ("sandman does not use it", SHIM),
+]
+SUBIDS = [("has none): an admin runs", SHIM)]
 
 
-@pytest.mark.parametrize(("fragment", "home"), REFUSAL + PIN_GRAMMAR + DAEMON_KEY)
+@pytest.mark.parametrize(("fragment", "home"),
+                         REFUSAL + PIN_GRAMMAR + DAEMON_KEY + PODMAN_FOLDER + SUBIDS[:1])
 def test_a_rule_s_words_and_tokens_are_in_one_file(fragment: str, home: str) -> None:
     assert _holders(fragment) == [home]
 
@@ -121,7 +135,7 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A private copy of shims/ that sandman reads instead; edit(file, old, new) changes it."""
     folder = tmp_path / "shims"
     shutil.copytree(ROOT / "shims", folder)
-    for module in (paths_module, pinfiles, pins, shims, warm):
+    for module in (paths_module, pinfiles, pins, shims, warm, engine_choice):
         monkeypatch.setattr(module, "shim_templates_dir", lambda: folder, raising=False)
     warm.daemon_key.cache_clear()
 
@@ -169,3 +183,18 @@ def test_the_daemon_key_sandman_uses_is_the_shim_s(templates) -> None:
     assert warm.daemon_key("tcp://a/b") == "@tcp:%2F%2Fa%2Fb"
     templates("warm.bash", "sm_dkey=@${sm_dkey//\\//%2F}", "sm_dkey=@${sm_dkey//\\//_}")
     assert warm.daemon_key("tcp://a/b") == "@tcp:__a_b"
+
+
+def test_the_podman_folder_sandman_uses_is_the_shim_s(templates) -> None:
+    assert engine_choice.podman_paths({}).all_sockets[0] == "/run/podman/podman.sock"
+    templates("shim.bash", "sm_psocks=(/run/podman/podman.sock", "sm_psocks=(/run/podman/api.sock")
+    assert engine_choice.podman_paths({}).all_sockets[0] == "/run/podman/api.sock"
+    assert "/run/podman/api.sock" in shims.podman_socket_paths()
+
+
+def test_the_subordinate_ids_sandman_reads_are_the_shim_s(templates, tmp_path: Path) -> None:
+    f = tmp_path / "subids"
+    f.write_text("alice:100000:65536\n")
+    assert engine_choice.subid_ranges("alice", 1, (str(f), str(f)))[0] == ["100000+65536"] * 2
+    templates("shim.bash", "sm_ranges[-1]=$s+$c", "sm_ranges[-1]=$s-$c")
+    assert engine_choice.subid_ranges("alice", 1, (str(f), str(f)))[0] == ["100000-65536"] * 2

@@ -1,7 +1,7 @@
-"""Security rules that exist twice, in Python and in bash, fed the same cases (issues 19 and 23).
+"""Security rules of the shim runtime, each fed its cases (issues 19 and 23).
 
-- Podman's runtime folder: sandman/engine_choice.py `runtime_dir_problem` and the shim runtime's
-  `sm_rundir_ok` (shims/shim.bash) accept and refuse the same folders, with the same words.
+- Podman's runtime folder: the shim runtime's `sm_rundir_ok` (shims/shim.bash, the Podman folder
+  rule; sandman.engine_choice.podman_paths runs that one copy) accepts and refuses folders.
 - A pin's target: the plain shim (shims/default.bash; sandman/commands/pins.py `pin_target` runs its
   target part, the rule's one copy) runs only a versioned shim sandman wrote for that tool; the
   attack of issue 23.4 is replayed on a real plain shim.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sandman import engine_choice, shims
+from sandman import engine_choice, runtime_rules, shims
 from sandman.commands import pins
 from sandman.errors import NotFoundError, RecipeError
 from sandman.paths import Paths
@@ -30,9 +30,7 @@ OTHER_UID = 4242
 def _bash_rule() -> str:
     """The shim runtime's rule, cut out of shims/shim.bash between its markers."""
     text = (ROOT / "shims" / "shim.bash").read_text()
-    start = text.index("# -- runtime folder rule")
-    end = text.index("# -- end of the runtime folder rule")
-    return text[start:end]
+    return runtime_rules.block(text, "the Podman folder rule")
 
 
 def _bash_problem(path: Path) -> str:
@@ -86,9 +84,8 @@ CASES = {
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 @pytest.mark.parametrize(("name", "want"), CASES.items())
-def test_python_and_the_shim_judge_a_runtime_folder_alike(tmp_path: Path, name: str, want: str) -> None:
+def test_the_shim_judges_a_runtime_folder(tmp_path: Path, name: str, want: str) -> None:
     d = _case(tmp_path, name)
-    assert engine_choice.runtime_dir_problem(str(d), os.geteuid()) == want
     assert _bash_problem(d) == want
 
 
@@ -106,10 +103,24 @@ def test_the_shims_mark_spares_the_fork_only_in_a_folder_that_passed(tmp_path: P
     assert _bash_problem(loose) == "is writable by others (mode 777)"
 
 
-def test_the_shim_refuses_a_runtime_folder_in_the_words_of_python() -> None:
-    text = shims.runtime_text()
-    assert engine_choice.runtime_dir_message("$sm_prun", "$sm_why") in text
-    assert "$SM_EXIT_ENGINE_SETUP" in text and "SM_EXIT_ENGINE_SETUP=96" not in _bash_rule()
+def test_a_refused_runtime_folder_is_one_line_with_its_fix(tmp_path: Path) -> None:
+    """The line a shim dies with and sandman raises (engine_choice.podman_paths) is the rule's."""
+    d = tmp_path / "open"
+    d.mkdir()
+    d.chmod(0o777)
+    script = _bash_rule() + 'sm_prun=$1; sm_podman_folder look || printf "%s\\n" "$sm_why"\n'
+    p = subprocess.run(["bash", "-c", script, "rule", str(d)], capture_output=True, text=True,
+                       timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert p.stdout == (f"Podman's runtime folder {d} is writable by others (mode 777); sandman "
+                        "does not use it: remove it (an admin, if it is not yours) or set "
+                        "XDG_RUNTIME_DIR to a folder of your own (mode 0700)\n"), p.stderr
+    missing = tmp_path / "missing"  # look: not made; make: made, 0700, and it passes
+    for how, made in (("look", False), ("make", True)):
+        script = _bash_rule() + f'sm_prun=$1; sm_podman_folder {how} && echo ok\n'
+        p = subprocess.run(["bash", "-c", script, "rule", str(missing)], capture_output=True,
+                           text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+        assert (p.stdout, missing.exists()) == ("ok\n", made)
+    assert missing.stat().st_mode & 0o777 == 0o700
 
 
 def test_the_api_socket_must_be_the_users(tmp_path: Path) -> None:
