@@ -30,6 +30,8 @@ import grp
 import hashlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -518,3 +520,30 @@ def attempt_all(kit: Kit, env: dict[str, str], cwd: Path, d: str, user: bool) ->
     assert p.returncode == 0, p.stderr
     got = dict(line.rsplit(" ", 1) for line in p.stdout.decode().splitlines())
     return {k: int(v) for k, v in got.items()}
+
+
+# Podman 4.3's `podman run` starts its signal proxy only after the container has started; a
+# signal in between ends podman with exit 0 and leaves the tool running until the reaper
+# removes it (docs/runtime.md, "Known limits of the engines": reproduced with a bare `podman
+# run`, no sandman, 3-4 calls in 25 under load). So a cold Podman call is signalled once its
+# proxy runs, known by a round trip: the tool echoes a SIGWINCH, which podman ignores before
+# its proxy runs and forwards after. Every other path relays signals from its first moment.
+SETTLE = "w=0; trap 'w=1; echo winch' WINCH; echo ready; while [ $w = 0 ]; do sleep 0.05; done; "
+
+
+def ready(kit: Kit, mode: str) -> str:
+    """The tool's `echo ready`, then, on a cold Podman call, its wait for the proxy's answer."""
+    return SETTLE if (kit.engine, mode) == ("podman", "cold") else "echo ready; "
+
+
+def settle(kit: Kit, mode: str, p: subprocess.Popen) -> None:
+    """After `ready`: on a cold Podman call, SIGWINCH until the tool says it arrived."""
+    if (kit.engine, mode) != ("podman", "cold"):
+        return
+    deadline = time.monotonic() + 30
+    buf = b""
+    while b"winch" not in buf:
+        assert time.monotonic() < deadline, f"no SIGWINCH reached the tool in 30 s: {buf!r}"
+        p.send_signal(signal.SIGWINCH)
+        if select.select([p.stdout], [], [], 0.1)[0]:
+            buf += os.read(p.stdout.fileno(), 4096)

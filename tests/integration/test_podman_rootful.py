@@ -28,7 +28,9 @@ from runtime_helpers import (  # noqa: E402
     attempt_all,
     build_kit,
     manifest,
+    ready,
     remove_test_containers,
+    settle,
     token,
 )
 
@@ -154,14 +156,15 @@ def test_no_container_is_left(rootful: Kit, work: Path) -> None:
 
 def test_term_sent_to_the_shim_reaches_the_tool(rootful: Kit, work: Path) -> None:
     """Rootful Podman's client is the shim's own process (no user namespace to re-enter)."""
-    trap = 'trap "echo got-TERM; exit 7" TERM; echo ready; while :; do sleep 0.1; done'
+    trap = f'trap "echo got-TERM; exit 7" TERM; {ready(rootful, "cold")}while :; do sleep 0.1; done'
     p = rootful.popen([rootful.shim("rtprobe-1"), "bash", "-c", trap], env=rootful.env(), cwd=work,
                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert p.stdout is not None and p.stdout.readline() == b"ready\n"
+        settle(rootful, "cold", p)  # Podman 4.3's proxy starts after the tool (runtime_helpers)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
     finally:
         p.kill()
-    assert (p.returncode, out) == (7, b"got-TERM\n"), err
+    assert (p.returncode, out.replace(b"winch\n", b"")) == (7, b"got-TERM\n"), err
     assert orphaned(rootful) == []

@@ -21,15 +21,14 @@ from ptyrun import run_on_pty
 
 pytest.register_assert_rewrite("runtime_helpers")
 from helpers import stop_reapers  # noqa: E402
-from runtime_helpers import Kit, leftovers, token, tool_processes, wait_for  # noqa: E402
+from runtime_helpers import Kit, leftovers, ready, settle, token, tool_processes, wait_for  # noqa: E402
 
 from sandman.names import LABEL_HOST, LABEL_PID, LABEL_ROLE, LABEL_UID  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
-TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; echo ready; '
+TRAP = ('for s in INT TERM HUP; do trap "echo got-$s; exit 7" $s; done; {ready}'
         'while :; do sleep 0.1; done # {tok}')
-
 
 def start(kit: Kit, mode: str, work: Path, *args: str) -> subprocess.Popen:
     return kit.popen([kit.shim("rtprobe-1"), *args], env=kit.env(mode), cwd=work,
@@ -65,9 +64,10 @@ def seen_running(kit: Kit, tok: str, pid: int) -> bool:
 def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Signals,
                                  request: pytest.FixtureRequest) -> None:
     tok = token()
-    p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok))
+    p = start(kit, mode, work, "bash", "-c", TRAP.format(tok=tok, ready=ready(kit, mode)))
     try:
         read_until(p, b"ready")
+        settle(kit, mode, p)
         assert seen_running(kit, tok, p.pid), "the tool should be running now"
         masks = {k: v.strip() for k, v in (ln.split(":", 1) for ln in
                  Path(f"/proc/{p.pid}/status").read_text().splitlines() if ln.startswith("Sig"))}
@@ -87,14 +87,15 @@ def test_signal_reaches_the_tool(kit: Kit, mode: str, work: Path, sig: signal.Si
 def test_untrapped_term_kills_the_tool_with_143(kit: Kit, mode: str, work: Path,
                                                 request: pytest.FixtureRequest) -> None:
     tok = token()
-    p = start(kit, mode, work, "sh", "-c", f"echo ready; exec sleep 60 # {tok}")
+    p = start(kit, mode, work, "sh", "-c", f"{ready(kit, mode)}exec sleep 60 # {tok}")
     try:
         read_until(p, b"ready")
+        settle(kit, mode, p)
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=30)
+        _, err = p.communicate(timeout=30)
     finally:
         p.kill()
-    assert p.returncode == 143
+    assert p.returncode == 143, err
     assert wait_for(lambda: not leftovers(p.pid, tok, kit.home, kit=kit), 10), \
         leftovers(p.pid, tok, kit.home, kit=kit)
 
@@ -105,7 +106,7 @@ def test_ctrl_c_on_a_terminal_reaches_the_tool(kit: Kit, mode: str, work: Path) 
     The pty is root's and its session has no controlling terminal: the shim's bash takes it
     as root, not as the rootless Podman user (EACCES), and then only the agent's client can
     (shims/agent.c: claim_terminal)."""
-    code, buf, _ = run_on_pty(kit.argv([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token())]),
+    code, buf, _ = run_on_pty(kit.argv([kit.shim("rtprobe-1"), "bash", "-c", TRAP.format(tok=token(), ready="echo ready; ")]),
                               env=kit.env(mode), cwd=work, replies={b"ready": b"\x03"}, timeout=60)
     assert b"got-INT" in buf, buf
     assert code == 7
