@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pwd
 import shlex
@@ -282,12 +283,19 @@ def podman_paths(env: Mapping[str, str] | None = None, *, make: bool = False) ->
 
     The rule is the shims' (shims/shim.bash, the Podman folder rule), run here, so sandman and
     its shims always agree on which folder a user's containers live in and when to refuse it.
+    Asked once per process and XDG_RUNTIME_DIR: every mount sandman checks asks it again
+    (the sockets no mount may expose), and a reshim of 200 installs would fork 200 times.
     """
     env = os.environ if env is None else env
+    return _podman_paths(env.get("XDG_RUNTIME_DIR") or "", make, os.geteuid())
+
+
+@functools.lru_cache(maxsize=8)
+def _podman_paths(xdg: str, make: bool, euid: int) -> PodmanPaths:
     out = _shim_rule("the Podman folder rule", (
         'sm_podman_paths; printf "%s\\n" "$sm_prun" "$sm_psock" "${#sm_psocks[@]}" "${sm_psocks[@]}"\n'
         f'(( ! EUID )) || sm_podman_folder {"make" if make else "look"} || printf "%s\\n" "$sm_why"\n'),
-        env)
+        {"XDG_RUNTIME_DIR": xdg})
     count = int(out[2])
     return PodmanPaths(out[0], out[1], tuple(out[3:3 + count]), "".join(out[3 + count:]))
 

@@ -138,6 +138,7 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for module in (paths_module, pinfiles, pins, shims, warm, engine_choice):
         monkeypatch.setattr(module, "shim_templates_dir", lambda: folder, raising=False)
     warm.daemon_key.cache_clear()
+    engine_choice._podman_paths.cache_clear()
 
     def edit(name: str, old: str, new: str) -> None:
         f = folder / name
@@ -145,9 +146,11 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         assert old in text
         f.write_text(text.replace(old, new))
         warm.daemon_key.cache_clear()
+        engine_choice._podman_paths.cache_clear()
 
     yield edit
     warm.daemon_key.cache_clear()
+    engine_choice._podman_paths.cache_clear()
 
 
 def test_the_refusal_sandman_checks_is_the_runtime_s(templates) -> None:
