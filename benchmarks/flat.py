@@ -1,12 +1,13 @@
 """How the everyday commands grow with the number of installs (issue 24: flat costs).
 
-One home, one tool whose recipe has 200 versions (each a one-line `run` on one base: the
-layer is built once and every version is its own image, with its own fingerprint, labels,
-tags, record and shim, made by a real `sandman install`). The home gets 5 installs, then 20,
-60 and 200 (each size adds to the one before); at each size `list`, `list --json`, `doctor`,
-`upgrade` (nothing to do) and `reshim --all` are timed, in rounds (round robin, the order
-rotating every round), as the CLI the user runs (`python -m sandman`). One extra, untimed
-run of each command counts its HTTP requests to the engine.
+One tool whose recipe has 200 versions (each a one-line `run` on one base: the layer is
+built once and every version is its own image, with its own fingerprint, labels, tags,
+record and shim, made by a real `sandman install`), and one home per size: 5 installs, 20,
+60 and 200. Then `list`, `list --json`, `doctor`, `upgrade` (nothing to do) and
+`reshim --all` are timed at every size, in rounds: each round runs every command in every
+home, the order rotating every round, so the sizes are measured in the same minutes. They run
+as the CLI the user runs (`python -m sandman`). One extra, untimed run of each command counts
+its HTTP requests to the engine.
 
 The machine is shared and noisy, so only figures of the same run are compared: each
 command's median at every size against its own median at the smallest size (the baseline),
@@ -18,7 +19,7 @@ and its slope, the least-squares milliseconds per install over every size measur
     python -m benchmarks.flat --keep-images   # leave the 200 images for the next run
 
 The images are built once per machine (a few minutes for 200; they are kept with
---keep-images, and a later run then installs them as cache hits).
+--keep-images, and a later run then installs them as cache hits). The homes share them.
 """
 
 from __future__ import annotations
@@ -127,36 +128,41 @@ def measure(sizes: list[int], rounds: int, keep_images: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="sm-bench-flat-") as tmp:
         root = Path(tmp)
         write_recipe(root / "recipes", res["recipe_versions"])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
-        env.update(SANDMAN_HOME=str(root / "home"), SANDMAN_RECIPE_PATH=str(root / "recipes"))
-        env["PATH"] = f"{root / 'home' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDMAN_")}
+        envs: dict[int, dict[str, str]] = {}
         try:
-            have = 0
-            for size in sizes:
+            for size in sizes:  # one home per size, all made before anything is timed
+                home = root / f"home-{size}"
+                env = dict(base_env, SANDMAN_HOME=str(home), SANDMAN_RECIPE_PATH=str(root / "recipes"))
+                env["PATH"] = f"{home / 'bin'}{os.pathsep}{base_env.get('PATH', '')}"
                 t = time.perf_counter()
-                specs = [f"{TOOL}@{v}" for v in range(have + 1, size + 1)]
+                specs = [f"{TOOL}@{v}" for v in range(1, size + 1)]
                 for i in range(0, len(specs), 50):  # a few commands, not one per install
                     sandman(["install", "--yes", *specs[i:i + 50]], env)
                 res["install_s"][size] = round(time.perf_counter() - t, 1)
-                have = size
-                names = list(COMMANDS)
-                samples: dict[str, list[float]] = {c: [] for c in names}
-                for r in range(rounds):
-                    order = names[r % len(names):] + names[:r % len(names)]
-                    for c in order:
-                        # doctor may fail a check of this machine (mmdebstrap not installed)
-                        ok = (0, CHECK_FAILED) if c == "doctor" else (0,)
-                        elapsed, code = timed(COMMANDS[c], env, ok)
-                        samples[c].append(elapsed * 1000)
-                        res["exit"][c][size] = code
-                for c in names:
-                    res["median_ms"][c][size] = round(statistics.median(samples[c]), 1)
-                    res["min_ms"][c][size] = round(min(samples[c]), 1)
-                    proc = sandman(COMMANDS[c], env, check=False, counting=True)
-                    counts = [ln for ln in proc.stderr.splitlines()
-                              if ln.startswith("sandman-requests: ")]
-                    res["requests"][c][size] = int(counts[-1].split()[-1]) if counts else -1
-                res["load"][f"after {size}"] = load()
+                envs[size] = env
+            res["load"]["homes made"] = load()
+            # Every round times every command at every size, in an order that rotates, so the
+            # sizes are compared in the same minutes: a load that drifts during the run moves
+            # them all, not the last size alone.
+            pairs = [(s, c) for s in sizes for c in COMMANDS]
+            samples: dict[tuple[int, str], list[float]] = {pc: [] for pc in pairs}
+            for r in range(rounds):
+                k = (r * (len(COMMANDS) + 1)) % len(pairs)
+                for size, c in pairs[k:] + pairs[:k]:
+                    # doctor may fail a check of this machine (mmdebstrap not installed)
+                    ok = (0, CHECK_FAILED) if c == "doctor" else (0,)
+                    elapsed, code = timed(COMMANDS[c], envs[size], ok)
+                    samples[size, c].append(elapsed * 1000)
+                    res["exit"][c][size] = code
+            res["load"]["timed"] = load()
+            for size, c in pairs:
+                res["median_ms"][c][size] = round(statistics.median(samples[size, c]), 1)
+                res["min_ms"][c][size] = round(min(samples[size, c]), 1)
+                proc = sandman(COMMANDS[c], envs[size], check=False, counting=True)
+                counts = [ln for ln in proc.stderr.splitlines()
+                          if ln.startswith("sandman-requests: ")]
+                res["requests"][c][size] = int(counts[-1].split()[-1]) if counts else -1
         finally:
             if not keep_images:
                 remove_images()

@@ -54,7 +54,18 @@ def source_path() -> Path:
 
 
 def source_digest() -> str:
-    return hashlib.sha256(source_path().read_bytes()).hexdigest()
+    """The hash of agent.c, read once per process for each (path, mtime, size) it has:
+    `reshim --all` asks for every install (issue 24)."""
+    src = source_path()
+    st = src.stat()
+    key = (str(src), st.st_mtime_ns, st.st_size)
+    if key not in _digest_memo:
+        _digest_memo.clear()
+        _digest_memo[key] = hashlib.sha256(src.read_bytes()).hexdigest()
+    return _digest_memo[key]
+
+
+_digest_memo: dict[tuple[str, int, int], str] = {}
 
 
 def agent_dir(paths: Paths) -> Path:
@@ -110,7 +121,21 @@ def drop_unverified(paths: Paths) -> bool:
 
 
 def shim_values(paths: Paths) -> dict[str, str]:
-    """SM_AGENT (the binary a shim execs when it exists) and SM_AGENT_PLATFORM."""
+    """SM_AGENT (the binary a shim execs when it exists) and SM_AGENT_PLATFORM.
+
+    Checked once per process and home (the folder made readable, an unverified binary
+    dropped): `reshim --all` renders every install's shims and would hash the binary for each.
+    """
+    key = (str(paths.data_dir), source_digest())
+    if key not in _values_memo:
+        _values_memo[key] = _shim_values(paths)
+    return dict(_values_memo[key])
+
+
+_values_memo: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _shim_values(paths: Paths) -> dict[str, str]:
     with contextlib.suppress(OSError):  # read by other users' shims, as the runtime is
         agent_dir(paths).mkdir(parents=True, exist_ok=True, mode=0o755)
         agent_dir(paths).chmod(0o755)

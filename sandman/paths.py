@@ -11,6 +11,7 @@ are read by whoever runs the shims (0755). state.make_private applies it on ever
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,10 @@ def builtin_recipes_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "recipes"
 
 
+@functools.lru_cache(maxsize=1)
 def shim_templates_dir() -> Path:
+    """Where the shim templates are: packaged beside the code, or the checkout's shims/ (a
+    resolve and a stat: asked once per process, for every shim a reshim renders)."""
     here = Path(__file__).resolve().parent
     packaged = here / "_data" / "shims"
     return packaged if packaged.is_dir() else here.parent / "shims"
