@@ -148,7 +148,7 @@ REVIVE = "from sandman.engine_choice import revive; print(revive('podman'))"
 
 
 def revived(runner: Runner) -> Runner:
-    """The runner, its Podman first repaired by sandman's own code (engines.revive) when it is
+    """The runner, its Podman first repaired by sandman's own code (engine_choice.revive) when it is
     stuck on processes that were killed: this user outlives the sessions that use it, and a
     session killed whole (a CI stop, a logout) leaves Podman refusing every command."""
     p = runner.run([runner.python, "-c", REVIVE], timeout=300)

@@ -49,13 +49,20 @@ SHIM = "sqlite3-3.46"
 SPEC_BASE = "debian:trixie-slim"  # recipes/sqlite3: the base of 3.46
 ARGS = ["-version"]
 ENGINES = ("docker", "podman")
-VARIANTS = ("bare run", "bare exec", "cold shim", "warm shim", "agent shim")
+VARIANTS = ("bare run", "bare exec", "cold shim", "warm shim", "agent shim", "full agent shim",
+            "bash start", "shim to client")
+# The shim's own time, split (issue 22 item 4): `bash -c :`; the shim up to the exec of the
+# client (a copy of the shim whose agent is /bin/true: bash, its values, the fast path's test);
+# the agent shim as it is; and the same call through the whole runtime (SANDMAN_ROUTE_SKIP=1).
+# runtime = shim to client - bash start; client = agent shim - shim to client.
 TARGETS = {  # ratio name -> (numerator, denominator, limit), within one engine
     "cold/bare-run": ("cold shim", "bare run", 1.10),
     "warm/exec": ("warm shim", "bare exec", 1.30),
     "warm/bare-run": ("warm shim", "bare run", 0.35),
-    "agent/exec": ("agent shim", "bare exec", 0.15),
+    "agent/exec": ("agent shim", "bare exec", 0.08),
 }
+AGENT_MS = 8.0  # the agent shim's median on a quiet machine (issue 22 item 1)
+PARALLEL = 4  # xargs -P: the loop over the files, sequential and with this many at once
 AGENT_MAIN = "/run/sandman-agent/agent"
 DUMPS = 50  # sqlite3 files the agent loop goes over
 # The benchmark's homes are new: the agent is built only from a base a home bootstrapped, so
@@ -216,6 +223,60 @@ def agent_loop(s: Setup, calls: int, env: dict[str, str]) -> dict:
             "left": left_in(s.runner, s.container)}
 
 
+def warm_count(r: Runner, home: Path) -> int:
+    """This home's running warm containers."""
+    ids = r.run([r.engine, "ps", "-q", "--filter", "label=io.sandman.role=warm",
+                 "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"], timeout=60)
+    return len(ids.stdout.split())
+
+
+def first_calls(s: Setup, rounds: int) -> dict:
+    """The first call of a tool@version in warm mode (its container and agent start) against
+    a cold call, alternating; then many first calls at once, which must start one container."""
+    argv, agent_env = s.variants["agent shim"]
+    cold_argv, cold_env = s.variants["cold shim"]
+    first, cold = [], []
+    for _ in range(rounds):
+        sandman(s.runner, "-q", "warm", "stop", env=s.env, cwd=s.work)
+        first.append(timed(argv, agent_env, s.work))
+        cold.append(timed(cold_argv, cold_env, s.work))
+    sandman(s.runner, "-q", "warm", "stop", env=s.env, cwd=s.work)
+    procs = [subprocess.Popen(argv, env=agent_env, cwd=s.work, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(8)]
+    errs = sum(len(p.communicate(timeout=600)[1]) for p in procs)
+    fails = sum(1 for p in procs if p.returncode != 0)
+    first_ms, cold_ms = statistics.median(first) * 1000, statistics.median(cold) * 1000
+    return {"first_ms": first_ms, "cold_ms": cold_ms, "ratio": first_ms / cold_ms,
+            "concurrent": 8, "containers": warm_count(s.runner, s.home), "concurrent_failures": fails,
+            "concurrent_stderr_bytes": errs}
+
+
+def parallel_loop(s: Setup, calls: int, jobs: int) -> dict:
+    """xargs -P over the files (1,000 calls by default): sequential, then `jobs` at once."""
+    if not (s.work / "dumps").exists():  # the agent loop's files, when it ran first
+        make_dumps(s.work / "dumps")
+        s.runner.give(s.work / "dumps")
+    rounds = max(1, calls // DUMPS)
+    want = sorted(f"dumps/c{i:02}.db|{i + 1}|{i * (i + 1) // 2}" for i in range(DUMPS)) * rounds
+    out = {}
+    for n in (1, jobs):
+        script = (f"for r in $(seq {rounds}); do printf '%s\\n' dumps/*.db; done | xargs -P {n} "
+                  f"-I{{}} {SHIM} {{}} \"select '{{}}', count(*), sum(v) from t;\"")
+        t = time.perf_counter()
+        proc = subprocess.run(s.runner.argv(["bash", "-c", script]), env=s.variants["agent shim"][1],
+                              cwd=s.work, capture_output=True, timeout=7200)
+        total = time.perf_counter() - t
+        got = sorted(proc.stdout.decode(errors="replace").splitlines())
+        wrong = sum(1 for a, b in zip(got, sorted(want), strict=False) if a != b) + abs(len(got) - len(want))
+        out[f"P{n}"] = {"calls": rounds * DUMPS, "total_s": total, "wrong": wrong,
+                        "stderr_bytes": len(proc.stderr), "status": proc.returncode}
+    out["speedup"] = out["P1"]["total_s"] / out[f"P{jobs}"]["total_s"]
+    out["jobs"] = jobs
+    time.sleep(0.5)
+    out["left"] = left_in(s.runner, warm_container(s.runner, s.home))
+    return out
+
+
 def engine_info(r: Runner) -> dict:
     if r.engine == "docker":
         v = r.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=60).stdout
@@ -295,7 +356,17 @@ def prepare(r: Runner, tmp: Path, docker_home: Path | None) -> Setup:
     info["bare_run"] = bare_run_argv(r, shim, cold_env, work)
     info["bare_exec"] = [r.engine, "exec", "-i", "-u", f"{uid}:{gid}", "-w", str(work),
                          "-e", "HOME=/tmp", ctr, "sqlite3", *ARGS]
+    fast = work.parent / f"{SHIM}.to-client"  # the shim, its client replaced by /bin/true
+    text = shim.read_text()
+    agent_line = next(ln for ln in text.splitlines() if ln.startswith("SM_AGENT="))
+    fast.write_text(text.replace(agent_line, "SM_AGENT=/bin/true").replace(
+        "SM_SELF=${BASH_SOURCE[0]-}", f"SM_SELF={shlex.quote(str(shim))}"))
+    fast.chmod(0o755)
+    r.give(fast)
     variants = {
+        "bash start": (r.argv(["bash", "-c", ":"]), env),
+        "shim to client": (r.argv([str(fast), *ARGS]), agent_env),
+        "full agent shim": (r.argv([str(shim), *ARGS]), {**agent_env, "SANDMAN_ROUTE_SKIP": "1"}),
         "bare run": (r.argv(info["bare_run"]), env),
         "bare exec": (r.argv(info["bare_exec"]), env),
         "cold shim": (r.argv([str(shim), *ARGS]), cold_env),
@@ -318,7 +389,7 @@ def runners(engines: list[str], tmp: Path) -> list[Runner]:
 
 
 def measure(rounds: int, loop: int, agent_calls: int = 10_000, engines: list[str] | None = None,
-            keep_home: bool = False) -> dict:
+            keep_home: bool = False, parallel_calls: int = 1000) -> dict:
     engines = [e for e in ENGINES if e in (engines or available())]  # Docker's agent first
     if not engines:
         raise RuntimeError("no engine works here (no Docker daemon reachable, no podman)")
@@ -370,6 +441,10 @@ def measure(rounds: int, loop: int, agent_calls: int = 10_000, engines: list[str
             for name, (num, den, limit) in TARGETS.items():
                 ratio = med[num] / med[den]
                 res["ratios"][name] = {"value": ratio, "limit": limit, "pass": ratio <= limit}
+            res["split_ms"] = {"bash start": med["bash start"],
+                               "runtime": med["shim to client"] - med["bash start"],
+                               "client": med["agent shim"] - med["shim to client"],
+                               "full runtime (route skipped)": med["full agent shim"] - med["bash start"]}
         for s in setups:  # the loops, one engine after the other
             res = result["engines"][s.runner.engine]
             argv, warm_env = s.variants["warm shim"]
@@ -379,9 +454,14 @@ def measure(rounds: int, loop: int, agent_calls: int = 10_000, engines: list[str
             total = time.perf_counter() - t
             res["warm_loop"] = {"calls": loop, "total_s": total, "per_call_ms": total / loop * 1000}
             res["agent_loop"] = agent_loop(s, agent_calls, s.variants["agent shim"][1])
-            al = res["agent_loop"]
+            res["parallel"] = parallel_loop(s, parallel_calls, PARALLEL)
+            res["first"] = first_calls(s, max(3, rounds // 3))
+            al, pl = res["agent_loop"], res["parallel"]
             res["pass"] = (all(r["pass"] for r in res["ratios"].values())
-                           and not al["failures"] and not al["stderr_bytes"] and not al["left"])
+                           and not al["failures"] and not al["stderr_bytes"] and not al["left"]
+                           and not any(pl[k]["wrong"] or pl[k]["stderr_bytes"]
+                                       for k in ("P1", f"P{PARALLEL}"))
+                           and res["first"]["containers"] == 1)
             ok = ok and res["pass"]
         result["load_after"] = load()
         result["pass"] = ok
@@ -442,6 +522,23 @@ def report(res: dict) -> str:
         w = info["warm_loop"]
         lines.append(f"{e} warm loop: {w['calls']} calls in {w['total_s']:.2f} s "
                      f"({w['per_call_ms']:.1f} ms per call)")
+        sp = info["split_ms"]
+        lines.append(f"{e} agent shim split: bash start {sp['bash start']:.1f} ms, runtime "
+                     f"{sp['runtime']:.1f} ms, client and call {sp['client']:.1f} ms (whole runtime "
+                     f"instead of the fast path: {sp['full runtime (route skipped)']:.1f} ms after bash)")
+        lines.append(f"{e} agent shim median {info['median_ms']['agent shim']:.1f} ms (target <= "
+                     f"{AGENT_MS:.0f} ms on a quiet machine)")
+        f = info["first"]
+        lines.append(f"{e} first warm call {f['first_ms']:.1f} ms vs cold {f['cold_ms']:.1f} ms: "
+                     f"{f['ratio']:.3f} (target <= 1.15); {f['concurrent']} first calls at once started "
+                     f"{f['containers']} container(s), {f['concurrent_failures']} failed, "
+                     f"{f['concurrent_stderr_bytes']} bytes on stderr")
+        p = info["parallel"]
+        for k in ("P1", f"P{p['jobs']}"):
+            lines.append(f"{e} xargs -{k}: {p[k]['calls']} calls in {p[k]['total_s']:.2f} s, "
+                         f"{p[k]['wrong']} wrong, {p[k]['stderr_bytes']} bytes on stderr")
+        lines.append(f"{e} xargs -P{p['jobs']} / -P1 throughput: {p['speedup']:.2f}x (target >= 1.7 "
+                     f"on 2 cores), {len(p['left'])} processes left")
         a = info["agent_loop"]
         lines.append(f"{e} agent loop: {a['calls']} sqlite3 calls over {DUMPS} files in "
                      f"{a['total_s']:.2f} s ({a['per_call_ms']:.1f} ms per call), {a['failures']} "
@@ -457,12 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop", type=int, help="warm calls in the loop (default 200, short 20)")
     ap.add_argument("--agent-loop", type=int,
                     help="sqlite3 calls through the agent (default 10000, short 200)")
+    ap.add_argument("--parallel", type=int,
+                    help="calls in the xargs -P loops (default 1000, short 100)")
     ap.add_argument("--engines", help="comma-separated: docker,podman (default: every engine "
                                       "that works here; Podman is rootless)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (5 if args.short else 30)
     loop = args.loop or (20 if args.short else 200)
     agent_calls = args.agent_loop or (200 if args.short else 10_000)
+    parallel_calls = args.parallel or (100 if args.short else 1000)
     engines = None
     if args.engines:
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -472,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     try:
-        res = measure(rounds, loop, agent_calls, engines)
+        res = measure(rounds, loop, agent_calls, engines, parallel_calls=parallel_calls)
     except RuntimeError as e:
         print(f"benchmark failed: {e}", file=sys.stderr)
         return 1

@@ -23,6 +23,11 @@
  *       the call's own arguments (argv after the NPREFIX command words), which takes the
  *       `docker exec` / cold path instead: the same result, a little slower.
  *
+ *   sandman-agent route MEMO SHIM ARGS...
+ *       Exec'd by a shim first, when a warm call may take the fast path: takes the route the
+ *       runtime wrote down in MEMO when everything it depends on is the same (see route()),
+ *       else runs SHIM again with SANDMAN_ROUTE_SKIP=1 (the full runtime).
+ *
  * Wire format, client -> agent: a 4-byte length (host order) sent with the fds and a 1-byte
  * mask of which of 0/1/2 are open, then that many bytes of NUL-terminated strings, each
  * starting with a tag: 'U' umask (octal), 'C' cwd, 'E' NAME=value, 'A' one argv word. Then
@@ -1044,11 +1049,262 @@ static int reap(int argc, char **argv) {
     return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
 }
 
+/* --------------------------------------------------------------------------------- route */
+/* route MEMO SHIM ARGS...: a warm call's fast path (docs/performance.md, "The fast path").
+ * The shim's full runtime, when it hands a call to the agent, writes down what that call's
+ * route depended on and where it went (MEMO, in the user's own warm folder: see warm.bash
+ * sm_route_write). A later call execs this instead of sourcing the runtime; it takes the route
+ * only when everything the runtime would have looked at is the same (uid, gid, groups, the
+ * cwd's real path, a terminal or not, every environment variable the runtime reads, the shim
+ * not rewritten since) and the arguments are ones the runtime would mount nothing for. It then
+ * checks what the runtime checks on every warm call (the reaper runs, the container runs the
+ * same agent and mounts this very cwd, the call is registered in a folder that still holds
+ * that container) and makes the call as `call` does. Anything else: nothing has run, so it
+ * runs SHIM again with SANDMAN_ROUTE_SKIP=1, the full runtime, which decides as always. */
+#define ROUTE_SKIP_ENV "SANDMAN_ROUTE_SKIP"
+#define ROUTE_MAGIC "sandman-route-2"
+
+static char **route_shim_argv;
+
+static void route_miss(const char *why) {
+    const char *log = getenv("SANDMAN_AGENT_LOG");
+    if (log && *log) {
+        int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            dprintf(fd, "route: %s\n", why);
+            close(fd);
+        }
+    }
+    setenv(ROUTE_SKIP_ENV, "1", 1);
+    execv(route_shim_argv[0], route_shim_argv);
+    dprintf(2, "sandman: cannot run %s: %s\n", route_shim_argv[0], strerror(errno));
+    _exit(125);
+}
+
+/* the whole of a small file (the memo, a cmdline, an id) into buf; its length, or -1 */
+static ssize_t read_small(int dirfd, const char *path, char *buf, size_t cap, int nofollow) {
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) return -1;
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+        if (n == cap) { close(fd); return -1; }
+    }
+    close(fd);
+    return (ssize_t)n;
+}
+
+/* is the relative argument a path the runtime would mount nothing for? It is inside the cwd
+ * (no ".." part), and every folder on its way is a real folder there (no link that could lead
+ * elsewhere), so the cwd's mount already shows it, as the runtime's sm_covered finds. */
+static int route_inert(const char *a) {
+    if (a[0] == '/') return 0;
+    if (a[0] == '-') return !(strchr(a, '=') && strchr(a, '=')[1] == '/');
+    if (!strchr(a, '/')) return 1;
+    char part[4096];
+    size_t n = strlen(a);
+    if (n >= sizeof part) return 0;
+    for (size_t k = 0; k <= n; k++) {
+        if (a[k] != '/' && a[k] != '\0') continue;
+        size_t st = k;
+        while (st > 0 && a[st - 1] != '/') st--;
+        if (k - st == 2 && a[st] == '.' && a[st + 1] == '.') return 0;
+        if (a[k] == '\0') break;  /* the last part may be anything (or nothing yet) */
+        memcpy(part, a, k);
+        part[k] = '\0';
+        struct stat st2;
+        if (k && (lstat(part, &st2) < 0 || !S_ISDIR(st2.st_mode))) return 0;
+    }
+    return 1;
+}
+
+static int route(int argc, char **argv) {
+    if (argc < 4) return 125;
+    const char *memo = argv[2];
+    route_shim_argv = calloc((size_t)argc, sizeof *route_shim_argv);
+    if (!route_shim_argv) return 125;
+    for (int k = 3; k < argc; k++) route_shim_argv[k - 3] = argv[k];
+
+    static char m[1 << 16];
+    struct stat ms, ss;
+    int mfd = open(memo, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (mfd < 0) route_miss("no memo");
+    /* the user's own file in a folder only the user can change (state/warm, 0700) */
+    char dir[4096];
+    const char *sl = strrchr(memo, '/');
+    struct stat ds;
+    if (!sl || (size_t)(sl - memo) >= sizeof dir) route_miss("memo path");
+    memcpy(dir, memo, (size_t)(sl - memo));
+    dir[sl - memo] = '\0';
+    if (fstat(mfd, &ms) < 0 || !S_ISREG(ms.st_mode) || ms.st_uid != geteuid() ||
+        (ms.st_mode & 022) || stat(dir, &ds) < 0 || ds.st_uid != geteuid() || (ds.st_mode & 022))
+        route_miss("memo not the user's");
+    ssize_t mn = read(mfd, m, sizeof m - 1);
+    close(mfd);
+    if (mn <= 0 || mn == (ssize_t)sizeof m - 1 || m[mn - 1] != '\0') route_miss("memo unread");
+    /* a shim rewritten (reshim, upgrade) after the memo: its values may have changed */
+    if (stat(argv[3], &ss) < 0 || ss.st_mtim.tv_sec > ms.st_mtim.tv_sec ||
+        (ss.st_mtim.tv_sec == ms.st_mtim.tv_sec && ss.st_mtim.tv_nsec >= ms.st_mtim.tv_nsec))
+        route_miss("shim newer");
+    char *w[4096];
+    int nw = 0;
+    for (char *p = m; p < m + mn && nw < 4096; p += strlen(p) + 1) w[nw++] = p;
+    int i = 0;
+#define WORD() (i < nw ? w[i++] : (route_miss("memo short"), ""))
+    if (strcmp(WORD(), ROUTE_MAGIC)) route_miss("memo version");
+    const char *uid = WORD(), *gid = WORD(), *groups = WORD(), *cwd = WORD(), *tty = WORD(),
+               *pathargs = WORD(), *wd = WORD(), *wid = WORD(), *wname = WORD(), *pid = WORD(),
+               *agent = WORD(), *rpf = WORD(), *dhost = WORD();
+    char b[8192];
+    /* who calls: uid, gid and groups as the runtime read them from /proc/self/status */
+    snprintf(b, sizeof b, "%u", (unsigned)geteuid());
+    if (strcmp(b, uid)) route_miss("uid");
+    snprintf(b, sizeof b, "%u", (unsigned)getegid());
+    if (strcmp(b, gid)) route_miss("gid");
+    gid_t gl[1024];
+    int ng = getgroups(1024, gl);
+    size_t bl = 0;
+    b[0] = '\0';
+    for (int k = 0; k < ng && bl < sizeof b - 16; k++)
+        bl += (size_t)snprintf(b + bl, sizeof b - bl, "%s%u", k ? " " : "", (unsigned)gl[k]);
+    if (ng < 0 || strcmp(b, groups)) route_miss("groups");
+    /* where: the cwd's real path, not sticky (a shared folder is refused), not / */
+    struct stat cs;
+    if (!getcwd(b, sizeof b) || strcmp(b, cwd) || !strcmp(cwd, "/") || stat(".", &cs) < 0 ||
+        (cs.st_mode & S_ISVTX))
+        route_miss("cwd");
+    if ((isatty(0) && isatty(1)) != (tty[0] == '1')) route_miss("tty");
+    /* every variable the runtime reads, set or not, with the same value */
+    long ne = atol(WORD());
+    for (long k = 0; k < ne; k++) {
+        const char *name = WORD(), *val = WORD(), *now = getenv(name);
+        if (val[0] == '-' ? now != NULL : (!now || strcmp(now, val + 1))) route_miss(name);
+    }
+    long nx = atol(WORD());
+    int xat = i;
+    for (long k = 0; k < nx; k++) (void)WORD();
+    long np = atol(WORD());
+    int pat = i;
+    for (long k = 0; k < np; k++) (void)WORD();
+    if (strcmp(WORD(), "end") || i != nw || nx < 0 || np < 0) route_miss("memo end");
+    if (strcmp(pathargs, "off"))
+        for (int k = 4; k < argc; k++)
+            if (!route_inert(argv[k])) route_miss("path argument");
+
+    /* the reaper of this home and daemon runs (its command line names its pidfile and daemon) */
+    if (*rpf) {
+        ssize_t n = read_small(AT_FDCWD, rpf, b, 64, 0);
+        if (n <= 0) route_miss("reaper");
+        b[n] = '\0';
+        char cl[8192], want[8192];
+        snprintf(cl, sizeof cl, "/proc/%ld/cmdline", atol(b));
+        n = read_small(AT_FDCWD, cl, cl, sizeof cl - 1, 0);
+        if (n <= 0) route_miss("reaper");
+        for (ssize_t k = 0; k < n; k++) if (!cl[k]) cl[k] = ' ';
+        cl[n] = '\0';
+        snprintf(want, sizeof want, " sandman.reaper %s %s ", rpf, dhost);
+        memmove(cl + 1, cl, (size_t)n + 1);
+        cl[0] = ' ';
+        if (!strstr(cl, want)) route_miss("reaper");
+    }
+    /* the container: its init's command line names it; it runs this very agent binary, and
+     * mounts this very cwd (the objects, compared by device and inode) */
+    int wdfd = open(wd, O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (wdfd < 0) route_miss("warm folder");
+    struct stat ws;
+    if (fstat(wdfd, &ws) < 0 || ws.st_uid != geteuid()) route_miss("warm folder");
+    {
+        char cl[8192], want[1024];
+        snprintf(cl, sizeof cl, "/proc/%s/cmdline", pid);
+        ssize_t n = read_small(AT_FDCWD, cl, cl, sizeof cl - 1, 0);
+        if (n <= 0) route_miss("container");
+        for (ssize_t k = 0; k < n; k++) if (!cl[k]) cl[k] = ' ';
+        cl[n] = '\0';
+        memmove(cl + 1, cl, (size_t)n + 1);
+        cl[0] = ' ';
+        snprintf(want, sizeof want, " %s ", wname);
+        if (!strstr(cl, want) || !strstr(cl, " /run/sandman-agent/agent serve ")) route_miss("container");
+        struct stat rs, a1, a2, m1;
+        snprintf(cl, sizeof cl, "/proc/%s/root/", pid);
+        if (stat(cl, &rs) == 0 && S_ISDIR(rs.st_mode)) {  /* not ours to look at: the key decides */
+            snprintf(cl, sizeof cl, "/proc/%s/root/run/sandman-agent/agent", pid);
+            if (stat(cl, &a1) < 0 || stat(agent, &a2) < 0 || a1.st_dev != a2.st_dev || a1.st_ino != a2.st_ino)
+                route_miss("agent");
+            snprintf(cl, sizeof cl, "/proc/%s/root%s", pid, cwd);
+            if (stat(cl, &m1) < 0 || m1.st_dev != cs.st_dev || m1.st_ino != cs.st_ino)
+                route_miss("mount");
+        }
+    }
+    /* register the call (the runtime's sm_warm_exec: a new name with 128 random bits, made
+     * with O_EXCL, never through a link), then check the folder still holds the container */
+    char tok[256], u[33];
+    {
+        unsigned char rnd[16];
+        int rf = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        if (rf < 0 || read_all(rf, rnd, sizeof rnd) < 0) route_miss("random");
+        close(rf);
+        for (int k = 0; k < 16; k++) sprintf(u + 2 * k, "%02x", rnd[k]);
+        char st[1024];
+        ssize_t n = read_small(AT_FDCWD, "/proc/self/stat", st, sizeof st - 1, 0);
+        if (n <= 0) route_miss("stat");
+        st[n] = '\0';
+        char *p = strrchr(st, ')');
+        unsigned long long start = 0;
+        /* after "pid (comm)": field 3 is the state; the start time is field 22 */
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
+            route_miss("stat");
+        snprintf(tok, sizeof tok, "calls/%d-%llu-%s", (int)getpid(), start, u);
+    }
+    int callfd = openat(wdfd, tok, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (callfd < 0) route_miss("call file");
+    struct stat fs;
+    char idb[64];
+    ssize_t idn = read_small(wdfd, "id", idb, sizeof idb - 1, 1);
+    if (idn > 0 && idb[idn - 1] == '\n') idn--;
+    if (fstat(callfd, &fs) < 0 || !S_ISREG(fs.st_mode) || idn <= 0 ||
+        (size_t)idn != strlen(wid) || memcmp(idb, wid, (size_t)idn)) {
+        (void)!write(callfd, "done\n", 5);
+        close(callfd);
+        route_miss("moved");
+    }
+    int uf = openat(wdfd, "used", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (uf >= 0) close(uf);
+    fcntl(callfd, F_SETFD, 0);
+    close(wdfd);
+    unsetenv(ROUTE_SKIP_ENV);
+
+    /* the call, as the runtime would have exec'd it */
+    int cargc = 6 + (int)nx + 1 + (int)np + (argc - 4);
+    char **cargv = calloc((size_t)cargc + 1, sizeof *cargv);
+    char sock[4200], fdb[16], npb[16];
+    if (!cargv) return 125;
+    snprintf(sock, sizeof sock, "%s/sock/agent.sock", wd);
+    snprintf(fdb, sizeof fdb, "%d", callfd);
+    snprintf(npb, sizeof npb, "%ld", np);
+    int c = 0;
+    cargv[c++] = argv[0];
+    cargv[c++] = "call";
+    cargv[c++] = sock;
+    cargv[c++] = fdb;
+    cargv[c++] = argv[3];
+    cargv[c++] = npb;
+    for (long k = 0; k < nx; k++) cargv[c++] = w[xat + k];
+    cargv[c++] = "--";
+    for (long k = 0; k < np; k++) cargv[c++] = w[pat + k];
+    for (int k = 4; k < argc; k++) cargv[c++] = argv[k];
+#undef WORD
+    return call(c, cargv);
+}
+
 int main(int argc, char **argv) {
     if (argc >= 4 && !strcmp(argv[1], "reap")) return reap(argc, argv);
     if (argc >= 4 && !strcmp(argv[1], "pin")) return pin(argc, argv);
     if (argc >= 3 && !strcmp(argv[1], "serve")) return serve(argv[2], argc >= 4 ? argv[3] : "");
     if (argc >= 2 && !strcmp(argv[1], "call")) return call(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "route")) return route(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "version")) {
         puts("sandman-agent 1");
         return 0;

@@ -95,6 +95,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
       sm_wname=${d##*/}-$sm_wid
       read -r p 2>/dev/null <"$d/pid"
       [[ -n $p ]] && { mapfile -d '' cl <"/proc/$p/cmdline"; } 2>/dev/null && [[ " ${cl[*]} " == *" $sm_wname "* ]] || return 1
+      sm_wpid=$p
       # Started before the agent existed (its main is the shell loop, and no `noagent` mark
       # says the agent could not run there): retired like a swapped folder below, so this
       # call starts one whose main is the agent. Builtins only: the cmdline read above.
@@ -225,6 +226,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
         fi
         if [[ -n $p && $p != 0 ]]; then
           { printf '%s\n' "$p" >"$sm_wd/pid.$$" && mv -f "$sm_wd/pid.$$" "$sm_wd/pid"; } 2>/dev/null
+          sm_wpid=$p
           sm_wagent=${sm_agent:+1}
           # the agent listens a moment after its start: wait for it (up to 2 s) rather than
           # sending this first call down the slower path
@@ -286,6 +288,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     # call done, and when the agent turns out not to be there it runs this shim again with
     # SANDMAN_AGENT_SKIP=1 (nothing has run yet): the `docker exec` path below, or cold.
     if [[ -n $sm_agent && -n $sm_agent_call && -S $sm_wd/sock/agent.sock ]]; then
+      sm_route_write
       exec "$sm_agent" call "$sm_wd/sock/agent.sock" "$sm_cfd" "$SM_SELF" "${#SM_PREFIX[@]}" \
         "${sm_xargs[@]}" -- "${SM_PREFIX[@]}" "$@" {sm_napfd}<&-
     fi
@@ -312,6 +315,37 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     (( sm_rc > 128 )) || printf 'done\n' >"/proc/self/fd/$sm_cfd"
     [[ $p == [0-9]* ]]
   }
+  # The route of this call, written down for the fast path (shim.bash; agent.c `route`): what
+  # it depended on (who calls, the cwd, a terminal or not, every variable this runtime reads)
+  # and where it went (the container, the client's options). Only for a call whose one mount
+  # is its cwd, the arguments' paths all inside it, in the environment as it came: the client
+  # checks each of these again on every call it routes, and the runtime decides the rest.
+  sm_route_env=(HOME XDG_RUNTIME_DIR DOCKER_HOST CONTAINER_HOST TMPDIR USER LOGNAME TERM COLUMNS
+    LINES LANGUAGE TZ LANG LC_ALL LC_CTYPE LC_MESSAGES LC_COLLATE LC_NUMERIC LC_TIME LC_MONETARY
+    SANDMAN_ALLOW_ROOT SANDMAN_ALLOW_HOME SANDMAN_ALLOW_SHARED SANDMAN_WARM_IDLE_SECONDS
+    SANDMAN_AGENT)
+  sm_route_write() {
+    local m=$SM_WARM_DIR/route-$SM_NAME v w=() old=() a b
+    [[ -n $sm_wpid && -n $sm_umask && $SM_NEEDCMD != 1 && -z $sm_complete && -z $SM_ENV_FILE ]] || return 0
+    [[ ${#sm_srcs[@]} == 1 && ${sm_srcs[0]} == "$sm_cwd" && ${#sm_tmpfs_dsts[@]} == 0 ]] || return 0
+    [[ -z $sm_rootless || -n $sm_xdg0 ]] || return 0
+    (( ${#SM_MOUNTS[@]} + ${#SM_EXTRA_MOUNTS[@]} + ${#SM_HOME_FILES[@]} + ${#SM_PATH_ENV[@]} + ${#SM_DEVICES[@]} )) && return 0
+    local t=0
+    [[ -t 0 && -t 1 ]] && t=1
+    w=(sandman-route-2 "$sm_uid" "$sm_gid" "$sm_graw" "$sm_cwd" "$t" "$SM_PATH_ARGS" "$sm_wd" "$sm_wid"
+       "$sm_wname" "$sm_wpid" "$sm_agent" "$sm_rpf" "$sm_dhost" $(( ${#sm_route_env[@]} + ${#SM_PASS_ENV[@]} + ${#SM_PROXY_ENV[@]} )))
+    for v in "${sm_route_env[@]}" "${SM_PASS_ENV[@]}" "${SM_PROXY_ENV[@]}"; do
+      if [[ -n ${!v+x} ]]; then w+=("$v" "=${!v}"); else w+=("$v" -); fi
+    done
+    w+=("${#sm_xargs[@]}" "${sm_xargs[@]}" "${#SM_PREFIX[@]}" "${SM_PREFIX[@]}" end)
+    { mapfile -d '' old <"$m"; } 2>/dev/null
+    printf -v a '%s\x1f' "${w[@]}"; printf -v b '%s\x1f' "${old[@]}"
+    [[ ${#old[@]} == "${#w[@]}" && $a == "$b" ]] && return 0  # as it is: nothing to write
+    umask 077
+    { printf '%s\0' "${w[@]}" >"$m"; } 2>/dev/null
+    umask "$sm_umask"
+    return 0
+  }
   if sm_warm_split; then
     printf -v sm_key '%q ' "$SM_IMAGE" "${sm_cargs[@]}"
     # The agent (sandman/agent.py): containers started from now on run it when its binary is
@@ -332,7 +366,7 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
           fi ;;
       esac
     fi
-    sm_napfd= sm_cfd= sm_wagent=
+    sm_napfd= sm_cfd= sm_wagent= sm_wpid=
     for sm_try in 1 2 3; do
       sm_warm_find || sm_warm_start || break
       sm_warm_exec "$@" && exit "$sm_rc"
