@@ -135,6 +135,12 @@ MATRIX: dict[str, Reach] = {
     "test_runtime_readonly.py::test_read_only_path_argument_stays_untouched_for_another_user": Reach(
         BOTH, CREATION, _MOUNTS),
     # Promise 2
+    "test_fast_path.py::test_a_repeated_warm_call_takes_the_route": Reach(
+        ("docker",), (), "the route's checks are the client's, the same for both engines"),
+    "test_fast_path.py::test_any_change_the_runtime_would_see_leaves_the_route": Reach(
+        ("docker",), (), "the route's checks are the client's, the same for both engines"),
+    "test_fast_path.py::test_a_folder_swapped_in_at_the_same_path_leaves_the_route": Reach(
+        ("docker",), (), "the route's checks are the client's, the same for both engines"),
     "test_runtime_signals.py::test_signal_reaches_the_tool": Reach(
         BOTH, ALL, "the engine's signal proxy, exec's signals FIFO, the agent's forwarding"),
     "test_runtime_signals.py::test_untrapped_term_kills_the_tool_with_143": Reach(
