@@ -11,6 +11,7 @@ not import the tests.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import os
 import pwd
@@ -145,6 +146,8 @@ def podman_runner(scratch: Path) -> Runner:
 
 
 REVIVE = "from sandman.engine_choice import revive; print(revive('podman'))"
+RUN_DIR = ("from sandman.engine_choice import podman_paths; p = podman_paths(make=True); "
+           "print(p.problem or p.run_dir)")
 
 
 def revived(runner: Runner) -> Runner:
@@ -156,7 +159,21 @@ def revived(runner: Runner) -> Runner:
         raise RuntimeError(f"sandman.engine_choice.revive as {runner.env.get('USER')}: {p.stderr[-300:]}")
     if p.stdout.strip():
         print(f"benchmark: {p.stdout.strip()}", file=sys.stderr)
-    return runner
+    return in_session(runner)
+
+
+def in_session(runner: Runner) -> Runner:
+    """The runner with XDG_RUNTIME_DIR, as a login session gives it: the folder sandman's own
+    rule picks (and makes). Without it the shims export it themselves, and a warm call writes
+    no route for the fast path (the route is for the environment as it came)."""
+    if runner.env.get("XDG_RUNTIME_DIR"):
+        return runner
+    p = runner.run([runner.python, "-c", RUN_DIR], timeout=60)
+    folder = p.stdout.strip()
+    if p.returncode != 0 or not folder.startswith("/"):
+        raise RuntimeError(f"Podman's run-time folder for {runner.env.get('USER')}: "
+                           f"{folder or p.stderr[-300:]}")
+    return dataclasses.replace(runner, env={**runner.env, "XDG_RUNTIME_DIR": folder})
 
 
 def ensure_bases(runner: Runner, bases: tuple[str, ...]) -> None:

@@ -224,10 +224,21 @@ def agent_loop(s: Setup, calls: int, env: dict[str, str]) -> dict:
 
 
 def warm_count(r: Runner, home: Path) -> int:
-    """This home's running warm containers."""
-    ids = r.run([r.engine, "ps", "-q", "--filter", "label=io.sandman.role=warm",
-                 "--filter", f"label=io.sandman.home={home / 'state' / 'warm'}"], timeout=60)
-    return len(ids.stdout.split())
+    """This home's running warm containers (their io.sandman.home label is the warm folder,
+    or a folder in it: Podman's and another daemon's are kept apart)."""
+    warm = str(home / "state" / "warm")
+    if r.engine == "docker":
+        labels = r.run([r.engine, "ps", "--filter", "label=io.sandman.role=warm", "--format",
+                        '{{.Label "io.sandman.home"}}'], timeout=60).stdout.split()
+        return sum(1 for x in labels if x == warm or x.startswith(warm + "/"))
+    ids = r.run([r.engine, "ps", "-q", "--no-trunc", "--filter", "label=io.sandman.role=warm"],
+                timeout=60).stdout.split()
+    n = 0
+    for cid in ids:
+        label = r.run([r.engine, "inspect", "-f", '{{index .Config.Labels "io.sandman.home"}}', cid],
+                      timeout=60).stdout.strip()
+        n += label == warm or label.startswith(warm + "/")
+    return n
 
 
 def first_calls(s: Setup, rounds: int) -> dict:
