@@ -335,7 +335,9 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     w=(sandman-route-2 "$sm_uid" "$sm_gid" "$sm_graw" "$sm_cwd" "$t" "$SM_PATH_ARGS" "$sm_wd" "$sm_wid"
        "$sm_wname" "$sm_wpid" "$sm_agent" "$sm_rpf" "$sm_dhost" $(( ${#sm_route_env[@]} + ${#SM_PASS_ENV[@]} + ${#SM_PROXY_ENV[@]} )))
     for v in "${sm_route_env[@]}" "${SM_PASS_ENV[@]}" "${SM_PROXY_ENV[@]}"; do
-      if [[ -n ${!v+x} ]]; then w+=("$v" "=${!v}"); else w+=("$v" -); fi
+      # exported or not: bash gives TERM a value of its own ("dumb", not exported) when the
+      # environment has none, and the client compares the environment (getenv)
+      if [[ ${!v@a} == *x* ]]; then w+=("$v" "=${!v}"); else w+=("$v" -); fi
     done
     w+=("${#sm_xargs[@]}" "${sm_xargs[@]}" "${#SM_PREFIX[@]}" "${SM_PREFIX[@]}" end)
     { mapfile -d '' old <"$m"; } 2>/dev/null

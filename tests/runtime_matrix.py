@@ -139,6 +139,8 @@ MATRIX: dict[str, Reach] = {
         ("docker",), (), "the route's checks are the client's, the same for both engines"),
     "test_fast_path.py::test_any_change_the_runtime_would_see_leaves_the_route": Reach(
         ("docker",), (), "the route's checks are the client's, the same for both engines"),
+    "test_fast_path.py::test_a_variable_the_environment_lacks_keeps_the_route": Reach(
+        ("docker",), (), "the route's checks are the client's, the same for both engines"),
     "test_fast_path.py::test_a_folder_swapped_in_at_the_same_path_leaves_the_route": Reach(
         ("docker",), (), "the route's checks are the client's, the same for both engines"),
     "test_runtime_signals.py::test_signal_reaches_the_tool": Reach(

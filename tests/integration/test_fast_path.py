@@ -97,6 +97,20 @@ def test_any_change_the_runtime_would_see_leaves_the_route(kit: Kit, fast) -> No
     assert len(misses(log)) == before  # back on the route
 
 
+def test_a_variable_the_environment_lacks_keeps_the_route(kit: Kit, fast) -> None:
+    """Without TERM in the environment (cron, a service) bash sets one of its own, `dumb`,
+    not exported: the route records the environment, so such calls take it too."""
+    env, folder, log = fast
+    bare = {k: v for k, v in env.items() if k != "TERM"}
+    assert call(kit, bare, folder, "one") == b"one\0"
+    log.unlink(missing_ok=True)
+    assert call(kit, bare, folder, "two") == b"two\0"
+    assert call(kit, bare, folder, "three") == b"three\0"
+    assert misses(log) == []
+    assert call(kit, {**bare, "TERM": "dumb"}, folder, "four") == b"four\0"  # now it is there
+    assert misses(log) == ["TERM"]
+
+
 def test_a_folder_swapped_in_at_the_same_path_leaves_the_route(kit: Kit, fast) -> None:
     """The route names the cwd's path; the container mounts the folder that was there. A new
     folder at that path (renamed away, made again) is another object: the client compares
