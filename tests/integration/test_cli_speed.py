@@ -100,13 +100,19 @@ def _seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+BATCH = 5  # runs of one command per sample (see below)
+
+
 def test_version_and_a_tab_cost_at_most_1_5x_import_typer(tmp_path: Path) -> None:
     """`sandman --version` and a Tab cost at most 1.5x a process that only imports Typer.
 
     Each round runs the baseline and both commands back to back, so load hits all alike. The
     assertion is on CPU time (what sandman itself costs; a busy machine makes a process wait
-    for the CPU, not work more), minimum over the rounds (load only ever adds). Wall times,
-    minimum and median, are printed for the record.
+    for the CPU, not work more): each round's ratio to the baseline of that round, and the
+    median of those, so a load that comes and goes moves both sides of a ratio alike. A
+    sample is the CPU time of BATCH runs in a row: this VM charges CPU time by the tick, about
+    a tenth of one run. The ratio of single-run minima once gave 1.53x on a loaded CI machine
+    where a quiet one gives 1.23x. Wall times, minimum and median, are printed for the record.
     """
     home = tmp_path / "home"
     home.mkdir()
@@ -120,15 +126,15 @@ def test_version_and_a_tab_cost_at_most_1_5x_import_typer(tmp_path: Path) -> Non
         _seconds(cmd, e)
     wall: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(25):
+    for _ in range(12):
         for k, (cmd, e) in runs.items():
-            w, c = _seconds(cmd, e)
-            wall[k].append(w)
-            cpu[k].append(c)
+            batch = [_seconds(cmd, e) for _ in range(BATCH)]
+            wall[k].append(sum(w for w, _ in batch) / BATCH)
+            cpu[k].append(sum(c for _, c in batch) / BATCH)
     ratio = {}
-    for k in runs:
-        ratio[k] = min(cpu[k]) / min(cpu["import typer"])
-        print(f"\n{k:13} cpu min {min(cpu[k]) * 1000:4.0f} ms ({ratio[k]:.2f}x)  "
+    for k in runs:  # each round's ratio to the baseline of the same round; their median
+        ratio[k] = statistics.median(c / b for c, b in zip(cpu[k], cpu["import typer"], strict=True))
+        print(f"\n{k:13} cpu min {min(cpu[k]) * 1000:4.0f} ms (median ratio {ratio[k]:.2f}x)  "
               f"wall min {min(wall[k]) * 1000:4.0f} ms ({min(wall[k]) / min(wall['import typer']):.2f}x)"
               f"  wall median {statistics.median(wall[k]) * 1000:4.0f} ms "
               f"({statistics.median(wall[k]) / statistics.median(wall['import typer']):.2f}x)", end="")
