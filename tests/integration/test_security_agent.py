@@ -176,8 +176,12 @@ def test_links_planted_in_calls_are_never_followed(kit: Kit, mode: str, work: Pa
     fallbacks.unlink()
 
 
-def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+def tmux(server: str, *args: str) -> str:
+    """tmux on a server of the test's own (-L): on the default one, another worker's test
+    ending its last session stopped the server as this one started ("server exited
+    unexpectedly", exit 1)."""
+    return subprocess.run(["tmux", "-L", server, *args], capture_output=True, text=True,
+                          timeout=30).stdout
 
 
 def test_the_pty_follows_the_terminals_size(kit: Kit, mode: str, work: Path) -> None:
@@ -194,17 +198,19 @@ def test_the_pty_follows_the_terminals_size(kit: Kit, mode: str, work: Path) -> 
                       f"{shlex.quote(kit.shim('rtprobe-1'))} bash -c {shlex.quote(tool)}\n"
                       "sleep 60\n")
     script.chmod(0o755)
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
-                    str(script)], check=True, timeout=30)
+    subprocess.run(["tmux", "-L", session, "new-session", "-d", "-s", session, "-x", "100",
+                    "-y", "30", str(script)], check=True, timeout=30)
     try:
-        screen = lambda: tmux("capture-pane", "-p", "-t", session)  # noqa: E731
+        screen = lambda: tmux(session, "capture-pane", "-p", "-t", session)  # noqa: E731
         assert wait_for(lambda: "ready" in screen(), 60), screen()
-        rows, cols = tmux("display", "-p", "-t", session, "#{pane_height} #{pane_width}").split()
+        rows, cols = tmux(session, "display", "-p", "-t", session,
+                          "#{pane_height} #{pane_width}").split()
         assert f"{rows} {cols}" in screen(), screen()
-        tmux("resize-window", "-t", session, "-x", "120", "-y", "40")
-        rows, cols = tmux("display", "-p", "-t", session, "#{pane_height} #{pane_width}").split()
+        tmux(session, "resize-window", "-t", session, "-x", "120", "-y", "40")
+        rows, cols = tmux(session, "display", "-p", "-t", session,
+                          "#{pane_height} #{pane_width}").split()
         assert cols == "120", (rows, cols)
         assert wait_for(lambda: f"winch\n{rows} {cols}" in screen(), 20), screen()
     finally:
-        tmux("kill-session", "-t", session)
+        tmux(session, "kill-server")
         script.unlink()
