@@ -34,9 +34,15 @@ fi
 # the agent's client, which takes that route only when everything this runtime would look at
 # is the same, and otherwise runs the shim again with SANDMAN_ROUTE_SKIP=1: the rest of this
 # file. So a warm call in a loop parses and runs only these lines.
-sm_fast=${SANDMAN_WARM:-${SM_WARM:-0}}
-case $sm_fast/${SANDMAN_AGENT-} in 0/* | no/* | false/* | off/* | */0 | */no | */false | */off) sm_fast= ;; esac
-if [[ -n $sm_fast && -z ${SANDMAN_ROUTE_SKIP-}${SANDMAN_AGENT_SKIP-}${SANDMAN_DRY_RUN-}$sm_complete && -n $SM_SELF
+# The switches, read once here for the fast path and for warm.bash: warm mode (SANDMAN_WARM,
+# else the shim's own SM_WARM) and the agent (on unless SANDMAN_AGENT says no).
+case ${SANDMAN_WARM-} in
+  '') sm_warm=${SM_WARM:-0} ;;
+  0|no|false|off) sm_warm=0 ;;
+  *) sm_warm=1 ;;
+esac
+case ${SANDMAN_AGENT-} in 0|no|false|off) sm_agent_on= ;; *) sm_agent_on=1 ;; esac
+if [[ $sm_warm == 1 && -n $sm_agent_on && -z ${SANDMAN_ROUTE_SKIP-}${SANDMAN_AGENT_SKIP-}${SANDMAN_DRY_RUN-}$sm_complete && -n $SM_SELF
       && -n ${SM_WARM_DIR-} && -f $SM_WARM_DIR/route-$SM_NAME && -x ${SM_AGENT-} ]]; then
   exec "$SM_AGENT" route "$SM_WARM_DIR/route-$SM_NAME" "$SM_SELF" "$@"
 fi
@@ -47,7 +53,7 @@ sm_xdg0=${XDG_RUNTIME_DIR+set}  # the route is written down only for the environ
 # group that is root in disguise). Chosen once, by the sandman command that wrote this shim
 # (sandman/engine_choice.py); the shim never decides it again.
 sm_engine=$SM_ENGINE
-# -- the Podman folder rule (sandman/engine_choice.py runs this copy: podman_paths, podman_folder) --
+# -- the Podman folder rule (sandman/engine_choice.py runs this copy: podman_paths) --
 # Podman keeps a user's run-time state (which containers run, their exit files, the API socket,
 # registry logins) in one folder, by Podman's own rule: root's is /run; a user's is
 # XDG_RUNTIME_DIR, else /run/user/UID when it is theirs, else /tmp/podman-run-UID. (Podman itself

@@ -52,11 +52,7 @@ fi
 # aside, then waits for the calls registered in it: a call registers (creates its call file in
 # the folder), then checks that the folder still holds the container it found (its `id`), so
 # either the stop sees the call and waits for it, or the call sees the stop and goes elsewhere.
-case ${SANDMAN_WARM-} in
-  '') sm_warm=${SM_WARM:-0} ;;
-  0|no|false|off) sm_warm=0 ;;
-  *) sm_warm=1 ;;
-esac
+# sm_warm and sm_agent_on: the switches, read in shim.bash before the fast path.
 sm_wdir=$SM_WARM_DIR${sm_dkey:+/$sm_dkey}
 if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR ]] \
    && [[ $sm_engine == podman || -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]] \
@@ -356,17 +352,15 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     # `.try` file) and goes on.
     sm_agent= sm_agent_call=
     if [[ -n ${SM_AGENT-} ]]; then
-      case ${SANDMAN_AGENT-} in
-        0|no|false|off) [[ -x $SM_AGENT ]] && sm_agent=$SM_AGENT ;;
-        *)
-          if [[ -x $SM_AGENT ]]; then
-            sm_agent=$SM_AGENT  # a call is handed back by running SM_SELF again: needs one
-            [[ -z ${SANDMAN_AGENT_SKIP-} && -n ${SM_SELF-} ]] && sm_agent_call=1
-          elif [[ ! -e $SM_AGENT.try && -O ${SM_AGENT%/*} ]] && { : >"$SM_AGENT.try"; } 2>/dev/null; then
-            sm_ab=("${SM_REAPER[@]}"); sm_ab[-1]=sandman.agent  # the reaper's command, another module
-            (cd / || exit; SANDMAN_ENGINE=$sm_engine setsid "${sm_ab[@]}" build </dev/null >/dev/null 2>&1 &)
-          fi ;;
-      esac
+      if [[ -z $sm_agent_on ]]; then
+        [[ -x $SM_AGENT ]] && sm_agent=$SM_AGENT
+      elif [[ -x $SM_AGENT ]]; then
+        sm_agent=$SM_AGENT  # a call is handed back by running SM_SELF again: needs one
+        [[ -z ${SANDMAN_AGENT_SKIP-} && -n ${SM_SELF-} ]] && sm_agent_call=1
+      elif [[ ! -e $SM_AGENT.try && -O ${SM_AGENT%/*} ]] && { : >"$SM_AGENT.try"; } 2>/dev/null; then
+        sm_ab=("${SM_REAPER[@]}"); sm_ab[-1]=sandman.agent  # the reaper's command, another module
+        (cd / || exit; SANDMAN_ENGINE=$sm_engine setsid "${sm_ab[@]}" build </dev/null >/dev/null 2>&1 &)
+      fi
     fi
     sm_napfd= sm_cfd= sm_wagent= sm_wpid=
     for sm_try in 1 2 3; do
