@@ -4,11 +4,12 @@ The fingerprint is the image's portable identity: the normalized build settings,
 text, every file in the build context, the kit checksums and the *reference* of each base image
 (`debian:bookworm-slim`), never a local image id, so two machines compute the same fingerprint
 and a teammate finds in the registry what a colleague pushed, with no base here at all. The base
-image ids a build really used are a local build fact: the `io.sandman.bases` label of the image
-(see images.moved_bases, `image-stale: base` in `sandman list`). The same
-fingerprint is never built twice (a file lock makes parallel installs wait for the first), and
-a new image only gets its tag once it has built *and* passed its smoke test, so a failed build
-never replaces a good one.
+image ids a build really used are a local build fact: the `io.sandman.bases` label of the image.
+An image built here on a base that has been bootstrapped again since is not taken from the
+cache (images.moved: `image-stale: base` in `sandman list`); it is built again, and kept only if
+that build fails. The same fingerprint is never built twice (a file lock makes parallel
+installs wait for the first), and a new image only gets its tag once it has built *and* passed
+its smoke test, so a failed build never replaces a good one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sandman.errors import (
     PlatformError,
     RecipeError,
     RemoteError,
+    SandmanError,
     UnsafeInputError,
     VersionMismatchError,
 )
@@ -101,6 +103,9 @@ class BuildResult:
     built: bool  # False: the cache had it
     origin: str = ""  # built | registry | local (install.build says which); "" when unknown
     full_version: str | None = None  # what the version check matched in the image
+    # the cached image on a base bootstrapped again since, kept because the build on the new
+    # base failed: why (install says it as a warning); "" otherwise
+    kept_stale: str = ""
 
 
 def image_ref(tool: str, version: str, fingerprint: str) -> str:
@@ -401,6 +406,17 @@ def cached(engine: Engine, plan: BuildPlan) -> str | None:
     return None
 
 
+def moved_under(engine: Engine, plan: BuildPlan, image_id: str) -> list[str]:
+    """The bases the cached image for plan was built on here that have been bootstrapped
+    again since (images.moved): the fingerprint names bases by reference, so it still
+    matches, but a build now would start from the new base, and `list` would call the old
+    image `image-stale: base` the moment it was installed."""
+    from sandman.images import built_on, moved
+
+    info = engine.image(image_id)
+    return moved(engine, built_on(info.labels), built_from=info) if info is not None else []
+
+
 def ensure_image(
     plan: BuildPlan, engine: Engine, paths: Paths, *, on_line: Callable[[str], None],
     force: bool = False, fetch: Callable[[BuildPlan], str | None] | None = None,
@@ -418,9 +434,16 @@ def ensure_image(
     with lock:
         what = f"{plan.tool}@{plan.version}"
         require_platform(plan.platform, what)
+        stale_hit: str | None = None
+        stale: list[str] = []
         if not force:
             hit = cached(engine, plan)
-            if not hit and fetch is not None:
+            stale = moved_under(engine, plan, hit) if hit else []
+            if stale:  # built again; publish gives the new image the tag (or another home's)
+                on_line(f"{what}: the cached image was built on an older {', '.join(stale)}; "
+                        "building it again")
+                stale_hit, hit = hit, None
+            if not hit and not stale and fetch is not None:  # a pull could not take the tag
                 hit = fetch(plan)
             if hit:
                 # commands and the version check are not part of the fingerprint: a recipe that
@@ -429,30 +452,48 @@ def ensure_image(
                 full_version = check_existing(engine, paths, hit, plan)
                 return BuildResult(hit, plan.tag, plan.fingerprint, built=False,
                                    full_version=full_version)
-        plan = with_bases(engine, plan)
-        check_base_platforms(engine, plan, what)
-        files = dict(plan.files)
-        if plan.sources:
-            from sandman import sources
-
-            files.update(sources.fetch_all(plan.sources, paths, mirror=mirror, on_line=on_line,
-                                           what=what))
-        with tempfile.TemporaryFile() as ctx:
-            write_context(replace(plan, files=files), ctx)
-            ctx.seek(0)
-            image_id = engine.build(ctx, labels=plan.labels, buildargs=plan.buildargs,
-                                    on_line=on_line, what=what, platform=plan.platform)
         try:
-            full_version = verify_image(engine, plan, image_id, on_line)
-        except BuildError:
-            _discard(engine, image_id)
-            raise
-        _remember_verified(paths, image_id, plan.commands)
-        _remember_version(paths, image_id, plan.version_check, full_version)
-        from sandman.images import publish  # another home's build may have won the tag
+            return _build_new(plan, engine, paths, on_line=on_line, take_tag=force, mirror=mirror)
+        except SandmanError as e:
+            if stale_hit is None:
+                raise
+            # the image that worked stays in use (a source gone, a mirror moved): said, not hidden
+            full_version = check_existing(engine, paths, stale_hit, plan)
+            return BuildResult(stale_hit, plan.tag, plan.fingerprint, built=False,
+                               full_version=full_version,
+                               kept_stale=f"building on the new {', '.join(stale)} failed "
+                                          f"({e.message}); using the image built on the old one")
 
-        image_id = publish(engine, image_id, plan.tag, plan.fingerprint, replace=force)
-        return BuildResult(image_id, plan.tag, plan.fingerprint, built=True, full_version=full_version)
+
+def _build_new(plan: BuildPlan, engine: Engine, paths: Paths, *, on_line: Callable[[str], None],
+               take_tag: bool, mirror: str | None) -> BuildResult:
+    """A build of plan, checked, then tagged (publish) unless another home's build won
+    (take_tag, `--force`: regardless)."""
+    what = f"{plan.tool}@{plan.version}"
+    plan = with_bases(engine, plan)
+    check_base_platforms(engine, plan, what)
+    files = dict(plan.files)
+    if plan.sources:
+        from sandman import sources
+
+        files.update(sources.fetch_all(plan.sources, paths, mirror=mirror, on_line=on_line,
+                                       what=what))
+    with tempfile.TemporaryFile() as ctx:
+        write_context(replace(plan, files=files), ctx)
+        ctx.seek(0)
+        image_id = engine.build(ctx, labels=plan.labels, buildargs=plan.buildargs,
+                                on_line=on_line, what=what, platform=plan.platform)
+    try:
+        full_version = verify_image(engine, plan, image_id, on_line)
+    except BuildError:
+        _discard(engine, image_id)
+        raise
+    _remember_verified(paths, image_id, plan.commands)
+    _remember_version(paths, image_id, plan.version_check, full_version)
+    from sandman.images import publish  # another home's build may have won the tag
+
+    image_id = publish(engine, image_id, plan.tag, plan.fingerprint, replace=take_tag)
+    return BuildResult(image_id, plan.tag, plan.fingerprint, built=True, full_version=full_version)
 
 
 # Runs in the new image with /bin/sh. First, with `--version-check N WORD...`, runs the version

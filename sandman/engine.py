@@ -57,6 +57,7 @@ class ImageInfo:
     created: str
     env: tuple[str, ...] = ()  # the image's configured environment (NAME=value), PATH included
     platform: str = ""  # os/architecture[/variant] from the image config: linux/arm64
+    parent: str = ""  # the image it was built from on this engine; "" for a pull, a load, an import
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ class Engine:
             created = datetime.fromtimestamp(int(i.get("Created") or 0), UTC)
             out.append(ImageInfo(id=str(i["Id"]), tags=tags, labels=dict(i.get("Labels") or {}),
                                  size=int(i.get("Size") or 0),
-                                 created=created.strftime("%Y-%m-%dT%H:%M:%SZ")))
+                                 created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 parent=str(i.get("ParentId") or "")))
         return out
 
     def tag(self, image_id: str, ref: str) -> None:
@@ -725,4 +727,5 @@ def _image_info(img: Any) -> ImageInfo:
         created=str(attrs.get("Created", "")),
         env=tuple((attrs.get("Config") or {}).get("Env") or ()),
         platform="/".join(x for x in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if x),
+        parent=str(attrs.get("Parent") or ""),
     )

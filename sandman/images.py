@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from sandman.errors import ImageMissingError
 from sandman.installs import InstallRecord, atomic_write
-from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL
+from sandman.names import LABEL_BASES, LABEL_FINGERPRINT, LABEL_TOOL
 from sandman.paths import Paths
 from sandman.state import SHARED_FILE, unchanged
 
@@ -181,6 +181,36 @@ def is_sandman_tag(tag: str) -> bool:
     return repo.startswith(("sandman/", f"{ROOT_REPO}/")) or repo == CLAIM_REPO
 
 
+BASE_REPO = "sandman-base"
+BASE_REF_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]{0,254}$")  # name[:tag], no digest, no spaces
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def local_base_ref(ref: str, image_id: str) -> str:
+    """`sandman-base/<name>:sha256-<hex>`: a base named by its content, as a teammate's image
+    brings it (a registry pull or a bundle); never `ref` itself, which names this site's base."""
+    name = re.sub(r"[^a-z0-9]+", "-", ref.lower()).strip("-") or "base"
+    return f"{BASE_REPO}/{name}:{image_id.replace(':', '-')}"
+
+
+def built_on(labels: dict[str, str]) -> dict[str, str]:
+    """The bases an image says it was built on ({ref: image id}); {} for older images.
+
+    The label comes from the image (a registry's, perhaps), so only a plain image name with a
+    full digest counts: never a sandman name (`sandman/...`, a root, a claim), which a pull
+    would otherwise tag onto whatever image the label points at.
+    """
+    try:
+        data = json.loads(labels.get(LABEL_BASES) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)
+            and BASE_REF_RE.match(k) and DIGEST_RE.match(v) and not is_sandman_tag(k)
+            and not k.startswith(f"{BASE_REPO}/")}
+
+
 def add_root(engine: Engine, paths: Paths, rec: InstallRecord) -> None:
     """This home uses rec's image: root it (moving the root off an older image of the same
     tool@version) and claim it, so any user's gc knows it is held and was made under roots."""
@@ -282,10 +312,13 @@ def publish(engine: Engine, image_id: str, ref: str, fingerprint: str, *, replac
     """Give a freshly built image its tag, unless another build of the same fingerprint (in
     another SANDMAN_HOME, whose lock this build cannot see) got there first: then ours is
     discarded and theirs is used, so the race leaves no untagged image behind. With replace
-    (`--force`) ours takes the tag regardless. Returns the id that holds ref."""
+    (`--force`) ours takes the tag regardless, as it does from an image of the same
+    fingerprint built here on a base that has moved since (`moved`). Returns the id that
+    holds ref."""
     def equivalent(info: ImageInfo | None) -> bool:
         return info is not None and info.id != image_id and \
-            info.labels.get(LABEL_FINGERPRINT) == fingerprint
+            info.labels.get(LABEL_FINGERPRINT) == fingerprint and \
+            not moved(engine, built_on(info.labels), built_from=info)
 
     held = engine.image(ref)
     if not replace and equivalent(held):
@@ -304,21 +337,58 @@ def publish(engine: Engine, image_id: str, ref: str, fingerprint: str, *, replac
 
 
 def moved_bases(engine: Engine | Known, rec: InstallRecord) -> list[str]:
-    """The bases of rec's image whose name here now holds another image: a locally built
-    image whose base was bootstrapped again (a rebuild would start from the new one).
+    """The bases of rec's image whose name here now holds another image (`image-stale: base`).
 
     An image from the registry is exempt: it is a teammate's build, the same by digest on every
     machine, whatever this machine's own base is (the lock, not the local base, says which
-    image the team uses). A base name that is not here says nothing either way.
+    image the team uses). One this home built is judged by the names alone; one it found in
+    the cache, as `moved` judges any image.
     """
     if rec.origin == "registry":
         return []
-    moved = []
-    for ref, digest in sorted(rec.bases.items()):
-        info = engine.image(ref)
-        if info is not None and info.id != digest:
-            moved.append(ref)
-    return moved
+    if rec.origin == "built":
+        return moved(engine, rec.bases)
+    info = engine.image(rec.image_id)
+    return moved(engine, rec.bases, built_from=info) if info is not None else []
+
+
+def moved(engine: Engine | Known, bases: dict[str, str], *,
+          built_from: ImageInfo | None = None) -> list[str]:
+    """The refs among an image's bases ({ref: id built on}, built_on) whose name here now
+    holds another image: it was built on this engine from a base bootstrapped again since,
+    so a build now would start from the new one. The cache, `publish` and `list` use this
+    one rule.
+
+    Without built_from the image is known to be built here (this home built it). With it,
+    the image itself, that must be shown: the old base is among its parents. A teammate's
+    image (a registry pull, a bundle) has no parent here, and what this site's base became
+    says nothing about it. A base name that is not here says nothing either way.
+    """
+    out = []
+    for ref, digest in sorted(bases.items()):
+        now = engine.image(ref)
+        if now is None or now.id == digest:
+            continue
+        if built_from is not None and _bare(digest) not in _parents(engine, built_from):
+            continue
+        out.append(ref)
+    return out
+
+
+def _parents(engine: Engine | Known, info: ImageInfo, limit: int = 256) -> set[str]:
+    """The ids of the images info was built from on this engine (each build step is one),
+    bare (Podman names a parent without `sha256:`); a missing one ends the walk."""
+    seen: set[str] = set()
+    parent = info.parent
+    while parent and _bare(parent) not in seen and len(seen) < limit:
+        seen.add(_bare(parent))
+        up = engine.image(parent)
+        parent = up.parent if up is not None else ""
+    return seen
+
+
+def _bare(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")
 
 
 @dataclass(frozen=True)

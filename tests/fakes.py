@@ -122,6 +122,16 @@ class FakeEngine:
                     self._images[name] = left
         return None
 
+    def remove_image(self, ref: str, *, force: bool = False) -> None:
+        """Recorded, and the image gone with every name it had (a forced remove); a missing
+        one is no error, as Engine.remove_image says."""
+        self._record("remove_image", ref)
+        info = self.image(ref)
+        if info is not None:
+            for name, held in list(self._images.items()):
+                if held.id == info.id:
+                    del self._images[name]
+
     def pull(self, ref: str) -> ImageInfo:
         self._record("pull", ref)
         raise RemoteError(f"cannot pull {ref}: registry unreachable")

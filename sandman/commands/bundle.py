@@ -15,7 +15,7 @@ tag is ever moved to other content (other homes' shims run what those tags name)
 are loaded untagged (the save stream's own names are dropped) and tagged here, one by one.
 A base never takes its plain name (`debian:bookworm-slim`): that name is what this machine's
 builds, and the warm agent that runs on the host, are made from, and a bundle must not choose
-it. It is named `sandman-base/<name>:sha256-<hex>`, by its digest (registry.local_base_ref),
+it. It is named `sandman-base/<name>:sha256-<hex>`, by its digest (images.local_base_ref),
 and serves only the images built on it; building on it is the user's decision (docs/teams.md).
 The signature policy is the one of the recipe the image says it is built from (its tool and
 fingerprint), never of a source name the manifest picks. Everything is checked (recipes,
@@ -53,11 +53,10 @@ from sandman.build import cached, image_ref, kits_dir, sha256_file
 from sandman.catalog import Spec
 from sandman.commands import install as core
 from sandman.commands import signing
-from sandman.commands.registry import local_base_ref
 from sandman.context import Context
 from sandman.engine import short_tag
 from sandman.errors import ConflictError, IntegrityError, SourceError, StateError, UsageError
-from sandman.images import is_sandman_tag
+from sandman.images import is_sandman_tag, local_base_ref
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION
 from sandman.recipes import NAME_RE, VERSION_RE, Source
 from sandman.text import safe

@@ -19,10 +19,10 @@ from sandman import consent, images, installs, repos, shims
 from sandman.batch import Batch, each
 from sandman.build import BuildPlan, BuildResult, ensure_image, kits_dir, plan_build
 from sandman.catalog import Entry, Spec
-from sandman.commands.registry import built_on
 from sandman.config import ToolSettings
 from sandman.context import Context
 from sandman.errors import ImageMissingError, NotFoundError, SandmanError, StateError, UntrustedError
+from sandman.images import built_on
 from sandman.installs import InstallRecord
 from sandman.recipes import Mount, Recipe, Runtime, Version
 
@@ -114,6 +114,8 @@ def build(ctx: Context, r: Resolved, *, force: bool = False) -> BuildResult:
                              image_id=result.image_id, built=result.built,
                              remote=registry.remote_ref(reg, p.tool, p.version, p.fingerprint)
                              if reg else None)
+    if result.kept_stale:
+        ctx.out.warn(f"{r.key}: {result.kept_stale} (sandman list: image-stale: base)")
     if origin != "registry":  # a pull said its own line ("pulled <registry ref>")
         ctx.out.info(f"{r.key}: {'built' if result.built else 'cached'} {result.tag}")
     return replace(result, origin=origin)

@@ -23,7 +23,6 @@ and image ids, and never resolves or builds a recipe itself.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from dataclasses import dataclass, field
 from sandman.build import BuildPlan, cached
 from sandman.context import Context
 from sandman.errors import ImageMissingError, RemoteError, UsageError
-from sandman.names import LABEL_BASES, LABEL_FINGERPRINT
+from sandman.images import built_on, local_base_ref
+from sandman.names import LABEL_FINGERPRINT
 
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 
@@ -62,9 +62,6 @@ def remote_ref(registry: str, tool: str, version: str, fingerprint: str) -> str:
     return f"{registry}/{tool}:{safe}-{fingerprint[:12]}"
 
 
-BASE_REPO = "sandman-base"
-
-
 def base_remote_ref(registry: str, ref: str, image_id: str) -> str:
     """`<registry>/sandman-base/<name>:sha256-<hex>`: one base by its full digest (its image id).
 
@@ -72,36 +69,6 @@ def base_remote_ref(registry: str, ref: str, image_id: str) -> str:
     `debian-bookworm-slim`); the tag, not the name, identifies the content.
     """
     return f"{registry}/{local_base_ref(ref, image_id)}"
-
-
-def local_base_ref(ref: str, image_id: str) -> str:
-    """`sandman-base/<name>:sha256-<hex>`: the registry's name for a base, without the registry."""
-    name = re.sub(r"[^a-z0-9]+", "-", ref.lower()).strip("-") or "base"
-    return f"{BASE_REPO}/{name}:{image_id.replace(':', '-')}"
-
-
-BASE_REF_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]{0,254}$")  # name[:tag], no digest, no spaces
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def built_on(labels: dict[str, str]) -> dict[str, str]:
-    """The bases an image says it was built on ({ref: image id}); {} for older images.
-
-    The label comes from the image (a registry's, perhaps), so only a plain image name with a
-    full digest counts: never a sandman name (`sandman/...`, a root, a claim), which a pull
-    would otherwise tag onto whatever image the label points at.
-    """
-    from sandman.images import is_sandman_tag
-
-    try:
-        data = json.loads(labels.get(LABEL_BASES) or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)
-            and BASE_REF_RE.match(k) and DIGEST_RE.match(v) and not is_sandman_tag(k)
-            and not k.startswith(f"{BASE_REPO}/")}
 
 
 @dataclass(frozen=True)

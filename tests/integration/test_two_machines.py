@@ -28,8 +28,8 @@ from teams_helpers import (
     unique_tool,
 )
 
-from sandman.commands.registry import local_base_ref
 from sandman.errors import LockError
+from sandman.images import local_base_ref
 
 pytestmark = pytest.mark.docker
 BASE = "debian:bookworm-slim"

@@ -12,8 +12,8 @@ import pytest
 from fakes import FakeEngine
 
 from sandman import agent, bootstrap, provenance
-from sandman.commands.registry import local_base_ref
 from sandman.errors import BuildError
+from sandman.images import local_base_ref
 from sandman.paths import Paths
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
