@@ -50,15 +50,16 @@ COMMANDS = {  # name -> sandman arguments
 }
 TARGET_SECONDS = 0.5  # at 200 installs
 TARGET_RATIO = 1.5  # at 60 installs against 5
-# Runs the CLI as `python -m sandman` does, counting the HTTP requests it sends (the docker
-# SDK and Podman's compat API both go through requests); the count goes to stderr at exit.
-COUNTING = ("import atexit, sys, requests\n"
+# Runs the CLI as `python -m sandman` does, counting the HTTP requests it sends to the engine:
+# the SDK's (requests, then urllib3) and sandman's own reads (engine_reads.py) both start each
+# request with http.client's putrequest; the count goes to stderr at exit.
+COUNTING = ("import atexit, sys, http.client\n"
             "n = [0]\n"
-            "send = requests.Session.send\n"
+            "put = http.client.HTTPConnection.putrequest\n"
             "def counted(self, *a, **k):\n"
             "    n[0] += 1\n"
-            "    return send(self, *a, **k)\n"
-            "requests.Session.send = counted\n"
+            "    return put(self, *a, **k)\n"
+            "http.client.HTTPConnection.putrequest = counted\n"
             "atexit.register(lambda: sys.stderr.write(f'\\nsandman-requests: {n[0]}\\n'))\n"
             "sys.argv = ['sandman', *sys.argv[1:]]\n"
             "from sandman.cli import main\n"

@@ -26,8 +26,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sandman.engine import Engine
 from sandman.errors import (
     BuildError,
     ImageMissingError,
@@ -54,6 +54,9 @@ from sandman.recipe_inputs import build_inputs
 from sandman.recipe_source import MAX_DOCKERFILE_BYTES, NotRegularError, locate, read_regular
 from sandman.recipes import Recipe, Source, Version, VersionCheck
 from sandman.text import quoted, safe
+
+if TYPE_CHECKING:  # the SDK: only a build, a pull or a probe needs it (engine_reads.py)
+    from sandman.engine import Engine
 
 FINGERPRINT_VERSION = 2  # 2: base references, not local base ids (portable across machines)
 REPOSITORY = "sandman"

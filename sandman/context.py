@@ -19,6 +19,7 @@ from sandman.paths import Paths
 if TYPE_CHECKING:  # the docker SDK costs ~175 ms of imports: only commands that use it pay
     from sandman.engine import Engine
     from sandman.engine_choice import EngineChoice
+    from sandman.engine_reads import SocketReads
 
 
 class Reporter(Protocol):
@@ -82,6 +83,28 @@ class Context:
 
         return Engine.connect(self.choice, service_log=self.paths.state_dir / "podman-service.log",
                               say=self.out.info)
+
+    @property
+    def engine_choice(self) -> EngineChoice:
+        """The engine's decision without connecting to it: the connected (or a dry run's)
+        engine's own when there is one, else the command's (what connecting would take)."""
+        engine = self.__dict__.get("engine")
+        return engine.choice if engine is not None else self.choice
+
+    @cached_property
+    def image_reads(self) -> Engine | SocketReads:
+        """The engine's image reads for a command that only looks (`list`, `doctor`,
+        `upgrade`'s look, `reshim`): without the SDK over the engine's local socket
+        (engine_reads.py), else the SDK's engine, as for everything else."""
+        choice = self.choice
+        if ("engine" in self.__dict__ or not choice.socket_path  # connected, or a dry run's
+                or self.env.get("DOCKER_TLS_VERIFY") or self.env.get("DOCKER_CERT_PATH")):
+            return self.engine
+        choice.check_usable()
+        choice.ensure_service(self.paths.state_dir / "podman-service.log", self.out.info)
+        from sandman.engine_reads import SocketReads
+
+        return SocketReads(choice.socket_path)
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -30,9 +30,9 @@ import requests.exceptions
 import urllib3.exceptions
 
 from sandman.engine_choice import Docker, EngineChoice, probe_options, setup_fix
+from sandman.engine_reads import ImageInfo, connection_error, from_inspect, from_listing
 from sandman.errors import (
     BuildError,
-    DaemonPermissionError,
     DaemonUnavailableError,
     EngineError,
     EngineSetupError,
@@ -46,18 +46,6 @@ from sandman.text import safe, safe_lines
 
 LOG_TAIL = 25
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes tools print into build logs
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-    size: int
-    created: str
-    env: tuple[str, ...] = ()  # the image's configured environment (NAME=value), PATH included
-    platform: str = ""  # os/architecture[/variant] from the image config: linux/arm64
-    parent: str = ""  # the image it was built from on this engine; "" for a pull, a load, an import
 
 
 @dataclass(frozen=True)
@@ -94,7 +82,7 @@ def translate(action: str) -> Iterator[None]:
             raise EngineSetupError(f"{action}: {fix} (the engine said: {text.splitlines()[0]})") from e
         raise EngineError(f"{action}: docker said: {text}") from e
     except docker.errors.DockerException as e:
-        raise _connection_error(e) from e
+        raise connection_error(e) from e
     except (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError,
             http.client.HTTPException) as e:
         raise _lost(action) from e
@@ -102,7 +90,7 @@ def translate(action: str) -> Iterator[None]:
         if isinstance(e, requests.exceptions.ConnectionError) and any(
                 isinstance(a, urllib3.exceptions.ProtocolError) for a in e.args):
             raise _lost(action) from e  # requests' wrapping of the same broken answer
-        raise _connection_error(e) from e
+        raise connection_error(e) from e
 
 
 def _lost(action: str) -> DaemonUnavailableError:
@@ -110,19 +98,6 @@ def _lost(action: str) -> DaemonUnavailableError:
     return DaemonUnavailableError(
         f"{action}: the connection to the Docker daemon was lost; nothing was kept. Check that "
         "it runs (docker info), then try again")
-
-
-def _connection_error(e: BaseException) -> SandmanError:
-    text = str(e)
-    if "Permission denied" in text or isinstance(e, PermissionError):
-        return DaemonPermissionError(
-            "permission denied on the Docker socket; add yourself to the 'docker' group "
-            "(then log in again) or set DOCKER_HOST"
-        )
-    return DaemonUnavailableError(
-        "cannot reach the Docker daemon; start it (systemctl start docker, or dockerd) "
-        "or set DOCKER_HOST"
-    )
 
 
 class Engine:
@@ -181,15 +156,7 @@ class Engine:
         """
         with translate("listing images"):
             found = self.api.images(filters={"label": [label]})
-        out = []
-        for i in found:
-            tags = tuple(short_tag(t) for t in (i.get("RepoTags") or []) if t != "<none>:<none>")
-            created = datetime.fromtimestamp(int(i.get("Created") or 0), UTC)
-            out.append(ImageInfo(id=str(i["Id"]), tags=tags, labels=dict(i.get("Labels") or {}),
-                                 size=int(i.get("Size") or 0),
-                                 created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                 parent=str(i.get("ParentId") or "")))
-        return out
+        return [from_listing(i) for i in found]
 
     def tag(self, image_id: str, ref: str) -> None:
         repo, _, tag = ref.rpartition(":")
@@ -697,7 +664,6 @@ def _stop_podman_build(proc: subprocess.Popen[bytes], grace: float = 30.0) -> No
 
 def _epoch(stamp: str, *, default: float) -> float:
     """Seconds since the epoch of docker's RFC 3339 time (nanoseconds and zone ignored: UTC)."""
-    from datetime import UTC, datetime
 
     try:
         return datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
@@ -705,27 +671,6 @@ def _epoch(stamp: str, *, default: float) -> float:
         return default
 
 
-# Podman names every image in full (localhost/sandman/x:1, docker.io/library/debian:...), Docker
-# the way it was tagged: sandman compares names as Docker writes them.
-_DEFAULT_PREFIXES = ("localhost/", "docker.io/library/", "docker.io/")
-
-
-def short_tag(tag: str) -> str:
-    for prefix in _DEFAULT_PREFIXES:
-        if tag.startswith(prefix):
-            return tag[len(prefix):]
-    return tag
-
-
 def _image_info(img: Any) -> ImageInfo:
-    attrs = img.attrs
-    return ImageInfo(
-        id=img.id,
-        tags=tuple(short_tag(t) for t in img.tags),
-        labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
-        size=int(attrs.get("Size") or 0),
-        created=str(attrs.get("Created", "")),
-        env=tuple((attrs.get("Config") or {}).get("Env") or ()),
-        platform="/".join(x for x in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if x),
-        parent=str(attrs.get("Parent") or ""),
-    )
+    """An SDK Image: its inspect answer, under the id and names the SDK read from it."""
+    return from_inspect({**img.attrs, "Id": img.id, "RepoTags": list(img.tags)})

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sandman.engine import Engine, ImageInfo
+    from sandman.engine_reads import Reads
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def normalize_locale(name: str) -> str:
     return name.lower().replace("-", "")
 
 
-def facts(engine: Engine, paths: Paths, image_id: str) -> ImageFacts:
+def facts(engine_of: Callable[[], Engine], paths: Paths, image_id: str) -> ImageFacts:
+    """The image's facts, from this home's cache, else read from the image (engine_of: a
+    cache hit connects to nothing)."""
     cache = paths.facts_dir / f"{image_id.replace('sha256:', '')}.json"
     if cache.exists():
         try:
@@ -69,8 +72,8 @@ def facts(engine: Engine, paths: Paths, image_id: str) -> ImageFacts:
     from sandman.engine import DryRunRefused
 
     try:
-        files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale",
-                                             "/bin/sh"])
+        files = engine_of().read_files(image_id, ["/etc/passwd", "/etc/group",
+                                                  "/usr/lib/locale", "/bin/sh"])
     except DryRunRefused:  # a dry run creates no probe container: plain defaults, not cached
         return ImageFacts("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n", ("c", "posix"))
     locales = {"c", "posix"}
@@ -237,16 +240,16 @@ class Known:
     inspected, so the answer is the engine's own either way.
     """
 
-    def __init__(self, engine: Engine | None = None, *,
-                 engine_of: Callable[[], Engine] | None = None) -> None:
+    def __init__(self, engine: Reads | None = None, *,
+                 engine_of: Callable[[], Reads] | None = None) -> None:
         """engine, or engine_of: how to get it when first needed (a command with nothing
-        installed never connects)."""
+        installed never connects); only its reads are used (Context.image_reads: no SDK)."""
         self._engine_of = engine_of or (lambda: engine)  # type: ignore[return-value]
         self._listed: dict[str, ImageInfo] | None = None
         self._answers: dict[str, ImageInfo | None] = {}
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> Reads:
         return self._engine_of()
 
     def _listing(self) -> dict[str, ImageInfo]:
@@ -266,14 +269,16 @@ class Known:
         return self._answers[ref]
 
 
-def ensure_root(engine: Engine, paths: Paths, rec: InstallRecord, known: Known) -> bool:
+def ensure_root(engine_of: Callable[[], Engine], paths: Paths, rec: InstallRecord,
+                known: Known) -> bool:
     """add_root, unless rec's image (as known) already carries this home's root and its claim:
-    no tag posted when the tags are right. Returns whether it tagged."""
+    no tag posted, and no engine connection made for one, when the tags are right. Returns
+    whether it tagged."""
     info = known.image(rec.image_id)
     if info is not None and {root_ref(paths, rec.tool, rec.version),
                              claim_ref(rec.fingerprint)} <= set(info.tags):
         return False
-    add_root(engine, paths, rec)
+    add_root(engine_of(), paths, rec)
     return True
 
 

@@ -13,6 +13,7 @@ never over a file sandman did not write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import grp
 import hashlib
 import json
@@ -184,8 +185,14 @@ def write_env_file(paths: Paths, tool: str, version: str, env: dict[str, str]) -
 # -- mounts ------------------------------------------------------------------------------------
 def socket_paths() -> list[str]:
     """The Docker socket as configured and as it really is (/var/run/docker.sock -> /run/...)."""
+    return list(_socket_paths())
+
+
+@functools.lru_cache(maxsize=1)
+def _socket_paths() -> tuple[str, ...]:
+    """Once per process: a command renders every install's shims with it (issue 24)."""
     real = os.path.realpath(DOCKER_SOCKET)
-    return [DOCKER_SOCKET] + ([real] if real != DOCKER_SOCKET else [])
+    return (DOCKER_SOCKET, *([real] if real != DOCKER_SOCKET else []))
 
 
 def podman_socket_paths() -> list[str]:
@@ -197,12 +204,17 @@ def podman_socket_paths() -> list[str]:
 
 def socket_gids() -> list[int]:
     """Groups that may use the Docker socket: its owning group and the `docker` group."""
+    return list(_socket_gids())
+
+
+@functools.lru_cache(maxsize=1)
+def _socket_gids() -> tuple[int, ...]:
     gids: list[int] = []
     with contextlib.suppress(OSError):
         gids.append(os.stat(DOCKER_SOCKET).st_gid)
     with contextlib.suppress(KeyError):
         gids.append(grp.getgrnam("docker").gr_gid)
-    return sorted({g for g in gids if g != 0})
+    return tuple(sorted({g for g in gids if g != 0}))
 
 
 _refusal_memo: dict[tuple[str, ...], str | None] = {}
@@ -292,6 +304,22 @@ def _real_program(name: str) -> str | None:
     return os.path.realpath(path) if path else None
 
 
+_host_memo: dict[tuple[str, str, str], str] = {}
+
+
+def _host_digest() -> str:
+    """The host part of made_from, once per PATH and interpreter in a process: the same for
+    every install a command renders (`reshim --all` of 200 asked 200 times, issue 24)."""
+    key = (os.environ.get("PATH", ""), sys.executable, sys.prefix)
+    if key not in _host_memo:
+        host = {"docker": _real_program("docker") or "docker",
+                "podman": _real_program("podman") or "",
+                "python": [os.path.realpath(sys.executable), sys.prefix],
+                "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
+        _host_memo[key] = _digest(host)
+    return _host_memo[key]
+
+
 def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
               runtime: str | None = None) -> dict[str, str]:
     """Digests of what a shim bakes in besides the recipe: the runtime, config.toml, the host.
@@ -308,10 +336,7 @@ def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
         config["grants"] = [settings.network, settings.devices, settings.cap_add]
     if settings.proxy_env is False:  # the default (on) leaves earlier digests as they were
         config["proxy_env"] = False
-    host = {"docker": _real_program("docker") or "docker", "podman": _real_program("podman") or "",
-            "python": [os.path.realpath(sys.executable), sys.prefix],
-            "hostname": socket.gethostname(), "sockets": socket_paths(), "gids": socket_gids()}
-    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _digest(host),
+    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _host_digest(),
             # what config.toml grants beyond the recipe, kept as is: consent.granted reads it
             "grants": json.dumps([settings.network, settings.devices, settings.cap_add])}
 

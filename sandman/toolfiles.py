@@ -49,6 +49,8 @@ from sandman.paths import Paths
 from sandman.state import atomic_write
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sandman.engine import Engine
 
 SCHEMA = 2  # 1 kept the scripts themselves: read as "has a script", never written back
@@ -297,7 +299,13 @@ def _manifest(paths: Paths, key: str) -> Path:
     return registrations_dir(paths) / f"{key}.files"
 
 
+_loaders: set[Path] = set()
+
+
 def _write_loader(paths: Paths) -> None:
+    """The loader, checked once per process and file (every install's expose asks)."""
+    if loader(paths) in _loaders:
+        return
     text = ("# sandman: the completion of every installed shim's own arguments.\n"
             "# In ~/.bashrc (or ~/.zshrc after: autoload -U +X bashcompinit && bashcompinit):\n"
             f"#   source {shlex.quote(str(loader(paths)))}\n"
@@ -305,6 +313,7 @@ def _write_loader(paths: Paths) -> None:
             '  [[ -r $_sm_f ]] && . "$_sm_f"\n'
             "done\nunset _sm_f\n")
     state.write_if_changed(loader(paths), text.encode(), 0o644, dir_mode=0o755)
+    _loaders.add(loader(paths))
 
 
 def remove(paths: Paths, key: str, *, keep: set[Path] | frozenset[Path] = frozenset()) -> None:
@@ -318,10 +327,12 @@ def remove(paths: Paths, key: str, *, keep: set[Path] | frozenset[Path] = frozen
     regs = registrations_dir(paths)
     for name in filter(None, listed):
         p = Path(name)
+        if p in keep:  # (most of a reshim: nothing to look at)
+            continue
         ours = (p.parent == regs or p.parent.parent == man_dir(paths)
                 or (p.parent == completion_dir(paths) and p.is_symlink()
                     and Path(os.readlink(p)).parent == regs))
-        if ours and p not in keep:
+        if ours:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
     if not keep:
@@ -338,12 +349,12 @@ def pages(paths: Paths, key: str) -> list[Path]:
     return [Path(n) for n in listed if n and Path(n).parent.parent == man_dir(paths)]
 
 
-def install_files(engine: Engine, paths: Paths, key: str, version: str, image_id: str,
-                  plan: dict[str, str], packages: list[str], *, extract_ok: bool = True,
-                  retry: bool = False) -> ToolFiles | None:
+def install_files(engine_of: Callable[[], Engine], paths: Paths, key: str, version: str,
+                  image_id: str, plan: dict[str, str], packages: list[str], *,
+                  extract_ok: bool = True, retry: bool = False) -> ToolFiles | None:
     """get + expose for one install; None when the image has not been read and extract_ok is
-    False (a reshim never starts a container: the shims refresh through it)."""
-    files = (get(engine, paths, image_id, list(plan.values()), packages, retry=retry)
+    False (a reshim never starts a container, nor connects: the shims refresh through it)."""
+    files = (get(engine_of(), paths, image_id, list(plan.values()), packages, retry=retry)
              if extract_ok else cached(paths, image_id))
     if files is None:
         return None

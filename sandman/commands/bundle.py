@@ -54,7 +54,7 @@ from sandman.catalog import Spec
 from sandman.commands import install as core
 from sandman.commands import signing
 from sandman.context import Context
-from sandman.engine import short_tag
+from sandman.engine_reads import short_tag
 from sandman.errors import ConflictError, IntegrityError, SourceError, StateError, UsageError
 from sandman.images import is_sandman_tag, local_base_ref
 from sandman.names import LABEL_FINGERPRINT, LABEL_TOOL, LABEL_VERSION

@@ -136,7 +136,7 @@ def runtime_from_dict(d: dict) -> Runtime:
 def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id: str,
                  runtime: Runtime, *, extra_mounts: tuple[str, ...] = (),
                  refresh: bool = True) -> shims.ShimContext:
-    f = images.facts(ctx.engine, ctx.paths, image_id)
+    f = images.facts(lambda: ctx.engine, ctx.paths, image_id)
     uid, gid = images.current_ids()
     pw_dir = images.passwd_dir(ctx.paths, image_id, f, uid, gid)
     return shims.ShimContext(
@@ -144,7 +144,7 @@ def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id
         settings=ctx.config.for_tool(tool, version), locales=f.locales,
         utf8_locale=f.utf8_locale, passwd_uid=uid, passwd_dir=pw_dir, paths=ctx.paths,
         extra_mounts=extra_mounts, refresh=refresh,
-        warm_idle_minutes=ctx.config.warm_idle_minutes, engine=ctx.engine.choice,
+        warm_idle_minutes=ctx.config.warm_idle_minutes, engine=ctx.engine_choice,
         shell=f.shell,
     )
 
@@ -304,7 +304,7 @@ def tool_files(ctx: Context, rec: InstallRecord, rt: Runtime, packages: list[str
 
     try:
         files = toolfiles.install_files(
-            ctx.engine, ctx.paths, rec.key, rec.version, rec.image_id,
+            lambda: ctx.engine, ctx.paths, rec.key, rec.version, rec.image_id,
             toolfiles.plan_for(rec.tool, rec.version, rt, list(rec.shims)), packages or [],
             extract_ok=packages is not None, retry=retry)
     except (SandmanError, OSError) as e:
@@ -397,7 +397,7 @@ def uninstall(ctx: Context, spec: Spec) -> list[Path]:
 
 
 def reshim(ctx: Context, spec: Spec, known: images.Known | None = None, *,
-           aliases_done: set[str] | None = None) -> list[Path]:
+           aliases_done: set[str] | None = None, record: InstallRecord | None = None) -> list[Path]:
     """Rewrite an install's shims from its record, the current config and runtime (no build).
 
     The recipe's settings stay those of the record (taking a changed recipe's is `upgrade`,
@@ -405,16 +405,17 @@ def reshim(ctx: Context, spec: Spec, known: images.Known | None = None, *,
     sandman), config.toml, the host's docker. The record then says what the shims are made of.
     `known`: the engine's images as this command read them (one listing for `reshim --all`);
     `aliases_done`: the tools whose alias file this command already wrote (it depends on the
-    tool's records alone, which a reshim does not change: once per tool, not per install).
+    tool's records alone, which a reshim does not change: once per tool, not per install);
+    `record`: spec's install record, when the command has just read it.
     """
     from dataclasses import replace
 
-    rec = installed(ctx, spec)
-    known = known if known is not None else images.Known(engine_of=lambda: ctx.engine)
+    rec = record if record is not None else installed(ctx, spec)
+    known = known if known is not None else images.Known(engine_of=lambda: ctx.image_reads)
     if known.image(rec.image_tag) is None:
         raise ImageMissingError(f"{rec.key}: image {rec.image_tag} is gone; run: sandman install {rec.key}")
     # claims an install made before roots existed; no tag posted when both are already there
-    images.ensure_root(ctx.engine, ctx.paths, rec, known)
+    images.ensure_root(lambda: ctx.engine, ctx.paths, rec, known)
     rt = runtime_from_dict(rec.runtime)
     sctx = shim_context(ctx, rec.tool, rec.version, rec.image_tag, rec.image_id, rt)
     consent.check(rec.key, consent.granted(rt, rec.shim_inputs), sctx.settings.apply(rt), None,
@@ -436,13 +437,15 @@ def reshim_all(ctx: Context, specs: list[Spec], *, every: bool = False) -> Batch
     """`reshim`: the shims of specs (and with every, of each install) rewritten, one failure
     leaving the others done (sandman/batch.py). The engine's images are read once for all,
     and each tool's alias file written once."""
+    read: dict[Spec, InstallRecord] = {}  # each record read once (all_records), not again
     if every:
-        specs = [*specs, *(Spec(r.tool, r.version) for r in installs.all_records(ctx.paths))]
-    known = images.Known(engine_of=lambda: ctx.engine)
+        read = {Spec(r.tool, r.version): r for r in installs.all_records(ctx.paths)}
+        specs = [*specs, *read]
+    known = images.Known(engine_of=lambda: ctx.image_reads)
     aliases_done: set[str] = set()
 
     def one(spec: Spec) -> list[Path]:
-        written = reshim(ctx, spec, known, aliases_done=aliases_done)
+        written = reshim(ctx, spec, known, aliases_done=aliases_done, record=read.get(spec))
         for p in written:
             ctx.out.info(f"rewrote {p}")
         return written

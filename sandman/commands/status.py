@@ -52,7 +52,7 @@ def list_installs(ctx: Context, *, check_stale: bool = True,
     from sandman.commands.install import plan, resolve
 
     runtime = shims.runtime_digest()
-    known = known if known is not None else images.Known(engine_of=lambda: ctx.engine)
+    known = known if known is not None else images.Known(engine_of=lambda: ctx.image_reads)
     made: dict[str, dict[str, str]] = {}
     out = []
     for rec in installs.all_records(ctx.paths):
@@ -135,7 +135,7 @@ def doctor(ctx: Context) -> list[Check]:
         checks.append(Check(bool(docker_cli), "docker client", docker_cli or
                             "not on PATH: shims exec `docker run`; install the docker CLI"))
         try:
-            v = ctx.engine.version()
+            v = ctx.image_reads.version()
             checks.append(Check(True, "docker daemon",
                                 f"engine {v.get('Version')}, API {v.get('ApiVersion')}"))
             daemon = True
@@ -146,7 +146,7 @@ def doctor(ctx: Context) -> list[Check]:
         checks += podman
         if all(c.ok for c in podman if c.what in ("subordinate ids", "podman API socket")):
             try:  # starts the service when it is not running (and says so), as any command would
-                v = ctx.engine.version()
+                v = ctx.image_reads.version()
                 checks.append(Check(True, "podman API service",
                                     f"Podman {v.get('Version')}, Docker API {v.get('ApiVersion')}"))
                 daemon = True
@@ -161,7 +161,7 @@ def doctor(ctx: Context) -> list[Check]:
                         shutil.which("mmdebstrap") or "not installed (only needed by bootstrap)"))
     records = installs.all_records(ctx.paths)
     owned = {(Path(r.bin_dir) / n) for r in records for n in r.shims}
-    known = images.Known(engine_of=lambda: ctx.engine)  # read once for all the checks below
+    known = images.Known(engine_of=lambda: ctx.image_reads)  # read once for all the checks below
     for rec in records:
         for n in rec.shims:
             owner = shims.owner_of(Path(rec.bin_dir) / n)

@@ -32,7 +32,7 @@ from bootstrap_helpers import StandIn
 from helpers import PODMAN, remove_images, run_sandman, stop_reapers
 from podman_helpers import PodmanUser, ensure_bases, ensure_podman_user
 
-from sandman.engine import short_tag
+from sandman.engine_reads import short_tag
 from sandman.errors import SubidError
 
 pytestmark = pytest.mark.docker

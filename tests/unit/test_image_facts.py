@@ -21,16 +21,16 @@ DEBIAN = {"/etc/passwd": b"root:x:0:0:root:/root:/bin/bash\n", "/etc/group": b"r
 def test_an_image_with_a_shell_and_the_cache(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     eng = FakeEngine(files=DEBIAN)
-    f = images.facts(eng, paths, "sha256:abc")  # type: ignore[arg-type]
+    f = images.facts(lambda: eng, paths, "sha256:abc")  # type: ignore[arg-type]
     assert (f.shell, f.utf8_locale) == (True, "C.UTF-8")
-    again = images.facts(eng, paths, "sha256:abc")  # type: ignore[arg-type]
+    again = images.facts(lambda: eng, paths, "sha256:abc")  # type: ignore[arg-type]
     assert (again, len(eng.called("read_files"))) == (f, 1)
 
 
 def test_an_image_without_a_shell(tmp_path: Path) -> None:
     paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
     files = {k: v for k, v in DEBIAN.items() if k != "/bin/sh"}
-    assert images.facts(FakeEngine(files=files), paths, "sha256:def").shell is False  # type: ignore[arg-type]
+    assert images.facts(lambda: FakeEngine(files=files), paths, "sha256:def").shell is False  # type: ignore[arg-type]
 
 
 def test_facts_cached_by_an_older_sandman_are_read_again(tmp_path: Path) -> None:
@@ -40,5 +40,5 @@ def test_facts_cached_by_an_older_sandman_are_read_again(tmp_path: Path) -> None
     (paths.facts_dir / "old.json").write_text(json.dumps(
         {"passwd": "root:x:0:0::/:/bin/sh\n", "group": "root:x:0:\n", "locales": ["c"]}))
     eng = FakeEngine(files={k: v for k, v in DEBIAN.items() if k != "/bin/sh"})
-    f = images.facts(eng, paths, "sha256:old")  # type: ignore[arg-type]
+    f = images.facts(lambda: eng, paths, "sha256:old")  # type: ignore[arg-type]
     assert (f.shell, len(eng.called("read_files"))) == (False, 1)
