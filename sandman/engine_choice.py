@@ -69,6 +69,8 @@ class EngineChoice:
     why: str  # how it was chosen, for doctor and --debug
     kind: ClassVar[str] = ""
     sdk_from_env: ClassVar[bool] = False  # the SDK reads DOCKER_HOST and its TLS settings
+    # `run --pidfile` writes the container's host pid: a warm start then needs no inspect
+    run_pidfile: ClassVar[bool] = False
 
     @property
     def socket_path(self) -> str:
@@ -122,7 +124,8 @@ class EngineChoice:
 
     def shim_values(self) -> dict[str, str]:
         """What a shim needs to reach this engine, decided here and never again by the shim."""
-        return {"SM_ENGINE": self.kind, "SM_DOCKER": self.cli or self.kind}
+        return {"SM_ENGINE": self.kind, "SM_DOCKER": self.cli or self.kind,
+                "SM_RUN_PIDFILE": "1" if self.run_pidfile else ""}
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Podman(EngineChoice):
     root in disguise); the SDK talks to its API service, which sandman starts when needed."""
 
     kind: ClassVar[str] = PODMAN
+    run_pidfile: ClassVar[bool] = True
 
     @property
     def label(self) -> str:

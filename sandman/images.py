@@ -46,6 +46,9 @@ class ImageFacts:
     group: str
     locales: tuple[str, ...]  # normalized: lower case, no '-' (en_us.utf8, c.utf8)
     shell: bool = True  # it has /bin/sh (Podman's shims run the tool through it: see shim.bash)
+    # os/architecture as the engine names the image's ("linux/amd64"); "" when not read (a
+    # cache from before): a warm start then asks the engine, as it did on every start
+    platform: str = ""
 
     @property
     def utf8_locale(self) -> str:
@@ -66,14 +69,16 @@ def facts(engine_of: Callable[[], Engine], paths: Paths, image_id: str) -> Image
     if cache.exists():
         try:
             d = json.loads(cache.read_text())
-            return ImageFacts(d["passwd"], d["group"], tuple(d["locales"]), d["shell"])
+            return ImageFacts(d["passwd"], d["group"], tuple(d["locales"]), d["shell"],
+                              str(d.get("platform") or ""))
         except (ValueError, KeyError):
             pass
     from sandman.engine import DryRunRefused
 
+    engine = engine_of()
     try:
-        files = engine_of().read_files(image_id, ["/etc/passwd", "/etc/group",
-                                                  "/usr/lib/locale", "/bin/sh"])
+        files = engine.read_files(image_id, ["/etc/passwd", "/etc/group", "/usr/lib/locale",
+                                             "/bin/sh"])
     except DryRunRefused:  # a dry run creates no probe container: plain defaults, not cached
         return ImageFacts("root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n", ("c", "posix"))
     locales = {"c", "posix"}
@@ -86,6 +91,7 @@ def facts(engine_of: Callable[[], Engine], paths: Paths, image_id: str) -> Image
         group=files.get("/etc/group", b"root:x:0:\n").decode("utf-8", "replace"),
         locales=tuple(sorted(locales)),
         shell="/bin/sh" in files,
+        platform="/".join(info.platform.split("/")[:2]) if (info := engine.image(image_id)) else "",
     )
     atomic_write(cache, json.dumps(f.__dict__).encode())
     return f

@@ -63,6 +63,7 @@ class ShimContext:
     warm_idle_minutes: int = 10  # config.toml `warm_idle_minutes`: warm containers stop after this
     engine: EngineChoice = DEFAULT_ENGINE  # the command's engine: whose client the shim execs
     shell: bool = True  # the image has /bin/sh (images.ImageFacts.shell)
+    image_platform: str = ""  # the image's os/architecture (images.ImageFacts.platform)
 
 
 def env_prefix(tool: str) -> str:
@@ -411,6 +412,7 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_RUN_USER": _arr(run_user),  # the same, for a caller other than root
         "SM_EXEC": _arr(ctx.engine.command_prefix(ctx.shell)),
         "SM_PLATFORM": shlex.quote(rt.platform or ""),
+        "SM_IMAGE_PLATFORM": shlex.quote(ctx.image_platform),  # a warm start needs no inspect
         "SM_RUN_AS": _arr(f"{k}={v}" for k, v in rt.command_run.items()),
         "SM_HOME_FILES": _arr(rt.home_files),
         "SM_DEVICES": _arr(rt.devices),

@@ -166,9 +166,10 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
     [[ $id != "$sm_wid" ]]
   }
   sm_warm_start() {  # start the warm container for sm_key, or join the one being started
-    local out p i main
+    local out p i main rc pf
     if [[ -n $sm_agent ]]; then  # the agent is a binary for one platform: the image's?
-      p=$("$SM_DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$SM_IMAGE" 2>/dev/null)
+      p=${SM_IMAGE_PLATFORM-}  # read at install; a shim from before asks the engine
+      [[ -n $p ]] || p=$("$SM_DOCKER" image inspect -f '{{.Os}}/{{.Architecture}}' "$SM_IMAGE" 2>/dev/null)
       [[ $p == "$SM_AGENT_PLATFORM" ]] || sm_agent=
     fi
     # It runs on the host: only the binary whose sha256 its build recorded (sandman/agent.py).
@@ -203,15 +204,23 @@ if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR 
               -c 'exec 3<>/run/sandman-warm/signals; while read -r s p <&3; do kill -s "$s" "$p" 2>/dev/null; done'
               "$sm_wname")
       fi
-      out=$("$SM_DOCKER" run -d --rm --init --name "$sm_wname" --log-driver none --pull never \
+      pf=()  # Podman writes the container's pid as it starts it: no inspect after (SM_RUN_PIDFILE)
+      [[ -n ${SM_RUN_PIDFILE-} ]] && pf=(--pidfile "$sm_wd/pidfile.$$")
+      out=$("$SM_DOCKER" run -d --rm --init --name "$sm_wname" --log-driver none --pull never "${pf[@]}" \
         --label "$SM_LABEL_ROLE=warm" --label "$SM_LABEL_TOOL=$SM_TOOL" --label "$SM_LABEL_VERSION=$SM_VERSION" \
         --label "$SM_LABEL_UID=$sm_uid" --label "$SM_LABEL_HOST=$SM_HOST" --label "$SM_LABEL_HOME=$sm_wdir" \
         --label "$SM_LABEL_IDLE=${SANDMAN_WARM_IDLE_SECONDS:-$SM_WARM_IDLE}" \
         "${sm_cargs[@]}" --mount "type=bind,\"source=${sm_wd//\"/\"\"}/calls\",target=/run/sandman-warm/calls" \
         --mount "type=bind,\"source=${sm_wd//\"/\"\"}/signals\",target=/run/sandman-warm/signals" \
         "${main[@]}" 2>&1 >/dev/null)
-      if [[ $? == 0 || $out == *"already in use"* ]]; then
-        p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
+      rc=$? p=
+      if [[ -n ${pf[*]} ]]; then
+        [[ $rc == 0 ]] && read -r p 2>/dev/null <"$sm_wd/pidfile.$$"
+        rm -f -- "$sm_wd/pidfile.$$" 2>/dev/null
+        [[ $p =~ ^[1-9][0-9]*$ && -d /proc/$p ]] || p=
+      fi
+      if [[ $rc == 0 || $out == *"already in use"* ]]; then
+        [[ -n $p ]] || p=$("$SM_DOCKER" inspect -f '{{if .State.Running}}{{.State.Pid}}{{end}}' "$sm_wname" 2>/dev/null)
         if [[ -n $p && $p != 0 ]] && (( ${#sm_pins[@]} )) && ! sm_warm_pinned "$p"; then
           # a mount is not what this call checked (swapped between the check and the start):
           # the container is retired and removed, and the call runs cold, checked again there

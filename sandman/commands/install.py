@@ -145,7 +145,7 @@ def shim_context(ctx: Context, tool: str, version: str, image_tag: str, image_id
         utf8_locale=f.utf8_locale, passwd_uid=uid, passwd_dir=pw_dir, paths=ctx.paths,
         extra_mounts=extra_mounts, refresh=refresh,
         warm_idle_minutes=ctx.config.warm_idle_minutes, engine=ctx.engine_choice,
-        shell=f.shell,
+        shell=f.shell, image_platform=f.platform,
     )
 
 

@@ -42,3 +42,18 @@ def test_facts_cached_by_an_older_sandman_are_read_again(tmp_path: Path) -> None
     eng = FakeEngine(files={k: v for k, v in DEBIAN.items() if k != "/bin/sh"})
     f = images.facts(lambda: eng, paths, "sha256:old")  # type: ignore[arg-type]
     assert (f.shell, len(eng.called("read_files"))) == (False, 1)
+
+
+def test_the_platform_is_a_fact_and_an_older_cache_says_it_does_not_know(tmp_path: Path) -> None:
+    """os/architecture for the shim (a warm start then needs no `image inspect`); a cache from
+    before the fact leaves it empty, and the shim asks the engine as it always did."""
+    from sandman.engine import ImageInfo
+
+    paths = Paths.from_env({"SANDMAN_HOME": str(tmp_path)})
+    arm = ImageInfo("sha256:arm", ("t:1",), {}, 1, "", platform="linux/arm64/v8")
+    eng = FakeEngine({"t:1": arm}, files=DEBIAN)
+    assert images.facts(lambda: eng, paths, "sha256:arm").platform == "linux/arm64"  # type: ignore[arg-type]
+    paths.facts_dir.mkdir(parents=True, exist_ok=True)
+    (paths.facts_dir / "before.json").write_text(json.dumps(
+        {"passwd": "root:x:0:0::/:/bin/sh\n", "group": "root:x:0:\n", "locales": ["c"], "shell": True}))
+    assert images.facts(lambda: FakeEngine(), paths, "sha256:before").platform == ""  # type: ignore[arg-type]
