@@ -409,8 +409,8 @@ def cached(engine: Engine, plan: BuildPlan) -> str | None:
     return None
 
 
-def moved_under(engine: Engine, plan: BuildPlan, image_id: str) -> list[str]:
-    """The bases the cached image for plan was built on here that have been bootstrapped
+def moved_under(engine: Engine, image_id: str) -> list[str]:
+    """The bases the cached image (of a plan) was built on here that have been bootstrapped
     again since (images.moved): the fingerprint names bases by reference, so it still
     matches, but a build now would start from the new base, and `list` would call the old
     image `image-stale: base` the moment it was installed."""
@@ -441,7 +441,7 @@ def ensure_image(
         stale: list[str] = []
         if not force:
             hit = cached(engine, plan)
-            stale = moved_under(engine, plan, hit) if hit else []
+            stale = moved_under(engine, hit) if hit else []
             if stale:  # built again; publish gives the new image the tag (or another home's)
                 on_line(f"{what}: the cached image was built on an older {', '.join(stale)}; "
                         "building it again")

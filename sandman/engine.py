@@ -30,10 +30,9 @@ import requests.exceptions
 import urllib3.exceptions
 
 from sandman.engine_choice import Docker, EngineChoice, probe_options, setup_fix
-from sandman.engine_reads import ImageInfo, connection_error, from_inspect, from_listing
+from sandman.engine_reads import ImageInfo, connection_error, from_inspect, from_listing, lost
 from sandman.errors import (
     BuildError,
-    DaemonUnavailableError,
     EngineError,
     EngineSetupError,
     ImageMissingError,
@@ -85,19 +84,12 @@ def translate(action: str) -> Iterator[None]:
         raise connection_error(e) from e
     except (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError,
             http.client.HTTPException) as e:
-        raise _lost(action) from e
+        raise lost(action) from e
     except (OSError, requests.exceptions.ConnectionError, ConnectionError) as e:
         if isinstance(e, requests.exceptions.ConnectionError) and any(
                 isinstance(a, urllib3.exceptions.ProtocolError) for a in e.args):
-            raise _lost(action) from e  # requests' wrapping of the same broken answer
+            raise lost(action) from e  # requests' wrapping of the same broken answer
         raise connection_error(e) from e
-
-
-def _lost(action: str) -> DaemonUnavailableError:
-    """The daemon went away in the middle of an answer (killed or restarted mid-build)."""
-    return DaemonUnavailableError(
-        f"{action}: the connection to the Docker daemon was lost; nothing was kept. Check that "
-        "it runs (docker info), then try again")
 
 
 class Engine:

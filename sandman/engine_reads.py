@@ -92,6 +92,13 @@ def connection_error(e: BaseException) -> SandmanError:
     )
 
 
+def lost(action: str) -> DaemonUnavailableError:
+    """The daemon went away in the middle of an answer (killed or restarted mid-build)."""
+    return DaemonUnavailableError(
+        f"{action}: the connection to the Docker daemon was lost; nothing was kept. Check that "
+        "it runs (docker info), then try again")
+
+
 class Reads(Protocol):
     """What a command that only looks asks the engine (engine.Engine and SocketReads)."""
 
@@ -138,9 +145,7 @@ class SocketReads:
             body = resp.read()
         except http.client.HTTPException as e:
             self._conn.close()
-            raise DaemonUnavailableError(
-                f"{action}: the connection to the Docker daemon was lost; nothing was kept. "
-                "Check that it runs (docker info), then try again") from e
+            raise lost(action) from e
         except OSError as e:
             self._conn.close()
             raise connection_error(e) from e
