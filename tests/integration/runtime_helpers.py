@@ -26,6 +26,7 @@ this module keeps the plain functions and constants the tests import.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import json
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,6 +353,33 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+@contextlib.contextmanager
+def reaper_paused(kit: Kit) -> Iterator[int]:
+    """Hold the kit's reaper still (SIGSTOP) for a test that plants junk in a warm folder and
+    then checks who handles it: a pass of the reaper (every 2 s, warm.tend_calls) removes the
+    junk too, and once removed it before the test's next step ran (CI, under load). A stopped
+    reaper still counts as running, so no shim starts another meanwhile. Yields its pid."""
+    pidfile = kit.reaper_pidfile()
+
+    def on_duty() -> int | None:
+        try:
+            pid = int(pidfile.read_text().strip())
+            alive = b"sandman.reaper" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if alive else None
+
+    assert wait_for(lambda: on_duty() is not None, 20), f"no reaper on duty ({pidfile})"
+    pid = on_duty()
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
 
 
 def one_line_error(stderr: bytes, code_text: str | None = None) -> str:
