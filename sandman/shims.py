@@ -1,9 +1,11 @@
-"""Generating shims: small bash scripts on PATH that run one tool@version in its container.
+"""Generating shims: small scripts on PATH that run one tool@version in its container.
 
 All the thinking happens here, at install time: the recipe's runtime settings, the user's
-config, the image's facts (locales, passwd) are rendered into bash assignments. A shim holds
-only those values and then `source`s one shared runtime (shims/shim.bash with shims/warm.bash,
-plus the names of sandman/names.py), written once per content to
+config, the image's facts (locales, passwd) are rendered into shell assignments. A shim starts
+in /bin/sh, whose few lines (shims/front.sh) take a warm call straight to the agent's client
+or run the file again in bash; bash reads the values and `source`s one shared runtime
+(shims/shim.bash with shims/warm.bash, plus the names of sandman/names.py), written once per
+content to
 `<data>/runtime/shim-<sha12>.bash`: a new sandman writes a new file and old shims keep theirs
 until they are rewritten, which `sandman list` reports (`shim-stale: runtime`). So a running
 shim only does cheap builtin work before `exec docker`. Shims are written all-or-nothing and
@@ -110,6 +112,24 @@ def runtime_digest(text: str | None = None) -> str:
     if text is None:
         return _runtime()[1]
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# The shim's front (shims/front.sh) reads these values, so they come before it in the shim;
+# each is a scalar in POSIX quoting (shlex.quote), which sh and bash read alike.
+FRONT_VALUES = ("SM_NAME", "SM_WARM", "SM_WARM_DIR", "SM_AGENT", "SM_CONFIG")
+
+
+@functools.cache
+def front_text() -> str:
+    """shims/front.sh without its comments: the part of every shim that sh runs (the fast
+    path). It is in the shim itself, not the runtime: its digest is in made_from, so a new
+    front makes shims stale."""
+    text = (shim_templates_dir() / "front.sh").read_text(encoding="utf-8")
+    return "".join(ln for ln in text.splitlines(keepends=True) if not ln.lstrip().startswith("#"))
+
+
+def front_digest() -> str:
+    return hashlib.sha256(front_text().encode()).hexdigest()[:12]
 
 
 def runtime_dir(paths: Paths) -> Path:
@@ -337,7 +357,8 @@ def made_from(settings: ToolSettings, warm_idle_minutes: int, *,
         config["grants"] = [settings.network, settings.devices, settings.cap_add]
     if settings.proxy_env is False:  # the default (on) leaves earlier digests as they were
         config["proxy_env"] = False
-    return {"runtime": runtime or runtime_digest(), "config": _digest(config), "host": _host_digest(),
+    return {"runtime": runtime or runtime_digest(), "front": front_digest(),
+            "config": _digest(config), "host": _host_digest(),
             # what config.toml grants beyond the recipe, kept as is: consent.granted reads it
             "grants": json.dumps([settings.network, settings.devices, settings.cap_add])}
 
@@ -348,6 +369,7 @@ def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths
     """The fields whose shim content is out of date: runtime, config, host, env, mounts..."""
     out = []
     if (recorded.get("runtime") != current["runtime"]
+            or recorded.get("front") != current.get("front")  # the shim's own part of it
             or not runtime_path(paths, recorded.get("runtime", "-")).is_file()):
         out.append("runtime")
     if current_runtime is not None:
@@ -371,7 +393,9 @@ def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str:
+def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> dict[str, str]:
+    """Every value of a shim, already quoted: scalars in POSIX quoting (the front reads some in
+    sh), arrays in bash's."""
     st = ctx.settings
     rt = st.apply(ctx.runtime)  # this host's network, devices and cap_add (config.toml)
     mounts = []
@@ -441,11 +465,12 @@ def render_values(ctx: ShimContext, prefix: Sequence[str], needcmd: bool) -> str
         "SM_REAPER_PIDFILE": shlex.quote(str(ctx.paths.reaper_pidfile)),
         **warm.shim_values(ctx.paths, ctx.settings.warm, ctx.warm_idle_minutes),
     }
-    return "\n".join(f"{k}={v}" for k, v in values.items())
+    return values
 
 
 def render(ctx: ShimContext, name: str) -> str:
-    """The script for shim `name` (`tool-version` or `command-version`): values + `source`.
+    """The script for shim `name` (`tool-version` or `command-version`): the values the front
+    reads, the front (sh), the other values, `source` of the runtime (bash).
 
     Writes what the script refers to first (the runtime, the private env file), so a shim
     never points at a file that is not there yet.
@@ -459,13 +484,19 @@ def render(ctx: ShimContext, name: str) -> str:
     else:
         prefix, needcmd = [rt.run_name(cmd)], False
     key = f"{ctx.tool}@{ctx.version}"
+    values = render_values(ctx, prefix, needcmd)
+    front = {k: values.pop(k) for k in FRONT_VALUES}
     return "\n".join([
-        "#!/bin/bash",
+        "#!/bin/sh",
         MARKER,
         f"# for: {key}",
         "# Generated by sandman; do not edit (install, reshim and upgrade rewrite it).",
-        "# Its values, then the shared runtime (docs/runtime.md): bash builtins only up to exec.",
-        render_values(ctx, prefix, needcmd),
+        "# The values its front reads, the front (sh: the fast path, or bash runs this file), the",
+        "# other values, the shared runtime (docs/runtime.md): bash builtins only up to exec.",
+        *(f"{k}={v}" for k, v in front.items()),
+        "# the front: shims/front.sh",
+        front_text().rstrip("\n"),
+        *(f"{k}={v}" for k, v in values.items()),
         f"SM_RUNTIME={shlex.quote(str(runtime))}",
         "SM_SELF=${BASH_SOURCE[0]-}",
         "[[ -r $SM_RUNTIME ]] || { printf 'sandman: %s: the shim runtime %s is missing or "

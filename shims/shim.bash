@@ -1,8 +1,9 @@
 # sandman shim runtime: sourced by every shim of a SANDMAN_HOME (see docs/runtime.md).
 # Written by `sandman install`/`reshim` to <data>/runtime/shim-<sha12>.bash, named by the hash
 # of its content: never edit it, a changed runtime is a new file. A shim holds only its values
-# (SM_* assignments) and then sources this file, so nothing but bash builtins runs between the
-# user's Enter and `exec docker run`.
+# (SM_* assignments) and its front (shims/front.sh, in sh: the warm fast path), and bash then
+# sources this file, so nothing but shell builtins runs between the user's Enter and `exec
+# docker run`.
 # Label names and exit codes, rendered from sandman/names.py:
 @@NAMES@@
 
@@ -29,23 +30,8 @@ if [[ -n $SM_CONFIG && -n $SM_SELF && $SM_CONFIG -nt $SM_SELF && -z ${SANDMAN_NO
   SANDMAN_NO_REFRESH=1 exec "$SM_SELF" "$@"
 fi
 
-# The fast path (docs/performance.md, "The fast path"): a warm call through the agent whose
-# route an earlier call of this shim wrote down (warm.bash, sm_route_write) goes straight to
-# the agent's client, which takes that route only when everything this runtime would look at
-# is the same, and otherwise runs the shim again with SANDMAN_ROUTE_SKIP=1: the rest of this
-# file. So a warm call in a loop parses and runs only these lines.
-# The switches, read once here for the fast path and for warm.bash: warm mode (SANDMAN_WARM,
-# else the shim's own SM_WARM) and the agent (on unless SANDMAN_AGENT says no).
-case ${SANDMAN_WARM-} in
-  '') sm_warm=${SM_WARM:-0} ;;
-  0|no|false|off) sm_warm=0 ;;
-  *) sm_warm=1 ;;
-esac
-case ${SANDMAN_AGENT-} in 0|no|false|off) sm_agent_on= ;; *) sm_agent_on=1 ;; esac
-if [[ $sm_warm == 1 && -n $sm_agent_on && -z ${SANDMAN_ROUTE_SKIP-}${SANDMAN_AGENT_SKIP-}${SANDMAN_DRY_RUN-}$sm_complete && -n $SM_SELF
-      && -n ${SM_WARM_DIR-} && -f $SM_WARM_DIR/route-$SM_NAME && -x ${SM_AGENT-} ]]; then
-  exec "$SM_AGENT" route "$SM_WARM_DIR/route-$SM_NAME" "$SM_SELF" "$@"
-fi
+# The fast path ran before this file: the shim's front (shims/front.sh), in sh, which also
+# read the switches sm_warm and sm_agent_on. A call it handed here runs the whole runtime.
 unset SANDMAN_ROUTE_SKIP
 sm_xdg0=${XDG_RUNTIME_DIR+set}  # the route is written down only for the environment as it came
 

@@ -52,7 +52,7 @@ fi
 # aside, then waits for the calls registered in it: a call registers (creates its call file in
 # the folder), then checks that the folder still holds the container it found (its `id`), so
 # either the stop sees the call and waits for it, or the call sees the stop and goes elsewhere.
-# sm_warm and sm_agent_on: the switches, read in shim.bash before the fast path.
+# sm_warm and sm_agent_on: the switches, read by the shim's front (shims/front.sh).
 sm_wdir=$SM_WARM_DIR${sm_dkey:+/$sm_dkey}
 if [[ $sm_warm == 1 && -n ${SM_WARM_DIR-} && -d $SM_WARM_DIR && -O $SM_WARM_DIR ]] \
    && [[ $sm_engine == podman || -z ${DOCKER_HOST-} || $DOCKER_HOST == unix://* ]] \

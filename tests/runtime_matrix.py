@@ -43,6 +43,9 @@ _MOUNTS = "the engine parses the --mount flags; the kept container is created on
 
 MATRIX: dict[str, Reach] = {
     # Issue 22: the first warm call (a container's start) costs what it must and no more
+    "test_runtime_warm_default.py::test_files_outside_the_mounts_outlive_a_warm_call_but_never_a_cold_one": Reach(
+        DOCKER, (), "the kept container's own filesystem lives as long as it does, on either engine: "
+        "the measure of why cold stays the default"),
     "test_runtime_warm_start.py::test_a_warm_start_runs_the_engine_to_start_it_and_nothing_else": Reach(
         BOTH, ("agent",), "each engine's start: Podman writes the pid itself, Docker is asked"),
     # Promise 4: arguments
@@ -52,6 +55,8 @@ MATRIX: dict[str, Reach] = {
         BOTH, CREATION, _MOUNTS),
     # Promise 3: bytes
     "test_runtime_bytes.py::test_16_mib_of_random_bytes_round_trip": Reach(BOTH, ALL, _STREAMS),
+    "test_runtime_bytes.py::test_the_tool_gets_its_three_streams_and_no_other_descriptor": Reach(
+        BOTH, ALL, "the engine's exec, `docker exec` and the agent each hand the tool its descriptors"),
     "test_runtime_bytes.py::test_every_byte_value_and_no_cr_on_pipes": Reach(BOTH, ALL, _STREAMS),
     "test_runtime_bytes.py::test_stdout_and_stderr_stay_separate": Reach(BOTH, ALL, _STREAMS),
     "test_runtime_bytes.py::test_tty_only_when_stdin_and_stdout_are_terminals": Reach(

@@ -146,7 +146,9 @@ def test_an_agent_call_forks_nothing_the_shim_execs_the_client(kit: Kit, agent_e
     assert p.returncode == 0, p.stderr
     calls = [ln for ln in log.read_text().splitlines() if "resumed" not in ln]
     execs = [ln for ln in calls if "execve(" in ln]
-    assert len(execs) == 2 and "/sandman-agent-" in execs[1] and '"call"' in execs[1], calls
+    # the shim (sh), the shim in bash (no route for a tool with data mounts), the client
+    assert len(execs) == 3 and "/sandman-agent-" in execs[2] and '"call"' in execs[2], calls
+    assert execs[1].split(", [")[0].endswith('execve("/bin/bash"'), calls
     assert not [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)], calls
 
 

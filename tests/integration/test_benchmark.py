@@ -23,7 +23,7 @@ from sandman.names import LABEL_ROLE
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("bare run", "bare exec", "cold shim", "warm shim", "agent shim", "full agent shim",
-            "bash start", "shim to client")
+            "bash start", "sh start", "shim to client")
 RATIOS = ("cold/bare-run", "warm/exec", "warm/bare-run", "agent/exec")
 
 
@@ -66,7 +66,7 @@ def test_short_benchmark_prints_every_figure_for_both_engines(docker_client) -> 
         for variant in VARIANTS:
             name = variant.replace("bare ", f"bare {engine} ")
             assert re.search(rf"^{re.escape(name)}\s+\d+\.\d\s+\d+\.\d$", out, re.M), name
-        for line in ("agent shim split: bash start", "first warm call", "xargs -P1:", "xargs -P4:"):
+        for line in ("agent shim split: sh start", "shim to its client vs bash", "first warm call", "xargs -P1:", "xargs -P4:"):
             assert re.search(rf"^{engine} {re.escape(line)}", out, re.M), (engine, line)
         for ratio in RATIOS:
             assert re.search(rf"^{engine} {re.escape(ratio)}\s+\d+\.\d{{3}}\s+\(target <= [\d.]+\)"

@@ -65,7 +65,7 @@ def test_a_repeated_warm_call_takes_the_route(kit: Kit, fast) -> None:
     execs = [ln for ln in trace.read_text().splitlines() if "execve(" in ln and "resumed" not in ln]
     trace.unlink()
     assert (p.returncode, p.stdout, p.stderr) == (0, b"two\0words\0", b"")
-    # the shim's bash, then the client with `route`: no second bash, no docker
+    # the shim's sh (its front), then the client with `route`: no bash at all, no docker
     assert len(execs) == 2 and '"route"' in execs[1], execs
     assert misses(log) == []
 
@@ -95,6 +95,38 @@ def test_any_change_the_runtime_would_see_leaves_the_route(kit: Kit, fast) -> No
     before = len(misses(log))
     assert call(kit, {**env, "TZ": "UTC"}, folder, "same") == b"same\0"
     assert len(misses(log)) == before  # back on the route
+
+
+def test_an_argument_that_names_nothing_here_keeps_the_route(kit: Kit, fast) -> None:
+    """A slash in an argument that is no path on this host (SQL, a date, a URL) mounts nothing
+    in the runtime, so the route stands; a path through a link, or out of the cwd, leaves it.
+    (rtecho takes no path arguments: a copy of its shim that does, whose route is removed after.)"""
+    env, folder, log = fast
+    text = Path(kit.shim("rtecho-1")).read_text()
+    assert "\nSM_PATH_ARGS=off\n" in text
+    shim = folder.parent / f"{folder.name}-rtecho-1"
+    shim.write_text(text.replace("\nSM_PATH_ARGS=off\n", "\nSM_PATH_ARGS=ro\n"))
+    shim.chmod(0o755)
+
+    def echo(*args: str) -> bytes:
+        p = kit.run([str(shim), *args], env=env, cwd=folder)
+        assert (p.returncode, p.stderr) == (0, b""), p.stderr
+        return p.stdout
+
+    try:
+        assert echo("first") == b"first\0"  # this folder's route, for the copy
+        log.unlink(missing_ok=True)
+        words = ["select a/b from t;", "2026/12/07", "http://host/x", "missing/../../etc/passwd"]
+        assert echo(*words) == b"".join(w.encode() + b"\0" for w in words)
+        assert misses(log) == []
+        (folder / "real").mkdir()
+        (folder / "link").symlink_to("real")
+        assert echo("link/x.db") == b"link/x.db\0"
+        assert echo("real/../x.db") == b"real/../x.db\0"
+        assert misses(log) == ["path argument", "path argument"]  # the runtime decided both
+    finally:
+        memo(kit).unlink(missing_ok=True)  # the real rtecho-1 takes no path arguments
+        shim.unlink(missing_ok=True)
 
 
 def test_a_variable_the_environment_lacks_keeps_the_route(kit: Kit, fast) -> None:

@@ -68,3 +68,14 @@ def test_tty_only_when_stdin_and_stdout_are_terminals(kit: Kit, mode: str, work:
     assert code == 0
     # (the agent too: it never hands the tool a terminal of the caller's, it relays it)
     assert b"stdin-tty" not in out and b"stdout-tty" not in out, out
+
+
+def test_the_tool_gets_its_three_streams_and_no_other_descriptor(kit: Kit, mode: str,
+                                                                  work: Path) -> None:
+    """As a tool started by the user's shell: 0, 1 and 2, nothing the shim, the engine or the
+    agent held open (a descriptor left to the tool is a file or socket it could read; the
+    agent closes every one from 3 up: close_range, or those /proc/self/fd lists)."""
+    p = kit.run([kit.shim("rtprobe-1"), "sh", "-c", "ls /proc/$$/fd"], env=kit.env(mode),
+                cwd=work, input=b"")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [b"0", b"1", b"2"], p.stdout

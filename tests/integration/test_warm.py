@@ -298,9 +298,11 @@ def test_cold_shim_forks_nothing_before_exec_docker(wh: WarmHome) -> None:
     calls = traced(Path(wh.shim), dict(wh.env, SANDMAN_WARM="0"), wh.work, "true")
     execs = [ln for ln in calls if "execve(" in ln]
     forks = [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)]
-    assert len(execs) == 3 and len(forks) == 1, calls  # the shim, stat, docker (/bin/true)
-    assert '/stat", ["stat", "-c", "%d %i %F"' in execs[1], calls
-    assert '"/bin/true", "run"' in execs[2]
+    # the shim (its front, in sh), the shim again in bash, stat, docker (/bin/true)
+    assert len(execs) == 4 and len(forks) == 1, calls
+    assert execs[1].split(", [")[0].endswith('execve("/bin/bash"'), calls
+    assert '/stat", ["stat", "-c", "%d %i %F"' in execs[2], calls
+    assert '"/bin/true", "run"' in execs[3]
 
 
 def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
@@ -316,7 +318,9 @@ def test_warm_shim_forks_once_the_docker_exec(wh: WarmHome) -> None:
                    docker=str(fake))
     execs = [ln for ln in calls if "execve(" in ln]
     forks = [ln for ln in calls if re.search(r"\b(fork|vfork|clone3?)\(", ln)]
-    assert len(execs) == 2 and f'execve("{fake}", ' in execs[1], calls
+    # the shim (sh), the shim in bash (a call without a route), the `docker exec` stand-in
+    assert len(execs) == 3 and f'execve("{fake}", ' in execs[2], calls
+    assert execs[1].split(", [")[0].endswith('execve("/bin/bash"'), calls
     assert len(forks) == 1, calls  # the background `docker exec`, nothing else
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from sandman.shims import runtime_text
+from sandman.shims import front_text, runtime_text
 
 # Read by the runtime but not part of a route: they choose the path itself (checked before the
 # fast path, or make a call skip it), are bash's own, or belong to completion mode.
@@ -30,7 +30,9 @@ def test_every_variable_the_runtime_reads_is_part_of_a_route() -> None:
     assert read - NOT_ROUTE <= route_names(text)
 
 
-def test_the_fast_path_comes_before_the_rest_of_the_runtime() -> None:
-    text = runtime_text()
-    gate = text.index('exec "$SM_AGENT" route')
-    assert gate < text.index("sm_rundir_ok()") < text.index("sm_warm_exec()")
+def test_what_the_front_reads_chooses_the_path_or_is_part_of_a_route() -> None:
+    """The front (shims/front.sh) decides whether to try the route at all: what it reads
+    chooses the path (or is bash's own), or the client compares it with the route."""
+    read = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", front_text()))
+    allowed = NOT_ROUTE | {"BASH_VERSION"} | route_names(runtime_text())
+    assert {n for n in read if not n.startswith("SM_")} <= allowed
