@@ -1,5 +1,5 @@
 # The front of every shim (sandman/shims.py renders it after the values it reads). POSIX sh:
-# /bin/sh (dash on Debian) starts in a tenth of bash's time, and a warm call in a loop needs no
+# /bin/sh (dash on Debian) starts in a fraction of bash's time, and a warm call in a loop needs no
 # more than these lines (docs/performance.md, "The fast path"). The rest of the shim is bash.
 # The switches, read once here for the fast path and for the runtime's warm.bash (bash runs
 # these lines too): warm mode (SANDMAN_WARM, else the shim's own SM_WARM) and the agent (on
