@@ -17,13 +17,16 @@ import shutil
 import pytest
 
 pytest.register_assert_rewrite("runtime_helpers")
-from runtime_helpers import Kit, token  # noqa: E402
+from runtime_helpers import Kit, ensure_agent, token  # noqa: E402
 from warm_helpers import remove_serving  # noqa: E402
 
 pytestmark = pytest.mark.docker
 
 
 def test_files_outside_the_mounts_outlive_a_warm_call_but_never_a_cold_one(kit: Kit) -> None:
+    # the agent's binary first: built in the background by a first warm call, it would retire
+    # that call's container (one without the agent) before the next call, and so its /tmp
+    ensure_agent(kit.home)
     folder = kit.scratch("warm-default")
     shim = kit.shim("rtprobe-1")
     mark = f"/tmp/left-by-a-call-{token()}"  # in the container: outside every mount
