@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from sandman.catalog import Catalog
@@ -81,8 +82,12 @@ class Context:
     def engine(self) -> Engine:
         from sandman.engine import Engine
 
-        return Engine.connect(self.choice, service_log=self.paths.state_dir / "podman-service.log",
-                              say=self.out.info)
+        return Engine.connect(self.choice, service_log=self._service_log, say=self.out.info)
+
+    @property
+    def _service_log(self) -> Path:
+        """Where a Podman API service sandman starts writes its log."""
+        return self.paths.state_dir / "podman-service.log"
 
     @property
     def engine_choice(self) -> EngineChoice:
@@ -100,8 +105,7 @@ class Context:
         if ("engine" in self.__dict__ or not choice.socket_path  # connected, or a dry run's
                 or self.env.get("DOCKER_TLS_VERIFY") or self.env.get("DOCKER_CERT_PATH")):
             return self.engine
-        choice.check_usable()
-        choice.ensure_service(self.paths.state_dir / "podman-service.log", self.out.info)
+        choice.ready(self._service_log, self.out.info)
         from sandman.engine_reads import SocketReads
 
         return SocketReads(choice.socket_path)

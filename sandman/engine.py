@@ -103,8 +103,7 @@ class Engine:
                 say: Callable[[str], None] | None = None) -> Engine:
         """The SDK client of the engine chosen once for this process (Context.choice);
         Podman's API service is started when needed."""
-        choice.check_usable()
-        choice.ensure_service(service_log, say)
+        choice.ready(service_log, say)
         with translate(f"connecting to {choice.label}"):
             if choice.sdk_from_env:  # DOCKER_HOST with DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
                 client = docker.from_env(version="auto", timeout=600)

@@ -109,6 +109,12 @@ class EngineChoice:
         """The API answers when this returns; True when sandman had to start it."""
         return False
 
+    def ready(self, log: Path | None = None, say: Callable[[str], None] | None = None) -> None:
+        """What talking to the engine takes first, with the SDK or without it (Engine.connect,
+        Context.image_reads): refused when unusable, its API service answering."""
+        self.check_usable()
+        self.ensure_service(log, say)
+
     def builds_with_cli(self, env: Mapping[str, str]) -> bool:
         """Whether a build runs the engine's client rather than the API (see Podman's)."""
         return False

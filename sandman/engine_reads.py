@@ -54,12 +54,17 @@ def short_tag(tag: str) -> str:
     return tag
 
 
+def _tags(names: list[str] | None) -> tuple[str, ...]:
+    """An answer's RepoTags as sandman compares names (short_tag), without the untagged mark."""
+    return tuple(short_tag(t) for t in names or () if t != "<none>:<none>")
+
+
 def from_inspect(attrs: dict[str, Any]) -> ImageInfo:
     """An image inspect's answer (GET /images/NAME/json)."""
     config = attrs.get("Config") or {}
     return ImageInfo(
         id=str(attrs.get("Id", "")),
-        tags=tuple(short_tag(t) for t in attrs.get("RepoTags") or () if t != "<none>:<none>"),
+        tags=_tags(attrs.get("RepoTags")),
         labels=dict(config.get("Labels") or {}),
         size=int(attrs.get("Size") or 0),
         created=str(attrs.get("Created", "")),
@@ -71,9 +76,9 @@ def from_inspect(attrs: dict[str, Any]) -> ImageInfo:
 
 def from_listing(entry: dict[str, Any]) -> ImageInfo:
     """One entry of an image listing (GET /images/json): fewer facts than an inspect."""
-    tags = tuple(short_tag(t) for t in (entry.get("RepoTags") or []) if t != "<none>:<none>")
     created = datetime.fromtimestamp(int(entry.get("Created") or 0), UTC)
-    return ImageInfo(id=str(entry["Id"]), tags=tags, labels=dict(entry.get("Labels") or {}),
+    return ImageInfo(id=str(entry["Id"]), tags=_tags(entry.get("RepoTags")),
+                     labels=dict(entry.get("Labels") or {}),
                      size=int(entry.get("Size") or 0),
                      created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
                      parent=str(entry.get("ParentId") or ""))

@@ -368,7 +368,7 @@ def stale_reasons(recorded: dict[str, str], recorded_runtime: dict, paths: Paths
     """The fields whose shim content is out of date: runtime, config, host, env, mounts..."""
     out = []
     if (recorded.get("runtime") != current["runtime"]
-            or recorded.get("front") != current.get("front")  # the shim's own part of it
+            or recorded.get("front") != current["front"]  # the shim's own part of it
             or not runtime_path(paths, recorded.get("runtime", "-")).is_file()):
         out.append("runtime")
     if current_runtime is not None:
